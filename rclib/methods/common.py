@@ -1,0 +1,167 @@
+"""Pieces the methods share: laying selected tokens out in output slots, and the KNN merge.
+
+Every method ends the same way: some input tokens go to output slots unchanged, some output slots are
+weighted sums of input tokens. Methods describe that as *entries* (output row, input column, weight)
+and :func:`assemble` turns them into a :class:`~rclib.result.CompressionResult`, so provenance is
+built once, the same way, for all of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rclib.result import CompressionResult, Fate, Slot, from_weights
+
+
+@dataclass
+class Entries:
+    """Weights of output slots, as lists: ``weights[b, row[b, e], col[b, e]] += value[b, e]``.
+
+    Entries with ``row == -1`` are ignored (a vectorised way to say "nothing here").
+    """
+
+    row: torch.Tensor  # [B, E] long, output slot or -1
+    col: torch.Tensor  # [B, E] long, input token
+    value: torch.Tensor  # [B, E] float
+
+    @staticmethod
+    def cat(parts: list[Entries]) -> Entries:
+        return Entries(*(torch.cat([getattr(p, f) for p in parts], dim=1) for f in ("row", "col", "value")))
+
+
+def slot_positions(groups: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Output positions of tokens selected by consecutive groups, original order within each group.
+
+    groups: list of [B, N] bool masks, in output order (disjoint). Returns, per group, [B, N] long
+    positions (-1 where not selected), and [B] the total number of slots used.
+    """
+    offset = torch.zeros(groups[0].shape[0], dtype=torch.long, device=groups[0].device)
+    positions = []
+    for g in groups:
+        pos = offset[:, None] + g.long().cumsum(1) - 1  # [B, N]
+        positions.append(torch.where(g, pos, torch.full_like(pos, -1)))
+        offset = offset + g.sum(1)
+    return positions, offset
+
+
+def identity_entries(position: torch.Tensor) -> Entries:
+    """Token n goes unchanged (weight 1) to slot ``position[b, n]`` (-1: nowhere)."""
+    col = torch.arange(position.shape[1], device=position.device).expand_as(position)
+    return Entries(position, col, torch.ones_like(position, dtype=torch.float32))
+
+
+def assemble(inputs: torch.Tensor, entries: Entries, slot_rows: torch.Tensor, slot_kinds: torch.Tensor,
+             n_slots: torch.Tensor, fate: torch.Tensor, method: str,
+             scores: dict[str, torch.Tensor]) -> CompressionResult:
+    """Scatter weight entries into a [B, K, N] matrix and apply it to ``inputs`` [B, N, C].
+
+    slot_rows / slot_kinds [B, S]: the Slot kind of output row ``slot_rows[b, s]`` (-1: ignore).
+    n_slots [B]: slots used per sample; K is its maximum (the one host sync, for the output shape).
+    """
+    B, N, _ = inputs.shape
+    K = int(n_slots.max()) if B else 0
+    dump = K  # entries with row -1 land in an extra row that is cut off below
+    row = torch.where(entries.row < 0, torch.full_like(entries.row, dump), entries.row)
+    weights = torch.zeros(B, (K + 1) * N, dtype=torch.float32, device=inputs.device)
+    weights.scatter_add_(1, row * N + entries.col, entries.value.float())
+    weights = weights.view(B, K + 1, N)[:, :K]  # [B, K, N]
+
+    slot = torch.full((B, K + 1), int(Slot.PAD), dtype=torch.long, device=inputs.device)
+    srow = torch.where(slot_rows < 0, torch.full_like(slot_rows, dump), slot_rows)
+    slot.scatter_(1, srow, slot_kinds)
+    return from_weights(inputs, weights, slot[:, :K], fate, method, scores)
+
+
+def keep_and_drop(inputs: torch.Tensor, keep: torch.Tensor, method: str,
+                  scores: dict[str, torch.Tensor]) -> CompressionResult:
+    """Selection-only methods: tokens in ``keep`` [B, N] pass unchanged in original order, the rest drop."""
+    (position,), n_slots = slot_positions([keep])
+    fate = torch.where(keep, int(Fate.KEPT), int(Fate.DROPPED))
+    return assemble(inputs, identity_entries(position), position, torch.full_like(position, int(Slot.KEPT)),
+                    n_slots, fate, method, scores)
+
+
+def knn_merge_entries(centres: torch.Tensor, pool: torch.Tensor, similarity: torch.Tensor,
+                      centre_position: torch.Tensor, weight: torch.Tensor, k: int) -> Entries:
+    """Each centre absorbs its ``k`` most similar other tokens of ``pool``, weighted by ``weight``.
+
+    centres, pool [B, N] bool (centres within pool); similarity [B, N, N] (row: centre, column:
+    candidate); centre_position [B, N] the centre's output slot; weight [B, N] (CLS attention, not
+    normalised). The centre itself enters with weight 1: merged = x_i + sum_j w_j x_j.
+    """
+    B, N = centres.shape
+    eye = torch.eye(N, dtype=torch.bool, device=centres.device)
+    allowed = pool[:, None, :] & ~eye  # [B, N, N] candidates: other tokens of the pool
+    k = min(k, N - 1)
+    best, nbr = similarity.masked_fill(~allowed, float("-inf")).topk(k, dim=2)  # [B, N, k]
+    is_nbr = torch.isfinite(best) & centres[:, :, None]  # fewer than k candidates: -inf slots skipped
+    row = torch.where(is_nbr, centre_position[:, :, None].expand(B, N, k), torch.full_like(nbr, -1))
+    return Entries(row.flatten(1), nbr.flatten(1), weight.gather(1, nbr.flatten(1)))
+
+
+def extra_entries(sources: torch.Tensor, position: torch.Tensor, weight: torch.Tensor) -> Entries:
+    """One extra token: sum over ``sources`` [B, N] of weight_j x_j, placed at ``position`` [B]."""
+    col = torch.arange(sources.shape[1], device=sources.device).expand_as(sources)
+    row = torch.where(sources, position[:, None].expand_as(sources), torch.full_like(col, -1))
+    return Entries(row, col, weight)
+
+
+def cosine_matrix(keys: torch.Tensor) -> torch.Tensor:
+    """[B, N, N] cosine similarity between the keys [B, N, Ck] of all token pairs."""
+    unit = torch.nn.functional.normalize(keys.float(), dim=-1)
+    return unit @ unit.transpose(1, 2)
+
+
+def default_budget(n_tokens: int) -> int:
+    """Fixed-budget peers without a budget keep 64 of 576 (LLaVA-1.5's usual 64-token setting)."""
+    return max(1, round(n_tokens * 64 / 576))
+
+
+def budget_tensor(budget: int | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    """A per-sample budget [B] from an int or a tensor; asserts it is positive."""
+    budget = torch.as_tensor(budget, dtype=torch.long, device=device).expand(batch)
+    assert bool((budget >= 1).all()), f"budget must be >= 1 token, got {budget.tolist()}"
+    return budget
+
+
+def merge_into_centres(tokens: torch.Tensor, weight: torch.Tensor, kept: torch.Tensor, recovered: torch.Tensor,
+                       centres: torch.Tensor, pool: torch.Tensor, similarity: torch.Tensor, k: int, method: str,
+                       scores: dict[str, torch.Tensor]) -> CompressionResult:
+    """The token merger of RC and PruMerge: [kept and recovered, original order] + [centres] + [extra].
+
+    kept, recovered, centres, pool: [B, N] bool (centres within pool, pool disjoint from kept and
+    recovered). Each centre absorbs its ``k`` most ``similarity``-similar other tokens of the pool; the
+    pool's non-centre tokens also form one extra token. ``weight`` [B, N] is the CLS attention.
+    """
+    absorbed = pool & ~centres
+    (selected_pos, centre_pos), n_slots = slot_positions([kept | recovered, centres])
+    has_extra = absorbed.any(1)
+    extra_pos = torch.where(has_extra, n_slots, -1)
+    n_slots = n_slots + has_extra.long()
+    entries = Entries.cat([
+        identity_entries(torch.where(centres, centre_pos, selected_pos)),
+        knn_merge_entries(centres, pool, similarity, centre_pos, weight, k),
+        extra_entries(absorbed, extra_pos, weight),
+    ])
+    kind = torch.where(recovered, int(Slot.RECOVERED), int(Slot.KEPT))
+    kind = torch.where(centres, int(Slot.CENTRE), kind)
+    slot_rows = torch.cat([torch.where(centres, centre_pos, selected_pos), extra_pos[:, None]], 1)
+    slot_kinds = torch.cat([kind, torch.full_like(extra_pos[:, None], int(Slot.EXTRA))], 1)
+
+    fate = torch.full_like(kind, int(Fate.DROPPED))
+    for mask, f in ((absorbed, Fate.MERGED), (kept, Fate.KEPT), (recovered, Fate.RECOVERED), (centres, Fate.CENTRE)):
+        fate = torch.where(mask, int(f), fate)
+    return assemble(tokens, entries, slot_rows, slot_kinds, n_slots, fate, method, scores)
+
+
+def uniform_mask(available: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """[B, N] bool: ``count[b]`` tokens at an even stride through the available tokens of row b."""
+    m = available.sum(1)  # [B]
+    rank = available.long().cumsum(1) - 1  # [B, N] rank among the available tokens
+    count = torch.minimum(count, m)
+    # step index floor(rank * count / m) runs 0 .. count-1; take the first token of each step
+    m = m.clamp(min=1)[:, None]
+    step = (rank * count[:, None]) // m
+    previous_step = ((rank - 1) * count[:, None]) // m
+    return available & (step > previous_step)

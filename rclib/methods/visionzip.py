@@ -1,0 +1,46 @@
+"""VisionZip (Yang et al., 2024): dominant tokens by [CLS] attention plus a few contextual merges.
+
+K_d dominant tokens = topk(a); of the rest, K_c targets at a uniform stride; every other remaining
+token joins the target whose key is most similar (cosine) and each contextual token is the average of
+its target and the tokens that joined it. The paper's 64-token setting is 54 + 10; a budget K is split
+in that proportion. VisionZip sums the [CLS] attention over heads; rclib uses the shared ``cls_attn``.
+"""
+from __future__ import annotations
+
+import torch
+
+from rclib.filters import topk_mask
+from rclib.methods.common import (Entries, assemble, budget_tensor, cosine_matrix, default_budget,
+                                  identity_entries, slot_positions, uniform_mask)
+from rclib.result import CompressionResult, Fate, Slot
+
+DOMINANT_SHARE = 54 / 64  # VisionZip's 64-token setting: 54 dominant + 10 contextual
+
+
+def visionzip(tokens: torch.Tensor, cls_attn: torch.Tensor, text_sim, keys: torch.Tensor | None,
+              budget=None) -> CompressionResult:
+    """tokens [B, N, C], cls_attn [B, N], keys [B, N, Ck] -> K = budget (default 64/576 of N) tokens."""
+    assert keys is not None, "visionzip merges by key similarity: pass the last vision layer's keys [B, N, Ck]"
+    B, N, _ = tokens.shape
+    k = budget_tensor(budget or default_budget(N), B, tokens.device)
+    n_contextual = torch.where(k > 1, (k * (1 - DOMINANT_SHARE)).round().long().clamp(min=1), 0)
+    dominant = topk_mask(cls_attn, k - n_contextual)
+    rest = ~dominant
+    targets = uniform_mask(rest, n_contextual)
+    (dominant_pos, target_pos), n_slots = slot_positions([dominant, targets])
+
+    similarity = cosine_matrix(keys).masked_fill(~targets[:, None, :], float("-inf"))  # [B, N, N(target)]
+    joins = similarity.argmax(2)  # [B, N] the most similar target of each token
+    joins = torch.where(targets, torch.arange(N, device=tokens.device), joins)  # a target joins itself
+    members = rest & targets.any(1, keepdim=True)  # [B, N] tokens in some contextual group
+    group_size = torch.zeros(B, N, device=tokens.device).scatter_add_(1, joins, members.float())
+    row = torch.where(members, target_pos.gather(1, joins), -1)
+    merged = Entries(row, torch.arange(N, device=tokens.device).expand(B, N),
+                     1.0 / group_size.gather(1, joins).clamp(min=1))
+    entries = Entries.cat([identity_entries(dominant_pos), merged])
+    slot_rows = torch.cat([dominant_pos, target_pos], 1)
+    slot_kinds = torch.cat([torch.full_like(dominant_pos, int(Slot.KEPT)),
+                            torch.full_like(target_pos, int(Slot.CENTRE))], 1)
+    fate = torch.where(dominant, int(Fate.KEPT), torch.where(members, int(Fate.MERGED), int(Fate.DROPPED)))
+    fate = torch.where(targets, int(Fate.CENTRE), fate)
+    return assemble(tokens, entries, slot_rows, slot_kinds, n_slots, fate, "visionzip", {"visual": cls_attn})

@@ -1,0 +1,220 @@
+"""LLaVA-1.5 that sees K compressed visual tokens instead of N, over transformers' LlavaForConditionalGeneration.
+
+The steps are separate so that a notebook can run the encoders once and compare methods:
+``encode`` (one vision forward + the text embedding) -> ``compress`` (any rclib method) ->
+``generate`` (project the K tokens, splice them into the prompt, greedy decoding). ``answer`` chains
+the three and times them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from rclib.methods import compress as compress_tokens
+from rclib.models.text import TextOptions, TextTower, text_similarity
+from rclib.models.vision import encode_vision
+from rclib.result import CompressionResult
+
+
+@dataclass
+class Encoded:
+    """A batch after the encoders, in the model's device: what compression and generation read."""
+
+    features: torch.Tensor  # [B, N, C] layer -2 patch tokens, the ones the LLM would see
+    cls_attn: torch.Tensor  # [B, N] last vision layer's [CLS] -> patch attention
+    text_sim: torch.Tensor  # [B, N] cosine between the text embedding and each projected final patch token
+    keys: torch.Tensor  # [B, N, C] last vision layer's k_proj outputs for the patches
+    grid: tuple[int, int]  # (h, w) patch grid, N = h * w in raster order
+    questions: list[str]  # the questions as asked
+    prompts: list[str]  # the LLM prompts, one image placeholder each
+    input_ids: torch.Tensor  # [B, L] the processor's tokens, left-padded, N image tokens per row
+    attention_mask: torch.Tensor  # [B, L] 1 for real tokens
+    pixel_values: torch.Tensor  # [B, 3, H, W] the preprocessed images the patch grid covers
+
+    def __len__(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.features.shape[1]
+
+
+@dataclass
+class Answer:
+    """One sample's answer and how it was reached."""
+
+    text: str  # the generated answer, special tokens removed
+    result: CompressionResult  # this sample's compression (single-sample result)
+    seconds: dict[str, float]  # wall time of the batch it came from: vision (+ text), compress, generate
+
+
+@dataclass
+class Scores:
+    """The two score maps of one image and question, on the patch grid, for figures."""
+
+    cls_attn: torch.Tensor  # [h, w] float32 on cpu
+    text_sim: torch.Tensor  # [h, w] float32 on cpu
+
+
+def read_image(image):
+    """A path becomes an RGB PIL image (a clear error names a missing or unreadable file); others pass."""
+    if not isinstance(image, (str, Path)):
+        return image
+    try:
+        with Image.open(image) as opened:
+            return opened.convert("RGB")
+    except OSError as error:  # FileNotFoundError, PIL.UnidentifiedImageError, truncated files
+        raise ValueError(f"cannot read image file {str(image)!r}: {error}") from error
+
+
+def build_prompt(processor, question: str) -> str:
+    """The checkpoint's chat template with one image and the question; else LLaVA-1.5's plain format."""
+    if processor.chat_template:
+        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        return processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    return f"USER: {processor.image_token}\n{question} ASSISTANT:"
+
+
+def image_span(ids: torch.Tensor, image_token_id: int, n_tokens: int) -> tuple[int, int]:
+    """Start and end of the single run of ``n_tokens`` image placeholders in a 1-D row of token ids."""
+    positions = torch.nonzero(ids == image_token_id).flatten()
+    if len(positions) != n_tokens or int(positions[-1] - positions[0]) != n_tokens - 1:
+        raise ValueError(f"expected one run of {n_tokens} image tokens in the prompt, found {len(positions)} "
+                         "image tokens; put exactly one image placeholder in each prompt")
+    return int(positions[0]), int(positions[0]) + n_tokens
+
+
+def left_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows [L_b, H] -> zero-padded on the left [B, L, H] and the attention mask [B, L] (1 = real)."""
+    length = max(len(row) for row in rows)
+    embeds = rows[0].new_zeros(len(rows), length, rows[0].shape[-1])
+    mask = torch.zeros(len(rows), length, dtype=torch.long, device=rows[0].device)
+    for b, row in enumerate(rows):
+        embeds[b, length - len(row):] = row
+        mask[b, length - len(row):] = 1
+    return embeds, mask
+
+
+def check_llava_config(config) -> None:
+    """Raise if the checkpoint is not a LLaVA-1.5-style model with a CLIP vision tower."""
+    if config.vision_config.model_type != "clip_vision_model":
+        raise ValueError(f"rclib reads [CLS] attention from a CLIP vision tower; this checkpoint's vision tower "
+                         f"is {config.vision_config.model_type!r}")
+    if config.vision_feature_select_strategy != "default" or not isinstance(config.vision_feature_layer, int):
+        raise ValueError("rclib expects LLaVA-1.5's feature selection: one vision_feature_layer, CLS dropped "
+                         f"('default'); got layer {config.vision_feature_layer} and "
+                         f"{config.vision_feature_select_strategy!r}")
+
+
+def timed(device: torch.device, fn, *args, **kwargs):
+    """(fn(*args, **kwargs), wall seconds), waiting for the GPU on both ends."""
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    synchronize()
+    start = time.perf_counter()
+    value = fn(*args, **kwargs)
+    synchronize()
+    return value, time.perf_counter() - start
+
+
+class CompressedLlava:
+    """A LLaVA-1.5-architecture checkpoint (transformers) with a CLIP text tower, generating from K tokens."""
+
+    def __init__(self, model, processor, text_tower: TextTower):
+        check_llava_config(model.config)
+        width = model.config.vision_config.hidden_size
+        if text_tower.vision_width != width:
+            raise ValueError(f"the text tower's visual head takes width {text_tower.vision_width} but the LLaVA vision "
+                             f"tower has width {width}: pair the checkpoint with the CLIP it was built on")
+        self.model = model.eval()
+        self.processor = processor
+        self.processor.tokenizer.padding_side = "left"  # batched generation continues every row at its end
+        self.text_tower = text_tower.eval()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @torch.no_grad()
+    def encode(self, images, questions, **text_options) -> Encoded:
+        """Images (PIL, numpy, tensor or path) and questions -> the encoders' outputs, for a batch.
+
+        text_options: fields of :class:`~rclib.models.text.TextOptions` (paper defaults).
+        A single image and question string make a batch of one.
+        """
+        options = TextOptions(**text_options)
+        if isinstance(questions, str):
+            images, questions = [images], [questions]
+        if len(images) != len(questions):
+            raise ValueError(f"got {len(images)} images for {len(questions)} questions; pass one image per question")
+        prompts = [build_prompt(self.processor, q) for q in questions]
+        batch = self.processor(images=[read_image(i) for i in images], text=prompts, padding=True, return_tensors="pt")
+        pixel_values = batch["pixel_values"].to(self.device, self.dtype)
+        vision = encode_vision(self.model.model.vision_tower, pixel_values, self.model.config.vision_feature_layer)
+        text_embeds = self.text_tower.embed_text(options.texts(questions), pooling=options.text_pooling)  # [B, D]
+        patch_embeds = self.text_tower.project_patches(vision.last_hidden_state, options.post_layernorm)  # [B, N, D]
+        return Encoded(features=vision.features, cls_attn=vision.cls_attn,
+                       text_sim=text_similarity(text_embeds, patch_embeds).to(self.device), keys=vision.keys,
+                       grid=vision.grid, questions=list(questions), prompts=prompts, input_ids=batch["input_ids"],
+                       attention_mask=batch["attention_mask"], pixel_values=pixel_values)
+
+    def compress(self, encoded: Encoded, method: str = "rc", budget: int | None = None,
+                 **options) -> CompressionResult:
+        """Compress the encoded batch with any rclib method (see ``rclib.compress``)."""
+        return compress_tokens(encoded.features, encoded.cls_attn, encoded.text_sim, encoded.keys,
+                               method=method, budget=budget, **options)
+
+    @torch.no_grad()
+    def llm_inputs(self, encoded: Encoded, result: CompressionResult) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each prompt with its K_b projected tokens in place of the N image tokens, left-padded.
+
+        Returns inputs_embeds [B, L, H] and attention_mask [B, L].
+        """
+        if len(result) != len(encoded):
+            raise ValueError(f"the result holds {len(result)} samples, the encoded batch {len(encoded)}")
+        image_embeds = self.model.model.multi_modal_projector(result.tokens.to(self.device, self.dtype))  # [B, K, H]
+        embed = self.model.get_input_embeddings()
+        rows = []
+        for b in range(len(encoded)):
+            ids = encoded.input_ids[b][encoded.attention_mask[b].bool()].to(self.device)  # this prompt, unpadded
+            start, end = image_span(ids, self.model.config.image_token_id, encoded.n_tokens)
+            rows.append(torch.cat([embed(ids[:start]), image_embeds[b, :int(result.n_output[b])], embed(ids[end:])]))
+        return left_pad(rows)
+
+    @torch.no_grad()
+    def generate_ids(self, encoded: Encoded, result: CompressionResult, max_new_tokens: int = 32) -> torch.Tensor:
+        """Greedy decoding from the compressed input: new token ids [B, T], pad-filled after EOS."""
+        embeds, mask = self.llm_inputs(encoded, result)
+        pad = self.processor.tokenizer.pad_token_id
+        return self.model.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
+                                   max_new_tokens=max_new_tokens,
+                                   pad_token_id=pad if pad is not None else self.processor.tokenizer.eos_token_id)
+
+    def generate(self, encoded: Encoded, result: CompressionResult, max_new_tokens: int = 32) -> list[str]:
+        """Greedy answers, one string per sample."""
+        ids = self.generate_ids(encoded, result, max_new_tokens)
+        return [text.strip() for text in self.processor.batch_decode(ids, skip_special_tokens=True)]
+
+    def answer(self, images, questions, method: str = "rc", budget: int | None = None, max_new_tokens: int = 32,
+               **options) -> list[Answer]:
+        """Encode, compress and generate. options: TextOptions fields go to ``encode``, the rest to the method."""
+        text_options = {name: options.pop(name) for name in TextOptions.names() & options.keys()}
+        encoded, t_vision = timed(self.device, self.encode, images, questions, **text_options)
+        result, t_compress = timed(self.device, self.compress, encoded, method, budget, **options)
+        texts, t_generate = timed(self.device, self.generate, encoded, result, max_new_tokens)
+        seconds = {"vision": t_vision, "compress": t_compress, "generate": t_generate}
+        return [Answer(text=text, result=result[b], seconds=seconds) for b, text in enumerate(texts)]
+
+    def scores(self, image, question: str, **text_options) -> Scores:
+        """The [CLS] attention and text similarity maps of one image and question, on the patch grid."""
+        encoded = self.encode(image, question, **text_options)
+        h, w = encoded.grid
+        return Scores(cls_attn=encoded.cls_attn[0].reshape(h, w).float().cpu(),
+                      text_sim=encoded.text_sim[0].reshape(h, w).float().cpu())

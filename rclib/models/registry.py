@@ -1,0 +1,60 @@
+"""Which checkpoints rclib knows by name, and which CLIP text tower goes with each.
+
+A LLaVA checkpoint carries only CLIP's vision tower; the text score needs the text tower (and the
+visual projection) of the SAME CLIP. The pairing is data, kept here and nowhere else.
+
+A ``str`` source is a Hugging Face hub id; a :class:`~pathlib.Path` source is a local folder, relative
+paths resolving against the repository root (where ``data/models/`` lives).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # rclib/models/registry.py -> repository root
+
+
+@dataclass(frozen=True)
+class TextTowerSpec:
+    """A CLIP text tower with its joint-space projections."""
+
+    kind: str  # "transformers": a CLIPModel checkpoint; "open_clip": an open_clip model
+    source: str | Path  # hub id or folder; for open_clip with `pretrained`, a built-in model name
+    pretrained: str | None = None  # open_clip only: the pretrained tag of the built-in model (e.g. "openai")
+
+    def __post_init__(self):
+        assert self.kind in ("transformers", "open_clip"), f"kind must be 'transformers' or 'open_clip', got {self.kind!r}"
+        assert self.pretrained is None or self.kind == "open_clip", "pretrained tags exist for open_clip models only"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A LLaVA-1.5-architecture checkpoint in llava-hf format and the CLIP it was built on."""
+
+    llava: str | Path  # hub id or folder of a LlavaForConditionalGeneration checkpoint + processor
+    text_tower: str  # key of TEXT_TOWERS: the CLIP whose vision tower the checkpoint uses
+
+
+def resolve(source: str | Path) -> str | Path:
+    """A registry source as the loader takes it: relative folders become absolute under the repo root."""
+    return REPO_ROOT / source if isinstance(source, Path) and not source.is_absolute() else source
+
+
+TEXT_TOWERS: dict[str, TextTowerSpec] = {
+    # the project's own small CLIP, trained with the shapes world (rclib.shapes)
+    "shapes-clip": TextTowerSpec("transformers", Path("data/models/shapes-clip")),
+    # the CLIP of LLaVA-1.5 (ViT-L/14, 336 px), through transformers
+    "clip-vit-large-patch14-336": TextTowerSpec("transformers", "openai/clip-vit-large-patch14-336"),
+    # the same OpenAI weights through open_clip (QuickGELU, as OpenAI trained it)
+    "open_clip-vit-large-patch14-336": TextTowerSpec("open_clip", "ViT-L-14-336-quickgelu", pretrained="openai"),
+}
+
+MODELS: dict[str, ModelSpec] = {
+    # the project default: a small LLaVA trained on the shapes world, runs on a laptop CPU
+    "shapes": ModelSpec(Path("data/models/shapes-llava"), "shapes-clip"),
+    "llava-1.5-7b": ModelSpec("llava-hf/llava-1.5-7b-hf", "clip-vit-large-patch14-336"),
+    "llava-1.5-13b": ModelSpec("llava-hf/llava-1.5-13b-hf", "clip-vit-large-patch14-336"),
+    # TinyLLaVA v1 (TinyLlama-1.1B + LLaVA-1.5 recipe), CPU-sized; its config.json has a CLIP ViT-L/14-336
+    # vision tower (clip_vision_model, 24 layers, width 1024, patch 14, 336 px) used at layer -2
+    "tiny-llava-v1": ModelSpec("bczhou/tiny-llava-v1-hf", "clip-vit-large-patch14-336"),
+}

@@ -1,0 +1,54 @@
+"""One forward of a transformers CLIP vision tower gives everything the compression methods read."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class VisionOutput:
+    """What one vision forward yields, for a batch of B images with N = h * w patches."""
+
+    features: torch.Tensor  # [B, N, C] patch tokens of the feature layer (LLaVA: hidden_states[-2]), CLS dropped
+    cls_attn: torch.Tensor  # [B, N] float32, last layer's [CLS] -> patch attention, all heads as one
+    keys: torch.Tensor  # [B, N, C] last layer's k_proj outputs for the patches, not normalised
+    last_hidden_state: torch.Tensor  # [B, 1 + N, C] final layer output (CLS first), before post_layernorm
+    grid: tuple[int, int]  # (h, w) patch grid, raster order of the N tokens
+
+
+def cls_attention(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """[CLS] attention over the patches, heads merged into ONE head of width C.
+
+    queries, keys [B, 1 + N, C] (CLS first) -> [B, N] float32: softmax over all 1 + N keys of
+    q_cls . k_j / sqrt(C), CLS column dropped (the rows do not sum to 1).
+    """
+    q_cls = queries[:, 0].float()  # [B, C]
+    logits = torch.einsum("bc,bjc->bj", q_cls, keys.float()) / math.sqrt(queries.shape[-1])  # [B, 1 + N]
+    return logits.softmax(dim=-1)[:, 1:]
+
+
+@torch.no_grad()
+def encode_vision(tower, pixel_values: torch.Tensor, feature_layer: int = -2) -> VisionOutput:
+    """Run a transformers ``CLIPVisionModel`` once on pixel_values [B, 3, H, W].
+
+    The last encoder layer's q_proj / k_proj outputs are caught with forward hooks; the feature layer
+    indexes ``hidden_states`` as LLaVA does (-2: the penultimate layer's output).
+    """
+    attention = tower.encoder.layers[-1].self_attn
+    caught: dict[str, torch.Tensor] = {}
+    hooks = [attention.q_proj.register_forward_hook(lambda module, args, out: caught.__setitem__("q", out)),
+             attention.k_proj.register_forward_hook(lambda module, args, out: caught.__setitem__("k", out))]
+    try:
+        out = tower(pixel_values, output_hidden_states=True)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    patch = tower.config.patch_size
+    grid = (pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch)
+    features = out.hidden_states[feature_layer][:, 1:]  # [B, 1 + N, C] -> [B, N, C]
+    assert features.shape[1] == grid[0] * grid[1], \
+        f"{features.shape[1]} patch tokens do not fill the {grid} grid of {tuple(pixel_values.shape)} images"
+    return VisionOutput(features=features, cls_attn=cls_attention(caught["q"], caught["k"]),
+                        keys=caught["k"][:, 1:], last_hidden_state=out.last_hidden_state, grid=grid)

@@ -1,0 +1,139 @@
+"""The result of a compression, with provenance.
+
+Every method returns a :class:`CompressionResult`. Its ``weights`` say how each output token is built
+from the input tokens (``tokens == weights @ inputs``), its ``fate`` says what became of each input
+token, and its ``slot`` says what each output slot is. A figure draws from these alone; nothing is
+recomputed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import torch
+
+
+class Fate(IntEnum):
+    """What became of an input token. One colour per fate in every figure (see ``rclib.viz``)."""
+
+    KEPT = 0  # kept as it is by the visual ([CLS] attention) filter, or by a peer's selection
+    RECOVERED = 1  # kept as it is by the text information recovery
+    CENTRE = 2  # the seed of a merged output token (a KNN cluster centre, a VisionZip target)
+    MERGED = 3  # absorbed into one or more merged output tokens
+    DROPPED = 4  # contributes to no output token
+
+
+class Slot(IntEnum):
+    """What an output slot holds."""
+
+    KEPT = 0  # an input token kept by the visual filter (or a peer's selection), unchanged
+    RECOVERED = 1  # an input token recovered by the text stage, unchanged
+    CENTRE = 2  # a centre plus the tokens merged into it
+    EXTRA = 3  # RC/PruMerge's extra token: the weighted sum of the remaining non-centre tokens
+    POOLED = 4  # an average of a region (spatial pooling)
+    PAD = 5  # padding, not a token: ``mask`` is False here
+
+
+@dataclass
+class CompressionResult:
+    """Batched output of a compression method; output slots are padded to the largest K of the batch.
+
+    ``tokens[b, :n_output[b]]`` is what the LLM sees for sample ``b``, in that order.
+    """
+
+    tokens: torch.Tensor  # [B, K, C] output tokens, zero in padded slots
+    mask: torch.Tensor  # [B, K] bool, True for a real output slot (always a prefix of the row)
+    weights: torch.Tensor  # [B, K, N] contribution of input token n to output slot k
+    fate: torch.Tensor  # [B, N] long, a Fate per input token
+    slot: torch.Tensor  # [B, K] long, a Slot per output slot
+    method: str = "full"
+    scores: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [B, N] scores it used
+
+    def __post_init__(self):
+        B, K, N = self.weights.shape
+        assert self.tokens.shape[:2] == (B, K), f"tokens {tuple(self.tokens.shape)} vs weights {(B, K, N)}"
+        assert self.mask.shape == (B, K) and self.slot.shape == (B, K), "mask and slot must be [B, K]"
+        assert self.fate.shape == (B, N), f"fate must be [B, N] = {(B, N)}, got {tuple(self.fate.shape)}"
+
+    def __len__(self) -> int:
+        return self.weights.shape[0]
+
+    def __getitem__(self, b: int) -> CompressionResult:
+        """Sample ``b`` alone, its padding trimmed."""
+        k = int(self.mask[b].sum())
+        return CompressionResult(
+            tokens=self.tokens[b : b + 1, :k],
+            mask=self.mask[b : b + 1, :k],
+            weights=self.weights[b : b + 1, :k],
+            fate=self.fate[b : b + 1],
+            slot=self.slot[b : b + 1, :k],
+            method=self.method,
+            scores={name: s[b : b + 1] for name, s in self.scores.items()},
+        )
+
+    # Everything below is derived from the fields above.
+    @property
+    def n_input(self) -> int:
+        return self.weights.shape[2]
+
+    @property
+    def n_output(self) -> torch.Tensor:
+        """[B] number of output tokens per sample."""
+        return self.mask.sum(1)
+
+    @property
+    def n_visual(self) -> torch.Tensor:
+        """[B] tokens kept by the visual filter (or a peer's selection)."""
+        return (self.fate == Fate.KEPT).sum(1)
+
+    @property
+    def n_text(self) -> torch.Tensor:
+        """[B] tokens recovered by the text stage."""
+        return (self.fate == Fate.RECOVERED).sum(1)
+
+    @property
+    def n_merged(self) -> torch.Tensor:
+        """[B] output slots that are merges of several input tokens (centres, extra, pooled)."""
+        merged = (self.slot == Slot.CENTRE) | (self.slot == Slot.EXTRA) | (self.slot == Slot.POOLED)
+        return merged.sum(1)
+
+    @property
+    def kept(self) -> list[torch.Tensor]:
+        """Per sample, the original indices of the tokens kept by the visual filter, ascending."""
+        return [torch.nonzero(row == Fate.KEPT).flatten() for row in self.fate]
+
+    @property
+    def recovered(self) -> list[torch.Tensor]:
+        """Per sample, the original indices of the tokens recovered by text, ascending."""
+        return [torch.nonzero(row == Fate.RECOVERED).flatten() for row in self.fate]
+
+    @property
+    def assignment(self) -> torch.Tensor:
+        """[B, N] the output slot that takes the largest share of each input token, -1 if dropped.
+
+        For merged tokens this is their cluster; a figure colours clusters by it.
+        """
+        share, slot = self.weights.max(dim=1)  # over output slots: [B, N]
+        return torch.where(share > 0, slot, torch.full_like(slot, -1))
+
+    def counts(self, b: int = 0) -> dict[str, int]:
+        """Token counts of sample ``b``: in -> visual kept / text recovered / merged -> out."""
+        return {
+            "n_input_tokens": self.n_input,
+            "n_visual": int(self.n_visual[b]),
+            "n_text": int(self.n_text[b]),
+            "n_merged": int(self.n_merged[b]),
+            "n_output_tokens": int(self.n_output[b]),
+        }
+
+
+def from_weights(inputs: torch.Tensor, weights: torch.Tensor, slot: torch.Tensor, fate: torch.Tensor,
+                 method: str, scores: dict[str, torch.Tensor] | None = None) -> CompressionResult:
+    """Build a result whose output tokens are ``weights`` applied to ``inputs``.
+
+    inputs [B, N, C]; weights [B, K, N] (zero rows in padded slots); slot [B, K] (Slot.PAD where padded).
+    """
+    mask = slot != Slot.PAD
+    tokens = torch.bmm(weights.to(inputs.dtype), inputs)  # [B, K, N] @ [B, N, C] -> [B, K, C]
+    return CompressionResult(tokens=tokens, mask=mask, weights=weights, fate=fate, slot=slot,
+                             method=method, scores=scores or {})

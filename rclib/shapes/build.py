@@ -1,0 +1,163 @@
+"""The ShapesWorld models, built from configs in the formats of the real checkpoints.
+
+`build_clip` gives a `transformers.CLIPModel` (like openai/clip-vit-large-patch14-336) and
+`build_llava` a `LlavaForConditionalGeneration` (like llava-hf/llava-1.5-7b-hf) whose vision tower has
+the same config; `tie_vision_towers` copies the CLIP vision weights into the LLaVA so that the
+CLIP text tower scores exactly the patches the LLaVA sees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import (
+    CLIPConfig,
+    CLIPImageProcessor,
+    CLIPModel,
+    CLIPTextConfig,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
+
+from rclib.shapes.tokenizer import CLIP_MAX_LENGTH, IMAGE, build_tokenizer
+from rclib.shapes.world import IMAGE_SIZE, NUM_PATCHES, PATCH_SIZE
+
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]  # OpenAI CLIP pixel statistics
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+PROMPT_TEMPLATE = "USER: <image>\n{question} ASSISTANT:"  # LLaVA-1.5's, without the system line
+CHAT_TEMPLATE = (  # renders [{"role": "user", "content": [image, text]}] as PROMPT_TEMPLATE
+    "{% for message in messages %}{% if message['role'] == 'user' %}USER: "
+    "{% for item in message['content'] %}{% if item['type'] == 'image' %}<image>\n{% endif %}{% endfor %}"
+    "{% for item in message['content'] %}{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}{% endfor %}"
+    "{% else %} ASSISTANT: {% for item in message['content'] %}{% if item['type'] == 'text' %}"
+    "{{ item['text'] }}{% endif %}{% endfor %}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %} ASSISTANT:{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class ShapesModelConfig:
+    vision_width: int = 128  # CLIP vision hidden size
+    vision_layers: int = 4  # the LLaVA reads layer -2 (output of layer 3), the text score layer 4
+    vision_heads: int = 4
+    text_width: int = 128  # CLIP text tower hidden size
+    text_layers: int = 2
+    text_heads: int = 4
+    projection_dim: int = 64  # CLIP joint embedding space
+    lm_width: int = 128  # Llama hidden size
+    lm_layers: int = 3
+    lm_heads: int = 4
+    lm_mlp: int = 384  # Llama intermediate size
+
+
+def vision_config(cfg: ShapesModelConfig) -> CLIPVisionConfig:
+    return CLIPVisionConfig(
+        hidden_size=cfg.vision_width,
+        intermediate_size=4 * cfg.vision_width,
+        num_hidden_layers=cfg.vision_layers,
+        num_attention_heads=cfg.vision_heads,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        projection_dim=cfg.projection_dim,
+        hidden_act="quick_gelu",
+    )
+
+
+def image_processor() -> CLIPImageProcessor:
+    return CLIPImageProcessor(
+        do_resize=True,
+        size={"shortest_edge": IMAGE_SIZE},
+        do_center_crop=True,
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        do_rescale=True,
+        do_normalize=True,
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+        do_convert_rgb=True,
+    )
+
+
+def build_clip(cfg: ShapesModelConfig, tokenizer: PreTrainedTokenizerFast) -> CLIPModel:
+    text = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.text_width,
+        intermediate_size=4 * cfg.text_width,
+        num_hidden_layers=cfg.text_layers,
+        num_attention_heads=cfg.text_heads,
+        max_position_embeddings=CLIP_MAX_LENGTH,
+        projection_dim=cfg.projection_dim,
+        hidden_act="quick_gelu",
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,  # CLIP pools the text at this token
+    )
+    config = CLIPConfig(
+        text_config=text.to_dict(), vision_config=vision_config(cfg).to_dict(), projection_dim=cfg.projection_dim
+    )
+    torch.manual_seed(0)
+    return CLIPModel(config).eval()
+
+
+def build_llava(cfg: ShapesModelConfig, tokenizer: PreTrainedTokenizerFast) -> LlavaForConditionalGeneration:
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.lm_width,
+        intermediate_size=cfg.lm_mlp,
+        num_hidden_layers=cfg.lm_layers,
+        num_attention_heads=cfg.lm_heads,
+        num_key_value_heads=cfg.lm_heads,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    config = LlavaConfig(
+        vision_config=vision_config(cfg).to_dict(),
+        text_config=text.to_dict(),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE),
+        image_seq_length=NUM_PATCHES,
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+    )
+    torch.manual_seed(1)
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.generation_config.do_sample = False
+    model.generation_config.max_new_tokens = 3
+    return model
+
+
+def build_processor(tokenizer: PreTrainedTokenizerFast) -> LlavaProcessor:
+    """`<image>` in a prompt expands to NUM_PATCHES image tokens (CLS dropped by the "default" strategy)."""
+    return LlavaProcessor(
+        image_processor=image_processor(),
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def tie_vision_towers(clip: CLIPModel, llava: LlavaForConditionalGeneration) -> None:
+    """Copies the CLIP vision tower's weights into the LLaVA's (same config, same parameter names)."""
+    llava.model.vision_tower.load_state_dict(clip.vision_model.state_dict())
+
+
+def build_all(cfg: ShapesModelConfig = ShapesModelConfig()):
+    """Fresh (clip, clip_tokenizer, llava, processor), vision towers tied."""
+    clip_tokenizer = build_tokenizer(append_eos=True)
+    llava_tokenizer = build_tokenizer(append_eos=False)
+    clip = build_clip(cfg, clip_tokenizer)
+    llava = build_llava(cfg, llava_tokenizer)
+    tie_vision_towers(clip, llava)
+    return clip, clip_tokenizer, llava, build_processor(llava_tokenizer)

@@ -1,0 +1,191 @@
+"""The three quality measures of the ShapesWorld models, on held-out scenes.
+
+- `vqa_accuracy`: full-token answers through the real path (`LlavaProcessor` + `model.generate`).
+- `pointing_rate`: how often the patch with the highest CLIP text score (cosine between the question's
+  text embedding and `visual_projection` of the final-layer patch tokens) lies in the named object.
+- `visual_only_accuracy`: answers when only the top-K patches by the last vision layer's [CLS]
+  attention reach the LLM (FasterVLM-style pruning), by object size.
+
+The splice helpers (`answer_batch`, `lm_hidden`) are shared with training: the LLM sees projected
+penultimate-layer patch features in place of the `<image>` tokens, K of them when pruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import CLIPModel, LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast
+
+from rclib.shapes.build import PROMPT_TEMPLATE
+from rclib.shapes.data import PromptTable, SceneBank, encode_texts, pixel_values
+from rclib.shapes.world import NUM_PATCHES, SIZE_CLASSES
+
+EVAL_SEED = 1  # held-out world stream; training uses seed 0
+
+
+@dataclass
+class AnswerBatch:
+    ids: torch.Tensor  # (B, L) int64, prompt + answer + eos, right-padded
+    attention_mask: torch.Tensor  # (B, L) int64
+    answer_pos: torch.Tensor  # (B,) int64, position whose next-token logits give the answer
+    answer_ids: torch.Tensor  # (B,) int64
+
+
+def answer_batch(
+    table: PromptTable, questions: list[str], answers: list[str], num_image_tokens: int, tokenizer: PreTrainedTokenizerFast
+) -> AnswerBatch:
+    """Token ids with the image placeholder run cut to `num_image_tokens` (the kept patches)."""
+    image_id = tokenizer.convert_tokens_to_ids(tokenizer.image_token)
+    rows = []
+    for question, answer in zip(questions, answers):
+        prompt = table.ids[question]
+        first = prompt.index(image_id)
+        prompt = prompt[:first] + [image_id] * num_image_tokens + prompt[first + NUM_PATCHES :]
+        rows.append(prompt + [table.answer_ids[answer], tokenizer.eos_token_id])
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row)
+        attention_mask[i, : len(row)] = 1
+    answer_pos = torch.tensor([len(r) - 3 for r in rows])  # last prompt token predicts the answer
+    answer_ids = torch.tensor([table.answer_ids[a] for a in answers])
+    return AnswerBatch(ids, attention_mask, answer_pos, answer_ids)
+
+
+def lm_hidden(llava: LlavaForConditionalGeneration, batch: AnswerBatch, image_features: torch.Tensor) -> torch.Tensor:
+    """LLM last hidden states (B, L, D) with projected `image_features` (B, K, W) at the image tokens."""
+    embeds = llava.get_input_embeddings()(batch.ids)  # (B, L, D)
+    projected = llava.model.multi_modal_projector(image_features)  # (B, K, D)
+    image_slots = (batch.ids == llava.config.image_token_id).unsqueeze(-1)  # (B, L, 1)
+    assert int(image_slots.sum()) == projected.shape[0] * projected.shape[1], (
+        "image token count differs from the number of image features; build the batch with K = features.shape[1]"
+    )
+    embeds = embeds.masked_scatter(image_slots, projected.to(embeds.dtype))
+    return llava.model.language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state
+
+
+def answer_logits(llava: LlavaForConditionalGeneration, batch: AnswerBatch, image_features: torch.Tensor) -> torch.Tensor:
+    """Logits (B, 2, V) at the answer position and the one after it (which predicts EOS)."""
+    hidden = lm_hidden(llava, batch, image_features)
+    rows = torch.arange(len(hidden))
+    picked = torch.stack([hidden[rows, batch.answer_pos], hidden[rows, batch.answer_pos + 1]], dim=1)  # (B, 2, D)
+    return llava.lm_head(picked)
+
+
+@dataclass
+class VisionOutputs:
+    penultimate: torch.Tensor  # (B, P, W) patch tokens of hidden_states[-2], what the LLaVA reads
+    final: torch.Tensor  # (B, P, W) patch tokens of last_hidden_state, what the text score reads
+    pooled: torch.Tensor  # (B, W) post_layernorm([CLS])
+    cls_attention: torch.Tensor  # (B, P) last layer's [CLS] attention over patches, one head of width W
+
+
+def vision_outputs(vision, images: torch.Tensor) -> VisionOutputs:
+    """One forward of a `CLIPVisionModel` on uint8 images (B, H, W, 3)."""
+    out = vision(pixel_values(images), output_hidden_states=True)
+    last_input = out.hidden_states[-2]  # (B, 1 + P, W), input of the last layer
+    last_layer = vision.encoder.layers[-1]
+    normed = last_layer.layer_norm1(last_input)
+    query = last_layer.self_attn.q_proj(normed[:, :1])  # (B, 1, W), [CLS] only
+    keys = last_layer.self_attn.k_proj(normed)  # (B, 1 + P, W)
+    attention = torch.softmax(query @ keys.transpose(1, 2) / keys.shape[-1] ** 0.5, dim=-1)  # (B, 1, 1 + P)
+    return VisionOutputs(last_input[:, 1:], out.last_hidden_state[:, 1:], out.pooler_output, attention[:, 0, 1:])
+
+
+def by_size(correct: np.ndarray, sizes: np.ndarray) -> dict[str, float]:
+    """Mean of `correct` overall and per size class (`sizes` are indices into SIZE_CLASSES)."""
+    result = {"all": float(correct.mean())}
+    for i, name in enumerate(SIZE_CLASSES):
+        result[name] = float(correct[sizes == i].mean()) if (sizes == i).any() else float("nan")
+    return result
+
+
+def eval_rows(bank: SceneBank, per_scene: int = 1, seed: int = 0) -> np.ndarray:
+    """`per_scene` question rows per scene, picked at random (fixed seed), as an index array."""
+    rng = np.random.default_rng(seed)
+    scenes = bank.q_scene.numpy()
+    rows = []
+    for s in range(len(bank)):
+        candidates = np.flatnonzero(scenes == s)
+        rows.extend(rng.choice(candidates, size=min(per_scene, len(candidates)), replace=False))
+    return np.array(rows)
+
+
+@torch.no_grad()
+def vqa_accuracy(
+    llava: LlavaForConditionalGeneration, processor: LlavaProcessor, bank: SceneBank, rows: np.ndarray, batch_size: int = 32
+) -> dict[str, float]:
+    """Exact-match accuracy of greedy `generate` answers (all image tokens), overall and by size."""
+    correct = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        images = [Image.fromarray(bank.images[bank.q_scene[r]].numpy()) for r in chunk]
+        prompts = [PROMPT_TEMPLATE.format(question=bank.q_text[r]) for r in chunk]
+        inputs = processor(images=images, text=prompts, return_tensors="pt", padding=True)
+        out = llava.generate(**inputs, max_new_tokens=3, do_sample=False)
+        answers = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        correct += [a.strip() == bank.q_answer[r] for a, r in zip(answers, chunk)]
+    return by_size(np.array(correct), bank.q_size[rows].numpy())
+
+
+@torch.no_grad()
+def pointing_rate(
+    clip: CLIPModel, tokenizer: PreTrainedTokenizerFast, bank: SceneBank, rows: np.ndarray, batch_size: int = 64
+) -> dict[str, float]:
+    """Share of questions whose top text-scored patch lies in the named object, and the random rate."""
+    hits, chance = [], []
+    for start in range(0, len(rows), batch_size):
+        chunk = torch.as_tensor(rows[start : start + batch_size])
+        scores = text_scores(clip, tokenizer, bank.images[bank.q_scene[chunk]], [bank.q_text[r] for r in chunk])
+        masks = bank.q_mask[chunk]  # (B, P)
+        hits.append(masks[torch.arange(len(chunk)), scores.argmax(-1)].numpy())
+        chance.append(masks.float().mean(-1).numpy())
+    sizes = bank.q_size[rows].numpy()
+    result = {f"rate_{k}": v for k, v in by_size(np.concatenate(hits), sizes).items()}
+    result.update({f"random_{k}": v for k, v in by_size(np.concatenate(chance), sizes).items()})
+    return result
+
+
+def text_scores(clip: CLIPModel, tokenizer: PreTrainedTokenizerFast, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
+    """Cosine (B, P) between each text's CLIP embedding and its image's projected final patch tokens."""
+    text = clip.text_model(**encode_texts(tokenizer, texts)).pooler_output
+    text = F.normalize(clip.text_projection(text), dim=-1)  # (B, D)
+    patches = F.normalize(clip.visual_projection(vision_outputs(clip.vision_model, images).final), dim=-1)  # (B, P, D)
+    return torch.einsum("bd,bpd->bp", text, patches)
+
+
+@torch.no_grad()
+def visual_only_accuracy(
+    llava: LlavaForConditionalGeneration,
+    tokenizer: PreTrainedTokenizerFast,
+    table: PromptTable,
+    bank: SceneBank,
+    rows: np.ndarray,
+    keep: int,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """First-token accuracy when the LLM sees only the `keep` patches with most [CLS] attention.
+
+    Kept patches stay in raster order. Also returns the evidence recall: the share of the
+    asked-about object's patches among the kept ones. `keep = NUM_PATCHES` gives the unpruned run.
+    """
+    correct, recall = [], []
+    for start in range(0, len(rows), batch_size):
+        chunk = torch.as_tensor(rows[start : start + batch_size])
+        vision = vision_outputs(llava.model.vision_tower, bank.images[bank.q_scene[chunk]])
+        kept = vision.cls_attention.topk(keep, dim=-1).indices.sort(dim=-1).values  # (B, K) raster order
+        features = vision.penultimate.gather(1, kept.unsqueeze(-1).expand(-1, -1, vision.penultimate.shape[-1]))
+        batch = answer_batch(table, [bank.q_text[r] for r in chunk], [bank.q_answer[r] for r in chunk], keep, tokenizer)
+        predicted = answer_logits(llava, batch, features)[:, 0].argmax(-1)
+        correct.append((predicted == batch.answer_ids).numpy())
+        masks = bank.q_mask[chunk]  # (B, P)
+        recall.append((masks.gather(1, kept).sum(-1) / masks.sum(-1)).numpy())
+    sizes = bank.q_size[rows].numpy()
+    result = {f"accuracy_{k}": v for k, v in by_size(np.concatenate(correct), sizes).items()}
+    result.update({f"evidence_recall_{k}": v for k, v in by_size(np.concatenate(recall), sizes).items()})
+    return result

@@ -1,0 +1,127 @@
+"""Every method: provenance is true, order is kept, batches equal single samples, budgets hold."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rclib
+from rclib import Fate, Slot, compress
+
+ALL = sorted(rclib.METHODS)
+
+
+def inputs(seed: int, B: int = 3, N: int = 144, C: int = 16, Ck: int = 8):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randn(B, N, C, generator=g)
+    cls_attn = torch.softmax(torch.randn(B, N, generator=g) * 3, dim=1)  # peaky, like a [CLS] row
+    text_sim = torch.randn(B, N, generator=g) * 0.1
+    keys = torch.randn(B, N, Ck, generator=g)
+    return tokens, cls_attn, text_sim, keys
+
+
+def check_provenance(r, tokens):
+    assert torch.allclose(r.tokens, r.weights @ tokens, atol=1e-5), "tokens must equal weights @ inputs"
+    assert bool((r.tokens[~r.mask] == 0).all()) and bool((r.weights[~r.mask] == 0).all())
+    assert bool((r.slot[~r.mask] == Slot.PAD).all()) and bool((r.slot[r.mask] != Slot.PAD).all())
+    k = r.mask.sum(1, keepdim=True)
+    assert bool((r.mask == (torch.arange(r.mask.shape[1]) < k)).all()), "valid slots must be a prefix"
+    feeds = (r.weights > 0).any(1)  # [B, N] input token reaches some output slot
+    assert bool((feeds == (r.fate != Fate.DROPPED)).all()), "a token is dropped iff it feeds no slot"
+    for fate, slot in ((Fate.KEPT, Slot.KEPT), (Fate.RECOVERED, Slot.RECOVERED)):
+        # kept / recovered tokens reach exactly one slot of their kind, unchanged (weight 1, alone)
+        for b in range(len(r)):
+            idx = torch.nonzero(r.fate[b] == fate).flatten()
+            rows = r.weights[b][:, idx].argmax(0)
+            assert bool((r.slot[b, rows] == slot).all())
+            assert bool((r.weights[b, rows, idx] == 1).all())
+            assert bool(((r.weights[b, rows] > 0).sum(1) == 1).all())
+
+
+@pytest.mark.parametrize("method", ALL)
+@pytest.mark.parametrize("budget", [None, 1, 16, 64, 200])
+def test_provenance_batches_and_budget(method, budget):
+    tokens, a, s, keys = inputs(0)
+    r = compress(tokens, a, s, keys, method=method, budget=budget)
+    check_provenance(r, tokens)
+    if budget is not None and method != "full":
+        assert int(r.n_output.max()) <= budget, f"{method} exceeded budget {budget}: {r.n_output.tolist()}"
+    for b in range(3):
+        alone = compress(tokens[b:b + 1], a[b:b + 1], s[b:b + 1], keys[b:b + 1], method=method, budget=budget)
+        assert torch.equal(alone.weights, r[b].weights) and torch.equal(alone.fate, r[b].fate)
+        assert torch.allclose(alone.tokens, r[b].tokens, atol=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), n=st.integers(2, 80), method=st.sampled_from(ALL),
+       budget=st.one_of(st.none(), st.integers(1, 90)), rule=st.sampled_from(["lof", "iqr"]))
+def test_provenance_property(seed, n, method, budget, rule):
+    side = max(1, int(n ** 0.5))
+    n = side * side if method == "pool" else n
+    tokens, a, s, keys = inputs(seed, B=2, N=n)
+    options = {"rule": rule} if method == "rc" else {}
+    r = compress(tokens, a, s, keys, method=method, budget=budget, **options)
+    check_provenance(r, tokens)
+
+
+def test_rc_keeps_original_order_and_counts():
+    tokens, a, s, keys = inputs(1, B=2, N=576, C=32)
+    r = compress(tokens, a, s, keys)
+    for b in range(2):
+        kept, rec = r.kept[b], r.recovered[b]
+        assert len(kept) == int(r.n_visual[b]) > 0
+        selected = torch.cat([kept, rec]).sort().values
+        # the first slots hold the kept and recovered tokens, in raster order
+        first = r.weights[b, : len(selected)].argmax(1)
+        assert torch.equal(first, selected)
+        n_centres = int((r.slot[b] == Slot.CENTRE).sum())
+        assert int(r.n_output[b]) == len(selected) + n_centres + 1  # + the extra token
+        assert r.slot[b, int(r.n_output[b]) - 1] == Slot.EXTRA
+
+
+def test_rc_text_stage_recovers_text_relevant_tokens():
+    tokens, a, s, keys = inputs(2, B=1, N=576)
+    s[0, 100:104] = 1.0  # four tokens the question is about, with ordinary [CLS] attention
+    a[0, 100:104] = a[0].median()
+    r = compress(tokens, a, s, keys)
+    assert set(range(100, 104)) <= set(r.recovered[0].tolist())
+    off = compress(tokens, a, s, keys, text_stage=False)
+    assert len(off.recovered[0]) == 0
+
+
+def test_rc_switches_change_what_they_say():
+    tokens, a, s, keys = inputs(3, B=1, N=576, C=64)
+    base = compress(tokens, a, s, keys)
+    released = compress(tokens, a, s, keys, centre_count="released")
+    n_rest = 576 - int(base.n_visual[0]) - int(base.n_text[0])
+    n_c = int((base.slot[0] == Slot.CENTRE).sum())
+    assert int((released.slot[0] == Slot.CENTRE).sum()) == min(n_rest, 64 * n_c // n_rest)
+    budgeted = compress(tokens, a, s, keys, budget=64)  # 15 centres, so the keys matter
+    wrong_keys = compress(tokens, a, s, keys, budget=64, key_indexing="released")
+    assert torch.equal(wrong_keys.fate, budgeted.fate) and not torch.equal(wrong_keys.weights, budgeted.weights)
+    iqr = compress(tokens, a, s, keys, rule="iqr")
+    assert not torch.equal(iqr.fate, base.fate)
+
+
+def test_rc_fixed_budget_split():
+    tokens, a, s, keys = inputs(4, B=2, N=576)
+    r = compress(tokens, a, s, keys, budget=64)
+    assert r.n_output.tolist() == [64, 64]
+    assert r.n_visual.tolist() == [31, 31] and r.n_text.tolist() == [16, 16]  # 63 slots: 31 / 16 / 16 + extra
+
+
+def test_degenerate_and_bad_inputs():
+    tokens, a, s, keys = inputs(5, B=1, N=50)
+    flat = compress(tokens, torch.full_like(a, 1 / 50), torch.zeros_like(s), keys)  # nothing stands out
+    assert flat.n_output.tolist() == [1] and flat.slot[0, 0] == Slot.EXTRA
+    empty = compress(tokens[:0], a[:0], s[:0], keys[:0])
+    assert empty.tokens.shape == (0, 0, 16)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        compress(tokens, a.masked_fill(a > a.median(), float("inf")), s, keys)
+    with pytest.raises(ValueError, match="unknown method"):
+        compress(tokens, a, s, keys, method="tome")
+    with pytest.raises(ValueError, match="cls_attn must be"):
+        compress(tokens, a[:, :10], s, keys)
+    with pytest.raises(ValueError, match="budget must be"):
+        compress(tokens, a, s, keys, budget=0)
+    with pytest.raises(AssertionError, match="text_stage=False"):
+        compress(tokens, a, None, keys)
