@@ -1,0 +1,5 @@
+import sys
+
+from rclib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,113 @@
+"""The ShapesWorld benchmark: methods x budgets -> accuracy, evidence recall, tokens, time, by object size.
+
+Each batch of held-out scenes is encoded once; every method and budget then compresses and generates
+from the same encoder outputs. Evidence recall is the share of the asked-about object's patches that
+reach the LLM in any form (kept, recovered, a centre or merged: any fate but dropped);
+``evidence_kept`` counts only the patches that reach it as themselves (kept, recovered or a centre).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from rclib.result import Fate
+
+ADAPTIVE = "adaptive"
+ADAPTIVE_METHODS = ("rc", "prumerge", "prumerge+")  # the methods that choose K themselves
+DEFAULT_BUDGETS = (ADAPTIVE, "64/576", "128/576", "192/576")  # LLaVA-1.5's usual settings, as shares of N
+SIZES = ("small", "large")
+
+
+@dataclass
+class BenchConfig:
+    methods: tuple[str, ...] = ("full", "rc", "prumerge", "prumerge+", "fastervlm", "visionzip", "random", "pool")
+    budgets: tuple[str, ...] = DEFAULT_BUDGETS  # "adaptive", an int K, or a share of N such as "64/576"
+    n: int = 200  # held-out questions, one per scene
+    seed: int = 1234  # scene stream; the shipped model trained on other seeds (see data/models/README.md)
+    batch_size: int = 32  # samples encoded and generated together
+
+
+def budget_tokens(budget: str, n_tokens: int) -> int | None:
+    """'adaptive' -> None; '64/576' -> the same share of n_tokens; '40' -> 40."""
+    if budget == ADAPTIVE:
+        return None
+    if "/" in budget:
+        num, den = (float(part) for part in budget.split("/"))
+        return max(1, round(n_tokens * num / den))
+    return int(budget)
+
+
+def runs(config: BenchConfig) -> list[tuple[str, str]]:
+    """(method, budget) pairs: full once, adaptive only for methods that adapt, fixed budgets for the rest."""
+    pairs = [("full", "all")] if "full" in config.methods else []
+    for budget in config.budgets:
+        pairs += [(m, budget) for m in config.methods
+                  if m != "full" and (budget != ADAPTIVE or m in ADAPTIVE_METHODS)]
+    return pairs
+
+
+@dataclass
+class Tally:
+    """Per-sample outcomes of one (method, budget) run."""
+
+    correct: list[bool] = field(default_factory=list)
+    recall: list[float] = field(default_factory=list)
+    kept: list[float] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    size: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def row(self, method: str, budget: str) -> dict:
+        size = np.array(self.size)
+        row = {"method": method, "budget": budget, "n": len(self.correct),
+               "accuracy": float(np.mean(self.correct)), "evidence_recall": float(np.mean(self.recall)),
+               "evidence_kept": float(np.mean(self.kept)), "mean_tokens": float(np.mean(self.tokens)),
+               "seconds": self.seconds / max(1, len(self.correct))}
+        for s in SIZES:
+            pick = size == s
+            row[f"n_{s}"] = int(pick.sum())
+            row[f"accuracy_{s}"] = float(np.mean(np.array(self.correct)[pick])) if pick.any() else float("nan")
+            row[f"evidence_recall_{s}"] = float(np.mean(np.array(self.recall)[pick])) if pick.any() else float("nan")
+        return row
+
+
+def evidence(fate: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    """fate [N], target [N] bool -> (share of target patches reaching the LLM, share reaching it as themselves)."""
+    reached = fate[target] != Fate.DROPPED
+    as_itself = (fate[target] == Fate.KEPT) | (fate[target] == Fate.RECOVERED) | (fate[target] == Fate.CENTRE)
+    return float(reached.float().mean()), float(as_itself.float().mean())
+
+
+def run_bench(model, config: BenchConfig = BenchConfig(), progress: bool = True) -> list[dict]:
+    """Rows of results, one per (method, budget); ``model`` is a loaded :class:`CompressedLlava`."""
+    from rclib.shapes.world import sample_vqa  # the world is only needed here, not for compression
+
+    samples = sample_vqa(config.seed, config.n)
+    pairs = runs(config)
+    tallies = {pair: Tally() for pair in pairs}
+    batches = [samples[i:i + config.batch_size] for i in range(0, len(samples), config.batch_size)]
+    bar = tqdm(total=len(batches) * len(pairs), desc="bench", disable=not progress)
+    for batch in batches:
+        encoded = model.encode([s.image for s in batch], [s.question for s in batch])
+        targets = torch.as_tensor(np.stack([s.target_patch_mask.reshape(-1) for s in batch]))  # [B, N]
+        for method, budget in pairs:
+            start = time.perf_counter()
+            result = model.compress(encoded, method, budget_tokens(budget, encoded.n_tokens) if budget != "all" else None)
+            answers = model.generate(encoded, result, max_new_tokens=4)
+            tally = tallies[(method, budget)]
+            tally.seconds += time.perf_counter() - start
+            fate = result.fate.cpu()
+            for b, sample in enumerate(batch):
+                recall, kept = evidence(fate[b], targets[b])
+                tally.correct.append(answers[b].strip().lower() == sample.answer)
+                tally.recall.append(recall)
+                tally.kept.append(kept)
+                tally.tokens.append(int(result.n_output[b]))
+                tally.size.append(sample.size_class)
+            bar.update()
+    bar.close()
+    return [tallies[pair].row(*pair) for pair in pairs]

@@ -1,0 +1,198 @@
+"""rclib's command line: the same API the notebooks use.
+
+    rclib answer --image PATH --question TEXT [--model NAME_OR_PATH] [--method rc] [--compare] [--out DIR] [--json]
+    rclib demo [--out out]            every bundled sample and a few ShapesWorld scenes, RC vs all tokens
+    rclib bench [--methods ...] [--budgets ...] [--n N] [--seed S] [--out DIR]
+    rclib figures [--out figures]     the notebooks' figures as PNG files
+    rclib train-shapes [--out data/models] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from rclib.bench import BenchConfig
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+SAMPLE_IMAGES = DATA / "images"
+METHOD_CHOICES = ["rc", "full", "prumerge", "prumerge+", "fastervlm", "visionzip", "random", "pool"]
+
+
+def answer_record(model, image, question: str, method: str = "rc", budget: int | None = None,
+                  compare: bool = False, **options) -> tuple[dict, object, object]:
+    """Answer one question about one image; returns (the result.json record, encoded, result)."""
+    import time
+
+    start = time.perf_counter()
+    encoded = model.encode(image, question)
+    t_vision = time.perf_counter() - start
+    result = model.compress(encoded, method, budget, **options)
+    t_compress = time.perf_counter() - start - t_vision
+    answer = model.generate(encoded, result)[0]
+    t_generate = time.perf_counter() - start - t_vision - t_compress
+    record = {
+        "model": model.name, "text_encoder": model.text_encoder_name, "method": method, "budget": budget,
+        "image": str(image) if isinstance(image, (str, Path)) else "<array>", "question": question,
+        **result.counts(0),
+        "kept_indices": result.kept[0].tolist(), "recovered_indices": result.recovered[0].tolist(),
+        "answer": answer,
+        "seconds": {"vision": t_vision, "compress": t_compress, "generate": t_generate},
+    }
+    if compare:
+        record["answer_full"] = model.generate(encoded, model.compress(encoded, "full"))[0]
+    return record, encoded, result
+
+
+def write_outputs(out: Path, record: dict, encoded, result) -> None:
+    """result.json and the figures (score heatmaps, token-fate map) of one answered question."""
+    from rclib import viz
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text(json.dumps(record, indent=2))
+    for name, figure in viz.answer_figures(encoded, result, record).items():
+        figure.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight")
+        viz.close(figure)
+
+
+def print_record(record: dict) -> None:
+    counts = (f"{record['n_input_tokens']} -> {record['n_visual']} visual / {record['n_text']} text / "
+              f"{record['n_merged']} merged -> {record['n_output_tokens']}")
+    seconds = " ".join(f"{k} {v:.3f}s" for k, v in record["seconds"].items())
+    print(f"Q: {record['question']}")
+    if "answer_full" in record:
+        print(f"   all tokens : {record['answer_full']}")
+    print(f"   {record['method']:<10} : {record['answer']}    [{counts}]  ({seconds})")
+
+
+def cmd_answer(args) -> None:
+    from rclib.models import load
+
+    model = load(args.model, args.text_encoder)
+    record, encoded, result = answer_record(model, args.image, args.question, args.method, args.budget, args.compare)
+    if args.out:
+        write_outputs(Path(args.out), record, encoded, result)
+    if args.json:
+        print(json.dumps(record, indent=2))
+    else:
+        print_record(record)
+
+
+def demo_cases(model_name: str, n_scenes: int = 3) -> list[tuple[str, object, str]]:
+    """(name, image, question): ShapesWorld scenes (what the embedded model knows) and the sample photos."""
+    from rclib.shapes.world import sample_vqa
+
+    cases = [(f"shapes-{i}", s.image, s.question) for i, s in enumerate(sample_vqa(seed=7, n=n_scenes))]
+    questions = json.loads((SAMPLE_IMAGES / "questions.json").read_text())
+    for file, asked in questions.items():
+        cases += [(f"{Path(file).stem}-{j}", SAMPLE_IMAGES / file, q) for j, q in enumerate(asked)]
+    return cases
+
+
+def cmd_demo(args) -> None:
+    from rclib.models import load
+
+    model = load(args.model, args.text_encoder)
+    print(f"model {model.name} with text tower {model.text_encoder_name}; method {args.method}\n")
+    for name, image, question in demo_cases(args.model):
+        record, encoded, result = answer_record(model, image, question, args.method, args.budget, compare=True)
+        record["image"] = name if not isinstance(image, Path) else str(image.relative_to(DATA.parent))
+        write_outputs(Path(args.out) / name, record, encoded, result)
+        print(f"[{name}]", end=" ")
+        print_record(record)
+    print(f"\nwrote result.json and figures for each example under {args.out}/")
+
+
+def cmd_bench(args) -> None:
+    from rclib import viz
+    from rclib.bench import BenchConfig, run_bench
+    from rclib.models import load
+
+    config = BenchConfig(methods=tuple(args.methods), budgets=tuple(args.budgets), n=args.n, seed=args.seed)
+    rows = run_bench(load(args.model, args.text_encoder), config)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"config": vars(config), "rows": rows}, indent=2, default=list))
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    viz.accuracy_vs_tokens(rows).savefig(out / "accuracy_vs_tokens.png", dpi=110, bbox_inches="tight")
+    print(f"{'method':<10} {'budget':>8} {'tokens':>7} {'acc':>6} {'small':>6} {'large':>6} {'recall':>7} {'s/q':>7}")
+    for r in rows:
+        print(f"{r['method']:<10} {r['budget']:>8} {r['mean_tokens']:7.1f} {r['accuracy']:6.3f} "
+              f"{r['accuracy_small']:6.3f} {r['accuracy_large']:6.3f} {r['evidence_recall']:7.3f} {r['seconds']:7.4f}")
+    print(f"wrote {out}/results.csv, results.json, accuracy_vs_tokens.png")
+
+
+def cmd_figures(args) -> None:
+    from rclib.figures import render_figures
+
+    for path in render_figures(Path(args.out), model=args.model):
+        print(path)
+
+
+def cmd_train_shapes(args) -> None:
+    from rclib.shapes.train import train
+
+    train(args.out, quick=args.quick)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rclib", description="Recoverable Compression for LLaVA-style models")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def model_args(sp, method=True):
+        sp.add_argument("--model", default="shapes", help="registry name (shapes, llava-1.5-7b, ...), hub id or folder")
+        sp.add_argument("--text-encoder", default=None, help="CLIP text tower: registry name, hub id or folder "
+                        "(default: the model's registered pairing)")
+        if method:
+            sp.add_argument("--method", default="rc", choices=METHOD_CHOICES)
+            sp.add_argument("--budget", type=int, default=None, help="fixed number of output tokens (default adaptive)")
+
+    sp = sub.add_parser("answer", help="answer one question about one image")
+    sp.add_argument("--image", required=True)
+    sp.add_argument("--question", required=True)
+    model_args(sp)
+    sp.add_argument("--compare", action="store_true", help="also answer with all tokens")
+    sp.add_argument("--out", default=None, help="write result.json and figures here")
+    sp.add_argument("--json", action="store_true", help="print the result record as JSON")
+    sp.set_defaults(run=cmd_answer)
+
+    sp = sub.add_parser("demo", help="RC vs all tokens on the bundled samples, outputs under --out")
+    model_args(sp)
+    sp.add_argument("--out", default="out")
+    sp.set_defaults(run=cmd_demo)
+
+    sp = sub.add_parser("bench", help="ShapesWorld benchmark: methods x budgets")
+    model_args(sp, method=False)
+    sp.add_argument("--methods", nargs="+", default=list(BenchConfig.methods), choices=METHOD_CHOICES)
+    sp.add_argument("--budgets", nargs="+", default=list(BenchConfig.budgets),
+                    help="'adaptive', a token count, or a share of N like 64/576")
+    sp.add_argument("--n", type=int, default=BenchConfig.n, help="held-out questions")
+    sp.add_argument("--seed", type=int, default=BenchConfig.seed, help="scene stream of the held-out questions")
+    sp.add_argument("--out", default="out/bench")
+    sp.set_defaults(run=cmd_bench)
+
+    sp = sub.add_parser("figures", help="render the notebooks' figures to PNG files")
+    sp.add_argument("--model", default="shapes")
+    sp.add_argument("--out", default="figures")
+    sp.set_defaults(run=cmd_figures)
+
+    sp = sub.add_parser("train-shapes", help="train the embedded ShapesWorld models from scratch")
+    sp.add_argument("--out", default=str(DATA / "models"))
+    sp.add_argument("--quick", action="store_true", help="a few steps only (CI smoke test)")
+    sp.set_defaults(run=cmd_train_shapes)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (FileNotFoundError, ValueError) as error:  # bad input: a clear message, no traceback
+        print(f"rclib {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
