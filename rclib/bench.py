@@ -24,7 +24,8 @@ SIZES = ("small", "large")
 
 @dataclass
 class BenchConfig:
-    methods: tuple[str, ...] = ("full", "rc", "prumerge", "prumerge+", "fastervlm", "visionzip", "random", "pool")
+    methods: tuple[str, ...] = ("full", "rc", "prumerge", "prumerge+", "fastervlm", "visionzip", "divprune", "random",
+                                "pool")
     budgets: tuple[str, ...] = DEFAULT_BUDGETS  # "adaptive", an int K, or a share of N such as "64/576"
     n: int = 200  # held-out questions, one per scene
     seed: int = 1234  # scene stream; the shipped model trained on other seeds (see data/models/README.md)

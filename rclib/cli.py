@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 from rclib.bench import BenchConfig
+from rclib.methods import METHODS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 SAMPLE_IMAGES = DATA / "images"
-METHOD_CHOICES = ["rc", "full", "prumerge", "prumerge+", "fastervlm", "visionzip", "random", "pool"]
 
 
 def answer_record(model, image, question: str, method: str = "rc", budget: int | None = None,
@@ -149,7 +149,7 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--text-encoder", default=None, help="CLIP text tower: registry name, hub id or folder "
                         "(default: the model's registered pairing)")
         if method:
-            sp.add_argument("--method", default="rc", choices=METHOD_CHOICES)
+            sp.add_argument("--method", default="rc", choices=list(METHODS))
             sp.add_argument("--budget", type=int, default=None, help="fixed number of output tokens (default adaptive)")
 
     sp = sub.add_parser("answer", help="answer one question about one image")
@@ -168,7 +168,7 @@ def parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("bench", help="ShapesWorld benchmark: methods x budgets")
     model_args(sp, method=False)
-    sp.add_argument("--methods", nargs="+", default=list(BenchConfig.methods), choices=METHOD_CHOICES)
+    sp.add_argument("--methods", nargs="+", default=list(BenchConfig.methods), choices=list(METHODS))
     sp.add_argument("--budgets", nargs="+", default=list(BenchConfig.budgets),
                     help="'adaptive', a token count, or a share of N like 64/576")
     sp.add_argument("--n", type=int, default=BenchConfig.n, help="held-out questions")

@@ -10,6 +10,7 @@ import torch
 
 from rclib.filters import check_scores
 from rclib.methods.baselines import full, pool, random_tokens
+from rclib.methods.divprune import divprune
 from rclib.methods.fastervlm import fastervlm
 from rclib.methods.prumerge import prumerge, prumerge_plus
 from rclib.methods.rc import RCConfig, recoverable_compression
@@ -23,6 +24,7 @@ METHODS = {
     "prumerge+": prumerge_plus,
     "fastervlm": fastervlm,
     "visionzip": visionzip,
+    "divprune": divprune,
     "random": random_tokens,
     "pool": pool,
 }
@@ -48,7 +50,7 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor | None = None, text_si
             check_scores(value, name=name)
     if keys is not None and keys.shape[:2] != (B, N):
         raise ValueError(f"keys must be [B, N, Ck] with B, N = {(B, N)}, got {tuple(keys.shape)}")
-    if cls_attn is None and method != "full" and method != "random":
+    if cls_attn is None and method not in ("full", "random", "divprune"):
         raise ValueError(f"method {method!r} needs cls_attn [B, N], the [CLS] attention over patches")
     if budget is not None and int(budget) < 1:
         raise ValueError(f"budget must be a positive number of output tokens, got {budget}")

@@ -125,3 +125,18 @@ def test_degenerate_and_bad_inputs():
         compress(tokens, a, s, keys, budget=0)
     with pytest.raises(AssertionError, match="text_stage=False"):
         compress(tokens, a, None, keys)
+
+
+def test_divprune_picks_one_of_each_distinct_token_first():
+    distinct = torch.eye(6)  # six orthogonal directions, each repeated 10 times
+    tokens = distinct.repeat_interleave(10, dim=0)[None]  # [1, 60, 6]
+    r = compress(tokens, method="divprune", budget=6)
+    assert sorted(tokens[0, r.kept[0]].argmax(1).tolist()) == list(range(6))
+
+
+def test_visionzip_contextual_tokens_average_their_group():
+    tokens, a, s, keys = inputs(6, B=1, N=144)
+    r = compress(tokens, a, s, keys, method="visionzip", budget=16)
+    centre_rows = r.weights[0][r.slot[0] == Slot.CENTRE]
+    assert torch.allclose(centre_rows.sum(1), torch.ones(len(centre_rows)))  # averages: weights sum to 1
+    assert int((r.fate == Fate.DROPPED).sum()) == 0  # every non-dominant token joins a contextual group
