@@ -76,6 +76,18 @@ class Tally:
         return row
 
 
+def target_on_grid(pixel_masks: np.ndarray, grid: tuple[int, int], cover: float) -> torch.Tensor:
+    """[B, H, W] bool object masks of square images -> [B, h * w] bool on the model's patch grid.
+
+    A patch belongs to the object when the object covers at least ``cover`` of it (the world's rule),
+    so the benchmark works for any model resolution, not only the world's own grid. The image
+    processor must show the whole square image (resize, no crop), as CLIP's does for square inputs.
+    """
+    masks = torch.as_tensor(pixel_masks, dtype=torch.float32)[:, None]  # [B, 1, H, W]
+    share = torch.nn.functional.adaptive_avg_pool2d(masks, grid)  # [B, 1, h, w]
+    return (share >= cover).flatten(1)
+
+
 def evidence(fate: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
     """fate [N], target [N] bool -> (share of target patches reaching the LLM, share reaching it as themselves)."""
     reached = fate[target] != Fate.DROPPED
@@ -85,7 +97,7 @@ def evidence(fate: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
 
 def run_bench(model, config: BenchConfig = BenchConfig(), progress: bool = True) -> list[dict]:
     """Rows of results, one per (method, budget); ``model`` is a loaded :class:`CompressedLlava`."""
-    from rclib.shapes.world import sample_vqa  # the world is only needed here, not for compression
+    from rclib.shapes.world import WorldConfig, sample_vqa  # the world is needed here, not for compression
 
     samples = sample_vqa(config.seed, config.n)
     pairs = runs(config)
@@ -94,7 +106,8 @@ def run_bench(model, config: BenchConfig = BenchConfig(), progress: bool = True)
     bar = tqdm(total=len(batches) * len(pairs), desc="bench", disable=not progress)
     for batch in batches:
         encoded = model.encode([s.image for s in batch], [s.question for s in batch])
-        targets = torch.as_tensor(np.stack([s.target_patch_mask.reshape(-1) for s in batch]))  # [B, N]
+        targets = target_on_grid(np.stack([s.target_pixel_mask for s in batch]), encoded.grid,
+                                 WorldConfig().patch_cover)  # [B, N]
         for method, budget in pairs:
             start = time.perf_counter()
             result = model.compress(encoded, method, budget_tokens(budget, encoded.n_tokens) if budget != "all" else None)

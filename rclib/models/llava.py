@@ -123,7 +123,7 @@ def timed(device: torch.device, fn, *args, **kwargs):
 class CompressedLlava:
     """A LLaVA-1.5-architecture checkpoint (transformers) with a CLIP text tower, generating from K tokens."""
 
-    def __init__(self, model, processor, text_tower: TextTower):
+    def __init__(self, model, processor, text_tower: TextTower, name: str = "", text_encoder_name: str = ""):
         check_llava_config(model.config)
         width = model.config.vision_config.hidden_size
         if text_tower.vision_width != width:
@@ -133,6 +133,8 @@ class CompressedLlava:
         self.processor = processor
         self.processor.tokenizer.padding_side = "left"  # batched generation continues every row at its end
         self.text_tower = text_tower.eval()
+        self.name = name  # how the checkpoint was asked for (registry name, hub id or folder)
+        self.text_encoder_name = text_encoder_name  # likewise for the text tower
 
     @property
     def device(self) -> torch.device:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import torch
 
+from rclib.models.llava import CompressedLlava
 from rclib.models.registry import MODELS, TEXT_TOWERS, TextTowerSpec, resolve
+from rclib.models.text import OpenClipTextTower, TextTower, TransformersTextTower
 
 # What is fetched from the hub: configs, tokenizer files, safetensors weights; never pickled *.bin weights.
 HUB_FILES = ["*.json", "*.jinja", "*.txt", "*.model", "*.safetensors"]
@@ -30,22 +32,26 @@ def hub_offline() -> bool:
     return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def not_found(source: str | Path, what: str, reason: str) -> CheckpointNotFound:
-    return CheckpointNotFound(
-        f"{what} {str(source)!r} is not available: {reason}. On a machine with network run "
-        f"`hf download {source}` (huggingface_hub's CLI) to fill the cache, or pass the path of a local folder "
-        "holding the checkpoint.")
+def not_found(source: str | Path, what: str, reason: str, how: str | None = None) -> CheckpointNotFound:
+    """The error for a missing checkpoint; ``how`` to get it defaults to the hub's download command."""
+    how = how or (f"On a machine with network run `hf download {source}` (huggingface_hub's CLI) to fill the "
+                  "cache, or pass the path of a local folder holding the checkpoint.")
+    return CheckpointNotFound(f"{what} {str(source)!r} is not available: {reason}. {how}")
 
 
-def checkpoint_folder(source: str | Path, what: str, patterns: list[str] = HUB_FILES) -> Path:
-    """A local folder holding ``source`` (a folder, or a hub id found in the cache or downloaded now)."""
+def find_folder(source: str | Path, what: str, patterns: list[str]) -> Path:
+    """A local folder holding ``source``: the folder itself, or a hub id's snapshot (cached or downloaded now).
+
+    patterns: the files of a hub repo to fetch.
+    """
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
     if Path(source).is_dir():
         return Path(source)
     if isinstance(source, Path) or Path(source).is_absolute() or str(source).startswith("."):
-        raise not_found(source, what, "no such folder")
+        raise not_found(source, what, "no such folder", "Pass an existing folder (rclib's own shapes models are "
+                        "made by `rclib train-shapes`), a registry name or a hub id.")
     try:
         return Path(snapshot_download(str(source), allow_patterns=patterns, local_files_only=True))
     except HFValidationError as error:
@@ -58,6 +64,29 @@ def checkpoint_folder(source: str | Path, what: str, patterns: list[str] = HUB_F
         return Path(snapshot_download(str(source), allow_patterns=patterns))
     except (LocalEntryNotFoundError, HfHubHTTPError) as error:
         raise not_found(source, what, f"no copy in the Hugging Face cache and the download failed ({error})") from error
+
+
+def checkpoint_folder(source: str | Path, what: str, weights: str = "*.safetensors",
+                      patterns: list[str] = HUB_FILES) -> Path:
+    """The local folder of ``source`` (see :func:`find_folder`), checked to hold safetensors ``weights``.
+
+    rclib never unpickles *.bin / *.pt weights.
+    """
+    folder = find_folder(source, what, patterns)
+    if not any(folder.glob(weights)):
+        raise not_found(source, what, f"no {weights} weights in {folder}", "rclib reads safetensors only: save a "
+                        "safetensors copy once (from_pretrained + save_pretrained, on a machine you trust) and pass "
+                        "its folder; for OpenAI's CLIP, text_encoder='open_clip-vit-large-patch14-336' has the same "
+                        "weights as safetensors.")
+    return folder
+
+
+def complete_legacy_processor(processor, config) -> None:
+    """Fill in what processors saved before transformers 4.47 lack to expand <image> into N tokens."""
+    if processor.patch_size is None:
+        processor.patch_size = config.vision_config.patch_size
+        processor.vision_feature_select_strategy = config.vision_feature_select_strategy
+        processor.num_additional_image_tokens = 1  # CLIP's [CLS]; "default" selection then drops it again
 
 
 def torch_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
@@ -75,15 +104,13 @@ def text_tower_spec(text_encoder: str | Path) -> TextTowerSpec:
     return TextTowerSpec("open_clip" if is_open_clip else "transformers", text_encoder)
 
 
-def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtype):
-    """Load the text tower a spec names, as a :class:`~rclib.models.text.TextTower` on device."""
-    from rclib.models.text import OpenClipTextTower, TransformersTextTower
-
+def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtype) -> TextTower:
+    """Load the text tower a spec names, on device. A missing checkpoint fails before the heavy imports."""
     source = resolve(spec.source)
     if spec.kind == "transformers":
+        folder = checkpoint_folder(source, "CLIP text tower")
         from transformers import AutoTokenizer, CLIPModel
 
-        folder = checkpoint_folder(source, "CLIP text tower")
         clip = CLIPModel.from_pretrained(folder, dtype=dtype, use_safetensors=True)
         tower = TransformersTextTower(clip, AutoTokenizer.from_pretrained(folder))
         return tower.to(device).eval()
@@ -91,10 +118,7 @@ def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtyp
     import open_clip
 
     if spec.pretrained is None:  # a folder saved by open_clip (open_clip_config.json + safetensors weights)
-        folder = checkpoint_folder(source, "open_clip text tower")
-        if not (folder / OPEN_CLIP_WEIGHTS).is_file():
-            raise not_found(source, "open_clip text tower", f"no {OPEN_CLIP_WEIGHTS} in {folder} (only safetensors "
-                            "weights are loaded; save with open_clip's save_for_hf(..., safe_serialization=True))")
+        folder = checkpoint_folder(source, "open_clip text tower", weights=OPEN_CLIP_WEIGHTS)
         name = f"local-dir:{folder}"
         model = open_clip.create_model(name, device=device)
     else:  # a built-in model name and pretrained tag; the weights come from the tag's hub repo
@@ -102,7 +126,8 @@ def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtyp
         repo = pretrained.get("hf_hub", "").strip("/")
         if not repo:
             raise ValueError(f"open_clip has no hub repo for {source} / {spec.pretrained}; pass a local folder")
-        folder = checkpoint_folder(repo, f"open_clip text tower ({source}, {spec.pretrained})", [OPEN_CLIP_WEIGHTS])
+        what = f"open_clip text tower ({source}, {spec.pretrained})"
+        folder = checkpoint_folder(repo, what, weights=OPEN_CLIP_WEIGHTS, patterns=[OPEN_CLIP_WEIGHTS])
         name = str(source)
         model = open_clip.create_model(name, pretrained=str(folder / OPEN_CLIP_WEIGHTS), device=device)
     tower = OpenClipTextTower(model, open_clip.get_tokenizer(name))
@@ -110,8 +135,8 @@ def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtyp
 
 
 def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = None,
-         device: torch.device | str | None = None, dtype: torch.dtype | str | None = None):
-    """A :class:`~rclib.models.llava.CompressedLlava` ready to answer.
+         device: torch.device | str | None = None, dtype: torch.dtype | str | None = None) -> CompressedLlava:
+    """A LLaVA with its CLIP text tower, ready to answer.
 
     name_or_path: a name in ``rclib.models.registry.MODELS`` ("shapes", "llava-1.5-7b", ...), a hub id or
         a folder of a llava-hf format checkpoint.
@@ -119,10 +144,6 @@ def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = 
         None takes the registry's pairing (required for checkpoints outside the registry).
     device: default cuda when available, else cpu. dtype: default float16 on GPU, float32 on CPU.
     """
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
-
-    from rclib.models.llava import CompressedLlava
-
     registered = MODELS.get(name_or_path) if isinstance(name_or_path, str) else None
     text_encoder = text_encoder or (registered.text_tower if registered else None)
     if text_encoder is None:
@@ -133,6 +154,11 @@ def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = 
     dtype = torch_dtype(dtype, device)
     llava_folder = checkpoint_folder(resolve(registered.llava) if registered else name_or_path, "LLaVA checkpoint")
     text_tower = load_text_tower(text_tower_spec(text_encoder), device, dtype)
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
+
     model = LlavaForConditionalGeneration.from_pretrained(llava_folder, dtype=dtype, attn_implementation="sdpa",
                                                           use_safetensors=True)
-    return CompressedLlava(model.to(device), AutoProcessor.from_pretrained(llava_folder), text_tower)
+    processor = AutoProcessor.from_pretrained(llava_folder)
+    complete_legacy_processor(processor, model.config)
+    return CompressedLlava(model.to(device), processor, text_tower, name=str(name_or_path),
+                           text_encoder_name=str(text_encoder))

@@ -23,7 +23,8 @@ class TextTowerSpec:
     pretrained: str | None = None  # open_clip only: the pretrained tag of the built-in model (e.g. "openai")
 
     def __post_init__(self):
-        assert self.kind in ("transformers", "open_clip"), f"kind must be 'transformers' or 'open_clip', got {self.kind!r}"
+        assert self.kind in ("transformers", "open_clip"), \
+            f"kind must be 'transformers' or 'open_clip', got {self.kind!r}"
         assert self.pretrained is None or self.kind == "open_clip", "pretrained tags exist for open_clip models only"
 
 

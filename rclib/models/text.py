@@ -24,7 +24,7 @@ class TextOptions:
     """How the text score is computed. The defaults follow the paper; :meth:`released` the authors' code."""
 
     text_source: str = "question"  # "question"; "system_prompt": released code, the constant SYSTEM_PROMPT
-    text_pooling: str = "eos"  # "eos": standard CLIP; "last": released, last slot of a context-length padded row, no mask
+    text_pooling: str = "eos"  # "eos": standard CLIP; "last": released, last slot of a row padded to 77, no mask
     post_layernorm: bool = True  # patch tokens through the vision post-layernorm first (released code: False)
 
     def __post_init__(self):
@@ -98,7 +98,8 @@ class TextTower(nn.Module, ABC):
 
 def text_similarity(text_embeds: torch.Tensor, patch_embeds: torch.Tensor) -> torch.Tensor:
     """Cosine [B, N] between text embeddings [B, D] and patch embeddings [B, N, D], in float32."""
-    return torch.einsum("bd,bnd->bn", F.normalize(text_embeds.float(), dim=-1), F.normalize(patch_embeds.float(), dim=-1))
+    text = F.normalize(text_embeds.float(), dim=-1)
+    return torch.einsum("bd,bnd->bn", text, F.normalize(patch_embeds.float(), dim=-1))
 
 
 class TransformersTextTower(TextTower):
@@ -141,7 +142,7 @@ class OpenClipTextTower(TextTower):
     def __init__(self, model, tokenizer):
         super().__init__()
         assert model.text_pool_type == "argmax", \
-            f"only OpenAI-style open_clip text towers (EOS pooling by argmax) are supported, got {model.text_pool_type!r}"
+            f"only OpenAI-style open_clip text towers (EOS pooled by argmax) supported, got {model.text_pool_type!r}"
         self.model = model
         self.tokenizer = tokenizer
         self.context_length = model.context_length

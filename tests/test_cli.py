@@ -1,0 +1,55 @@
+"""The CLI on the tiny models: the result.json contract, bad input, the bench outputs."""
+import json
+
+import pytest
+
+from rclib.cli import main
+
+
+@pytest.fixture
+def tiny_args(tiny_llava_dir, tiny_clip_dir):
+    return ["--model", str(tiny_llava_dir), "--text-encoder", str(tiny_clip_dir)]
+
+
+def test_answer_writes_the_result_contract(tmp_path, tiny_args, tiny_images, capsys):
+    from PIL import Image
+
+    image = tmp_path / "image.png"
+    Image.fromarray(tiny_images[0]).save(image)
+    out = tmp_path / "out"
+    code = main(["answer", "--image", str(image), "--question", "what colour is the circle ?", *tiny_args,
+                 "--compare", "--out", str(out), "--json"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    record = json.loads((out / "result.json").read_text())
+    assert printed == record
+    for key in ("model", "text_encoder", "method", "image", "question", "n_input_tokens", "n_output_tokens",
+                "n_visual", "n_text", "n_merged", "kept_indices", "recovered_indices", "answer", "answer_full"):
+        assert key in record, key
+    assert set(record["seconds"]) == {"vision", "compress", "generate"}
+    assert record["n_input_tokens"] == 64 and 0 < record["n_output_tokens"] <= 64
+    assert record["kept_indices"] == sorted(record["kept_indices"]) and len(record["kept_indices"]) == record["n_visual"]
+    assert list(out.glob("*.png")), "figures must be written beside result.json"
+
+
+def test_answer_with_a_corrupt_image_names_the_file(tmp_path, tiny_args, capsys):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    code = main(["answer", "--image", str(broken), "--question", "what ?", *tiny_args])
+    assert code == 2
+    assert "broken.jpg" in capsys.readouterr().err
+
+
+def test_bench_writes_rows_for_every_run(tmp_path, tiny_args):
+    out = tmp_path / "bench"
+    code = main(["bench", *tiny_args, "--methods", "full", "rc", "fastervlm", "--budgets", "adaptive", "8",
+                 "--n", "4", "--out", str(out)])
+    assert code == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["method"], r["budget"]) for r in rows] == [("full", "all"), ("rc", "adaptive"), ("rc", "8"),
+                                                          ("fastervlm", "8")]
+    for row in rows:
+        assert row["n"] == 4 and 0 <= row["accuracy"] <= 1 and 0 <= row["evidence_recall"] <= 1
+        assert {"accuracy_small", "accuracy_large", "mean_tokens", "seconds"} <= set(row)
+    assert rows[3]["mean_tokens"] == 8 and rows[0]["mean_tokens"] == 64
+    assert (out / "results.csv").exists() and (out / "accuracy_vs_tokens.png").exists()
