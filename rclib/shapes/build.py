@@ -53,6 +53,7 @@ class ShapesModelConfig:
     lm_layers: int = 3
     lm_heads: int = 4
     lm_mlp: int = 384  # Llama intermediate size
+    lm_rope_theta: float = 1e9  # most rotary frequencies barely turn over ~200 positions: question words match image tokens by content
 
 
 def vision_config(cfg: ShapesModelConfig) -> CLIPVisionConfig:
@@ -112,6 +113,7 @@ def build_llava(cfg: ShapesModelConfig, tokenizer: PreTrainedTokenizerFast) -> L
         num_attention_heads=cfg.lm_heads,
         num_key_value_heads=cfg.lm_heads,
         max_position_embeddings=256,
+        rope_theta=cfg.lm_rope_theta,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

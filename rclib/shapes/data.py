@@ -105,20 +105,27 @@ def encode_texts(tokenizer: PreTrainedTokenizerFast, texts: list[str]) -> dict[s
     return tokenizer(texts, padding="max_length", max_length=CLIP_MAX_LENGTH, truncation=True, return_tensors="pt")
 
 
+FOLLOW_UP_TEMPLATE = "USER: {question} ASSISTANT:"  # later turns of a LLaVA-1.5 conversation
+
+
 @dataclass
 class PromptTable:
-    """LLaVA token ids of `USER: <image>x P\\n{question} ASSISTANT: {answer}</s>` per unique question."""
+    """LLaVA token ids per unique question, for conversations
+    `USER: <image>x P\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>...`."""
 
-    ids: dict[str, list[int]]  # question -> prompt ids (image tokens expanded, no answer)
+    ids: dict[str, list[int]]  # question -> first-turn prompt ids (BOS, image tokens expanded)
+    follow_up_ids: dict[str, list[int]]  # question -> later-turn prompt ids (no BOS, no image)
     answer_ids: dict[str, int]  # answer word -> token id
 
 
 def prompt_table(tokenizer: PreTrainedTokenizerFast, questions: list[str], answers: list[str]) -> PromptTable:
     image_tokens = tokenizer.image_token * NUM_PATCHES
-    ids = {}
+    ids, follow_up_ids = {}, {}
     for question in sorted(set(questions)):
         prompt = PROMPT_TEMPLATE.format(question=question).replace(tokenizer.image_token, image_tokens)
         ids[question] = tokenizer(prompt)["input_ids"]
+        follow_up = FOLLOW_UP_TEMPLATE.format(question=question)
+        follow_up_ids[question] = tokenizer(follow_up, add_special_tokens=False)["input_ids"]
     answer_ids = {a: tokenizer.convert_tokens_to_ids(a) for a in sorted(set(answers))}
     assert tokenizer.unk_token_id not in answer_ids.values(), "an answer word is missing from the vocabulary"
-    return PromptTable(ids, answer_ids)
+    return PromptTable(ids, follow_up_ids, answer_ids)

@@ -29,36 +29,72 @@ EVAL_SEED = 1  # held-out world stream; training uses seed 0
 
 @dataclass
 class AnswerBatch:
-    ids: torch.Tensor  # (B, L) int64, prompt + answer + eos, right-padded
+    ids: torch.Tensor  # (B, L) int64, conversation token ids, right-padded
     attention_mask: torch.Tensor  # (B, L) int64
-    answer_pos: torch.Tensor  # (B,) int64, position whose next-token logits give the answer
-    answer_ids: torch.Tensor  # (B,) int64
+    target_pos: torch.Tensor  # (B, T) int64, positions whose next-token logits are scored
+    targets: torch.Tensor  # (B, T) int64, the expected next tokens (answer word, EOS, ...), -100 = none
+
+    @property
+    def first_answer(self) -> torch.Tensor:
+        """(B,) the first turn's answer token ids."""
+        return self.targets[:, 0]
 
 
 def answer_batch(
-    table: PromptTable, questions: list[str], answers: list[str], num_image_tokens: int, tokenizer: PreTrainedTokenizerFast
+    table: PromptTable,
+    conversations: list[list[tuple[str, str]]],
+    num_image_tokens: int,
+    tokenizer: PreTrainedTokenizerFast,
 ) -> AnswerBatch:
-    """Token ids with the image placeholder run cut to `num_image_tokens` (the kept patches)."""
+    """Token ids of (question, answer) conversations, the image placeholder run cut to `num_image_tokens`.
+
+    Each answer is scored as its word then EOS; a single-turn conversation is the evaluation prompt.
+    """
     image_id = tokenizer.convert_tokens_to_ids(tokenizer.image_token)
-    rows = []
-    for question, answer in zip(questions, answers):
+    rows, positions, expected = [], [], []
+    for turns in conversations:
+        (question, _), *_ = turns
         prompt = table.ids[question]
         first = prompt.index(image_id)
-        prompt = prompt[:first] + [image_id] * num_image_tokens + prompt[first + NUM_PATCHES :]
-        rows.append(prompt + [table.answer_ids[answer], tokenizer.eos_token_id])
+        row = prompt[:first] + [image_id] * num_image_tokens + prompt[first + NUM_PATCHES :]
+        row_positions, row_expected = [], []
+        for turn, (question, answer) in enumerate(turns):
+            if turn > 0:
+                row = row + table.follow_up_ids[question]
+            answer_id = table.answer_ids[answer]
+            row_positions += [len(row) - 1, len(row)]  # predict the answer, then EOS after it
+            row_expected += [answer_id, tokenizer.eos_token_id]
+            row = row + [answer_id, tokenizer.eos_token_id]
+        rows.append(row)
+        positions.append(row_positions)
+        expected.append(row_expected)
     length = max(len(r) for r in rows)
+    targets_per_row = max(len(p) for p in positions)
     ids = torch.full((len(rows), length), tokenizer.pad_token_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for i, row in enumerate(rows):
+    target_pos = torch.zeros((len(rows), targets_per_row), dtype=torch.long)
+    targets = torch.full((len(rows), targets_per_row), -100, dtype=torch.long)
+    for i, (row, pos, exp) in enumerate(zip(rows, positions, expected)):
         ids[i, : len(row)] = torch.tensor(row)
         attention_mask[i, : len(row)] = 1
-    answer_pos = torch.tensor([len(r) - 3 for r in rows])  # last prompt token predicts the answer
-    answer_ids = torch.tensor([table.answer_ids[a] for a in answers])
-    return AnswerBatch(ids, attention_mask, answer_pos, answer_ids)
+        target_pos[i, : len(pos)] = torch.tensor(pos)
+        targets[i, : len(exp)] = torch.tensor(exp)
+    return AnswerBatch(ids, attention_mask, target_pos, targets)
 
 
-def lm_hidden(llava: LlavaForConditionalGeneration, batch: AnswerBatch, image_features: torch.Tensor) -> torch.Tensor:
-    """LLM last hidden states (B, L, D) with projected `image_features` (B, K, W) at the image tokens."""
+def single_turns(bank: SceneBank, rows) -> list[list[tuple[str, str]]]:
+    """One-question conversations for question rows of a bank."""
+    return [[(bank.q_text[r], bank.q_answer[r])] for r in rows]
+
+
+def lm_hidden(
+    llava: LlavaForConditionalGeneration, batch: AnswerBatch, image_features: torch.Tensor, with_attentions: bool = False
+):
+    """LLM last hidden states (B, L, D) with projected `image_features` (B, K, W) at the image tokens.
+
+    Returns (hidden, attentions): per-layer attention weights (B, H, L, L) via eager attention when
+    `with_attentions`, else None.
+    """
     embeds = llava.get_input_embeddings()(batch.ids)  # (B, L, D)
     projected = llava.model.multi_modal_projector(image_features)  # (B, K, D)
     image_slots = (batch.ids == llava.config.image_token_id).unsqueeze(-1)  # (B, L, 1)
@@ -66,14 +102,20 @@ def lm_hidden(llava: LlavaForConditionalGeneration, batch: AnswerBatch, image_fe
         "image token count differs from the number of image features; build the batch with K = features.shape[1]"
     )
     embeds = embeds.masked_scatter(image_slots, projected.to(embeds.dtype))
-    return llava.model.language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state
+    language_model = llava.model.language_model
+    if not with_attentions:
+        return language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state, None
+    implementation = language_model.config._attn_implementation
+    language_model.config._attn_implementation = "eager"  # sdpa returns no attention weights
+    out = language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask, output_attentions=True)
+    language_model.config._attn_implementation = implementation
+    return out.last_hidden_state, out.attentions
 
 
 def answer_logits(llava: LlavaForConditionalGeneration, batch: AnswerBatch, image_features: torch.Tensor) -> torch.Tensor:
-    """Logits (B, 2, V) at the answer position and the one after it (which predicts EOS)."""
-    hidden = lm_hidden(llava, batch, image_features)
-    rows = torch.arange(len(hidden))
-    picked = torch.stack([hidden[rows, batch.answer_pos], hidden[rows, batch.answer_pos + 1]], dim=1)  # (B, 2, D)
+    """Next-token logits (B, T, V) at the batch's target positions."""
+    hidden, _ = lm_hidden(llava, batch, image_features)  # (B, L, D)
+    picked = hidden.gather(1, batch.target_pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (B, T, D)
     return llava.lm_head(picked)
 
 
@@ -180,9 +222,9 @@ def visual_only_accuracy(
         vision = vision_outputs(llava.model.vision_tower, bank.images[bank.q_scene[chunk]])
         kept = vision.cls_attention.topk(keep, dim=-1).indices.sort(dim=-1).values  # (B, K) raster order
         features = vision.penultimate.gather(1, kept.unsqueeze(-1).expand(-1, -1, vision.penultimate.shape[-1]))
-        batch = answer_batch(table, [bank.q_text[r] for r in chunk], [bank.q_answer[r] for r in chunk], keep, tokenizer)
+        batch = answer_batch(table, single_turns(bank, chunk), keep, tokenizer)
         predicted = answer_logits(llava, batch, features)[:, 0].argmax(-1)
-        correct.append((predicted == batch.answer_ids).numpy())
+        correct.append((predicted == batch.first_answer).numpy())
         masks = bank.q_mask[chunk]  # (B, P)
         recall.append((masks.gather(1, kept).sum(-1) / masks.sum(-1)).numpy())
     sizes = bank.q_size[rows].numpy()

@@ -1,7 +1,7 @@
 """ShapesWorld: a deterministic generator of synthetic VQA scenes with ground-truth masks.
 
 A scene is a textured background with grey clutter (distractors that are no object) and a few
-solid-coloured shapes, each with a unique colour, some small (about one patch) and some large.
+coloured shapes, each with a unique colour and a shape-specific fill pattern, some small (about one patch) and some large.
 Questions ask the colour of the object with a given shape (only when that shape is unique in the
 scene) or the shape of the object with a given colour (colours are unique), so every question has
 exactly one answer and names exactly one object, whose patch mask and size class each sample keeps.
@@ -34,12 +34,23 @@ SHAPES: tuple[str, ...] = ("square", "circle", "triangle", "cross")
 SIZE_CLASSES: tuple[str, ...] = ("small", "large")
 QUESTION_TYPES: tuple[str, ...] = ("color", "shape")
 
-COLOR_TEMPLATES = ("what color is the {shape} ?", "which color does the {shape} have ?")
-SHAPE_TEMPLATES = ("what shape is the {color} object ?", "which shape does the {color} object have ?")
+# The named attribute is always the last word before "?", so it sits at a fixed distance from the
+# position where the LLaVA answers (a small LM finds it there much faster than at varying offsets).
+COLOR_TEMPLATES = ("what color is the {shape} ?", "what is the color of the {shape} ?")
+SHAPE_TEMPLATES = ("which shape is {color} ?", "what is the shape that is {color} ?")
 CAPTION_TEMPLATE = "a {color} {shape}"  # one phrase per object, joined with " and "
 
 PIXEL_YS, PIXEL_XS = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE]  # (H, W) each, pixel coordinates
 RAMP = np.linspace(-1, 1, IMAGE_SIZE)  # (W,)
+# Each shape also has a fill pattern, its darker-shade pixels, with a 4 px period aligned to the
+# patch grid, so that every patch of an object shows its shape (outlines alone only show at edges).
+FILL_SHADE = 0.55  # darker shade = FILL_SHADE * object colour
+FILL_PATTERNS: dict[str, np.ndarray] = {  # (H, W) bool, True where the shade is painted
+    "square": np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=bool),  # solid
+    "circle": (PIXEL_YS // 2) % 2 == 1,  # horizontal stripes
+    "triangle": ((PIXEL_XS + PIXEL_YS) // 2) % 2 == 1,  # diagonal stripes
+    "cross": ((PIXEL_XS // 2) + (PIXEL_YS // 2)) % 2 == 1,  # checkerboard
+}
 
 
 def vocabulary() -> list[str]:
@@ -210,6 +221,7 @@ def make_scene(seed: int, index: int, config: WorldConfig = WorldConfig()) -> Sc
         pixel_mask[y0:y1, x0:x1] = local
         rgb = np.array(COLORS[str(color)]) + rng.integers(-config.color_jitter, config.color_jitter + 1, size=3)
         canvas[pixel_mask] = rgb
+        canvas[pixel_mask & FILL_PATTERNS[str(shape)]] = FILL_SHADE * rgb
         object_map[pixel_mask] = len(objects)
         cover = patch_coverage(pixel_mask)
         patch_mask = cover >= config.patch_cover
