@@ -1,0 +1,88 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Explore one image
+#
+# Recoverable Compression (RC) shrinks the visual tokens LLaVA-1.5 reads: it keeps the tokens the
+# vision tower's [CLS] token attends to (**visual filter**), recovers the tokens the question points
+# at (**text recovery**), merges the rest into a few cluster tokens (**KNN merge**), and hands the LLM
+# the short sequence (**token merger**). Here you pick an image and a question and watch each choice.
+#
+# The controls rerun only the compression and the answer; the vision and text encoders run once per
+# image and question. Colours mean the same in every notebook:
+# **blue** kept by the visual filter, **orange** recovered by the text stage, **a colour per cluster**
+# for merged tokens (a star marks each merge centre), **light green** merged into the extra token,
+# **dark grey** dropped.
+
+# %% tags=["parameters"]
+import os
+
+# The embedded ShapesWorld model (data/models, runs on a laptop CPU). For the real LLaVA-1.5-7B, set
+# MODEL = "llava-1.5-7b": it needs llava-hf/llava-1.5-7b-hf (~14 GB) and
+# openai/clip-vit-large-patch14-336 in the Hugging Face cache (`hf download <id>` on a machine with
+# network) and, on CPU, patience. Any llava-hf folder works too, with TEXT_ENCODER = its CLIP.
+MODEL = os.environ.get("RCLIB_MODEL", "shapes")
+TEXT_ENCODER = os.environ.get("RCLIB_TEXT_ENCODER") or None
+N_SCENES = 4  # ShapesWorld scenes offered next to the bundled photographs
+
+# %%
+from rclib import figures
+from rclib.models import load
+from rclib.widgets import Explorer
+
+model = load(MODEL, TEXT_ENCODER)
+examples = figures.examples(MODEL, N_SCENES)
+[e.name for e in examples]
+
+# %% [markdown]
+# ## The explorer
+#
+# - **image / question**: a ShapesWorld scene (the embedded model was trained on that world, so its
+#   answers mean something) or a bundled photograph (meaningful with a real checkpoint). Type your
+#   own question and press Enter.
+# - **method**: RC or one of its peers. **budget** 0 lets RC (and PruMerge) choose how many tokens to
+#   keep; any other value fixes the number of output tokens.
+# - **filter rule** (RC): LOF, the released code's dynamic filter, or PruMerge's IQR rule.
+#   **LOF neighbours**: how local the outlier test is. **text stage**: RC with or without text
+#   recovery. **KNN k**: how many tokens each merge centre absorbs.
+#
+# Top: the answers with all tokens and compressed, with the token counts. Below: the visual score
+# (kept tokens outlined in blue), the text score (recovered tokens outlined in orange), and the fate
+# of every patch.
+
+# %%
+explorer = Explorer(model, examples)
+explorer
+
+# %% [markdown]
+# The explorer's state is plain Python, so a cell can read or drive it. Moving a control from code
+# reruns the compression exactly as the slider does:
+
+# %%
+explorer.controls["text_stage"].value = False
+without_text = explorer.result.counts(0)
+explorer.controls["text_stage"].value = True
+{"with text stage": explorer.result.counts(0), "without": without_text, "answers": explorer.answers}
+
+# %% [markdown]
+# ## Your own image
+#
+# Add an example and pick it in the dropdown of a new explorer:
+#
+# ```python
+# examples.append(figures.Example("my photo", "path/to/photo.jpg", "What is on the table?"))
+# Explorer(model, examples)
+# ```

@@ -1,0 +1,388 @@
+"""Figures from compression results: score heatmaps, token-fate maps, the overview, curves.
+
+Every function draws from what it is given (an image, a result, scores, bench rows) and returns a
+matplotlib Figure; nothing here runs a model or computes a score. Drawing functions take an optional
+``ax`` so that bigger figures compose them; without one they make their own figure.
+
+Images are HWC arrays (uint8 or floats in [0, 1]) of exactly what the patch grid covers; the patch
+grid is drawn in patch units, so patch ``n`` of a ``(h, w)`` grid fills the unit square at
+row ``n // w``, column ``n % w``. One colour code for the fates (:data:`FATE_COLOURS`) is used by
+every figure, notebook and the CLI.
+"""
+from __future__ import annotations
+
+import textwrap
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+import torch
+from matplotlib.collections import LineCollection
+from matplotlib.colors import to_rgba
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
+
+from rclib.filters import IQR_FACTOR, iqr_outliers, lof_outliers, outlier_count
+from rclib.result import CompressionResult, Fate, Slot
+
+FATE_COLOURS: dict[Fate, str] = {
+    Fate.KEPT: "#1c7ed6",  # blue: kept by the visual ([CLS] attention) filter or a peer's selection
+    Fate.RECOVERED: "#f76707",  # orange: recovered by the text stage
+    Fate.CENTRE: "#2b8a3e",  # dark green: a merge centre (its cluster colour fills the patch, a star marks it)
+    Fate.MERGED: "#8ce99a",  # light green: merged (into the extra token when no cluster colour applies)
+    Fate.DROPPED: "#343a40",  # dark grey: reaches the LLM in no form
+}
+FATE_LABELS: dict[Fate, str] = {
+    Fate.KEPT: "kept (visual)",
+    Fate.RECOVERED: "recovered (text)",
+    Fate.CENTRE: "merge centre",
+    Fate.MERGED: "merged into the extra token",
+    Fate.DROPPED: "dropped",
+}
+# Output slots drawn in the fate colour of the tokens they hold; merged slots get their cluster colour.
+SLOT_FATES: dict[Slot, Fate] = {Slot.KEPT: Fate.KEPT, Slot.RECOVERED: Fate.RECOVERED, Slot.CENTRE: Fate.CENTRE,
+                                Slot.EXTRA: Fate.MERGED, Slot.POOLED: Fate.MERGED}
+CLUSTER_SLOTS = (Slot.CENTRE, Slot.POOLED)  # slots that gather a cluster of tokens, one colour each
+# tab20 without its blues, oranges, greens and greys: a cluster never reads as kept, recovered, extra or dropped
+CLUSTER_PALETTE = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (0, 1, 2, 3, 4, 5, 14, 15)]
+METHOD_COLOURS: dict[str, str] = {
+    "full": "#495057", "rc": "#e03131", "prumerge": "#1971c2", "prumerge+": "#4dabf7", "fastervlm": "#2f9e44",
+    "visionzip": "#9c36b5", "divprune": "#f08c00", "random": "#adb5bd", "pool": "#795548",
+}
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # pixel statistics of every CLIP rclib loads
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+OVERLAY_ALPHA = 0.6  # opacity of patch colours over the image
+sns.set_theme(style="white", context="notebook")
+
+
+def close(figure: Figure) -> None:
+    """Free a figure's memory once saved (figures here are never registered with pyplot)."""
+    figure.clear()
+
+
+def new_figure(size: tuple[float, float]) -> Figure:
+    """A figure outside pyplot's registry: a notebook shows it once, as a cell's value, and it is
+    freed like any object (no "too many open figures" in long sessions)."""
+    figure = plt.figure(figsize=size, layout="constrained")
+    plt.close(figure)
+    return figure
+
+
+def as_numpy(x) -> np.ndarray:
+    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def image_from_pixels(pixel_values) -> np.ndarray:
+    """A model input [3, H, W] (CLIP-normalised) back to an HWC float image in [0, 1], for display."""
+    pixels = as_numpy(pixel_values).transpose(1, 2, 0)
+    return np.clip(pixels * np.array(OPENAI_CLIP_STD) + np.array(OPENAI_CLIP_MEAN), 0, 1)
+
+
+def new_axes(ax, size: tuple[float, float] = (4.2, 4.2)):
+    """The given axes, or the single axes of a new figure."""
+    if ax is not None:
+        return ax
+    return new_figure(size).add_subplot()
+
+
+def show_image(ax, image, grid: tuple[int, int], title: str = "") -> None:
+    """The image stretched over the patch grid, in patch units, without ticks."""
+    h, w = grid
+    ax.imshow(image, extent=(0, w, h, 0), interpolation="bilinear")
+    ax.set(xlim=(0, w), ylim=(h, 0), xticks=[], yticks=[])
+    ax.set_title(title, fontsize=10)
+
+
+def outline_patches(ax, selected, grid: tuple[int, int], colour: str, width: float = 1.6) -> None:
+    """A square outline around each selected patch (selected: [N] bool)."""
+    w = grid[1]
+    for n in np.flatnonzero(as_numpy(selected)):
+        ax.add_patch(Rectangle((n % w, n // w), 1, 1, fill=False, edgecolor=colour, linewidth=width))
+
+
+def score_heatmap(image, scores, grid: tuple[int, int], title: str = "score", ax=None, cmap: str = "magma",
+                  highlight=None, highlight_colour: str = FATE_COLOURS[Fate.KEPT]) -> Figure:
+    """A score per patch ([N]) as a translucent heatmap over the image, with a colour bar.
+
+    highlight: optional [N] bool, patches outlined in ``highlight_colour`` (e.g. the kept ones).
+    """
+    ax = new_axes(ax)
+    h, w = grid
+    show_image(ax, image, grid, title)
+    heat = ax.imshow(as_numpy(scores).reshape(h, w), extent=(0, w, h, 0), cmap=cmap, alpha=0.65,
+                     interpolation="nearest")
+    ax.figure.colorbar(heat, ax=ax, fraction=0.046, pad=0.02)
+    if highlight is not None:
+        outline_patches(ax, highlight, grid, highlight_colour)
+    return ax.figure
+
+
+def cluster_colours(result: CompressionResult) -> dict[int, tuple]:
+    """Output slot -> colour, for the slots that gather clusters (merge centres, pooled regions)."""
+    slots = as_numpy(result.slot[0]).astype(int)
+    clusters = [k for k, s in enumerate(slots) if s in CLUSTER_SLOTS]
+    return {k: CLUSTER_PALETTE[i % len(CLUSTER_PALETTE)] for i, k in enumerate(clusters)}
+
+
+def patch_colours(result: CompressionResult) -> np.ndarray:
+    """[N, 4] RGBA per input token of a one-sample result: its fate, or its cluster's colour if merged."""
+    fate = as_numpy(result.fate[0]).astype(int)
+    assignment = as_numpy(result.assignment[0]).astype(int)
+    clusters = cluster_colours(result)
+    colours = np.array([to_rgba(FATE_COLOURS[Fate(f)], OVERLAY_ALPHA) for f in fate])
+    for n, slot in enumerate(assignment):
+        if fate[n] in (Fate.CENTRE, Fate.MERGED) and slot in clusters:
+            colours[n] = to_rgba(clusters[slot], OVERLAY_ALPHA + 0.1)
+    return colours
+
+
+def cluster_borders(assignment: np.ndarray, merged: np.ndarray, grid: tuple[int, int]) -> list:
+    """Segments between neighbouring merged patches that belong to different output slots."""
+    h, w = grid
+    a, m = assignment.reshape(h, w), merged.reshape(h, w)
+    segments = []
+    for i in range(h):
+        for j in range(w):
+            if j + 1 < w and m[i, j] and m[i, j + 1] and a[i, j] != a[i, j + 1]:
+                segments.append([(j + 1, i), (j + 1, i + 1)])
+            if i + 1 < h and m[i, j] and m[i + 1, j] and a[i, j] != a[i + 1, j]:
+                segments.append([(j, i + 1), (j + 1, i + 1)])
+    return segments
+
+
+def fate_legend(ax, fates=tuple(Fate), clusters: bool = True) -> None:
+    """Legend beside the axes: a swatch per fate, a star for centres, one entry for cluster colours."""
+    handles = [Patch(facecolor=FATE_COLOURS[f], label=FATE_LABELS[f]) for f in fates if f != Fate.CENTRE]
+    if clusters:
+        handles.append(Patch(facecolor=CLUSTER_PALETTE[0], label="merged into a cluster (a colour each)"))
+    if Fate.CENTRE in fates:
+        handles.append(Line2D([], [], marker="*", linestyle="none", markersize=9, markerfacecolor="white",
+                              markeredgecolor="black", label=FATE_LABELS[Fate.CENTRE]))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+
+
+def fate_map(image, result: CompressionResult, grid: tuple[int, int], title: str | None = None, ax=None,
+             legend: bool = True) -> Figure:
+    """What became of every patch of sample 0: kept, recovered, merged (coloured by cluster), dropped.
+
+    Merged tokens take the colour of the output slot that holds most of them (their cluster); tokens
+    only in the extra token keep the plain "merged" colour; a star marks each merge centre and thin
+    white lines separate neighbouring clusters.
+    """
+    ax = new_axes(ax, (5.4, 4.2) if legend else (4.2, 4.2))
+    h, w = grid
+    counts = result.counts(0)
+    if title is None:
+        title = (f"{result.method}: {counts['n_input_tokens']} -> {counts['n_output_tokens']} tokens")
+    show_image(ax, image, grid, title)
+    ax.imshow(patch_colours(result).reshape(h, w, 4), extent=(0, w, h, 0), interpolation="nearest")
+    fate = as_numpy(result.fate[0]).astype(int)
+    merged = (fate == Fate.MERGED) | (fate == Fate.CENTRE)
+    segments = cluster_borders(as_numpy(result.assignment[0]).astype(int), merged, grid)
+    ax.add_collection(LineCollection(segments, colors="white", linewidths=0.8))
+    centres = np.flatnonzero(fate == Fate.CENTRE)
+    ax.scatter(centres % w + 0.5, centres // w + 0.5, marker="*", s=60, c="white", edgecolors="black",
+               linewidths=0.5, zorder=3)
+    if legend:
+        fate_legend(ax, [f for f in Fate if (fate == f).any()], clusters=bool(cluster_colours(result)))
+    return ax.figure
+
+
+def token_sequence(result: CompressionResult, ax=None, per_row: int | None = None) -> Figure:
+    """The K output tokens of sample 0 in the order the LLM reads them, coloured by slot kind."""
+    slots = as_numpy(result.slot[0]).astype(int)
+    K = len(slots)
+    per_row = per_row or max(1, min(K, 48))
+    rows = -(-K // per_row)
+    ax = new_axes(ax, (max(4.0, per_row * 0.18), 0.5 + 0.3 * rows))
+    clusters = cluster_colours(result)
+    for k, s in enumerate(slots):
+        colour = clusters.get(k, FATE_COLOURS[SLOT_FATES[Slot(s)]])
+        ax.add_patch(Rectangle((k % per_row, k // per_row), 0.9, 0.9, facecolor=colour, edgecolor="none"))
+    ax.set(xlim=(-0.2, per_row), ylim=(rows, -0.2), xticks=[], yticks=[], aspect="equal")
+    sns.despine(ax=ax, left=True, bottom=True)
+    counts = result.counts(0)
+    ax.set_title(f"the LLM reads K = {K} visual tokens: {counts['n_visual']} kept + {counts['n_text']} recovered "
+                 f"+ {counts['n_merged']} merged", fontsize=10)
+    return ax.figure
+
+
+def overview(image, result: CompressionResult, grid: tuple[int, int], question: str = "",
+             answer: str | None = None) -> Figure:
+    """The four stages of Recoverable Compression on one sample, after the paper's Figure 1.
+
+    1. visual score ([CLS] attention) -> kept tokens; 2. text score -> recovered tokens;
+    3. the rest merged into clusters; 4. the token sequence the LLM reads.
+    """
+    figure = new_figure((14, 5.4))
+    top, bottom = figure.subfigures(2, 1, height_ratios=[4, 1])
+    axes = top.subplots(1, 3)
+    fate = as_numpy(result.fate[0]).astype(int)
+    visual = result.scores["visual"][0]
+    score_heatmap(image, visual, grid, f"1. visual score -> {int((fate == Fate.KEPT).sum())} kept",
+                  ax=axes[0], cmap="viridis", highlight=fate == Fate.KEPT)
+    if "text" in result.scores:
+        score_heatmap(image, result.scores["text"][0], grid,
+                      f"2. text score -> {int((fate == Fate.RECOVERED).sum())} recovered", ax=axes[1],
+                      cmap="magma", highlight=fate == Fate.RECOVERED,
+                      highlight_colour=FATE_COLOURS[Fate.RECOVERED])
+    else:
+        show_image(axes[1], image, grid, "2. no text stage")
+    counts = result.counts(0)
+    fate_map(image, result, grid, f"3. the rest: {counts['n_merged']} merged tokens", ax=axes[2])
+    token_sequence(result, ax=bottom.subplots())
+    answered = f"  ->  answer: {answer}" if answer is not None else ""
+    figure.suptitle(f"Q: {question}{answered}" if question else result.method, fontsize=12)
+    return figure
+
+
+def answers_panel(question: str, answers: dict[str, tuple[str, int]], truth: str | None = None) -> Figure:
+    """A small table: one row per setting (label -> (answer, number of visual tokens)), truth marked."""
+    columns = ["setting", "visual tokens", "answer"] + (["correct"] if truth is not None else [])
+    cells = []
+    for label, (text, n_tokens) in answers.items():
+        row = [label, str(n_tokens), text or "(empty)"]
+        cells.append(row + (["yes" if text.strip().lower() == truth.lower() else "no"] if truth is not None else []))
+    figure = new_figure((6.5, 0.6 + 0.35 * (len(cells) + 1)))
+    ax = figure.add_subplot()
+    ax.axis("off")
+    table = ax.table(cellText=cells, colLabels=columns, loc="center", cellLoc="left")
+    table.auto_set_font_size(False)
+    table.set_fontsize(10)
+    table.scale(1, 1.4)
+    ax.set_title(f"Q: {question}" + (f"   (truth: {truth})" if truth is not None else ""), fontsize=10)
+    return figure
+
+
+def score_histogram(scores, rule: str = "lof", n_neighbors: int = 20, title: str = "visual score", ax=None) -> Figure:
+    """Where the dynamic scale filter cuts a score vector ([n]): histogram, outliers, the top-k line.
+
+    The filter counts outliers (LOF: both tails; IQR: above Q3 + 1.5 IQR), then keeps that many of the
+    highest scores; the dashed line is the lowest score it keeps.
+    """
+    ax = new_axes(ax, (6, 3.4))
+    x = torch.as_tensor(as_numpy(scores), dtype=torch.float64)[None]
+    valid = torch.ones_like(x, dtype=torch.bool)
+    outliers = (lof_outliers(x, n_neighbors, valid) if rule == "lof" else iqr_outliers(x, valid))[0].numpy()
+    k = int(outlier_count(x, rule, n_neighbors)[0])
+    values = x[0].numpy()
+    sns.histplot(values, bins=40, ax=ax, color="#adb5bd", edgecolor="white")
+    ax.plot(values[outliers], np.zeros(int(outliers.sum())), "|", color=FATE_COLOURS[Fate.RECOVERED],
+            markersize=18, markeredgewidth=1.5, label=f"{rule.upper()} outliers ({int(outliers.sum())})")
+    if k > 0:
+        cut = np.sort(values)[-k]
+        ax.axvline(cut, color=FATE_COLOURS[Fate.KEPT], linestyle="--", label=f"keeps the top {k} of {len(values)}")
+    if rule == "iqr":
+        q1, q3 = np.percentile(values, [25, 75])
+        ax.axvline(q3 + IQR_FACTOR * (q3 - q1), color="black", linewidth=0.8, label="Q3 + 1.5 IQR")
+    ax.set(xlabel=title, ylabel="tokens")
+    ax.set_title(f"{rule.upper()} filter" + (f" ({n_neighbors} neighbours)" if rule == "lof" else ""), fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    return ax.figure
+
+
+def filter_thresholds(scores, n_neighbors: int = 20, title: str = "visual score") -> Figure:
+    """:func:`score_histogram` of the same scores under the LOF and the IQR rule, side by side."""
+    figure = new_figure((11, 3.4))
+    axes = figure.subplots(1, 2, sharey=True)
+    for ax, rule in zip(axes, ("lof", "iqr")):
+        score_histogram(scores, rule, n_neighbors, title, ax=ax)
+    return figure
+
+
+def accuracy_vs_tokens(rows: list[dict], metrics: tuple[str, ...] = ("accuracy",), title: str = "") -> Figure:
+    """One panel per metric: the metric against mean visual tokens, a line per method.
+
+    rows: bench rows (``rclib.bench.run_bench``) with method, budget, mean_tokens and the metrics.
+    Adaptive budgets (the method chose K) are stars; the full model is a dashed horizontal line.
+    """
+    figure = new_figure((5.2 * len(metrics) + 1.6, 3.8))
+    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        for method in dict.fromkeys(r["method"] for r in rows):
+            mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["mean_tokens"])
+            colour = METHOD_COLOURS.get(method, "black")
+            if method == "full":
+                ax.axhline(mine[0][metric], color=colour, linestyle="--", linewidth=1,
+                           label=f"full ({mine[0]['mean_tokens']:.0f} tokens)")
+                continue
+            fixed = [r for r in mine if r["budget"] != "adaptive"]
+            adaptive = [r for r in mine if r["budget"] == "adaptive"]
+            on_top = 3 if method == "rc" else 2  # RC is drawn over the peers it ties with
+            ax.plot([r["mean_tokens"] for r in fixed], [r[metric] for r in fixed], "o-", color=colour, zorder=on_top,
+                    label=method if fixed else None, linewidth=2.2 if method == "rc" else 1.4, markersize=4)
+            ax.plot([r["mean_tokens"] for r in adaptive], [r[metric] for r in adaptive], "*", color=colour,
+                    markersize=13, markeredgecolor="black", markeredgewidth=0.5, label=None if fixed else method,
+                    zorder=on_top + 1)
+        ax.set(xlabel="mean visual tokens reaching the LLM", ylabel=metric.replace("_", " "), ylim=(-0.03, 1.03))
+        ax.grid(alpha=0.3)
+    handles, labels = axes[-1].get_legend_handles_labels()
+    handles.append(Line2D([], [], marker="*", linestyle="none", markersize=11, markerfacecolor="white",
+                          markeredgecolor="black"))
+    labels.append("adaptive: the method's own K")
+    axes[-1].legend(handles, labels, fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
+    if title:
+        figure.suptitle(title)
+    return figure
+
+
+def method_grid(images: list, results: dict[str, CompressionResult], grid: tuple[int, int],
+                row_titles: list[str] | None = None) -> Figure:
+    """Token-fate maps of several methods (columns) on the same images (rows).
+
+    results: method -> a result batched over ``images`` (sample b belongs to images[b]).
+    """
+    methods = list(results)
+    figure = new_figure((2.4 * len(methods) + 2.4, 2.5 * len(images)))
+    axes = figure.subplots(len(images), len(methods), squeeze=False)
+    for b, image in enumerate(images):
+        for j, method in enumerate(methods):
+            one = results[method][b]
+            fate_map(image, one, grid, f"{method}: K = {int(one.n_output[0])}", ax=axes[b, j], legend=False)
+        if row_titles:
+            axes[b, 0].set_ylabel(textwrap.fill(row_titles[b], 30), fontsize=8)
+    fate_legend(axes[0, -1])
+    return figure
+
+
+def draw_score_maps(axes, image, grid: tuple[int, int], cls_attn, text_sim, fate=None) -> None:
+    """Into two axes: the visual score and the text score ([N] each) over the image; with ``fate``
+    ([N]) the kept tokens are outlined on the first and the recovered ones on the second."""
+    score_heatmap(image, cls_attn, grid, "visual score ([CLS] attention)", ax=axes[0], cmap="viridis",
+                  highlight=None if fate is None else fate == Fate.KEPT)
+    score_heatmap(image, text_sim, grid, "text score (question vs patch)", ax=axes[1],
+                  highlight=None if fate is None else fate == Fate.RECOVERED,
+                  highlight_colour=FATE_COLOURS[Fate.RECOVERED])
+
+
+def score_maps(image, grid: tuple[int, int], cls_attn, text_sim, fate=None) -> Figure:
+    """:func:`draw_score_maps` side by side in one figure."""
+    figure = new_figure((10, 4.2))
+    axes = figure.subplots(1, 2)
+    draw_score_maps(axes, image, grid, cls_attn, text_sim, fate)
+    return figure
+
+
+def scores_and_fates(image, result: CompressionResult, grid: tuple[int, int], cls_attn, text_sim) -> Figure:
+    """Both score maps of sample 0 (kept and recovered outlined) and its token-fate map, side by side."""
+    figure = new_figure((15, 4.2))
+    axes = figure.subplots(1, 3)
+    draw_score_maps(axes[:2], image, grid, cls_attn, text_sim, result.fate[0])
+    fate_map(image, result, grid, ax=axes[2])
+    return figure
+
+
+def answer_figures(encoded, result: CompressionResult, record: dict) -> dict[str, Figure]:
+    """The figures of one answered question (sample 0 of ``encoded``): name -> Figure.
+
+    record: the CLI's result record (question, answer); used for titles only.
+    """
+    image = image_from_pixels(encoded.pixel_values[0])
+    figures = {name: new_axes(None).figure for name in ("visual_scores", "text_scores")}
+    draw_score_maps([f.axes[0] for f in figures.values()], image, encoded.grid, encoded.cls_attn[0],
+                    encoded.text_sim[0], result.fate[0])
+    figures["token_fates"] = fate_map(image, result, encoded.grid)
+    if result.method == "rc":
+        figures["overview"] = overview(image, result, encoded.grid, record.get("question", ""), record.get("answer"))
+    return figures

@@ -1,0 +1,62 @@
+"""The explorer, driven from pytest: controls rerun compress + generate only; errors are shown."""
+import pytest
+
+from rclib.figures import Example
+from rclib.widgets import Explorer
+
+
+@pytest.fixture
+def explorer(tiny_model, tiny_images):
+    examples = [Example("first", tiny_images[0], "what color is the circle ?", answer="red"),
+                Example("second", tiny_images[1], "how many shapes ?")]
+    return Explorer(tiny_model, examples, max_new_tokens=3)
+
+
+def test_starts_with_rc_and_draws(explorer):
+    assert explorer.error is None, explorer.errors.outputs
+    assert explorer.state["method"] == "rc" and explorer.result.method == "rc"
+    assert set(explorer.answers) == {"all tokens", "rc"}
+    assert bytes(explorer.figure.value[:4]) == bytes(explorer.answers_image.value[:4]) == b"\x89PNG"
+    assert f"{explorer.result.counts(0)['n_output_tokens']} out" in explorer.summary.value
+
+
+def test_moving_a_control_recompresses_without_reencoding(explorer, monkeypatch):
+    calls = []
+    monkeypatch.setattr(explorer.model, "encode", lambda *a, **k: calls.append(a))
+    before = (explorer.summary.value, explorer.figure.value)
+    explorer.controls["method"].value = "fastervlm"
+    explorer.controls["budget"].value = 5
+    assert explorer.error is None, explorer.errors.outputs
+    assert explorer.result.method == "fastervlm" and int(explorer.result.n_output[0]) == 5
+    assert "<b>5 out</b>" in explorer.summary.value
+    assert (explorer.summary.value, explorer.figure.value) != before
+    assert calls == [], "the encoders ran again for the same image and question"
+    assert explorer.controls["rule"].disabled and not explorer.controls["budget"].disabled
+
+
+def test_rc_controls_reach_the_method(explorer):
+    explorer.controls["budget"].value = 12
+    with_text = int(explorer.result.n_text[0])
+    explorer.controls["text_stage"].value = False
+    assert with_text > 0 and int(explorer.result.n_text[0]) == 0
+    assert explorer.method_options() == {"rule": "lof", "n_neighbors": 20, "text_stage": False, "knn_k": 32}
+
+
+def test_a_new_example_is_encoded_once_and_brings_its_question(explorer):
+    explorer.controls["example"].value = "second"
+    assert explorer.state["question"] == "how many shapes ?"
+    assert set(explorer.encoded) == {("first", "what color is the circle ?"), ("second", "how many shapes ?")}
+
+
+def test_a_raising_callback_shows_its_error(explorer, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("compression exploded")
+
+    monkeypatch.setattr(explorer.model, "compress", broken)
+    explorer.controls["knn_k"].value = 7
+    assert isinstance(explorer.error, RuntimeError)
+    shown = "".join(output["text"] for output in explorer.errors.outputs)
+    assert "compression exploded" in shown and "Traceback" in shown
+    monkeypatch.undo()
+    explorer.controls["knn_k"].value = 8
+    assert explorer.error is None and explorer.errors.outputs == ()
