@@ -62,6 +62,17 @@ class Tally:
     size: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
+    def add(self, answers: list[str], result, samples: list, targets: torch.Tensor) -> None:
+        """Score one batch: answers vs the samples' truth, evidence of the targets [B, N] in the result."""
+        fate = result.fate.cpu()
+        for b, sample in enumerate(samples):
+            recall, kept = evidence(fate[b], targets[b])
+            self.correct.append(answers[b].strip().lower() == sample.answer)
+            self.recall.append(recall)
+            self.kept.append(kept)
+            self.tokens.append(int(result.n_output[b]))
+            self.size.append(sample.size_class)
+
     def row(self, method: str, budget: str) -> dict:
         size = np.array(self.size)
         row = {"method": method, "budget": budget, "n": len(self.correct),
@@ -114,14 +125,7 @@ def run_bench(model, config: BenchConfig = BenchConfig(), progress: bool = True)
             answers = model.generate(encoded, result, max_new_tokens=4)
             tally = tallies[(method, budget)]
             tally.seconds += time.perf_counter() - start
-            fate = result.fate.cpu()
-            for b, sample in enumerate(batch):
-                recall, kept = evidence(fate[b], targets[b])
-                tally.correct.append(answers[b].strip().lower() == sample.answer)
-                tally.recall.append(recall)
-                tally.kept.append(kept)
-                tally.tokens.append(int(result.n_output[b]))
-                tally.size.append(sample.size_class)
+            tally.add(answers, result, batch, targets)
             bar.update()
     bar.close()
     return [tallies[pair].row(*pair) for pair in pairs]

@@ -18,7 +18,6 @@ from rclib.bench import BenchConfig
 from rclib.methods import METHODS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-SAMPLE_IMAGES = DATA / "images"
 
 
 def answer_record(model, image, question: str, method: str = "rc", budget: int | None = None,
@@ -65,6 +64,8 @@ def print_record(record: dict) -> None:
     if "answer_full" in record:
         print(f"   all tokens : {record['answer_full']}")
     print(f"   {record['method']:<10} : {record['answer']}    [{counts}]  ({seconds})")
+    if "answer_truth" in record:
+        print(f"   truth      : {record['answer_truth']}")
 
 
 def cmd_answer(args) -> None:
@@ -80,25 +81,19 @@ def cmd_answer(args) -> None:
         print_record(record)
 
 
-def demo_cases(model_name: str, n_scenes: int = 3) -> list[tuple[str, object, str]]:
-    """(name, image, question): ShapesWorld scenes (what the embedded model knows) and the sample photos."""
-    from rclib.shapes.world import sample_vqa
-
-    cases = [(f"shapes-{i}", s.image, s.question) for i, s in enumerate(sample_vqa(seed=7, n=n_scenes))]
-    questions = json.loads((SAMPLE_IMAGES / "questions.json").read_text())
-    for file, asked in questions.items():
-        cases += [(f"{Path(file).stem}-{j}", SAMPLE_IMAGES / file, q) for j, q in enumerate(asked)]
-    return cases
-
-
 def cmd_demo(args) -> None:
+    from rclib.figures import examples
     from rclib.models import load
 
     model = load(args.model, args.text_encoder)
     print(f"model {model.name} with text tower {model.text_encoder_name}; method {args.method}\n")
-    for name, image, question in demo_cases(args.model):
-        record, encoded, result = answer_record(model, image, question, args.method, args.budget, compare=True)
-        record["image"] = name if not isinstance(image, Path) else str(image.relative_to(DATA.parent))
+    for i, example in enumerate(examples(args.model, n_scenes=3)):
+        name = f"{i:02d}-" + "".join(c if c.isalnum() else "-" for c in example.name.split(":")[0]).strip("-")
+        record, encoded, result = answer_record(model, example.image, example.question, args.method, args.budget,
+                                                compare=True)
+        record["image"] = str(example.image) if isinstance(example.image, Path) else example.name
+        if example.answer is not None:
+            record["answer_truth"] = example.answer
         write_outputs(Path(args.out) / name, record, encoded, result)
         print(f"[{name}]", end=" ")
         print_record(record)

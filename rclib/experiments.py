@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from rclib.bench import Tally, evidence, target_on_grid
+from rclib.bench import Tally, target_on_grid
 from rclib.result import CompressionResult, Slot
 
 
@@ -61,12 +61,6 @@ def run_variants(model, variants: dict[str, Variant], n: int = 24, seed: int = 1
             answers = model.generate(encoded, read, max_new_tokens=4)
             tally = tallies[label]
             tally.seconds += time.perf_counter() - began
-            for b, sample in enumerate(batch):
-                recall, kept = evidence(result.fate[b].cpu(), targets[b])
-                tally.correct.append(answers[b].strip().lower() == sample.answer)
-                tally.recall.append(recall)
-                tally.kept.append(kept)
-                tally.tokens.append(int(result.n_output[b]))
-                tally.size.append(sample.size_class)
+            tally.add(answers, result, batch, targets)
     return [tallies[label].row(label, "adaptive" if v.budget is None else str(v.budget))
             for label, v in variants.items()]
