@@ -144,6 +144,15 @@ def patch_accuracy(vision, heads: nn.ModuleDict, bank: SceneBank, batch_size: in
     return {"color": torch.cat(color_hits).float().mean().item(), "shape": torch.cat(shape_hits).float().mean().item()}
 
 
+def clipped_step(loss: torch.Tensor, optimizer, scheduler, params) -> None:
+    """One optimiser step on ``loss`` with gradients clipped to norm 1, then one scheduler step."""
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    scheduler.step()
+
+
 def train_vision(clip, bank: SceneBank, eval_bank: SceneBank, cfg: TrainConfig, log: Logger) -> None:
     """Stage 1: per-patch colour/shape heads on layers -2 and -1, presence head on pooled [CLS]."""
     vision = clip.vision_model
@@ -167,11 +176,7 @@ def train_vision(clip, bank: SceneBank, eval_bank: SceneBank, cfg: TrainConfig, 
             + patch_loss(heads["final"](out.last_hidden_state[:, 1:]), colors, shapes, cfg.background_weight)
             + F.binary_cross_entropy_with_logits(heads["cls"](out.pooler_output), bank.presence[idx])
         )
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
+        clipped_step(loss, optimizer, scheduler, params)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % max(1, cfg.vision_steps // 5) == 0 or step + 1 == cfg.vision_steps:
             vision.eval()
@@ -236,11 +241,7 @@ def train_text(clip, tokenizer, bank: SceneBank, features: dict, eval_bank: Scen
         captioned = torch.randint(len(bank), (cfg.text_batch,), generator=generator)
         captions = text_embeddings(clip, tokenizer, [bank.captions[s] for s in captioned])
         loss = dense + cfg.caption_weight * caption_loss(clip, captions, features["pooled"][captioned])
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
+        clipped_step(loss, optimizer, scheduler, params)
         with torch.no_grad():
             clip.logit_scale.clamp_(0, math.log(100))
         bar.set_postfix(loss=f"{loss.item():.3f}")
@@ -351,11 +352,7 @@ def train_llava(
             loss = loss + cfg.grounding_weight * grounding_loss(
                 attentions[cfg.grounding_layer], batch, masks, image_start, cfg.grounding_offset
             )
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        scheduler.step()
+        clipped_step(loss, optimizer, scheduler, params)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.llava_steps:
             llava.eval()
