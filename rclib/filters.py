@@ -41,14 +41,15 @@ def check_scores(scores: torch.Tensor, valid: torch.Tensor | None = None, name: 
 
 
 def outlier_count(scores: torch.Tensor, rule: str = "lof", n_neighbors: int = 20,
-                  valid: torch.Tensor | None = None) -> torch.Tensor:
+                  valid: torch.Tensor | None = None, iqr_factor: float = IQR_FACTOR) -> torch.Tensor:
     """The number of tokens the dynamic scale filter keeps in each row of ``scores``.
 
-    scores [B, n] (or [n]); valid [B, n] bool, the tokens taking part (default all).
+    scores [B, n] (or [n]); valid [B, n] bool, the tokens taking part (default all); iqr_factor: the
+    IQR rule's multiplier (PruMerge: 1.5).
     Returns LongTensor [B] (or a 0-d tensor for 1-D input). Rows with fewer than 2 valid tokens keep 0.
     """
     if scores.dim() == 1:
-        return outlier_count(scores[None], rule, n_neighbors, None if valid is None else valid[None])[0]
+        return outlier_count(scores[None], rule, n_neighbors, None if valid is None else valid[None], iqr_factor)[0]
     check_scores(scores, valid)
     if valid is None:
         valid = torch.ones_like(scores, dtype=torch.bool)
@@ -58,7 +59,7 @@ def outlier_count(scores: torch.Tensor, rule: str = "lof", n_neighbors: int = 20
         assert n_neighbors >= 1, f"n_neighbors must be >= 1, got {n_neighbors}"
         outliers = lof_outliers(scores, n_neighbors, valid)
     elif rule == "iqr":
-        outliers = iqr_outliers(scores, valid)
+        outliers = iqr_outliers(scores, valid, iqr_factor)
     else:
         raise ValueError(f"unknown filter rule {rule!r}; use one of {RULES} or pass a fixed budget")
     return outliers.sum(1)
@@ -100,12 +101,12 @@ def lof_outliers(scores: torch.Tensor, n_neighbors: int, valid: torch.Tensor) ->
     return (lof > LOF_THRESHOLD) & sorted_valid & (m[:, None] >= 2)
 
 
-def iqr_outliers(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """[B, n] bool: valid tokens above Q3 + 1.5 * IQR, percentiles interpolated as numpy's default."""
+def iqr_outliers(scores: torch.Tensor, valid: torch.Tensor, factor: float = IQR_FACTOR) -> torch.Tensor:
+    """[B, n] bool: valid tokens above Q3 + factor * IQR, percentiles interpolated as numpy's default."""
     x = scores.double()
     q = torch.nanquantile(x.masked_fill(~valid, float("nan")),
                           torch.tensor([0.25, 0.75], dtype=x.dtype, device=x.device), dim=1)  # [2, B]
-    upper = q[1] + IQR_FACTOR * (q[1] - q[0])  # [B]
+    upper = q[1] + factor * (q[1] - q[0])  # [B]
     return (x > upper[:, None]) & valid
 
 

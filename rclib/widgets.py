@@ -21,9 +21,9 @@ from rclib.methods.rc import RCConfig
 
 # Which controls each method reads; the others are greyed out while it is selected.
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
-    "rc": ("rule", "n_neighbors", "text_stage", "knn_k"),
-    "prumerge": ("knn_k",),
-    "prumerge+": ("knn_k",),
+    "rc": ("rule", "n_neighbors", "iqr_factor", "text_stage", "knn_k"),
+    "prumerge": ("iqr_factor", "knn_k"),
+    "prumerge+": ("iqr_factor", "knn_k"),
 }
 FIGURE_DPI = 72  # enough for a notebook, fast to render
 
@@ -48,6 +48,8 @@ def make_controls(examples: list, n_tokens: int) -> dict[str, widgets.Widget]:
         "rule": widgets.ToggleButtons(options=list(RULES), value=rc.rule, description="filter rule", style=style),
         "n_neighbors": widgets.IntSlider(value=rc.n_neighbors, min=2, max=60, description="LOF neighbours",
                                          style=style),
+        "iqr_factor": widgets.FloatSlider(value=rc.iqr_factor, min=0.0, max=4.0, step=0.25,
+                                          description="IQR factor", style=style),
         "text_stage": widgets.Checkbox(value=rc.text_stage, description="text stage (recovery)", style=style),
         "knn_k": widgets.IntSlider(value=rc.knn_k, min=1, max=64, description="KNN k (merge)", style=style),
         "budget": widgets.IntSlider(value=0, min=0, max=n_tokens, description="budget (0: adaptive)", style=style),
@@ -90,7 +92,8 @@ class Explorer:
     @property
     def widget(self) -> widgets.Widget:
         c = self.controls
-        method_box = widgets.VBox([c["method"], c["budget"], c["rule"], c["n_neighbors"], c["text_stage"], c["knn_k"]])
+        method_box = widgets.VBox([c["method"], c["budget"], c["rule"], c["n_neighbors"], c["iqr_factor"],
+                                 c["text_stage"], c["knn_k"]])
         return widgets.VBox([c["example"], c["question"], widgets.HBox([method_box, self.answers_image]),
                              self.summary, self.figure, self.errors])
 
@@ -136,8 +139,10 @@ class Explorer:
         """Grey out the controls the method ignores, compress, answer, and redraw counts and figures."""
         state = self.state
         used = METHOD_OPTIONS.get(state["method"], ())
-        for name in ("rule", "n_neighbors", "text_stage", "knn_k"):  # LOF neighbours mean nothing to IQR
-            self.controls[name].disabled = name not in used or (name == "n_neighbors" and state["rule"] != "lof")
+        iqr_in_use = state["rule"] == "iqr" or state["method"] != "rc"  # PruMerge always filters by IQR
+        for name in ("rule", "n_neighbors", "iqr_factor", "text_stage", "knn_k"):
+            self.controls[name].disabled = (name not in used or (name == "n_neighbors" and state["rule"] != "lof")
+                                            or (name == "iqr_factor" and not iqr_in_use))
         example = self.examples[state["example"]]
         key = (example.name, state["question"])
         encoded = self.encode(*key)

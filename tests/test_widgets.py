@@ -39,7 +39,8 @@ def test_rc_controls_reach_the_method(explorer):
     with_text = int(explorer.result.n_text[0])
     explorer.controls["text_stage"].value = False
     assert with_text > 0 and int(explorer.result.n_text[0]) == 0
-    assert explorer.method_options() == {"rule": "lof", "n_neighbors": 20, "text_stage": False, "knn_k": 32}
+    assert explorer.method_options() == {"rule": "lof", "n_neighbors": 20, "iqr_factor": 1.5, "text_stage": False,
+                                         "knn_k": 32}
 
 
 def test_a_new_example_is_encoded_once_and_brings_its_question(explorer):
@@ -60,3 +61,15 @@ def test_a_raising_callback_shows_its_error(explorer, monkeypatch):
     monkeypatch.undo()
     explorer.controls["knn_k"].value = 8
     assert explorer.error is None and explorer.errors.outputs == ()
+
+
+def test_iqr_factor_slider_changes_the_rc_iqr_count(explorer):
+    explorer.controls["method"].value = "rc"
+    explorer.controls["rule"].value = "iqr"
+    assert not explorer.controls["iqr_factor"].disabled
+    explorer.controls["iqr_factor"].value = 0.0
+    loose = int(explorer.result.n_visual[0])
+    explorer.controls["iqr_factor"].value = 4.0
+    assert int(explorer.result.n_visual[0]) < loose and explorer.error is None
+    explorer.controls["rule"].value = "lof"
+    assert explorer.controls["iqr_factor"].disabled

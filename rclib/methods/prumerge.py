@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import torch
 
-from rclib.filters import outlier_count, topk_mask
+from rclib.filters import IQR_FACTOR, outlier_count, topk_mask
 from rclib.methods.common import budget_tensor, cosine_matrix, merge_into_centres, uniform_mask
 from rclib.result import CompressionResult
 
 
 def prumerge(tokens: torch.Tensor, cls_attn: torch.Tensor, text_sim, keys: torch.Tensor | None, budget=None,
-             *, knn_k: int = 32, uniform_per_centre: int = 0, method: str = "prumerge") -> CompressionResult:
+             *, knn_k: int = 32, uniform_per_centre: int = 0, iqr_factor: float = IQR_FACTOR,
+             method: str = "prumerge") -> CompressionResult:
     """tokens [B, N, C], cls_attn [B, N], keys [B, N, Ck]; text_sim is ignored."""
     assert keys is not None, f"{method} merges by key similarity: pass the last vision layer's keys [B, N, Ck]"
     B, N, _ = tokens.shape
     a = cls_attn.float()
     if budget is None:
-        n_iqr = outlier_count(a, "iqr")
+        n_iqr = outlier_count(a, "iqr", iqr_factor=iqr_factor)
         n_uniform = n_iqr * uniform_per_centre
     else:
         slots = budget_tensor(budget, B, tokens.device) - 1
@@ -37,7 +38,7 @@ def prumerge(tokens: torch.Tensor, cls_attn: torch.Tensor, text_sim, keys: torch
 
 
 def prumerge_plus(tokens, cls_attn, text_sim, keys, budget=None, *, knn_k: int = 32,
-                  uniform_per_centre: int = 3) -> CompressionResult:
+                  uniform_per_centre: int = 3, iqr_factor: float = IQR_FACTOR) -> CompressionResult:
     """PruMerge+ : PruMerge with ``uniform_per_centre`` spatially uniform samples per IQR centre."""
     return prumerge(tokens, cls_attn, text_sim, keys, budget, knn_k=knn_k,
-                    uniform_per_centre=uniform_per_centre, method="prumerge+")
+                    uniform_per_centre=uniform_per_centre, iqr_factor=iqr_factor, method="prumerge+")

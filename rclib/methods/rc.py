@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rclib.filters import outlier_count, topk_mask
+from rclib.filters import IQR_FACTOR, outlier_count, topk_mask
 from rclib.methods.common import budget_tensor, cosine_matrix, merge_into_centres
 from rclib.result import CompressionResult
 
@@ -27,6 +27,7 @@ from rclib.result import CompressionResult
 class RCConfig:
     rule: str = "lof"  # dynamic scale filter: "lof" (released code) or "iqr" (PruMerge's)
     n_neighbors: int = 20  # LOF neighbours for the visual and text stages
+    iqr_factor: float = IQR_FACTOR  # IQR rule: outlier above Q3 + iqr_factor * IQR (PruMerge's 1.5)
     centre_neighbors: int = 10  # LOF neighbours for the merge-centre count
     text_stage: bool = True  # False: skip text recovery (and the text term of the KNN similarity)
     knn_k: int = 32  # neighbours each centre absorbs
@@ -72,19 +73,19 @@ def recoverable_compression(tokens: torch.Tensor, cls_attn: torch.Tensor, text_s
         n_v, n_t, n_c = stage_counts(budget_tensor(budget, B, tokens.device), cfg.budget_split, use_text)
     # 1. visual filter
     if budget is None:
-        n_v = outlier_count(a, cfg.rule, cfg.n_neighbors)
+        n_v = outlier_count(a, cfg.rule, cfg.n_neighbors, iqr_factor=cfg.iqr_factor)
     visual = topk_mask(a, n_v)
     # 2. text information recovery, among the tokens the visual filter left
     if budget is None and use_text:
         s_pushed = torch.where(visual, s.min(1, keepdim=True).values, s)
-        n_t = (N - n_v) * outlier_count(s_pushed, cfg.rule, cfg.n_neighbors) // N
+        n_t = (N - n_v) * outlier_count(s_pushed, cfg.rule, cfg.n_neighbors, iqr_factor=cfg.iqr_factor) // N
     elif budget is None:
         n_t = torch.zeros_like(n_v)
     text = topk_mask(s, n_t, valid=~visual)
     # 3. secondary recovery: centres among the rest, each merging its nearest neighbours
     rest = ~(visual | text)
     if budget is None:
-        n_c = outlier_count(a, cfg.rule, cfg.centre_neighbors, valid=rest)
+        n_c = outlier_count(a, cfg.rule, cfg.centre_neighbors, valid=rest, iqr_factor=cfg.iqr_factor)
         if cfg.centre_count == "released":
             n_c = C * n_c // rest.sum(1).clamp(min=1)
     centres = topk_mask(a, n_c, valid=rest)

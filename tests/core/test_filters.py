@@ -84,3 +84,11 @@ def test_topk_mask_keeps_the_best_valid_tokens():
     valid = torch.tensor([[True, False, True, True, True]])
     assert topk_mask(scores, torch.tensor([2]), valid).tolist() == [[False, False, True, True, False]]
     assert topk_mask(scores, torch.tensor([9]), valid).sum() == 4  # clamped to the valid tokens
+
+
+def test_iqr_factor_moves_the_fence():
+    x = np.random.default_rng(4).exponential(size=576)
+    for factor in (0.5, 1.5, 3.0):
+        q1, q3 = np.percentile(x, 25), np.percentile(x, 75)
+        expected = int((x > q3 + factor * (q3 - q1)).sum())
+        assert int(outlier_count(torch.tensor(x)[None], "iqr", iqr_factor=factor)[0]) == expected
