@@ -12,6 +12,7 @@ import argparse
 import csv
 import json
 import sys
+import time
 from pathlib import Path
 
 from rclib.bench import BenchConfig
@@ -23,8 +24,6 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 def answer_record(model, image, question: str, method: str = "rc", budget: int | None = None,
                   compare: bool = False, **options) -> tuple[dict, object, object]:
     """Answer one question about one image; returns (the result.json record, encoded, result)."""
-    import time
-
     start = time.perf_counter()
     encoded = model.encode(image, question)
     t_vision = time.perf_counter() - start
