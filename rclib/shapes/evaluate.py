@@ -20,6 +20,9 @@ import torch.nn.functional as F
 from PIL import Image
 from transformers import CLIPModel, LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast
 
+from rclib.methods import compress
+from rclib.models.vision import encode_vision
+from rclib.result import Fate
 from rclib.shapes.build import PROMPT_TEMPLATE
 from rclib.shapes.data import PromptTable, SceneBank, encode_texts, pixel_values
 from rclib.shapes.world import NUM_PATCHES, SIZE_CLASSES
@@ -119,26 +122,6 @@ def answer_logits(llava: LlavaForConditionalGeneration, batch: AnswerBatch, imag
     return llava.lm_head(picked)
 
 
-@dataclass
-class VisionOutputs:
-    penultimate: torch.Tensor  # (B, P, W) patch tokens of hidden_states[-2], what the LLaVA reads
-    final: torch.Tensor  # (B, P, W) patch tokens of last_hidden_state, what the text score reads
-    pooled: torch.Tensor  # (B, W) post_layernorm([CLS])
-    cls_attention: torch.Tensor  # (B, P) last layer's [CLS] attention over patches, one head of width W
-
-
-def vision_outputs(vision, images: torch.Tensor) -> VisionOutputs:
-    """One forward of a `CLIPVisionModel` on uint8 images (B, H, W, 3)."""
-    out = vision(pixel_values(images), output_hidden_states=True)
-    last_input = out.hidden_states[-2]  # (B, 1 + P, W), input of the last layer
-    last_layer = vision.encoder.layers[-1]
-    normed = last_layer.layer_norm1(last_input)
-    query = last_layer.self_attn.q_proj(normed[:, :1])  # (B, 1, W), [CLS] only
-    keys = last_layer.self_attn.k_proj(normed)  # (B, 1 + P, W)
-    attention = torch.softmax(query @ keys.transpose(1, 2) / keys.shape[-1] ** 0.5, dim=-1)  # (B, 1, 1 + P)
-    return VisionOutputs(last_input[:, 1:], out.last_hidden_state[:, 1:], out.pooler_output, attention[:, 0, 1:])
-
-
 def by_size(correct: np.ndarray, sizes: np.ndarray) -> dict[str, float]:
     """Mean of `correct` overall and per size class (`sizes` are indices into SIZE_CLASSES)."""
     result = {"all": float(correct.mean())}
@@ -197,7 +180,8 @@ def text_scores(clip: CLIPModel, tokenizer: PreTrainedTokenizerFast, images: tor
     """Cosine (B, P) between each text's CLIP embedding and its image's projected final patch tokens."""
     text = clip.text_model(**encode_texts(tokenizer, texts)).pooler_output
     text = F.normalize(clip.text_projection(text), dim=-1)  # (B, D)
-    patches = F.normalize(clip.visual_projection(vision_outputs(clip.vision_model, images).final), dim=-1)  # (B, P, D)
+    final = encode_vision(clip.vision_model, pixel_values(images)).last_hidden_state[:, 1:]  # (B, P, W)
+    patches = F.normalize(clip.visual_projection(final), dim=-1)  # (B, P, D)
     return torch.einsum("bd,bpd->bp", text, patches)
 
 
@@ -219,14 +203,15 @@ def visual_only_accuracy(
     correct, recall = [], []
     for start in range(0, len(rows), batch_size):
         chunk = torch.as_tensor(rows[start : start + batch_size])
-        vision = vision_outputs(llava.model.vision_tower, bank.images[bank.q_scene[chunk]])
-        kept = vision.cls_attention.topk(keep, dim=-1).indices.sort(dim=-1).values  # (B, K) raster order
-        features = vision.penultimate.gather(1, kept.unsqueeze(-1).expand(-1, -1, vision.penultimate.shape[-1]))
+        vision = encode_vision(llava.model.vision_tower, pixel_values(bank.images[bank.q_scene[chunk]]))
+        pruned = compress(vision.features, vision.cls_attn, method="fastervlm", budget=keep)  # raster order
+        features = pruned.tokens  # (B, K, W)
+        kept = pruned.fate == Fate.KEPT  # (B, P)
         batch = answer_batch(table, single_turns(bank, chunk), keep, tokenizer)
         predicted = answer_logits(llava, batch, features)[:, 0].argmax(-1)
         correct.append((predicted == batch.first_answer).numpy())
         masks = bank.q_mask[chunk]  # (B, P)
-        recall.append((masks.gather(1, kept).sum(-1) / masks.sum(-1)).numpy())
+        recall.append(((masks & kept).sum(-1) / masks.sum(-1)).numpy())
     sizes = bank.q_size[rows].numpy()
     result = {f"accuracy_{k}": v for k, v in by_size(np.concatenate(correct), sizes).items()}
     result.update({f"evidence_recall_{k}": v for k, v in by_size(np.concatenate(recall), sizes).items()})

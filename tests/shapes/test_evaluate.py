@@ -3,7 +3,9 @@ import torch
 
 from rclib.shapes.build import ShapesModelConfig, build_all
 from rclib.shapes.data import make_bank, prompt_table
-from rclib.shapes.evaluate import answer_batch, answer_logits, eval_rows, single_turns, vision_outputs
+from rclib.models.vision import encode_vision
+from rclib.shapes.data import pixel_values
+from rclib.shapes.evaluate import answer_batch, answer_logits, eval_rows, single_turns
 from rclib.shapes.world import NUM_PATCHES
 
 
@@ -34,11 +36,11 @@ def test_single_turn_batch_matches_the_processor_prompt():
 def test_pruned_batch_has_k_image_tokens_and_same_logits_shape():
     _, llava, tokenizer, bank, table = small_setup()
     rows = eval_rows(bank)[:3]
-    vision = vision_outputs(llava.model.vision_tower, bank.images[bank.q_scene[rows]])
-    assert vision.cls_attention.shape == (3, NUM_PATCHES)
-    assert torch.allclose(vision.cls_attention.sum(-1), torch.ones(3), atol=0.05), "[CLS] attends mostly to patches"
+    vision = encode_vision(llava.model.vision_tower, pixel_values(bank.images[bank.q_scene[rows]]))
+    assert vision.cls_attn.shape == (3, NUM_PATCHES)
+    assert torch.allclose(vision.cls_attn.sum(-1), torch.ones(3), atol=0.05), "[CLS] attends mostly to patches"
     keep = 14
-    features = vision.penultimate[:, :keep]
+    features = vision.features[:, :keep]
     batch = answer_batch(table, single_turns(bank, rows), keep, tokenizer)
     assert int((batch.ids == llava.config.image_token_id).sum()) == 3 * keep
     with torch.no_grad():
