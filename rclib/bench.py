@@ -106,19 +106,28 @@ def evidence(fate: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
     return float(reached.float().mean()), float(as_itself.float().mean())
 
 
+def encoded_batches(model, samples: list, batch_size: int):
+    """Yield (samples, encoded, targets [B, N] bool on the model's grid) for ShapesWorld samples in batches."""
+    from rclib.shapes.world import WorldConfig  # the world is needed here, not for compression
+
+    for start in range(0, len(samples), batch_size):
+        batch = samples[start:start + batch_size]
+        encoded = model.encode([s.image for s in batch], [s.question for s in batch])
+        targets = target_on_grid(np.stack([s.target_pixel_mask for s in batch]), encoded.grid,
+                                 WorldConfig().patch_cover)  # [B, N] the asked-about object's patches
+        yield batch, encoded, targets
+
+
 def run_bench(model, config: BenchConfig = BenchConfig(), progress: bool = True) -> list[dict]:
     """Rows of results, one per (method, budget); ``model`` is a loaded :class:`CompressedLlava`."""
-    from rclib.shapes.world import WorldConfig, sample_vqa  # the world is needed here, not for compression
+    from rclib.shapes.world import sample_vqa
 
     samples = sample_vqa(config.seed, config.n)
     pairs = runs(config)
     tallies = {pair: Tally() for pair in pairs}
-    batches = [samples[i:i + config.batch_size] for i in range(0, len(samples), config.batch_size)]
-    bar = tqdm(total=len(batches) * len(pairs), desc="bench", disable=not progress)
-    for batch in batches:
-        encoded = model.encode([s.image for s in batch], [s.question for s in batch])
-        targets = target_on_grid(np.stack([s.target_pixel_mask for s in batch]), encoded.grid,
-                                 WorldConfig().patch_cover)  # [B, N]
+    n_batches = -(-len(samples) // config.batch_size)
+    bar = tqdm(total=n_batches * len(pairs), desc="bench", disable=not progress)
+    for batch, encoded, targets in encoded_batches(model, samples, config.batch_size):
         for method, budget in pairs:
             start = time.perf_counter()
             result = model.compress(encoded, method, budget_tokens(budget, encoded.n_tokens) if budget != "all" else None)

@@ -12,7 +12,6 @@ import argparse
 import csv
 import json
 import sys
-import time
 from pathlib import Path
 
 from rclib.bench import BenchConfig
@@ -24,13 +23,12 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 def answer_record(model, image, question: str, method: str = "rc", budget: int | None = None,
                   compare: bool = False, **options) -> tuple[dict, object, object]:
     """Answer one question about one image; returns (the result.json record, encoded, result)."""
-    start = time.perf_counter()
-    encoded = model.encode(image, question)
-    t_vision = time.perf_counter() - start
-    result = model.compress(encoded, method, budget, **options)
-    t_compress = time.perf_counter() - start - t_vision
-    answer = model.generate(encoded, result)[0]
-    t_generate = time.perf_counter() - start - t_vision - t_compress
+    from rclib.models.llava import timed
+
+    encoded, t_vision = timed(model.device, model.encode, image, question)
+    result, t_compress = timed(model.device, model.compress, encoded, method, budget, **options)
+    answers, t_generate = timed(model.device, model.generate, encoded, result)
+    answer = answers[0]
     record = {
         "model": model.name, "text_encoder": model.text_encoder_name, "method": method, "budget": budget,
         "image": str(image) if isinstance(image, (str, Path)) else "<array>", "question": question,
@@ -101,7 +99,7 @@ def cmd_demo(args) -> None:
 
 def cmd_bench(args) -> None:
     from rclib import viz
-    from rclib.bench import BenchConfig, run_bench
+    from rclib.bench import run_bench
     from rclib.models import load
 
     config = BenchConfig(methods=tuple(args.methods), budgets=tuple(args.budgets), n=args.n, seed=args.seed)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 import torch
 
-from rclib.bench import Tally, target_on_grid
+from rclib.bench import Tally, encoded_batches
 from rclib.result import CompressionResult, Slot
 
 
@@ -45,15 +44,10 @@ def shuffle_kept(result: CompressionResult, seed: int = 0) -> CompressionResult:
 def run_variants(model, variants: dict[str, Variant], n: int = 24, seed: int = 1234,
                  batch_size: int = 32) -> list[dict]:
     """One bench-style row per variant (its label in the "method" column) on ``n`` ShapesWorld questions."""
-    from rclib.shapes.world import WorldConfig, sample_vqa
+    from rclib.shapes.world import sample_vqa
 
-    samples = sample_vqa(seed, n)
     tallies = {label: Tally() for label in variants}
-    for start in range(0, n, batch_size):
-        batch = samples[start:start + batch_size]
-        encoded = model.encode([s.image for s in batch], [s.question for s in batch])
-        targets = target_on_grid(np.stack([s.target_pixel_mask for s in batch]), encoded.grid,
-                                 WorldConfig().patch_cover)  # [B, N] the asked-about object's patches
+    for batch, encoded, targets in encoded_batches(model, sample_vqa(seed, n), batch_size):
         for label, variant in variants.items():
             began = time.perf_counter()
             result = model.compress(encoded, variant.method, variant.budget, **variant.options)
