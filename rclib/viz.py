@@ -22,6 +22,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # pixel statistics of every CLIP rclib loads
 
 from rclib.filters import IQR_FACTOR, iqr_outliers, lof_outliers, outlier_count
 from rclib.result import CompressionResult, Fate, Slot
@@ -50,8 +51,6 @@ METHOD_COLOURS: dict[str, str] = {
     "full": "#495057", "rc": "#e03131", "prumerge": "#1971c2", "prumerge+": "#4dabf7", "fastervlm": "#2f9e44",
     "visionzip": "#9c36b5", "divprune": "#f08c00", "random": "#adb5bd", "pool": "#795548",
 }
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # pixel statistics of every CLIP rclib loads
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 OVERLAY_ALPHA = 0.6  # opacity of patch colours over the image
 sns.set_theme(style="white", context="notebook")
 

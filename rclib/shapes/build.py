@@ -23,12 +23,11 @@ from transformers import (
     LlavaProcessor,
     PreTrainedTokenizerFast,
 )
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from rclib.shapes.tokenizer import CLIP_MAX_LENGTH, IMAGE, build_tokenizer
 from rclib.shapes.world import IMAGE_SIZE, NUM_PATCHES, PATCH_SIZE
 
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]  # OpenAI CLIP pixel statistics
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 PROMPT_TEMPLATE = "USER: <image>\n{question} ASSISTANT:"  # LLaVA-1.5's, without the system line
 CHAT_TEMPLATE = (  # renders [{"role": "user", "content": [image, text]}] as PROMPT_TEMPLATE
     "{% for message in messages %}{% if message['role'] == 'user' %}USER: "
@@ -77,8 +76,8 @@ def image_processor() -> CLIPImageProcessor:
         crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
         do_rescale=True,
         do_normalize=True,
-        image_mean=CLIP_MEAN,
-        image_std=CLIP_STD,
+        image_mean=OPENAI_CLIP_MEAN,
+        image_std=OPENAI_CLIP_STD,
         do_convert_rgb=True,
     )
 

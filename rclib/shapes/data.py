@@ -12,8 +12,9 @@ from multiprocessing import Pool
 import numpy as np
 import torch
 from transformers import PreTrainedTokenizerFast
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from rclib.shapes.build import CLIP_MEAN, CLIP_STD, PROMPT_TEMPLATE
+from rclib.shapes.build import PROMPT_TEMPLATE
 from rclib.shapes.tokenizer import CLIP_MAX_LENGTH
 from rclib.shapes.world import (
     COLORS,
@@ -95,8 +96,8 @@ def make_bank(seed: int, n: int, config: WorldConfig = WorldConfig(), workers: i
 
 def pixel_values(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, H, W, 3) -> normalised float (B, 3, H, W), as the shipped CLIPImageProcessor does."""
-    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
     return (images.permute(0, 3, 1, 2).float() / 255 - mean) / std
 
 
