@@ -127,6 +127,25 @@ class CompressionResult:
         }
 
 
+def evidence_recall(fate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """[B] share of each row's target patches that reach the LLM in any form (any fate but DROPPED).
+
+    fate [B, N] long, target [B, N] bool. A row with an empty target gives NaN: callers average over
+    the rows that have a target.
+    """
+    reached = (fate != Fate.DROPPED) & target
+    return reached.sum(1) / target.sum(1)
+
+
+def evidence_kept(fate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """[B] share of each row's target patches that reach the LLM as themselves (kept, recovered, a centre).
+
+    fate [B, N] long, target [B, N] bool; NaN for a row with an empty target, as in :func:`evidence_recall`.
+    """
+    as_itself = ((fate == Fate.KEPT) | (fate == Fate.RECOVERED) | (fate == Fate.CENTRE)) & target
+    return as_itself.sum(1) / target.sum(1)
+
+
 def from_weights(inputs: torch.Tensor, weights: torch.Tensor, slot: torch.Tensor, fate: torch.Tensor,
                  method: str, scores: dict[str, torch.Tensor] | None = None) -> CompressionResult:
     """Build a result whose output tokens are ``weights`` applied to ``inputs``.
