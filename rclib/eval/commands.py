@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 
 from rclib.bench import ADAPTIVE, BenchConfig, budget_tokens
@@ -50,8 +51,15 @@ def grid_config(args) -> GridConfig:
                       model_args=args.model_args, shapes_n=args.shapes_n)
 
 
+def require_eval_extra() -> None:
+    if importlib.util.find_spec("lmms_eval") is None:
+        raise ValueError("this command needs lmms-eval: pip install 'rclib[eval]' (or make setup)")
+
+
 def cmd_eval(args) -> None:
     from rclib.eval.shapesworld import tasks_dir
+
+    require_eval_extra()
 
     if args.tasks_dir:
         print(tasks_dir(n=args.shapes_n))
@@ -67,6 +75,8 @@ def cmd_eval(args) -> None:
 
 def cmd_table(args) -> None:
     from rclib.eval.table import markdown, table_rows, write_csv
+
+    require_eval_extra()
 
     rows = table_rows(args.folders, reported=args.reported)
     if not rows:
