@@ -213,9 +213,14 @@ class CompressedLlava:
         return [text.strip() for text in self.processor.batch_decode(ids, skip_special_tokens=True)]
 
     def run(self, encoded: Encoded, method: str = "rc", budget: int | None = None, max_new_tokens: int = 32,
-            **options) -> Run:
-        """Compress an encoded batch and generate from it, timing both (``seconds`` has no vision entry)."""
+            transform=None, **options) -> Run:
+        """Compress an encoded batch and generate from it, timing both (``seconds`` has no vision entry).
+
+        transform: an optional change to the result before the LLM reads it (a teaching experiment, such
+        as shuffling the kept tokens); the Run holds the result the LLM read.
+        """
         result, t_compress = timed(self.device, self.compress, encoded, method, budget, **options)
+        result = transform(result) if transform else result
         texts, t_generate = timed(self.device, self.generate, encoded, result, max_new_tokens)
         return Run(encoded, result, texts, {"compress": t_compress, "generate": t_generate}, method, budget, options)
 

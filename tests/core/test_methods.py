@@ -67,7 +67,7 @@ def test_rc_keeps_original_order_and_counts():
     tokens, a, s, keys = inputs(1, B=2, N=576, C=32)
     r = compress(tokens, a, s, keys)
     for b in range(2):
-        kept, rec = r.kept[b], r.recovered[b]
+        kept, rec = r.kept_indices[b], r.recovered_indices[b]
         assert len(kept) == int(r.n_visual[b]) > 0
         selected = torch.cat([kept, rec]).sort().values
         # the first slots hold the kept and recovered tokens, in raster order
@@ -83,9 +83,9 @@ def test_rc_text_stage_recovers_text_relevant_tokens():
     s[0, 100:104] = 1.0  # four tokens the question is about, with ordinary [CLS] attention
     a[0, 100:104] = a[0].median()
     r = compress(tokens, a, s, keys)
-    assert set(range(100, 104)) <= set(r.recovered[0].tolist())
+    assert set(range(100, 104)) <= set(r.recovered_indices[0].tolist())
     off = compress(tokens, a, s, keys, text_stage=False)
-    assert len(off.recovered[0]) == 0
+    assert len(off.recovered_indices[0]) == 0
 
 
 def test_rc_switches_change_what_they_say():
@@ -131,7 +131,7 @@ def test_divprune_picks_one_of_each_distinct_token_first():
     distinct = torch.eye(6)  # six orthogonal directions, each repeated 10 times
     tokens = distinct.repeat_interleave(10, dim=0)[None]  # [1, 60, 6]
     r = compress(tokens, method="divprune", budget=6)
-    assert sorted(tokens[0, r.kept[0]].argmax(1).tolist()) == list(range(6))
+    assert sorted(tokens[0, r.kept_indices[0]].argmax(1).tolist()) == list(range(6))
 
 
 def test_visionzip_contextual_tokens_average_their_group():

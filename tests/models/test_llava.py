@@ -60,7 +60,7 @@ def test_kept_tokens_reach_the_llm_in_original_order(tiny_model, encoded):
     with llm_inputs_seen(tiny_model) as calls:
         tiny_model.generate_ids(encoded, result, max_new_tokens=1)
     embeds, mask = calls[0]
-    for b, kept in enumerate(result.kept):
+    for b, kept in enumerate(result.kept_indices):
         assert torch.equal(kept, kept.sort().values)
         real = embeds[b][mask[b].bool()]  # this sample's row, padding removed
         ids = encoded.input_ids[b][encoded.attention_mask[b].bool()]
