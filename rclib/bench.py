@@ -132,7 +132,8 @@ def run_cells(model, samples: list, cells: list[Cell], batch_size: int = 32, max
         n_tokens = encoded.n_tokens
         for cell, tally in zip(cells, tallies):
             budget = parse_budget(cell.budget, n_tokens) if METHODS[cell.method].takes_budget else None
-            run = model.run(encoded, cell.method, budget, max_new_tokens, cell.transform, **cell.options)
+            truth = {"target": targets} if "target" in METHODS[cell.method].needs else {}
+            run = model.run(encoded, cell.method, budget, max_new_tokens, cell.transform, **cell.options, **truth)
             tally.add(run.texts, run.result, targets, sum(run.seconds.values()))
             bar.update()
     bar.close()
@@ -144,4 +145,13 @@ def run_bench(model, config: BenchConfig = BenchConfig(), progress: bool = True)
     from rclib.shapes.world import sample_vqa
 
     samples = sample_vqa(config.seed, config.n, families=config.families)
-    return run_cells(model, samples, bench_cells(config), config.batch_size, progress=progress)
+    return with_oracle_share(run_cells(model, samples, bench_cells(config), config.batch_size, progress=progress))
+
+
+def with_oracle_share(rows: list[dict]) -> list[dict]:
+    """Each row at a fixed budget gets ``share_of_oracle``: its accuracy over the oracle's at that budget."""
+    ceiling = {r["budget"]: r["accuracy"] for r in rows if r["method"] == "oracle"}
+    for row in rows:
+        if ceiling.get(row["budget"]):
+            row["share_of_oracle"] = row["accuracy"] / ceiling[row["budget"]]
+    return rows

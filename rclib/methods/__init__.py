@@ -14,6 +14,7 @@ from rclib.methods.baselines import full, pool, random_tokens
 from rclib.methods.common import default_budget, parse_budget
 from rclib.methods.divprune import divprune
 from rclib.methods.fastervlm import fastervlm
+from rclib.methods.oracle import oracle
 from rclib.methods.prumerge import prumerge, prumerge_plus
 from rclib.methods.rc import RCConfig, recoverable_compression
 from rclib.methods.registry import MethodSpec, method_table
@@ -40,6 +41,8 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                "Alvar et al., DivPrune, CVPR 2025 (arXiv 2503.02175)"),
     MethodSpec("random", random_tokens, "K uniformly random tokens, original order", ""),
     MethodSpec("pool", pool, "average pooling of the patch grid to g x g cells, g = floor(sqrt(K))", ""),
+    MethodSpec("oracle", oracle, "the asked-about objects' patches first, then top [CLS] attention: the ceiling "
+               "of any K-token selection (needs the ground-truth mask)", "", needs=("cls_attn", "target")),
 )}
 
 
@@ -66,7 +69,7 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor | None = None, text_si
             check_scores(value, name=name)
     if keys is not None and keys.shape[:2] != (B, N):
         raise ValueError(f"keys must be [B, N, Ck] with B, N = {(B, N)}, got {tuple(keys.shape)}")
-    given = {"cls_attn": cls_attn, "text_sim": text_sim, "keys": keys}
+    given = {"cls_attn": cls_attn, "text_sim": text_sim, "keys": keys, "target": options.get("target")}
     missing = [name for name in spec.needs if given.get(name) is None]
     if missing:
         raise ValueError(f"method {method!r} needs {', '.join(missing)} [B, N...]: pass the encoders' outputs "

@@ -12,7 +12,8 @@ from typing import Callable
 
 from rclib.result import CompressionResult
 
-INPUTS = ("cls_attn", "text_sim", "keys", "target")  # what a method may need besides the tokens
+INPUTS = ("cls_attn", "text_sim", "keys", "target")  # what a method may need besides the tokens; target (the
+# ground-truth mask of the asked-about objects, [B, N] bool) is passed as an option: only a benchmark has it
 STAGES = ("before_llm", "inside_llm")  # where a method prunes
 
 

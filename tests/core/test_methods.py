@@ -19,6 +19,12 @@ def inputs(seed: int, B: int = 3, N: int = 144, C: int = 16, Ck: int = 8):
     return tokens, cls_attn, text_sim, keys
 
 
+def truth(method: str, tokens: torch.Tensor) -> dict:
+    """The ground-truth mask a method that needs one (the oracle) gets: every fifth patch."""
+    B, N, _ = tokens.shape
+    return {"target": (torch.arange(N) % 5 == 0).expand(B, N)} if "target" in rclib.METHODS[method].needs else {}
+
+
 def check_provenance(r, tokens):
     assert torch.allclose(r.tokens, r.weights @ tokens, atol=1e-5), "tokens must equal weights @ inputs"
     assert bool((r.tokens[~r.mask] == 0).all()) and bool((r.weights[~r.mask] == 0).all())
@@ -41,12 +47,13 @@ def check_provenance(r, tokens):
 @pytest.mark.parametrize("budget", [None, 1, 16, 64, 200])
 def test_provenance_batches_and_budget(method, budget):
     tokens, a, s, keys = inputs(0)
-    r = compress(tokens, a, s, keys, method=method, budget=budget)
+    r = compress(tokens, a, s, keys, method=method, budget=budget, **truth(method, tokens))
     check_provenance(r, tokens)
     if budget is not None and method != "full":
         assert int(r.n_output.max()) <= budget, f"{method} exceeded budget {budget}: {r.n_output.tolist()}"
     for b in range(3):
-        alone = compress(tokens[b:b + 1], a[b:b + 1], s[b:b + 1], keys[b:b + 1], method=method, budget=budget)
+        alone = compress(tokens[b:b + 1], a[b:b + 1], s[b:b + 1], keys[b:b + 1], method=method, budget=budget,
+                         **truth(method, tokens[b:b + 1]))
         assert torch.equal(alone.weights, r[b].weights) and torch.equal(alone.fate, r[b].fate)
         assert torch.allclose(alone.tokens, r[b].tokens, atol=1e-6)
 
@@ -58,7 +65,7 @@ def test_provenance_property(seed, n, method, budget, rule):
     side = max(1, int(n ** 0.5))
     n = side * side if method == "pool" else n
     tokens, a, s, keys = inputs(seed, B=2, N=n)
-    options = {"rule": rule} if method == "rc" else {}
+    options = {"rule": rule} if method == "rc" else truth(method, tokens)
     r = compress(tokens, a, s, keys, method=method, budget=budget, **options)
     check_provenance(r, tokens)
 
@@ -140,3 +147,17 @@ def test_visionzip_contextual_tokens_average_their_group():
     centre_rows = r.weights[0][r.slot[0] == Slot.CENTRE]
     assert torch.allclose(centre_rows.sum(1), torch.ones(len(centre_rows)))  # averages: weights sum to 1
     assert int((r.fate == Fate.DROPPED).sum()) == 0  # every non-dominant token joins a contextual group
+
+
+def test_oracle_keeps_the_target_first_then_the_top_attention():
+    torch.manual_seed(3)
+    tokens, attn = torch.randn(2, 36, 8), torch.rand(2, 36)
+    target = torch.zeros(2, 36, dtype=torch.bool)
+    target[0, [3, 4, 5]] = True  # smaller than the budget: all of it, plus the 3 best others
+    target[1, :10] = True  # larger than the budget: its 6 best patches
+    r = rclib.compress(tokens, attn, method="oracle", budget=6, target=target)
+    others = attn[0].masked_fill(target[0], -1).topk(3).indices
+    assert r.kept_indices[0].tolist() == sorted([3, 4, 5, *others.tolist()])
+    assert r.kept_indices[1].tolist() == sorted(attn[1, :10].topk(6).indices.tolist())
+    with pytest.raises(ValueError, match="needs target"):
+        rclib.compress(tokens, attn, method="oracle", budget=6)
