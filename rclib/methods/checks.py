@@ -1,0 +1,98 @@
+"""Checks of what a caller hands the compression methods: a ValueError that says what to fix, before any work.
+
+:func:`check_inputs` looks at every tensor (type, device, dtype, shape, empty dimensions, NaN or inf
+anywhere), at what the method needs, at its options and at the budget. A batch of B = 0 samples is
+valid (the result is empty); N = 0 tokens or C = 0 channels is not.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from dataclasses import fields
+
+import torch
+
+from rclib.filters import check_scores
+from rclib.methods.rc import RCConfig
+
+SCORES = ("cls_attn", "text_sim")  # [B, N] per-token scores
+NEEDS = {  # the inputs a method reads besides tokens; text_sim for rc only with its text stage on
+    "rc": ("cls_attn", "text_sim", "keys"),
+    "prumerge": ("cls_attn", "keys"),
+    "prumerge+": ("cls_attn", "keys"),
+    "visionzip": ("cls_attn", "keys"),
+    "fastervlm": ("cls_attn",),
+}
+WHAT = {"cls_attn": "the [CLS] attention over the patches [B, N]",
+        "text_sim": "the question-to-patch similarity [B, N] (or pass text_stage=False)",
+        "keys": "the last vision layer's keys [B, N, Ck]"}
+
+
+def check_tensor(value, name: str, dims: int, device: torch.device | None) -> None:
+    """``value`` is a finite floating-point torch tensor with ``dims`` dimensions on ``device``."""
+    if not isinstance(value, torch.Tensor):
+        fix = "convert it with torch.from_numpy(...)" if type(value).__module__ == "numpy" else "pass a torch tensor"
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}: {fix}")
+    if value.is_meta:
+        raise ValueError(f"{name} is a meta tensor (a shape without data): pass a tensor that holds values")
+    if device is not None and value.device != device:
+        raise ValueError(f"{name} is on {value.device} but tokens are on {device}: move all inputs to one device")
+    if not value.is_floating_point():
+        raise ValueError(f"{name} must be floating point (float16, bfloat16, float32 or float64), got {value.dtype}")
+    if value.dim() != dims:
+        shape = "[B, N]" if dims == 2 else "[B, N, C]"
+        raise ValueError(f"{name} must be {shape}, got shape {tuple(value.shape)}")
+    check_scores(value.flatten(1) if dims == 3 else value, name=name)  # NaN or inf anywhere, with the rows
+
+
+def check_budget(budget, n_tokens: int) -> int | None:
+    """None, or a whole number >= 1 (a Python or numpy integer, or a one-element integer tensor) as an int."""
+    if budget is None:
+        return None
+    if isinstance(budget, torch.Tensor):
+        if budget.numel() != 1 or budget.is_floating_point() or budget.dtype == torch.bool:
+            raise ValueError(f"budget must be one whole number of output tokens, got a {budget.dtype} tensor of shape "
+                             f"{tuple(budget.shape)}; for a budget per sample, compress each sample on its own")
+        budget = budget.item()
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral):
+        raise ValueError(f"budget must be a whole number of output tokens or None (adaptive), got {budget!r}")
+    if budget < 1:
+        raise ValueError(f"budget must be a positive number of output tokens, got {budget}")
+    return int(budget)
+
+
+def option_names(method: str, fn) -> set[str]:
+    """The keyword options ``fn`` (the method ``method``) accepts: RCConfig's fields for rc, else its keywords."""
+    if method == "rc":
+        return {f.name for f in fields(RCConfig)}
+    return {p.name for p in inspect.signature(fn).parameters.values() if p.kind == p.KEYWORD_ONLY}
+
+
+def check_inputs(method: str, fn, tokens, cls_attn, text_sim, keys, budget, options: dict) -> int | None:
+    """Raise a ValueError naming the first problem with a call of method ``method`` (function ``fn``);
+    return the budget as an int (or None)."""
+    check_tensor(tokens, "tokens", 3, None)
+    B, N, C = tokens.shape
+    if N == 0 or C == 0:
+        raise ValueError(f"tokens must have at least one token of at least one channel, got shape {(B, N, C)}")
+    for name, value in (("cls_attn", cls_attn), ("text_sim", text_sim), ("keys", keys)):
+        if value is None:
+            continue
+        check_tensor(value, name, 2 if name in SCORES else 3, tokens.device)
+        if value.shape[:2] != (B, N):
+            raise ValueError(f"{name} must start with [B, N] = {[B, N]} to match tokens, got {tuple(value.shape)}")
+        if name == "keys" and value.shape[2] == 0:
+            raise ValueError(f"keys must have at least one channel, got shape {tuple(value.shape)}")
+    unknown = set(options) - option_names(method, fn)
+    if unknown:
+        raise ValueError(f"method {method!r} has no option {', '.join(sorted(unknown))}; its options are "
+                         f"{sorted(option_names(method, fn)) or 'none'}")
+    given = {"cls_attn": cls_attn, "text_sim": text_sim, "keys": keys}
+    needs = [n for n in NEEDS.get(method, ()) if not (n == "text_sim" and options.get("text_stage") is False)]
+    for name in needs:
+        if given[name] is None:
+            raise ValueError(f"method {method!r} needs {name}, {WHAT[name]}")
+    if method == "pool" and math.isqrt(N) ** 2 != N:
+        raise ValueError(f"method 'pool' averages a square patch grid, but N = {N} tokens is not a square")
+    return check_budget(budget, N)
