@@ -20,35 +20,38 @@ from rclib.methods import METHODS
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
-def answer_record(model, image, question: str, method: str = "rc", budget: int | None = None,
-                  compare: bool = False, **options) -> tuple[dict, object, object]:
-    """Answer one question about one image; returns (the result.json record, encoded, result)."""
-    from rclib.models.llava import timed
-
-    encoded, t_vision = timed(model.device, model.encode, image, question)
-    result, t_compress = timed(model.device, model.compress, encoded, method, budget, **options)
-    answers, t_generate = timed(model.device, model.generate, encoded, result)
-    answer = answers[0]
-    record = {
-        "model": model.name, "text_encoder": model.text_encoder_name, "method": method, "budget": budget,
-        "image": str(image) if isinstance(image, (str, Path)) else "<array>", "question": question,
+def record(model, run, b: int = 0, image: str = "<array>", full_text: str | None = None) -> dict:
+    """The result.json record of sample ``b`` of a :class:`~rclib.models.Run`: what was asked, what the LLM saw,
+    what it answered, how long each stage took (for the whole batch)."""
+    result = run.result[b]
+    entry = {
+        "model": model.name, "text_encoder": model.text_encoder_name, "method": run.method, "budget": run.budget, "options": run.options,
+        "image": image, "question": run.encoded.questions[b],
         **result.counts(0),
         "kept_indices": result.kept[0].tolist(), "recovered_indices": result.recovered[0].tolist(),
-        "answer": answer,
-        "seconds": {"vision": t_vision, "compress": t_compress, "generate": t_generate},
+        "answer": run.texts[b],
+        "seconds": run.seconds,
     }
-    if compare:
-        record["answer_full"] = model.generate(encoded, model.compress(encoded, "full"))[0]
-    return record, encoded, result
+    if full_text is not None:
+        entry["answer_full"] = full_text
+    return entry
 
 
-def write_outputs(out: Path, record: dict, encoded, result) -> None:
+def answer_one(model, image, question: str, method: str = "rc", budget: int | None = None, compare: bool = False,
+               **options) -> tuple[dict, object]:
+    """Answer one question about one image (and with all tokens when ``compare``): (result.json record, run)."""
+    run = model.answer(image, question, method, budget, **options)
+    full_text = model.run(run.encoded, "full").texts[0] if compare else None
+    return record(model, run, 0, str(image) if isinstance(image, (str, Path)) else "<array>", full_text), run
+
+
+def write_outputs(out: Path, entry: dict, run) -> None:
     """result.json and the figures (score heatmaps, token-fate map) of one answered question."""
     from rclib import viz
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "result.json").write_text(json.dumps(record, indent=2))
-    for name, figure in viz.answer_figures(encoded, result, record).items():
+    (out / "result.json").write_text(json.dumps(entry, indent=2))
+    for name, figure in viz.answer_figures(run.encoded, run.result, entry).items():
         figure.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight")
         viz.close(figure)
 
@@ -69,13 +72,13 @@ def cmd_answer(args) -> None:
     from rclib.models import load
 
     model = load(args.model, args.text_encoder)
-    record, encoded, result = answer_record(model, args.image, args.question, args.method, args.budget, args.compare)
+    entry, run = answer_one(model, args.image, args.question, args.method, args.budget, args.compare)
     if args.out:
-        write_outputs(Path(args.out), record, encoded, result)
+        write_outputs(Path(args.out), entry, run)
     if args.json:
-        print(json.dumps(record, indent=2))
+        print(json.dumps(entry, indent=2))
     else:
-        print_record(record)
+        print_record(entry)
 
 
 def cmd_demo(args) -> None:
@@ -86,14 +89,13 @@ def cmd_demo(args) -> None:
     print(f"model {model.name} with text tower {model.text_encoder_name}; method {args.method}\n")
     for i, example in enumerate(examples(args.model, n_scenes=3)):
         name = f"{i:02d}-" + "".join(c if c.isalnum() else "-" for c in example.name.split(":")[0]).strip("-")
-        record, encoded, result = answer_record(model, example.image, example.question, args.method, args.budget,
-                                                compare=True)
-        record["image"] = str(example.image) if isinstance(example.image, Path) else example.name
+        entry, run = answer_one(model, example.image, example.question, args.method, args.budget, compare=True)
+        entry["image"] = str(example.image) if isinstance(example.image, Path) else example.name
         if example.answer is not None:
-            record["answer_truth"] = example.answer
-        write_outputs(Path(args.out) / name, record, encoded, result)
+            entry["answer_truth"] = example.answer
+        write_outputs(Path(args.out) / name, entry, run)
         print(f"[{name}]", end=" ")
-        print_record(record)
+        print_record(entry)
     print(f"\nwrote result.json and figures for each example under {args.out}/")
 
 

@@ -6,27 +6,17 @@ valid (the result is empty); N = 0 tokens or C = 0 channels is not.
 """
 from __future__ import annotations
 
-import inspect
-import math
 import numbers
-from dataclasses import fields
 
 import torch
 
 from rclib.filters import check_scores
-from rclib.methods.rc import RCConfig
 
 SCORES = ("cls_attn", "text_sim")  # [B, N] per-token scores
-NEEDS = {  # the inputs a method reads besides tokens; text_sim for rc only with its text stage on
-    "rc": ("cls_attn", "text_sim", "keys"),
-    "prumerge": ("cls_attn", "keys"),
-    "prumerge+": ("cls_attn", "keys"),
-    "visionzip": ("cls_attn", "keys"),
-    "fastervlm": ("cls_attn",),
-}
 WHAT = {"cls_attn": "the [CLS] attention over the patches [B, N]",
-        "text_sim": "the question-to-patch similarity [B, N] (or pass text_stage=False)",
+        "text_sim": "the question-to-patch similarity [B, N]",
         "keys": "the last vision layer's keys [B, N, Ck]"}
+FIX = "pass the encoders' outputs (rclib.models.CompressedLlava.encode gives them all)"
 
 
 def check_tensor(value, name: str, dims: int, device: torch.device | None) -> None:
@@ -46,7 +36,7 @@ def check_tensor(value, name: str, dims: int, device: torch.device | None) -> No
     check_scores(value.flatten(1) if dims == 3 else value, name=name)  # NaN or inf anywhere, with the rows
 
 
-def check_budget(budget, n_tokens: int) -> int | None:
+def check_budget(budget) -> int | None:
     """None, or a whole number >= 1 (a Python or numpy integer, or a one-element integer tensor) as an int."""
     if budget is None:
         return None
@@ -62,37 +52,34 @@ def check_budget(budget, n_tokens: int) -> int | None:
     return int(budget)
 
 
-def option_names(method: str, fn) -> set[str]:
-    """The keyword options ``fn`` (the method ``method``) accepts: RCConfig's fields for rc, else its keywords."""
-    if method == "rc":
-        return {f.name for f in fields(RCConfig)}
-    return {p.name for p in inspect.signature(fn).parameters.values() if p.kind == p.KEYWORD_ONLY}
+def needed_inputs(spec, options: dict) -> list[str]:
+    """The inputs a call of ``spec`` reads: its ``needs``, and text_sim where a text stage is on (rc's
+    ``text_stage`` option, on by default)."""
+    text_stage = "text_stage" in spec.options and options.get("text_stage", spec.options["text_stage"])
+    return [*spec.needs, "text_sim"] if text_stage and "text_sim" not in spec.needs else list(spec.needs)
 
 
-def check_inputs(method: str, fn, tokens, cls_attn, text_sim, keys, budget, options: dict) -> int | None:
-    """Raise a ValueError naming the first problem with a call of method ``method`` (function ``fn``);
-    return the budget as an int (or None)."""
+def check_inputs(spec, tokens, cls_attn, text_sim, keys, budget, options: dict) -> int | None:
+    """Raise a ValueError naming the first problem with a call of the method ``spec`` (a
+    :class:`~rclib.methods.registry.MethodSpec`); return the budget as an int (or None)."""
+    spec.check_options(options)
     check_tensor(tokens, "tokens", 3, None)
     B, N, C = tokens.shape
     if N == 0 or C == 0:
         raise ValueError(f"tokens must have at least one token of at least one channel, got shape {(B, N, C)}")
-    for name, value in (("cls_attn", cls_attn), ("text_sim", text_sim), ("keys", keys)):
+    given = {"cls_attn": cls_attn, "text_sim": text_sim, "keys": keys}
+    for name, value in given.items():
         if value is None:
             continue
         check_tensor(value, name, 2 if name in SCORES else 3, tokens.device)
         if value.shape[:2] != (B, N):
-            raise ValueError(f"{name} must start with [B, N] = {[B, N]} to match tokens, got {tuple(value.shape)}")
+            layout = "[B, N]" if name in SCORES else "[B, N, Ck]"
+            raise ValueError(f"{name} must be {layout} with [B, N] = {[B, N]} as in tokens, got {tuple(value.shape)}")
         if name == "keys" and value.shape[2] == 0:
             raise ValueError(f"keys must have at least one channel, got shape {tuple(value.shape)}")
-    unknown = set(options) - option_names(method, fn)
-    if unknown:
-        raise ValueError(f"method {method!r} has no option {', '.join(sorted(unknown))}; its options are "
-                         f"{sorted(option_names(method, fn)) or 'none'}")
-    given = {"cls_attn": cls_attn, "text_sim": text_sim, "keys": keys}
-    needs = [n for n in NEEDS.get(method, ()) if not (n == "text_sim" and options.get("text_stage") is False)]
-    for name in needs:
-        if given[name] is None:
-            raise ValueError(f"method {method!r} needs {name}, {WHAT[name]}")
-    if method == "pool" and math.isqrt(N) ** 2 != N:
-        raise ValueError(f"method 'pool' averages a square patch grid, but N = {N} tokens is not a square")
-    return check_budget(budget, N)
+    for name in needed_inputs(spec, options):
+        if given.get(name) is None:
+            hint = " (or pass text_stage=False)" if name == "text_sim" and "text_stage" in spec.options else ""
+            raise ValueError(f"method {spec.name!r} needs {name}, {WHAT.get(name, 'an input compress does not take')}"
+                             f"{hint}: {FIX}")
+    return check_budget(budget)

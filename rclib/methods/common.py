@@ -113,15 +113,41 @@ def cosine_matrix(keys: torch.Tensor) -> torch.Tensor:
     return unit @ unit.transpose(1, 2)
 
 
+ADAPTIVE = "adaptive"  # the budget word for "the method chooses K" (budget=None)
+DEFAULT_SHARE = (64, 576)  # LLaVA-1.5's usual 64-token setting, as a share of the 576 CLIP-L/336 tokens
+
+
 def default_budget(n_tokens: int) -> int:
-    """Fixed-budget peers without a budget keep 64 of 576 (LLaVA-1.5's usual 64-token setting)."""
-    return max(1, round(n_tokens * 64 / 576))
+    """K for a fixed-budget method given no budget: 64 of 576, the same share of other grids."""
+    return max(1, round(n_tokens * DEFAULT_SHARE[0] / DEFAULT_SHARE[1]))
+
+
+def parse_budget(text: str | int | None, n_tokens: int) -> int | None:
+    """A budget as users write it -> K: "adaptive" / None -> None, "64" -> 64, "64/576" -> that share of n_tokens.
+
+    Raises ValueError (saying what is accepted) for anything else, a zero or negative K or a zero denominator.
+    """
+    if text is None or text == ADAPTIVE:
+        return None
+    words = str(text).split("/")
+    try:
+        numbers = [float(w) if len(words) == 2 else int(w) for w in words]
+    except ValueError:
+        numbers = []
+    if len(words) > 2 or not numbers or any(x != x or x in (float("inf"), float("-inf")) for x in numbers):
+        raise ValueError(f"budget {text!r} is not 'adaptive', a token count like 64, or a share like 64/576")
+    if len(numbers) == 2 and numbers[1] <= 0:
+        raise ValueError(f"budget {text!r}: the denominator of a share must be a positive token count")
+    if numbers[0] <= 0:
+        raise ValueError(f"budget {text!r}: K must be at least 1 token")
+    return numbers[0] if len(numbers) == 1 else max(1, round(n_tokens * numbers[0] / numbers[1]))
 
 
 def budget_tensor(budget: int | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
-    """A per-sample budget [B] from an int or a tensor; asserts it is positive."""
+    """A per-sample budget [B] from an int or a tensor; raises ValueError unless every K >= 1."""
     budget = torch.as_tensor(budget, dtype=torch.long, device=device).expand(batch)
-    assert bool((budget >= 1).all()), f"budget must be >= 1 token, got {budget.tolist()}"
+    if not bool((budget >= 1).all()):
+        raise ValueError(f"budget must be >= 1 token per sample, got {budget.tolist()}")
     return budget
 
 

@@ -3,7 +3,8 @@
 The steps are separate so that a notebook can run the encoders once and compare methods:
 ``encode`` (one vision forward + the text embedding) -> ``compress`` (any rclib method) ->
 ``generate`` (project the K tokens, splice them into the prompt, greedy decoding). ``answer`` chains
-the three and times them.
+the three and times them; ``run`` does the last two on an encoded batch. Both return a :class:`Run`,
+everything a caller reports or draws, so nothing downstream re-runs a stage.
 """
 from __future__ import annotations
 
@@ -43,12 +44,19 @@ class Encoded:
 
 
 @dataclass
-class Answer:
-    """One sample's answer and how it was reached."""
+class Run:
+    """A batch through encode -> compress -> generate: what went in, what the LLM saw, what it said, how long."""
 
-    text: str  # the generated answer, special tokens removed
-    result: CompressionResult  # this sample's compression (single-sample result)
-    seconds: dict[str, float]  # wall time of the batch it came from: vision (+ text), compress, generate
+    encoded: Encoded  # the encoders' outputs (images, questions, scores, grid)
+    result: CompressionResult  # the batch's compression, with provenance
+    texts: list[str]  # one generated answer per sample, special tokens removed
+    seconds: dict[str, float]  # wall time of the whole batch per stage: vision (+ text), compress, generate
+    method: str
+    budget: int | None  # as asked: None lets adaptive methods choose K
+    options: dict  # the method's options as given
+
+    def __len__(self) -> int:
+        return len(self.texts)
 
 
 @dataclass
@@ -192,15 +200,22 @@ class CompressedLlava:
         ids = self.generate_ids(encoded, result, max_new_tokens)
         return [text.strip() for text in self.processor.batch_decode(ids, skip_special_tokens=True)]
 
-    def answer(self, images, questions, method: str = "rc", budget: int | None = None, max_new_tokens: int = 32,
-               **options) -> list[Answer]:
-        """Encode, compress and generate. options: TextOptions fields go to ``encode``, the rest to the method."""
-        text_options = {name: options.pop(name) for name in TextOptions.names() & options.keys()}
-        encoded, t_vision = timed(self.device, self.encode, images, questions, **text_options)
+    def run(self, encoded: Encoded, method: str = "rc", budget: int | None = None, max_new_tokens: int = 32,
+            **options) -> Run:
+        """Compress an encoded batch and generate from it, timing both (``seconds`` has no vision entry)."""
         result, t_compress = timed(self.device, self.compress, encoded, method, budget, **options)
         texts, t_generate = timed(self.device, self.generate, encoded, result, max_new_tokens)
-        seconds = {"vision": t_vision, "compress": t_compress, "generate": t_generate}
-        return [Answer(text=text, result=result[b], seconds=seconds) for b, text in enumerate(texts)]
+        return Run(encoded, result, texts, {"compress": t_compress, "generate": t_generate}, method, budget, options)
+
+    def answer(self, images, questions, method: str = "rc", budget: int | None = None, max_new_tokens: int = 32,
+               **options) -> Run:
+        """Encode, compress and generate, each stage timed. options: TextOptions fields go to ``encode``, the
+        rest to the method. A single image and question string make a batch of one."""
+        text_options = {name: options.pop(name) for name in TextOptions.names() & options.keys()}
+        encoded, t_vision = timed(self.device, self.encode, images, questions, **text_options)
+        run = self.run(encoded, method, budget, max_new_tokens, **options)
+        run.seconds = {"vision": t_vision, **run.seconds}
+        return run
 
     def scores(self, image, question: str, **text_options) -> Scores:
         """The [CLS] attention and text similarity maps of one image and question, on the patch grid."""

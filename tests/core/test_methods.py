@@ -123,7 +123,7 @@ def test_degenerate_and_bad_inputs():
         compress(tokens, a[:, :10], s, keys)
     with pytest.raises(ValueError, match="budget must be"):
         compress(tokens, a, s, keys, budget=0)
-    with pytest.raises(AssertionError, match="text_stage=False"):
+    with pytest.raises(ValueError, match="text_stage=False"):
         compress(tokens, a, None, keys)
 
 

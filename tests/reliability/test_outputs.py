@@ -6,8 +6,7 @@ import sys
 
 import pytest
 
-from rclib.outputs import (MARKER, OutputBusy, atomic_file, check_output_folder, output_folder, recover, to_json,
-                           write_json)
+from rclib.outputs import MARKER, OutputBusy, atomic_file, check_output_folder, output_folder, recover, to_json, write_json
 
 
 def strict_json(text: str):
@@ -41,10 +40,9 @@ def test_json_never_holds_nan(tmp_path):
 def test_an_interrupted_write_leaves_the_previous_complete_folder(tmp_path):
     target = tmp_path / "out"
     write_version(target, "v1")
-    with pytest.raises(KeyboardInterrupt):
-        with output_folder(target) as folder:
-            (folder / "result.json").write_text("v2")
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), output_folder(target) as folder:
+        (folder / "result.json").write_text("v2")
+        raise KeyboardInterrupt
     assert contents(target) == {"result.json": "v1", "figure.png": "v1"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "no temporary folder or lock is left behind"
 
@@ -107,10 +105,9 @@ def test_a_reader_sees_the_previous_result_until_the_new_one_is_complete(tmp_pat
         assert (target / "result.json").read_text() == "v1"
         (folder / "result.json").write_text("v2")
     assert (target / "result.json").read_text() == "v2"
-    with pytest.raises(RuntimeError):
-        with atomic_file(target / "result.json") as file:
-            file.write("v3 half")
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), atomic_file(target / "result.json") as file:
+        file.write("v3 half")
+        raise RuntimeError("interrupted")
     assert (target / "result.json").read_text() == "v2"
     assert sorted(p.name for p in target.iterdir()) == [MARKER, "result.json"], "no temporary file is left"
 
