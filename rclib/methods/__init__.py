@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from rclib.filters import check_scores
 from rclib.methods.baselines import full, pool, random_tokens
+from rclib.methods.checks import check_inputs
 from rclib.methods.common import default_budget, parse_budget
 from rclib.methods.divprune import divprune
 from rclib.methods.fastervlm import fastervlm
@@ -58,24 +58,7 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor | None = None, text_si
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     spec = METHODS[method]
-    spec.check_options(options)
-    if tokens.dim() != 3:
-        raise ValueError(f"tokens must be [B, N, C], got shape {tuple(tokens.shape)}")
-    B, N, _ = tokens.shape
-    for name, value in (("cls_attn", cls_attn), ("text_sim", text_sim)):
-        if value is not None:
-            if value.shape != (B, N):
-                raise ValueError(f"{name} must be [B, N] = {(B, N)} to match tokens, got {tuple(value.shape)}")
-            check_scores(value, name=name)
-    if keys is not None and keys.shape[:2] != (B, N):
-        raise ValueError(f"keys must be [B, N, Ck] with B, N = {(B, N)}, got {tuple(keys.shape)}")
-    given = {"cls_attn": cls_attn, "text_sim": text_sim, "keys": keys, "target": options.get("target")}
-    missing = [name for name in spec.needs if given.get(name) is None]
-    if missing:
-        raise ValueError(f"method {method!r} needs {', '.join(missing)} [B, N...]: pass the encoders' outputs "
-                         "(rclib.models.CompressedLlava.encode gives them all)")
-    if budget is not None and int(budget) < 1:
-        raise ValueError(f"budget must be a positive number of output tokens, got {budget}")
+    budget = check_inputs(spec, tokens, cls_attn, text_sim, keys, budget, options)
     return spec.fn(tokens, cls_attn, text_sim, keys, budget, **options)
 
 

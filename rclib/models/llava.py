@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from PIL import Image
 
+from rclib.images import read_image
 from rclib.methods import compress as compress_tokens
 from rclib.models.text import SYSTEM_PROMPT, TextOptions, TextTower, text_similarity
 from rclib.models.vision import encode_vision
@@ -67,17 +66,6 @@ class Scores:
 
     cls_attn: torch.Tensor  # [h, w] float32 on cpu
     text_sim: torch.Tensor  # [h, w] float32 on cpu
-
-
-def read_image(image):
-    """A path becomes an RGB PIL image (a clear error names a missing or unreadable file); others pass."""
-    if not isinstance(image, (str, Path)):
-        return image
-    try:
-        with Image.open(image) as opened:
-            return opened.convert("RGB")
-    except OSError as error:  # FileNotFoundError, PIL.UnidentifiedImageError, truncated files
-        raise ValueError(f"cannot read image file {str(image)!r}: {error}") from error
 
 
 PROMPT_FORMATS = ("vicuna_v1", "chat_template")
