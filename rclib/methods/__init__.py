@@ -14,6 +14,7 @@ from rclib.methods.baselines import full, pool, random_tokens
 from rclib.methods.common import default_budget, parse_budget
 from rclib.methods.divprune import divprune
 from rclib.methods.fastervlm import fastervlm
+from rclib.methods.fastv import fastv
 from rclib.methods.prumerge import prumerge, prumerge_plus
 from rclib.methods.rc import RCConfig, recoverable_compression
 from rclib.methods.registry import MethodSpec, method_table
@@ -40,6 +41,9 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                "Alvar et al., DivPrune, CVPR 2025 (arXiv 2503.02175)"),
     MethodSpec("random", random_tokens, "K uniformly random tokens, original order", ""),
     MethodSpec("pool", pool, "average pooling of the patch grid to g x g cells, g = floor(sqrt(K))", ""),
+    MethodSpec("fastv", fastv, "from LLM layer K = 2 on, only the image tokens the last prompt token attended to "
+               "most in layer K-1",
+               "Chen et al., FastV, ECCV 2024 (arXiv 2403.06764)", stage="inside_llm"),
 )}
 
 
@@ -55,6 +59,9 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor | None = None, text_si
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     spec = METHODS[method]
+    if spec.stage == "inside_llm":
+        raise ValueError(f"method {method!r} prunes inside the LLM, from its attention: run it through "
+                         f"CompressedLlava.answer / run (method={method!r}); compress covers the methods before the LLM")
     spec.check_options(options)
     if tokens.dim() != 3:
         raise ValueError(f"tokens must be [B, N, C], got shape {tuple(tokens.shape)}")
