@@ -11,6 +11,7 @@ import torch
 
 from rclib.filters import check_scores
 from rclib.methods.baselines import full, pool, random_tokens
+from rclib.methods.cdpruner import cdpruner
 from rclib.methods.common import default_budget, parse_budget
 from rclib.methods.divprune import divprune
 from rclib.methods.fastervlm import fastervlm
@@ -44,6 +45,8 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("fastv", fastv, "from LLM layer K = 2 on, only the image tokens the last prompt token attended to "
                "most in layer K-1",
                "Chen et al., FastV, ECCV 2024 (arXiv 2403.06764)", stage="inside_llm"),
+    MethodSpec("cdpruner", cdpruner, "the K tokens of a greedy conditional DPP: feature cosine weighted by CLIP "
+               "text relevance", "Zhang et al., CDPruner, NeurIPS 2025 (arXiv 2506.10967)", needs=("text_sim",)),
 )}
 
 
