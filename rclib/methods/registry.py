@@ -22,7 +22,8 @@ class MethodSpec:
     """One compression method as the rest of rclib sees it."""
 
     name: str  # the word users type (``method="rc"``, ``--method rc``)
-    fn: Callable[..., CompressionResult]  # fn(tokens, cls_attn, text_sim, keys, budget, **options)
+    fn: Callable[..., CompressionResult]  # fn(tokens, cls_attn, text_sim, keys, budget, **options); inside_llm:
+    # the same call returns the method's pruner (see rclib.models.llm_pruning.Pruner), which the LLM applies
     summary: str  # one line: what it keeps and what it merges
     paper: str  # where it comes from ("" for simple baselines)
     needs: tuple[str, ...] = ()  # inputs of INPUTS it reads; compress refuses to run without them

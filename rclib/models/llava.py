@@ -14,7 +14,10 @@ from dataclasses import dataclass
 import torch
 
 from rclib.images import read_image
+from rclib.methods import METHODS
 from rclib.methods import compress as compress_tokens
+from rclib.methods.common import keep_and_drop
+from rclib.models.llm_pruning import generate_pruned
 from rclib.models.text import SYSTEM_PROMPT, TextOptions, TextTower, text_similarity
 from rclib.models.vision import encode_vision
 from rclib.result import CompressionResult
@@ -55,6 +58,8 @@ class Run:
     method: str
     budget: int | None  # as asked: None lets adaptive methods choose K
     options: dict  # the method's options as given
+    layer_seen: torch.Tensor | None = None  # [B, n_layers, N] bool: image token n entered LLM layer l (inside-LLM
+    # methods; ``result`` is then what the last layer saw). None: every layer saw ``result``'s tokens
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -248,27 +253,74 @@ class CompressedLlava:
             rows.append(torch.cat([embed(ids[:start]), image_embeds[b, :int(result.n_output[b])], embed(ids[end:])]))
         return left_pad(rows)
 
+    @property
+    def pad_token_id(self) -> int:
+        """What fills a row after its EOS: the tokenizer's pad token, else its EOS."""
+        pad = self.processor.tokenizer.pad_token_id
+        return pad if pad is not None else self.processor.tokenizer.eos_token_id
+
     @torch.no_grad()
     def generate_ids(self, encoded: Encoded, result: CompressionResult, max_new_tokens: int = 32) -> torch.Tensor:
         """Greedy decoding from the compressed input: new token ids [B, T], pad-filled after EOS."""
         embeds, mask = self.llm_inputs(encoded, result)
-        pad = self.processor.tokenizer.pad_token_id
         return self.model.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
-                                   max_new_tokens=max_new_tokens,
-                                   pad_token_id=pad if pad is not None else self.processor.tokenizer.eos_token_id)
+                                   max_new_tokens=max_new_tokens, pad_token_id=self.pad_token_id)
+
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        """New token ids [B, T] -> one answer string per sample, special tokens removed."""
+        return [text.strip() for text in self.processor.batch_decode(ids, skip_special_tokens=True)]
 
     def generate(self, encoded: Encoded, result: CompressionResult, max_new_tokens: int = 32) -> list[str]:
         """Greedy answers, one string per sample."""
-        ids = self.generate_ids(encoded, result, max_new_tokens)
-        return [text.strip() for text in self.processor.batch_decode(ids, skip_special_tokens=True)]
+        return self.decode(self.generate_ids(encoded, result, max_new_tokens))
+
+    def image_places(self, encoded: Encoded, length: int) -> torch.Tensor:
+        """[B, length] long: the image token index 0..N-1 at each place of the left-padded LLM input that
+        :meth:`llm_inputs` builds from all N tokens, -1 elsewhere."""
+        places = torch.full((len(encoded), length), -1, dtype=torch.long, device=self.device)
+        for b in range(len(encoded)):
+            ids = encoded.input_ids[b][encoded.attention_mask[b].bool()]  # this prompt, unpadded
+            start, end = image_span(ids, self.model.config.image_token_id, encoded.n_tokens)
+            pad = length - len(ids)
+            places[b, pad + start:pad + end] = torch.arange(encoded.n_tokens, device=self.device)
+        return places
+
+    @torch.no_grad()
+    def generate_inside(self, encoded: Encoded, method: str, budget: int | None = None, max_new_tokens: int = 32,
+                        **options) -> tuple[CompressionResult, torch.Tensor, torch.Tensor]:
+        """Greedy decoding with an inside-LLM method (fastv...) pruning the image tokens between decoder layers.
+
+        Returns the result (what the last decoder layer saw, as a selection of the N image tokens), the new
+        token ids [B, T] and the per-layer provenance [B, n_layers, N] (image token n entered layer l).
+        """
+        spec = METHODS[method]
+        spec.check_options(options)
+        if budget is not None and int(budget) < 1:
+            raise ValueError(f"budget must be a positive number of image tokens, got {budget}")
+        pruner = spec.fn(encoded.features, encoded.cls_attn, encoded.text_sim, encoded.keys, budget, **options)
+        embeds, mask = self.llm_inputs(encoded, compress_tokens(encoded.features, method="full"))
+        eos = self.model.generation_config.eos_token_id
+        generation = generate_pruned(self.model.model.language_model, self.model.lm_head, embeds, mask,
+                                     self.image_places(encoded, embeds.shape[1]), pruner, encoded.n_tokens,
+                                     max_new_tokens, [eos] if isinstance(eos, int) else list(eos), self.pad_token_id)
+        result = keep_and_drop(encoded.features, generation.seen[:, -1], method, generation.scores)
+        return result, generation.ids, generation.seen
 
     def run(self, encoded: Encoded, method: str = "rc", budget: int | None = None, max_new_tokens: int = 32,
             transform=None, **options) -> Run:
         """Compress an encoded batch and generate from it, timing both (``seconds`` has no vision entry).
 
         transform: an optional change to the result before the LLM reads it (a teaching experiment, such
-        as shuffling the kept tokens); the Run holds the result the LLM read.
+        as shuffling the kept tokens); the Run holds the result the LLM read. Inside-LLM methods
+        (``METHODS[method].stage == "inside_llm"``) prune while generating: one ``generate`` entry, and
+        ``layer_seen`` says which image tokens each decoder layer saw.
         """
+        if method in METHODS and METHODS[method].stage == "inside_llm":
+            if transform:
+                raise ValueError(f"{method!r} prunes inside the LLM: there is no result to transform before it reads it")
+            (result, ids, seen), t_generate = timed(self.device, self.generate_inside, encoded, method, budget,
+                                                    max_new_tokens, **options)
+            return Run(encoded, result, self.decode(ids), {"generate": t_generate}, method, budget, options, seen)
         result, t_compress = timed(self.device, self.compress, encoded, method, budget, **options)
         result = transform(result) if transform else result
         texts, t_generate = timed(self.device, self.generate, encoded, result, max_new_tokens)
