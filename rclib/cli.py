@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from rclib.bench import BenchConfig
+from rclib.eval.commands import add_commands
 from rclib.methods import METHODS, method_table
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -197,6 +198,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default=str(DATA / "models"))
     sp.add_argument("--quick", action="store_true", help="a few steps only (CI smoke test)")
     sp.set_defaults(run=cmd_train_shapes)
+
+    add_commands(sub)  # rclib eval, rclib table
     return p
 
 
