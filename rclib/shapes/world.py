@@ -106,7 +106,7 @@ class WorldConfig:
     min_objects: int = 8  # objects per scene, inclusive bounds (fewer when they do not fit)
     max_objects: int = 14  # at most len(COLORS) * len(SHAPES): (colour, shape) pairs are unique
     small_radius: tuple[int, int] = (4, 6)  # px, inclusive; a small object spans ~2-9 patches
-    large_radius: tuple[int, int] = (9, 13)  # px, inclusive; a large object spans ~20-45 patches
+    large_radius: tuple[int, int] = (10, 13)  # px, inclusive; a large object spans ~20-45 patches (room for a digit)
     large_share: float = 0.45  # probability that an object is large (and carries a digit)
     min_gap: int = 2  # px between object bounding circles
     color_jitter: int = 12  # +- per channel on object colours
@@ -175,9 +175,9 @@ def shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, radius: int) -> np.nd
         return (np.abs(dx) <= half) & (np.abs(dy) <= half)
     if shape == "diamond":
         return np.abs(dx) + np.abs(dy) <= radius
-    if shape == "triangle":  # upward, apex at the top, base at 0.8 * radius below the centre
-        base_y = 0.8 * radius
-        half_width_at_y = (dy + radius) / (base_y + radius) * radius  # widens linearly from apex to base
+    if shape == "triangle":  # upward, apex at the top, base 0.6 * radius below the centre, 1.6 * radius wide
+        base_y = 0.6 * radius  # base corners at (+-0.8, 0.6) * radius: on the circle
+        half_width_at_y = (dy + radius) / (base_y + radius) * 0.8 * radius  # widens linearly from apex to base
         return (dy >= -radius) & (dy <= base_y) & (np.abs(dx) <= half_width_at_y)
     if shape == "cross":
         arm = max(1.6, 0.45 * radius)
@@ -264,7 +264,7 @@ def make_scene(seed: int, index: int, config: WorldConfig = WorldConfig()) -> Sc
         if size_class == "large":
             digit = DIGITS[int(rng.integers(len(DIGITS)))]
             glyph = GLYPHS[digit]  # (10, 6)
-            top = y - glyph.shape[0] // 2 + (2 if shape == "triangle" else 0)  # triangles are wider low down
+            top = y - glyph.shape[0] // 2 + (shape == "triangle")  # triangles are wider low down
             left = x - glyph.shape[1] // 2
             glyph_mask[top : top + glyph.shape[0], left : left + glyph.shape[1]] = glyph
             glyph_mask &= pixel_mask
