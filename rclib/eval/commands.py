@@ -22,7 +22,8 @@ def benchmarks_help() -> str:
     tasks = ",".join(b.task for b in PAPER_BENCHMARKS)
     lines += ["", "the paper's table on llava-1.5-7b (docs/eval.md):",
               f"  rclib eval --model llava-1.5-7b --tasks {tasks} --methods full,rc,prumerge,prumerge+,fastervlm,"
-              "visionzip,divprune --budgets adaptive,64,128,192 --out out/paper --processes 8",
+              "visionzip,divprune,cdpruner,fastv --budgets adaptive,64,128,192 --out out/paper --processes 8 "
+              "--batch-size 16",
               "ShapesWorld, offline: rclib eval --tasks shapesworld --out out/shapes"]
     return "\n".join(lines)
 
