@@ -2,8 +2,8 @@
 
 lmms-eval finds the model through its entry-point group ``lmms_eval.models`` (``rclib.eval:manifest``), so an
 installed rclib needs no path or environment setting. Every request runs the real path of
-:class:`~rclib.models.CompressedLlava`: ``encode`` a batch, ``compress`` it with the method (each sample
-gets its own K), ``generate`` greedily.
+:class:`~rclib.models.CompressedLlava`: ``encode`` a batch, then ``run`` it: compress with the method (each
+sample its own K; an inside-LLM method prunes while generating) and generate greedily.
 
 model_args: ``pretrained`` (registry name, hub id or folder), ``text_encoder``, ``method``, ``budget``
 ("adaptive", a token count, or a share of N such as 64/576, read by :func:`rclib.methods.parse_budget`),
@@ -41,7 +41,7 @@ from rclib.methods.common import ADAPTIVE
 from rclib.models import TextOptions, load
 
 DEFAULT_MAX_NEW_TOKENS = 1024  # lmms-eval's llava_hf default when a task sets no max_new_tokens
-RUN_SETTINGS = ("batch_size", "max_batch_size", "device", "cache")  # how to run, not what is computed
+RUN_SETTINGS = ("batch_size", "device", "cache")  # how to run, not what is computed
 MODEL_ARGS = ("pretrained", "text_encoder", "method", "budget", "dtype", *RUN_SETTINGS)
 
 
@@ -97,8 +97,8 @@ class RclibModel(lmms):
     """An lmms-eval ``simple`` model over :class:`~rclib.models.CompressedLlava`; see the module docstring."""
 
     def __init__(self, pretrained: str = "shapes", text_encoder: str | None = None, method: str = "rc",
-                 budget: str | int = ADAPTIVE, batch_size: int | str = 1, max_batch_size: int | None = None,
-                 device: str | None = None, dtype: str | None = None, cache: str | None = None, **options):
+                 budget: str | int = ADAPTIVE, batch_size: int | str = 1, device: str | None = None,
+                 dtype: str | None = None, cache: str | None = None, **options):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -143,7 +143,8 @@ class RclibModel(lmms):
         _, _, doc_to_visual, doc_id, task, split = request.args
         visuals = doc_to_visual(self.task_dict[task][split][doc_id])
         if len(visuals) != 1 or not isinstance(visuals[0], Image.Image):
-            raise ValueError(f"task {task!r} document {doc_id} has {len(visuals)} visuals; rclib's model answers "
+            kinds = ", ".join(type(v).__name__ for v in visuals) or "none"
+            raise ValueError(f"task {task!r} document {doc_id} comes with visuals [{kinds}]; rclib's model answers "
                              "about exactly one image per question")
         return visuals[0].convert("RGB")
 
