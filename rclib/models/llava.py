@@ -9,7 +9,7 @@ everything a caller reports or draws, so nothing downstream re-runs a stage.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -38,9 +38,20 @@ class Encoded:
     input_ids: torch.Tensor  # [B, L] the processor's tokens, left-padded, N image tokens per row
     attention_mask: torch.Tensor  # [B, L] 1 for real tokens
     pixel_values: torch.Tensor  # [B, 3, H, W] the preprocessed images the patch grid covers
+    cls_attn_heads: torch.Tensor | None = None  # [B, N] the feature layer's [CLS] attention, mean of the heads
+    keys_heads: torch.Tensor | None = None  # [B, N, C / heads] the feature layer's keys, mean of the heads
 
     def __len__(self) -> int:
         return self.features.shape[0]
+
+    def with_feature_layer_scores(self) -> Encoded:
+        """The same batch with the scores FasterVLM and VisionZip define in place of RC's: [CLS] attention and
+        keys of the feature layer (LLaVA's penultimate), per head, averaged over heads. Run a peer on it to
+        run it as its paper does; the default ``cls_attn`` / ``keys`` are RC's (last layer, one wide head),
+        shared by all methods for ablations."""
+        if self.cls_attn_heads is None or self.keys_heads is None:
+            raise ValueError("this Encoded has no feature-layer scores; make it with CompressedLlava.encode")
+        return replace(self, cls_attn=self.cls_attn_heads, keys=self.keys_heads)
 
     @property
     def n_tokens(self) -> int:
@@ -178,7 +189,8 @@ class CompressedLlava:
         return Encoded(features=vision.features, cls_attn=vision.cls_attn,
                        text_sim=text_similarity(text_embeds, patch_embeds).to(self.device), keys=vision.keys,
                        grid=vision.grid, questions=list(questions), prompts=prompts, input_ids=batch["input_ids"],
-                       attention_mask=batch["attention_mask"], pixel_values=pixel_values)
+                       attention_mask=batch["attention_mask"], pixel_values=pixel_values,
+                       cls_attn_heads=vision.cls_attn_heads, keys_heads=vision.keys_heads)
 
     def compress(self, encoded: Encoded, method: str = "rc", budget: int | None = None,
                  **options) -> CompressionResult:
