@@ -130,8 +130,9 @@ def run_bench(model, config: BenchConfig = BenchConfig(), progress: bool = True)
     for batch, encoded, targets in encoded_batches(model, samples, config.batch_size):
         for method, budget in pairs:
             start = time.perf_counter()
-            result = model.compress(encoded, method, budget_tokens(budget, encoded.n_tokens) if budget != "all" else None)
-            answers = model.generate(encoded, result, max_new_tokens=4)
+            run = model.run(encoded, method, budget_tokens(budget, encoded.n_tokens) if budget != "all" else None,
+                            max_new_tokens=4)  # inside-LLM methods prune while generating
+            answers, result = run.texts, run.result
             tally = tallies[(method, budget)]
             tally.seconds += time.perf_counter() - start
             tally.add(answers, result, batch, targets)
