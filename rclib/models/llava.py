@@ -257,14 +257,13 @@ class CompressedLlava:
         """
         spec = METHODS[method]
         spec.check_options(options)
-        if budget is not None and int(budget) < 1:
-            raise ValueError(f"budget must be a positive number of image tokens, got {budget}")
         pruner = spec.fn(encoded.features, encoded.cls_attn, encoded.text_sim, encoded.keys, budget, **options)
         embeds, mask = self.llm_inputs(encoded, compress_tokens(encoded.features, method="full"))
         eos = self.model.generation_config.eos_token_id
         generation = generate_pruned(self.model.model.language_model, self.model.lm_head, embeds, mask,
                                      self.image_places(encoded, embeds.shape[1]), pruner, encoded.n_tokens,
-                                     max_new_tokens, [eos] if isinstance(eos, int) else list(eos), self.pad_token_id)
+                                     max_new_tokens, [eos] if isinstance(eos, int) else list(eos or ()),
+                                     self.pad_token_id)
         result = keep_and_drop(encoded.features, generation.seen[:, -1], method, generation.scores)
         return result, generation.ids, generation.seen
 
