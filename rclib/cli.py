@@ -96,7 +96,6 @@ def cmd_answer(args) -> None:
 
 def cmd_demo(args) -> None:
     from rclib.figures import examples
-    from rclib.models import load
 
     model = load_model(args)
     print(f"model {model.name} with text tower {model.text_encoder_name}; method {args.method}\n")
@@ -124,7 +123,6 @@ def table_lines(rows: list[dict]) -> list[str]:
 def cmd_bench(args) -> None:
     from rclib import viz
     from rclib.bench import run_bench
-    from rclib.models import load
 
     config = BenchConfig(methods=tuple(args.methods), budgets=tuple(args.budgets),
                          families=tuple(args.families) if args.families else None, n=args.n, seed=args.seed)

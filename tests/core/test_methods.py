@@ -128,7 +128,7 @@ def test_degenerate_and_bad_inputs():
     with pytest.raises(ValueError, match="NaN or inf"):
         compress(tokens, a.masked_fill(a > a.median(), float("inf")), s, keys)
     with pytest.raises(ValueError, match="unknown method"):
-        compress(tokens, a, s, keys, method="tome")
+        compress(tokens, a, s, keys, method="no-such-method")
     with pytest.raises(ValueError, match="cls_attn must be"):
         compress(tokens, a[:, :10], s, keys)
     with pytest.raises(ValueError, match="budget must be"):
