@@ -49,10 +49,12 @@ def test_vicuna_sizes_and_the_papers_flops():
 
 
 def test_pruning_inside_the_llm_pays_for_the_early_layers():
-    fastv = cost.cost_row(cost.IN_LLM_SCHEDULES["fastv"](64))
+    fastv = cost.cost_row(cost.fastv_schedule(64))
     before = cost.cost_row(64)
     assert fastv["image_tokens"] == 64 and fastv["mean_image_tokens"] == (2 * 576 + 30 * 64) / 32
     assert fastv["TFLOPs"] > before["TFLOPs"] and fastv["KV cache (MiB)"] > before["KV cache (MiB)"]
+    for budget, schedule in cost.SPARSEVLM_7B_SCHEDULES.items():  # its per-layer mean is about its budget
+        assert cost.cost_row(schedule)["mean_image_tokens"] == pytest.approx(budget, rel=0.06)
 
 
 @pytest.mark.parametrize("arch", [TINY, TINY_GQA])

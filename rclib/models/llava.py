@@ -191,13 +191,18 @@ class CompressedLlava:
         return left_pad(rows)
 
     @torch.no_grad()
-    def generate_ids(self, encoded: Encoded, result: CompressionResult, max_new_tokens: int = 32) -> torch.Tensor:
-        """Greedy decoding from the compressed input: new token ids [B, T], pad-filled after EOS."""
+    def generate_ids(self, encoded: Encoded, result: CompressionResult, max_new_tokens: int = 32,
+                     **generate_options) -> torch.Tensor:
+        """Greedy decoding from the compressed input: new token ids [B, T], pad-filled after EOS.
+
+        generate_options go to transformers' ``generate`` (e.g. ``min_new_tokens``, ``streamer``).
+        """
         embeds, mask = self.llm_inputs(encoded, result)
         pad = self.processor.tokenizer.pad_token_id
         return self.model.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
                                    max_new_tokens=max_new_tokens,
-                                   pad_token_id=pad if pad is not None else self.processor.tokenizer.eos_token_id)
+                                   pad_token_id=pad if pad is not None else self.processor.tokenizer.eos_token_id,
+                                   **generate_options)
 
     def generate(self, encoded: Encoded, result: CompressionResult, max_new_tokens: int = 32) -> list[str]:
         """Greedy answers, one string per sample."""
