@@ -15,40 +15,45 @@ import sys
 from pathlib import Path
 
 from rclib.bench import BenchConfig
-from rclib.methods import METHODS
+from rclib.eval.commands import add_commands
+from rclib.methods import METHODS, method_table
+from rclib.models.llava import IMAGE_PREPROCESS, PROMPT_FORMATS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
-def answer_record(model, image, question: str, method: str = "rc", budget: int | None = None,
-                  compare: bool = False, **options) -> tuple[dict, object, object]:
-    """Answer one question about one image; returns (the result.json record, encoded, result)."""
-    from rclib.models.llava import timed
-
-    encoded, t_vision = timed(model.device, model.encode, image, question)
-    result, t_compress = timed(model.device, model.compress, encoded, method, budget, **options)
-    answers, t_generate = timed(model.device, model.generate, encoded, result)
-    answer = answers[0]
-    record = {
-        "model": model.name, "text_encoder": model.text_encoder_name, "method": method, "budget": budget,
-        "image": str(image) if isinstance(image, (str, Path)) else "<array>", "question": question,
+def record(model, run, b: int = 0, image: str = "<array>", full_text: str | None = None) -> dict:
+    """The result.json record of sample ``b`` of a :class:`~rclib.models.Run`: what was asked, what the LLM saw,
+    what it answered, how long each stage took (for the whole batch)."""
+    result = run.result[b]
+    entry = {
+        "model": model.name, "text_encoder": model.text_encoder_name, "method": run.method, "budget": run.budget, "options": run.options,
+        "image": image, "question": run.encoded.questions[b],
         **result.counts(0),
-        "kept_indices": result.kept[0].tolist(), "recovered_indices": result.recovered[0].tolist(),
-        "answer": answer,
-        "seconds": {"vision": t_vision, "compress": t_compress, "generate": t_generate},
+        "kept_indices": result.kept_indices[0].tolist(), "recovered_indices": result.recovered_indices[0].tolist(),
+        "answer": run.texts[b],
+        "seconds": run.seconds,
     }
-    if compare:
-        record["answer_full"] = model.generate(encoded, model.compress(encoded, "full"))[0]
-    return record, encoded, result
+    if full_text is not None:
+        entry["answer_full"] = full_text
+    return entry
 
 
-def write_outputs(out: Path, record: dict, encoded, result) -> None:
+def answer_one(model, image, question: str, method: str = "rc", budget: int | None = None, compare: bool = False,
+               **options) -> tuple[dict, object]:
+    """Answer one question about one image (and with all tokens when ``compare``): (result.json record, run)."""
+    run = model.answer(image, question, method, budget, **options)
+    full_text = model.run(run.encoded, "full").texts[0] if compare else None
+    return record(model, run, 0, str(image) if isinstance(image, (str, Path)) else "<array>", full_text), run
+
+
+def write_outputs(out: Path, entry: dict, run) -> None:
     """result.json and the figures (score heatmaps, token-fate map) of one answered question."""
     from rclib import viz
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "result.json").write_text(json.dumps(record, indent=2))
-    for name, figure in viz.answer_figures(encoded, result, record).items():
+    (out / "result.json").write_text(json.dumps(entry, indent=2))
+    for name, figure in viz.answer_figures(run.encoded, run.result, entry).items():
         figure.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight")
         viz.close(figure)
 
@@ -65,58 +70,78 @@ def print_record(record: dict) -> None:
         print(f"   truth      : {record['answer_truth']}")
 
 
-def cmd_answer(args) -> None:
+def load_model(args):
+    """The model the command line names, with LLaVA-1.5's evaluation settings where given (else the registry's)."""
     from rclib.models import load
 
-    model = load(args.model, args.text_encoder)
-    record, encoded, result = answer_record(model, args.image, args.question, args.method, args.budget, args.compare)
+    return load(args.model, args.text_encoder, image_preprocess=args.image_preprocess, prompt_format=args.prompt_format)
+
+
+def method_options(args) -> dict:
+    """The method options the command line sets (rc's preset)."""
+    return {"preset": args.preset} if args.preset else {}
+
+
+def cmd_answer(args) -> None:
+    model = load_model(args)
+    entry, run = answer_one(model, args.image, args.question, args.method, args.budget, args.compare,
+                            **method_options(args))
     if args.out:
-        write_outputs(Path(args.out), record, encoded, result)
+        write_outputs(Path(args.out), entry, run)
     if args.json:
-        print(json.dumps(record, indent=2))
+        print(json.dumps(entry, indent=2))
     else:
-        print_record(record)
+        print_record(entry)
 
 
 def cmd_demo(args) -> None:
     from rclib.figures import examples
-    from rclib.models import load
 
-    model = load(args.model, args.text_encoder)
+    model = load_model(args)
     print(f"model {model.name} with text tower {model.text_encoder_name}; method {args.method}\n")
     for i, example in enumerate(examples(args.model, n_scenes=3)):
         name = f"{i:02d}-" + "".join(c if c.isalnum() else "-" for c in example.name.split(":")[0]).strip("-")
-        record, encoded, result = answer_record(model, example.image, example.question, args.method, args.budget,
-                                                compare=True)
-        record["image"] = str(example.image) if isinstance(example.image, Path) else example.name
+        entry, run = answer_one(model, example.image, example.question, args.method, args.budget, compare=True)
+        entry["image"] = str(example.image) if isinstance(example.image, Path) else example.name
         if example.answer is not None:
-            record["answer_truth"] = example.answer
-        write_outputs(Path(args.out) / name, record, encoded, result)
+            entry["answer_truth"] = example.answer
+        write_outputs(Path(args.out) / name, entry, run)
         print(f"[{name}]", end=" ")
-        print_record(record)
+        print_record(entry)
     print(f"\nwrote result.json and figures for each example under {args.out}/")
+
+
+def table_lines(rows: list[dict]) -> list[str]:
+    """Bench rows as a fixed-width text table: every metric column the rows have, in their order."""
+    columns = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in ("method", "budget", "n")]
+    head = f"{'method':<12} {'budget':>8} " + " ".join(f"{c.removeprefix('accuracy_'):>9.9}" for c in columns)
+    cells = [f"{r['method']:<12} {r['budget']!s:>8} " + " ".join(
+        f"{r[c]:9.3f}" if c in r else f"{'-':>9}" for c in columns) for r in rows]
+    return [head, *cells]
 
 
 def cmd_bench(args) -> None:
     from rclib import viz
     from rclib.bench import run_bench
-    from rclib.models import load
 
-    config = BenchConfig(methods=tuple(args.methods), budgets=tuple(args.budgets), n=args.n, seed=args.seed)
-    rows = run_bench(load(args.model, args.text_encoder), config)
+    config = BenchConfig(methods=tuple(args.methods), budgets=tuple(args.budgets),
+                         families=tuple(args.families) if args.families else None, n=args.n, seed=args.seed)
+    rows = run_bench(load_model(args), config)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"config": vars(config), "rows": rows}, indent=2, default=list))
+    (out / "results.json").write_text(json.dumps(rows, indent=2, allow_nan=False))
+    (out / "config.json").write_text(json.dumps(vars(config), indent=2))
     with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
     viz.accuracy_vs_tokens(rows).savefig(out / "accuracy_vs_tokens.png", dpi=110, bbox_inches="tight")
-    print(f"{'method':<10} {'budget':>8} {'tokens':>7} {'acc':>6} {'small':>6} {'large':>6} {'recall':>7} {'s/q':>7}")
-    for r in rows:
-        print(f"{r['method']:<10} {r['budget']:>8} {r['mean_tokens']:7.1f} {r['accuracy']:6.3f} "
-              f"{r['accuracy_small']:6.3f} {r['accuracy_large']:6.3f} {r['evidence_recall']:7.3f} {r['seconds']:7.4f}")
-    print(f"wrote {out}/results.csv, results.json, accuracy_vs_tokens.png")
+    print("\n".join(table_lines(rows)))
+    print(f"wrote {out}/results.json, results.csv, config.json, accuracy_vs_tokens.png")
+
+
+def cmd_methods(args) -> None:
+    print(method_table(METHODS))
 
 
 def cmd_figures(args) -> None:
@@ -140,9 +165,18 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--model", default="shapes", help="registry name (shapes, llava-1.5-7b, ...), hub id or folder")
         sp.add_argument("--text-encoder", default=None, help="CLIP text tower: registry name, hub id or folder "
                         "(default: the model's registered pairing)")
+        sp.add_argument("--image-preprocess", choices=IMAGE_PREPROCESS, default=None,
+                        help="pad: LLaVA-1.5's pad-to-square with the mean colour; crop: the processor's centre crop "
+                        "(default: the registry's setting, pad for LLaVA-1.5, else the checkpoint's processor)")
+        sp.add_argument("--prompt-format", choices=PROMPT_FORMATS, default=None,
+                        help="vicuna_v1: LLaVA-1.5's evaluation prompt with its system prompt; chat_template: the "
+                        "checkpoint's (default: the registry's setting)")
         if method:
-            sp.add_argument("--method", default="rc", choices=list(METHODS))
+            sp.add_argument("--method", default="rc", choices=list(METHODS),
+                            help="compression method (`rclib methods` describes each)")
             sp.add_argument("--budget", type=int, default=None, help="fixed number of output tokens (default adaptive)")
+            sp.add_argument("--preset", choices=("paper", "released"), default=None,
+                            help="rc only: 'released' reproduces the authors' released code (docs/released.md)")
 
     sp = sub.add_parser("answer", help="answer one question about one image")
     sp.add_argument("--image", required=True)
@@ -160,13 +194,18 @@ def parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("bench", help="ShapesWorld benchmark: methods x budgets")
     model_args(sp, method=False)
-    sp.add_argument("--methods", nargs="+", default=list(BenchConfig.methods), choices=list(METHODS))
+    sp.add_argument("--methods", nargs="+", default=list(BenchConfig.methods), choices=list(METHODS),
+                    metavar="METHOD", help=f"methods to compare (default all: {' '.join(METHODS)})")
+    sp.add_argument("--families", nargs="+", default=None, help="question families (default all of the world's)")
     sp.add_argument("--budgets", nargs="+", default=list(BenchConfig.budgets),
                     help="'adaptive', a token count, or a share of N like 64/576")
     sp.add_argument("--n", type=int, default=BenchConfig.n, help="held-out questions")
     sp.add_argument("--seed", type=int, default=BenchConfig.seed, help="scene stream of the held-out questions")
     sp.add_argument("--out", default="out/bench")
     sp.set_defaults(run=cmd_bench)
+
+    sp = sub.add_parser("methods", help="the registered methods: where they prune, what they need, their papers")
+    sp.set_defaults(run=cmd_methods)
 
     sp = sub.add_parser("figures", help="render the notebooks' figures to PNG files")
     sp.add_argument("--model", default="shapes")
@@ -177,6 +216,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default=str(DATA / "models"))
     sp.add_argument("--quick", action="store_true", help="a few steps only (CI smoke test)")
     sp.set_defaults(run=cmd_train_shapes)
+
+    add_commands(sub)  # rclib eval, rclib table
     return p
 
 

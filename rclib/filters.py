@@ -158,6 +158,8 @@ def lof_values(scores: torch.Tensor, n_neighbors: int, valid: torch.Tensor) -> t
 def iqr_fence(statistic: torch.Tensor, factor: float = IQR_FACTOR) -> torch.Tensor:
     """[B] float64: Q3 + factor * IQR of each row of ``statistic`` [B, n] (NaN: not taking part),
     percentiles interpolated as numpy's default."""
+    if statistic.numel() == 0:  # no row, or rows of no token: nothing can be an outlier
+        return statistic.new_zeros(statistic.shape[0])
     q = torch.nanquantile(statistic, torch.tensor([0.25, 0.75], dtype=statistic.dtype, device=statistic.device),
                           dim=1)  # [2, B]
     return q[1] + factor * (q[1] - q[0])
@@ -170,7 +172,14 @@ def topk_mask(scores: torch.Tensor, counts: torch.Tensor, valid: torch.Tensor | 
     """
     if valid is None:
         valid = torch.ones_like(scores, dtype=torch.bool)
+    return (descending_rank(scores, valid) < counts[:, None]) & valid
+
+
+def descending_rank(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """[B, n] long: each valid token's rank among the valid tokens of its row, 0 = highest score.
+
+    Ties go to the lower index first; invalid tokens rank after every valid one.
+    """
     order = scores.masked_fill(~valid, float("-inf")).argsort(dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(scores.shape[1], device=scores.device)
-                                            .expand_as(order).contiguous())  # [B, n] 0 = best
-    return (rank < counts[:, None]) & valid
+    return torch.empty_like(order).scatter_(1, order, torch.arange(scores.shape[1], device=scores.device)
+                                            .expand_as(order).contiguous())

@@ -1,33 +1,59 @@
-"""Token compression methods behind one signature.
+"""Token compression methods behind one signature, and the registry that describes them.
 
 Every method is ``fn(tokens [B, N, C], cls_attn [B, N], text_sim [B, N] | None, keys [B, N, Ck] | None,
-budget: int | None, **options) -> CompressionResult``. :func:`compress` checks the inputs once and
+budget: int | None, **options) -> CompressionResult``. :data:`METHODS` says what each one needs and
+decides (see :mod:`rclib.methods.registry`); :func:`compress` checks the inputs against it once and
 dispatches by name.
 """
 from __future__ import annotations
 
 import torch
 
-from rclib.filters import check_scores
 from rclib.methods.baselines import full, pool, random_tokens
+from rclib.methods.cdpruner import cdpruner
+from rclib.methods.checks import check_inputs
+from rclib.methods.common import default_budget, parse_budget
 from rclib.methods.divprune import divprune
 from rclib.methods.fastervlm import fastervlm
+from rclib.methods.fastv import fastv
+from rclib.methods.oracle import oracle
 from rclib.methods.prumerge import prumerge, prumerge_plus
 from rclib.methods.rc import RCConfig, recoverable_compression
+from rclib.methods.tome import tome
+from rclib.methods.registry import MethodSpec, method_table
 from rclib.methods.visionzip import visionzip
 from rclib.result import CompressionResult
 
-METHODS = {
-    "full": full,
-    "rc": recoverable_compression,
-    "prumerge": prumerge,
-    "prumerge+": prumerge_plus,
-    "fastervlm": fastervlm,
-    "visionzip": visionzip,
-    "divprune": divprune,
-    "random": random_tokens,
-    "pool": pool,
-}
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
+    MethodSpec("full", full, "every token, unchanged: the uncompressed model", "", takes_budget=False),
+    MethodSpec("rc", recoverable_compression,
+               "[CLS]-attention outliers + text-recovered tokens (original order) + KNN-merged centres + 1 extra",
+               "Chen et al., Recoverable Compression, AAAI 2025 (arXiv 2409.01179)",
+               needs=("cls_attn", "keys"), adaptive=True, config=RCConfig),  # text_sim unless text_stage=False
+    MethodSpec("prumerge", prumerge, "IQR outliers of [CLS] attention as centres, each merging its 32 nearest "
+               "tokens by key, + 1 extra", "Shang et al., LLaVA-PruMerge, 2024 (arXiv 2403.15388)",
+               needs=("cls_attn", "keys"), adaptive=True),
+    MethodSpec("prumerge+", prumerge_plus, "PruMerge with spatially uniform extra centres",
+               "Shang et al., LLaVA-PruMerge, 2024 (arXiv 2403.15388)", needs=("cls_attn", "keys"), adaptive=True),
+    MethodSpec("fastervlm", fastervlm, "top-K tokens by [CLS] attention, original order, nothing merged",
+               "Zhang et al., FasterVLM, 2024 (arXiv 2412.01818)", needs=("cls_attn",)),
+    MethodSpec("visionzip", visionzip, "dominant tokens by [CLS] attention + contextual tokens merged by key "
+               "similarity (54 + 10 at K = 64)", "Yang et al., VisionZip, CVPR 2025 (arXiv 2412.04467)",
+               needs=("cls_attn", "keys")),
+    MethodSpec("divprune", divprune, "the K most mutually diverse tokens (greedy max-min cosine distance)",
+               "Alvar et al., DivPrune, CVPR 2025 (arXiv 2503.02175)"),
+    MethodSpec("random", random_tokens, "K uniformly random tokens, original order", ""),
+    MethodSpec("pool", pool, "average pooling of the patch grid to g x g cells, g = floor(sqrt(K))", ""),
+    MethodSpec("fastv", fastv, "from LLM layer K = 2 on, only the image tokens the last prompt token attended to "
+               "most in layer K-1",
+               "Chen et al., FastV, ECCV 2024 (arXiv 2403.06764)", stage="inside_llm"),
+    MethodSpec("cdpruner", cdpruner, "the K tokens of a greedy conditional DPP: feature cosine weighted by CLIP "
+               "text relevance", "Zhang et al., CDPruner, NeurIPS 2025 (arXiv 2506.10967)", needs=("text_sim",)),
+    MethodSpec("tome", tome, "rounds of bipartite soft matching by key cosine until K tokens, each the mean of "
+               "its sources", "Bolya et al., Token Merging, ICLR 2023 (arXiv 2210.09461)", needs=("keys",)),
+    MethodSpec("oracle", oracle, "the asked-about objects' patches first, then top [CLS] attention: the ceiling "
+               "of any K-token selection (needs the ground-truth mask)", "", needs=("cls_attn", "target")),
+)}
 
 
 def compress(tokens: torch.Tensor, cls_attn: torch.Tensor | None = None, text_sim: torch.Tensor | None = None,
@@ -35,26 +61,18 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor | None = None, text_si
              **options) -> CompressionResult:
     """Compress a batch of visual tokens with ``method``; see the module docstring for shapes.
 
-    budget: None lets adaptive methods (rc, prumerge, prumerge+) choose K per sample; fixed-budget
-    peers then use 64/576 of N. An int fixes K (an upper bound for rc and the merging peers).
+    budget: None lets adaptive methods (rc, prumerge, prumerge+) choose K per sample; the other methods
+    then keep :func:`~rclib.methods.common.default_budget` of N. An int fixes K (an upper bound for rc and
+    the merging peers).
     """
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    if tokens.dim() != 3:
-        raise ValueError(f"tokens must be [B, N, C], got shape {tuple(tokens.shape)}")
-    B, N, _ = tokens.shape
-    for name, value in (("cls_attn", cls_attn), ("text_sim", text_sim)):
-        if value is not None:
-            if value.shape != (B, N):
-                raise ValueError(f"{name} must be [B, N] = {(B, N)} to match tokens, got {tuple(value.shape)}")
-            check_scores(value, name=name)
-    if keys is not None and keys.shape[:2] != (B, N):
-        raise ValueError(f"keys must be [B, N, Ck] with B, N = {(B, N)}, got {tuple(keys.shape)}")
-    if cls_attn is None and method not in ("full", "random", "divprune"):
-        raise ValueError(f"method {method!r} needs cls_attn [B, N], the [CLS] attention over patches")
-    if budget is not None and int(budget) < 1:
-        raise ValueError(f"budget must be a positive number of output tokens, got {budget}")
-    return METHODS[method](tokens, cls_attn, text_sim, keys, budget, **options)
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    spec = METHODS[method]
+    if spec.stage == "inside_llm":
+        raise ValueError(f"method {method!r} prunes inside the LLM, from its attention: run it through "
+                         f"CompressedLlava.answer / run (method={method!r}); compress covers the methods before the LLM")
+    budget = check_inputs(spec, tokens, cls_attn, text_sim, keys, budget, options)
+    return spec.fn(tokens, cls_attn, text_sim, keys, budget, **options)
 
 
-__all__ = ["METHODS", "compress", "RCConfig"]
+__all__ = ["METHODS", "MethodSpec", "compress", "default_budget", "method_table", "parse_budget", "RCConfig"]

@@ -31,7 +31,8 @@ def pool(tokens: torch.Tensor, cls_attn=None, text_sim=None, keys=None, budget=N
     """Average pooling of the square patch grid to g x g cells, g = floor(sqrt(budget)) (K = g^2)."""
     B, N, _ = tokens.shape
     side = math.isqrt(N)
-    assert side * side == N, f"pool needs a square patch grid, got N = {N} tokens"
+    if side * side != N:
+        raise ValueError(f"pool needs a square patch grid, got N = {N} tokens; use another method")
     g = min(side, max(1, math.isqrt(int(budget or default_budget(N)))))
     rows = torch.arange(N, device=tokens.device) // side
     cols = torch.arange(N, device=tokens.device) % side

@@ -19,7 +19,6 @@ def prumerge(tokens: torch.Tensor, cls_attn: torch.Tensor, text_sim, keys: torch
              *, knn_k: int = 32, uniform_per_centre: int = 0, iqr_factor: float = IQR_FACTOR,
              method: str = "prumerge") -> CompressionResult:
     """tokens [B, N, C], cls_attn [B, N], keys [B, N, Ck]; text_sim is ignored."""
-    assert keys is not None, f"{method} merges by key similarity: pass the last vision layer's keys [B, N, Ck]"
     B, N, _ = tokens.shape
     a = cls_attn.float()
     if budget is None:

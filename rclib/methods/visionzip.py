@@ -20,7 +20,6 @@ DOMINANT_SHARE = 54 / 64  # VisionZip's 64-token setting: 54 dominant + 10 conte
 def visionzip(tokens: torch.Tensor, cls_attn: torch.Tensor, text_sim, keys: torch.Tensor | None,
               budget=None) -> CompressionResult:
     """tokens [B, N, C], cls_attn [B, N], keys [B, N, Ck] -> K = budget (default 64/576 of N) tokens."""
-    assert keys is not None, "visionzip merges by key similarity: pass the last vision layer's keys [B, N, Ck]"
     B, N, _ = tokens.shape
     k = budget_tensor(budget or default_budget(N), B, tokens.device)
     n_contextual = torch.where(k > 1, (k * (1 - DOMINANT_SHARE)).round().long().clamp(min=1), 0)

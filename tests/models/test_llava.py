@@ -4,8 +4,7 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from rclib import Fate
-from rclib.models import Answer, Encoded, build_prompt
+from rclib.models import Encoded, Run, build_prompt
 
 QUESTIONS = ["what colour is the circle ?", "how many shapes are there in this picture ?", "where is it ?"]
 MAX_NEW = 8
@@ -61,7 +60,7 @@ def test_kept_tokens_reach_the_llm_in_original_order(tiny_model, encoded):
     with llm_inputs_seen(tiny_model) as calls:
         tiny_model.generate_ids(encoded, result, max_new_tokens=1)
     embeds, mask = calls[0]
-    for b, kept in enumerate(result.kept):
+    for b, kept in enumerate(result.kept_indices):
         assert torch.equal(kept, kept.sort().values)
         real = embeds[b][mask[b].bool()]  # this sample's row, padding removed
         ids = encoded.input_ids[b][encoded.attention_mask[b].bool()]
@@ -75,28 +74,30 @@ def test_batch_with_different_k_equals_single_runs(tiny_model, tiny_images):
     assert len(set(budgets_differ.n_output.tolist())) == 3, "rc should choose a different K per sample here"
     batch = tiny_model.answer(tiny_images[:3], QUESTIONS, method="rc", max_new_tokens=MAX_NEW)
     for b in range(3):
-        single = tiny_model.answer(tiny_images[b], QUESTIONS[b], method="rc", max_new_tokens=MAX_NEW)[0]
-        assert batch[b].text == single.text
-        assert torch.equal(batch[b].result.fate, single.result.fate)
-        torch.testing.assert_close(batch[b].result.tokens, single.result.tokens)
+        single = tiny_model.answer(tiny_images[b], QUESTIONS[b], method="rc", max_new_tokens=MAX_NEW)
+        assert batch.texts[b] == single.texts[0]
+        assert torch.equal(batch.result[b].fate, single.result.fate)
+        torch.testing.assert_close(batch.result[b].tokens, single.result.tokens)
 
 
-def test_answer_returns_text_single_results_and_timings(tiny_model, tiny_images):
-    answers = tiny_model.answer(tiny_images[:2], QUESTIONS[:2], method="rc", budget=12, text_pooling="last")
-    assert len(answers) == 2 and all(isinstance(a, Answer) for a in answers)
-    for answer in answers:
-        assert isinstance(answer.text, str) and answer.text
-        assert len(answer.result) == 1 and int(answer.result.n_output[0]) <= 12
-        assert set(answer.seconds) == {"vision", "compress", "generate"}
-        assert all(t >= 0 for t in answer.seconds.values())
-        assert bool((answer.result.fate >= Fate.KEPT).all())
+def test_answer_returns_the_whole_run_with_timings(tiny_model, tiny_images):
+    run = tiny_model.answer(tiny_images[:2], QUESTIONS[:2], method="rc", budget=12, text_pooling="last")
+    assert isinstance(run, Run) and len(run) == 2 and (run.method, run.budget, run.options) == ("rc", 12, {})
+    assert all(isinstance(text, str) and text for text in run.texts)
+    assert run.encoded.questions == QUESTIONS[:2] and len(run.result) == 2
+    assert run.result.n_output.tolist() == [12, 12]
+    assert list(run.seconds) == ["vision", "compress", "generate"] and all(t > 0 for t in run.seconds.values())
+    again = tiny_model.run(run.encoded, "rc", 12)  # the same batch from its encoding: the same answers
+    assert again.texts == run.texts and list(again.seconds) == ["compress", "generate"]
 
 
 def test_released_text_options_make_text_sim_the_same_text_for_every_question(tiny_model, tiny_images):
     image = tiny_images[0]
-    one = tiny_model.encode([image, image], QUESTIONS[:2], text_source="system_prompt")
+    one = tiny_model.encode([image, image], QUESTIONS[:2], text_source="prompt_first_line")
+    assert one.texts == ["<s> USER:", "<s> USER:"]  # the first line of this checkpoint's chat-template prompt
     torch.testing.assert_close(one.text_sim[0], one.text_sim[1])
     paper = tiny_model.encode([image, image], QUESTIONS[:2])
+    assert paper.texts == QUESTIONS[:2]
     assert not torch.allclose(paper.text_sim[0], paper.text_sim[1])
 
 
