@@ -272,11 +272,16 @@ class CompressedLlava:
         return pad if pad is not None else self.processor.tokenizer.eos_token_id
 
     @torch.no_grad()
-    def generate_ids(self, encoded: Encoded, result: CompressionResult, max_new_tokens: int = 32) -> torch.Tensor:
-        """Greedy decoding from the compressed input: new token ids [B, T], pad-filled after EOS."""
+    def generate_ids(self, encoded: Encoded, result: CompressionResult, max_new_tokens: int = 32,
+                     **generate_options) -> torch.Tensor:
+        """Greedy decoding from the compressed input: new token ids [B, T], pad-filled after EOS.
+
+        generate_options go to transformers' ``generate`` (e.g. ``min_new_tokens``, ``streamer``).
+        """
         embeds, mask = self.llm_inputs(encoded, result)
         return self.model.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
-                                   max_new_tokens=max_new_tokens, pad_token_id=self.pad_token_id)
+                                   max_new_tokens=max_new_tokens, pad_token_id=self.pad_token_id,
+                                   **generate_options)
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         """New token ids [B, T] -> one answer string per sample, special tokens removed."""
