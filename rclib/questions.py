@@ -98,12 +98,12 @@ def check_question(model, question: str, max_new_tokens: int = 32) -> QuestionRe
     n_image = (config.vision_config.image_size // config.vision_config.patch_size) ** 2  # patches, CLS dropped
     ids = tokenizer(build_prompt(model.processor, question))["input_ids"]
     llm_tokens = len(ids) - ids.count(config.image_token_id) + n_image  # one placeholder becomes N image tokens
-    llm_limit = config.text_config.max_position_embeddings - max_new_tokens
+    context = config.text_config.max_position_embeddings
+    llm_limit = context - max_new_tokens
     if llm_tokens > llm_limit:
         raise ValueError(f"the question is too long: the prompt would take {llm_tokens} tokens ({n_image} of them the "
-                         f"image's) but the LLM reads {config.text_config.max_position_embeddings}, {max_new_tokens} of "
-                         f"them kept for the answer, so at most {llm_limit}: shorten the question by "
-                         f"{llm_tokens - llm_limit} tokens or more")
+                         f"image's) but the LLM reads {context}, {max_new_tokens} of them kept for the answer, so at "
+                         f"most {llm_limit}: shorten the question by {llm_tokens - llm_limit} tokens or more")
     text_tokens = text_token_count(model.text_tower, question)
-    context = model.text_tower.context_length
-    return QuestionReport(llm_tokens, llm_limit, text_tokens, context, text_tokens > context)
+    text_context = model.text_tower.context_length
+    return QuestionReport(llm_tokens, llm_limit, text_tokens, text_context, text_tokens > text_context)
