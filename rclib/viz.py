@@ -24,7 +24,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # pixel statistics of every CLIP rclib loads
 
-from rclib.filters import IQR_FACTOR, iqr_outliers, lof_outliers, outlier_count
+from rclib.filters import filter_decision
 from rclib.result import CompressionResult, Fate, Slot
 
 FATE_COLOURS: dict[Fate, str] = {
@@ -262,9 +262,9 @@ def score_histogram(scores, rule: str = "lof", n_neighbors: int = 20, title: str
     """
     ax = new_axes(ax, (6, 3.4))
     x = torch.as_tensor(as_numpy(scores), dtype=torch.float64)[None]
-    valid = torch.ones_like(x, dtype=torch.bool)
-    outliers = (lof_outliers(x, n_neighbors, valid) if rule == "lof" else iqr_outliers(x, valid))[0].numpy()
-    k = int(outlier_count(x, rule, n_neighbors)[0])
+    decision = filter_decision(x, rule, n_neighbors)
+    outliers = decision.outliers[0].numpy()
+    k = int(decision.count[0])
     values = x[0].numpy()
     sns.histplot(values, bins=40, ax=ax, color="#adb5bd", edgecolor="white")
     ax.plot(values[outliers], np.zeros(int(outliers.sum())), "|", color=FATE_COLOURS[Fate.RECOVERED],
@@ -273,8 +273,7 @@ def score_histogram(scores, rule: str = "lof", n_neighbors: int = 20, title: str
         cut = np.sort(values)[-k]
         ax.axvline(cut, color=FATE_COLOURS[Fate.KEPT], linestyle="--", label=f"keeps the top {k} of {len(values)}")
     if rule == "iqr":
-        q1, q3 = np.percentile(values, [25, 75])
-        ax.axvline(q3 + IQR_FACTOR * (q3 - q1), color="black", linewidth=0.8, label="Q3 + 1.5 IQR")
+        ax.axvline(float(decision.threshold[0]), color="black", linewidth=0.8, label="Q3 + 1.5 IQR")
     ax.set(xlabel=title, ylabel="tokens")
     ax.set_title(f"{rule.upper()} filter" + (f" ({n_neighbors} neighbours)" if rule == "lof" else ""), fontsize=10)
     ax.legend(fontsize=8, frameon=False)

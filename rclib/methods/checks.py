@@ -15,7 +15,8 @@ from rclib.filters import check_scores
 SCORES = ("cls_attn", "text_sim")  # [B, N] per-token scores
 WHAT = {"cls_attn": "the [CLS] attention over the patches [B, N]",
         "text_sim": "the question-to-patch similarity [B, N]",
-        "keys": "the last vision layer's keys [B, N, Ck]"}
+        "keys": "the last vision layer's keys [B, N, Ck]",
+        "target": "the asked-about objects' patches [B, N] bool as the option target= (a benchmark's ground truth)"}
 FIX = "pass the encoders' outputs (rclib.models.CompressedLlava.encode gives them all)"
 
 
@@ -78,7 +79,7 @@ def check_inputs(spec, tokens, cls_attn, text_sim, keys, budget, options: dict) 
         if name == "keys" and value.shape[2] == 0:
             raise ValueError(f"keys must have at least one channel, got shape {tuple(value.shape)}")
     for name in needed_inputs(spec, options):
-        if given.get(name) is None:
+        if {**given, "target": options.get("target")}.get(name) is None:
             hint = " (or pass text_stage=False)" if name == "text_sim" and "text_stage" in spec.options else ""
             raise ValueError(f"method {spec.name!r} needs {name}, {WHAT.get(name, 'an input compress does not take')}"
                              f"{hint}: {FIX}")
