@@ -91,12 +91,12 @@ def check_question(model, question: str, max_new_tokens: int = 32) -> QuestionRe
 
     check_question_text(question)
     tokenizer = model.processor.tokenizer
-    specials, roles = chat_markers(tokenizer, build_prompt(model.processor, SLOT))
+    specials, roles = chat_markers(tokenizer, build_prompt(model.processor, SLOT, model.prompt_format))
     check_markers(question, specials, roles)
 
     config = model.model.config
     n_image = (config.vision_config.image_size // config.vision_config.patch_size) ** 2  # patches, CLS dropped
-    ids = tokenizer(build_prompt(model.processor, question))["input_ids"]
+    ids = tokenizer(build_prompt(model.processor, question, model.prompt_format))["input_ids"]
     llm_tokens = len(ids) - ids.count(config.image_token_id) + n_image  # one placeholder becomes N image tokens
     context = config.text_config.max_position_embeddings
     llm_limit = context - max_new_tokens
