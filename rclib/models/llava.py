@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from PIL import Image
 
 from rclib.images import read_image
 from rclib.methods import METHODS
