@@ -9,7 +9,7 @@ everything a caller reports or draws, so nothing downstream re-runs a stage.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from PIL import Image
@@ -39,9 +39,20 @@ class Encoded:
     input_ids: torch.Tensor  # [B, L] the processor's tokens, left-padded, N image tokens per row
     attention_mask: torch.Tensor  # [B, L] 1 for real tokens
     pixel_values: torch.Tensor  # [B, 3, H, W] the preprocessed images the patch grid covers
+    cls_attn_heads: torch.Tensor | None = None  # [B, N] the feature layer's [CLS] attention, mean of the heads
+    keys_heads: torch.Tensor | None = None  # [B, N, C / heads] the feature layer's keys, mean of the heads
 
     def __len__(self) -> int:
         return self.features.shape[0]
+
+    def with_feature_layer_scores(self) -> Encoded:
+        """The same batch with the scores FasterVLM and VisionZip define in place of RC's: [CLS] attention and
+        keys of the feature layer (LLaVA's penultimate), per head, averaged over heads. Run a peer on it to
+        run it as its paper does; the default ``cls_attn`` / ``keys`` are RC's (last layer, one wide head),
+        shared by all methods for ablations."""
+        if self.cls_attn_heads is None or self.keys_heads is None:
+            raise ValueError("this Encoded has no feature-layer scores; make it with CompressedLlava.encode")
+        return replace(self, cls_attn=self.cls_attn_heads, keys=self.keys_heads)
 
     @property
     def n_tokens(self) -> int:
@@ -224,7 +235,7 @@ class CompressedLlava:
                        text_sim=text_similarity(text_embeds, patch_embeds).to(self.device), keys=vision.keys,
                        grid=vision.grid, questions=list(questions), prompts=prompts, texts=texts,
                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       pixel_values=pixel_values)
+                       pixel_values=pixel_values, cls_attn_heads=vision.cls_attn_heads, keys_heads=vision.keys_heads)
 
     def compress(self, encoded: Encoded, method: str = "rc", budget: int | None = None,
                  **options) -> CompressionResult:
@@ -296,14 +307,13 @@ class CompressedLlava:
         """
         spec = METHODS[method]
         spec.check_options(options)
-        if budget is not None and int(budget) < 1:
-            raise ValueError(f"budget must be a positive number of image tokens, got {budget}")
         pruner = spec.fn(encoded.features, encoded.cls_attn, encoded.text_sim, encoded.keys, budget, **options)
         embeds, mask = self.llm_inputs(encoded, compress_tokens(encoded.features, method="full"))
         eos = self.model.generation_config.eos_token_id
         generation = generate_pruned(self.model.model.language_model, self.model.lm_head, embeds, mask,
                                      self.image_places(encoded, embeds.shape[1]), pruner, encoded.n_tokens,
-                                     max_new_tokens, [eos] if isinstance(eos, int) else list(eos), self.pad_token_id)
+                                     max_new_tokens, [eos] if isinstance(eos, int) else list(eos or ()),
+                                     self.pad_token_id)
         result = keep_and_drop(encoded.features, generation.seen[:, -1], method, generation.scores)
         return result, generation.ids, generation.seen
 
@@ -330,9 +340,10 @@ class CompressedLlava:
     def answer(self, images, questions, method: str = "rc", budget: int | None = None, max_new_tokens: int = 32,
                **options) -> Run:
         """Encode, compress and generate, each stage timed. options: TextOptions fields go to ``encode``, the
-        rest to the method. A single image and question string make a batch of one."""
+        rest to the method; a ``preset`` (rc's "released") goes to both, since it names the text side too.
+        A single image and question string make a batch of one."""
         text_options = {name: options.pop(name) for name in TextOptions.names() & options.keys()}
-        encoded, t_vision = timed(self.device, self.encode, images, questions, **text_options)
+        encoded, t_vision = timed(self.device, self.encode, images, questions, options.get("preset"), **text_options)
         run = self.run(encoded, method, budget, max_new_tokens, **options)
         run.seconds = {"vision": t_vision, **run.seconds}
         return run
