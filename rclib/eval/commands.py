@@ -5,10 +5,10 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from rclib.bench import ADAPTIVE, BenchConfig, budget_tokens
+from rclib.bench import BenchConfig
 from rclib.eval.benchmarks import PAPER_BENCHMARKS
 from rclib.eval.grid import PAPER_BUDGETS, GridConfig
-from rclib.methods import METHODS
+from rclib.methods import METHODS, parse_budget
 
 
 def comma_list(text: str) -> tuple[str, ...]:
@@ -29,14 +29,7 @@ def benchmarks_help() -> str:
 
 def check_budget(budget: str) -> None:
     """Raise unless the budget is 'adaptive', a positive token count or a share of N such as 64/576."""
-    if budget == ADAPTIVE:
-        return
-    try:
-        tokens = budget_tokens(budget, 576)
-    except ValueError as error:
-        raise ValueError(f"budget {budget!r}: use 'adaptive', a token count, or a share of N such as 64/576") from error
-    if tokens < 1:
-        raise ValueError(f"budget {budget!r} keeps no token; use a positive count or share")
+    parse_budget(budget, 576)  # its ValueError says what a budget looks like
 
 
 def grid_config(args) -> GridConfig:

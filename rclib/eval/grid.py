@@ -15,9 +15,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rclib.bench import BenchConfig, runs
+from rclib.bench import BenchConfig, bench_cells
 from rclib.eval.shapesworld import GROUP as SHAPESWORLD
 from rclib.eval.shapesworld import tasks_dir
+from rclib.methods import METHODS
 
 PAPER_BUDGETS = ("adaptive", "64", "128", "192")  # the paper's comparisons: RC's own K, then 64 / 128 / 192 of 576
 
@@ -83,7 +84,8 @@ def finished(folder: Path, tasks: tuple[str, ...]) -> bool:
 def run_grid(config: GridConfig) -> list[Path]:
     """Run every unfinished cell; returns the cell folders (the input of ``rclib table``)."""
     include_path = tasks_dir(n=config.shapes_n) if any(t.startswith(SHAPESWORLD) for t in config.tasks) else None
-    cells = runs(BenchConfig(methods=config.methods, budgets=config.budgets))
+    cells = [(c.method, c.budget if METHODS[c.method].takes_budget else "all")  # full: one cell, "full_all"
+             for c in bench_cells(BenchConfig(methods=config.methods, budgets=config.budgets))]
     folders = []
     for i, (method, budget) in enumerate(cells, 1):
         folder = config.out / cell_name(method, budget)

@@ -6,7 +6,7 @@ installed rclib needs no path or environment setting. Every request runs the rea
 gets its own K), ``generate`` greedily.
 
 model_args: ``pretrained`` (registry name, hub id or folder), ``text_encoder``, ``method``, ``budget``
-("adaptive", a token count, or a share of N such as 64/576, read by :func:`rclib.bench.budget_tokens`),
+("adaptive", a token count, or a share of N such as 64/576, read by :func:`rclib.methods.parse_budget`),
 ``dtype``, ``cache`` (a folder: answers are stored there batch by batch, so an interrupted run resumes),
 then any option of :func:`rclib.load`, of :class:`~rclib.models.TextOptions` or of the method. An unknown
 option fails at start-up with the list of valid ones.
@@ -34,8 +34,8 @@ from lmms_eval.models.model_utils.gen_metrics import log_metrics
 from lmms_eval.utils import Collator
 from PIL import Image
 
-from rclib.bench import ADAPTIVE, budget_tokens
-from rclib.methods import METHODS
+from rclib.bench import ADAPTIVE
+from rclib.methods import METHODS, parse_budget
 from rclib.models import TextOptions, load
 
 DEFAULT_MAX_NEW_TOKENS = 1024  # lmms-eval's llava_hf default when a task sets no max_new_tokens
@@ -124,7 +124,7 @@ class RclibModel(lmms):
         if self.method == "full":
             return None
         try:
-            return budget_tokens(self.budget, n_tokens)
+            return parse_budget(self.budget, n_tokens)
         except ValueError as error:
             raise ValueError(f"budget must be 'adaptive', a token count or a share of N such as 64/576, "
                              f"got {self.budget!r}") from error
