@@ -161,6 +161,25 @@ def left_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return embeds, mask
 
 
+def splice_image_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_tokens: torch.Tensor,
+                        n_output: torch.Tensor, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LLM's input: each prompt with its projected visual tokens in place of its image placeholders.
+
+    model: a LlavaForConditionalGeneration. input_ids [B, L] and attention_mask [B, L] (any padding side),
+    each row holding one run of ``n_tokens`` image placeholders; image_tokens [B, K, C] vision-side tokens
+    (before the projector), of which row b uses the first n_output[b]. Differentiable (training calls it
+    with gradients). Returns inputs_embeds [B, L', H] and attention_mask [B, L'], left-padded.
+    """
+    image_embeds = model.model.multi_modal_projector(image_tokens)  # [B, K, H]
+    embed = model.get_input_embeddings()
+    rows = []
+    for b in range(len(input_ids)):
+        ids = input_ids[b][attention_mask[b].bool()]  # this prompt, unpadded
+        start, end = image_span(ids, model.config.image_token_id, n_tokens)
+        rows.append(torch.cat([embed(ids[:start]), image_embeds[b, :int(n_output[b])], embed(ids[end:])]))
+    return left_pad(rows)
+
+
 def check_llava_config(config) -> None:
     """Raise if the checkpoint is not a LLaVA-1.5-style model with a CLIP vision tower."""
     if config.vision_config.model_type != "clip_vision_model":
@@ -256,14 +275,9 @@ class CompressedLlava:
         """
         if len(result) != len(encoded):
             raise ValueError(f"the result holds {len(result)} samples, the encoded batch {len(encoded)}")
-        image_embeds = self.model.model.multi_modal_projector(result.tokens.to(self.device, self.dtype))  # [B, K, H]
-        embed = self.model.get_input_embeddings()
-        rows = []
-        for b in range(len(encoded)):
-            ids = encoded.input_ids[b][encoded.attention_mask[b].bool()].to(self.device)  # this prompt, unpadded
-            start, end = image_span(ids, self.model.config.image_token_id, encoded.n_tokens)
-            rows.append(torch.cat([embed(ids[:start]), image_embeds[b, :int(result.n_output[b])], embed(ids[end:])]))
-        return left_pad(rows)
+        return splice_image_tokens(self.model, encoded.input_ids.to(self.device),
+                                   encoded.attention_mask.to(self.device), result.tokens.to(self.device, self.dtype),
+                                   result.n_output, encoded.n_tokens)
 
     @property
     def pad_token_id(self) -> int:
