@@ -1,30 +1,45 @@
 """The dynamic scale filter: how many tokens a stage keeps, then which.
 
-A filter looks at one score per token and returns a keep-count per row; :func:`topk_mask` then keeps
-that many of the highest-scoring tokens. Rules:
+A filter looks at one score per token, computes a statistic per token and a threshold per row, and
+keeps as many tokens as there are outliers (statistic > threshold); :func:`topk_mask` then keeps that
+many of the highest-scoring tokens. Rules:
 
-- ``"lof"`` (the released code's): the number of Local Outlier Factor outliers among the scores taken
-  as one-dimensional points, identical to ``sklearn.neighbors.LocalOutlierFactor(n_neighbors=k,
-  contamination="auto").fit_predict`` (outlier when LOF > 1.5). LOF is two-sided; only the count is
-  used.
-- ``"iqr"`` (PruMerge's): the number of scores above ``Q3 + 1.5 * IQR`` (numpy's linear percentiles).
+- ``"lof"`` (the released code's): the statistic is the Local Outlier Factor of each score taken as a
+  one-dimensional point, the threshold 1.5; identical to ``sklearn.neighbors.LocalOutlierFactor(
+  n_neighbors=k, contamination="auto").fit_predict``. LOF is two-sided; only the count is used.
+- ``"iqr"`` (PruMerge's): the statistic is the score itself, the threshold ``Q3 + 1.5 * IQR`` (numpy's
+  linear percentiles).
 
-Both work on a batch ``[B, n]`` with an optional ``valid`` mask, so a row can filter a subset of its
-tokens (the remaining tokens of a stage) without leaving the device or looping in Python.
+:func:`filter_decision` returns all of it (a :class:`FilterDecision`, for figures); :func:`outlier_count`
+only the count. Both work on a batch ``[B, n]`` with an optional ``valid`` mask, so a row can filter a
+subset of its tokens (the remaining tokens of a stage) without leaving the device or looping in Python.
 
 Ties (LOF only). In 1-D the k nearest neighbours of a point are ambiguous only when two candidates lie
 at exactly the same distance (``x - d`` and ``x + d``); duplicates of one value are interchangeable.
-We break such ties toward the lower score (stable sort). scikit-learn's tree search breaks them its
-own way, so on heavily quantised scores (half precision) the counts can differ; the test suite and
-``benchmarks/filter_ties.py`` measure how often.
+We break such ties toward the lower score. scikit-learn's tree search breaks them its own way, so on
+heavily quantised scores (half precision) the counts can differ; the test suite and ``rclib speed``
+measure how often.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 LOF_THRESHOLD = 1.5  # sklearn's contamination="auto": outlier when LOF > 1.5
 IQR_FACTOR = 1.5  # PruMerge: outlier when score > Q3 + 1.5 * IQR
 RULES = ("lof", "iqr")
+
+
+@dataclass
+class FilterDecision:
+    """What the dynamic scale filter decided for each row of a [B, n] score batch."""
+
+    rule: str  # "lof" or "iqr"
+    statistic: torch.Tensor  # [B, n] float64, token order: LOF ("lof") or the score ("iqr"); NaN if not taking part
+    threshold: torch.Tensor  # [B] float64: a token is an outlier when its statistic exceeds this
+    outliers: torch.Tensor  # [B, n] bool, token order: statistic > threshold
+    count: torch.Tensor  # [B] long: how many tokens the filter keeps (the number of outliers)
 
 
 def check_scores(scores: torch.Tensor, valid: torch.Tensor | None = None, name: str = "scores") -> None:
@@ -40,74 +55,112 @@ def check_scores(scores: torch.Tensor, valid: torch.Tensor | None = None, name: 
                          "(fp16 overflow?) and the inputs")
 
 
+def filter_decision(scores: torch.Tensor, rule: str = "lof", n_neighbors: int = 20,
+                    valid: torch.Tensor | None = None, iqr_factor: float = IQR_FACTOR) -> FilterDecision:
+    """The dynamic scale filter on each row of ``scores`` [B, n], with what it computed on the way.
+
+    valid [B, n] bool: the tokens taking part (default all); n_neighbors: LOF's k; iqr_factor: the IQR
+    rule's multiplier (PruMerge: 1.5). Rows with fewer than 2 valid tokens keep 0.
+    """
+    check_scores(scores, valid)
+    if rule not in RULES:
+        raise ValueError(f"unknown filter rule {rule!r}; use one of {RULES} or pass a fixed budget")
+    if rule == "lof" and n_neighbors < 1:
+        raise ValueError(f"n_neighbors must be at least 1 for the LOF rule, got {n_neighbors}")
+    if valid is None:
+        valid = torch.ones_like(scores, dtype=torch.bool)
+    B = scores.shape[0]
+    if rule == "lof":
+        statistic = lof_values(scores, n_neighbors, valid)
+        threshold = torch.full((B,), LOF_THRESHOLD, dtype=torch.float64, device=scores.device)
+    else:
+        statistic = scores.double().masked_fill(~valid, float("nan"))
+        threshold = iqr_fence(statistic, iqr_factor)
+    outliers = statistic > threshold[:, None]  # NaN compares False: tokens not taking part are never outliers
+    return FilterDecision(rule, statistic, threshold, outliers, outliers.sum(1))
+
+
 def outlier_count(scores: torch.Tensor, rule: str = "lof", n_neighbors: int = 20,
                   valid: torch.Tensor | None = None, iqr_factor: float = IQR_FACTOR) -> torch.Tensor:
     """The number of tokens the dynamic scale filter keeps in each row of ``scores``.
 
-    scores [B, n] (or [n]); valid [B, n] bool, the tokens taking part (default all); iqr_factor: the
-    IQR rule's multiplier (PruMerge: 1.5).
-    Returns LongTensor [B] (or a 0-d tensor for 1-D input). Rows with fewer than 2 valid tokens keep 0.
+    scores [B, n] (or [n]); see :func:`filter_decision` for the rest.
+    Returns LongTensor [B] (or a 0-d tensor for 1-D input).
     """
     if scores.dim() == 1:
         return outlier_count(scores[None], rule, n_neighbors, None if valid is None else valid[None], iqr_factor)[0]
-    check_scores(scores, valid)
-    if valid is None:
-        valid = torch.ones_like(scores, dtype=torch.bool)
-    if scores.shape[0] == 0 or scores.shape[1] == 0:
-        return torch.zeros(scores.shape[0], dtype=torch.long, device=scores.device)
-    if rule == "lof":
-        assert n_neighbors >= 1, f"n_neighbors must be >= 1, got {n_neighbors}"
-        outliers = lof_outliers(scores, n_neighbors, valid)
-    elif rule == "iqr":
-        outliers = iqr_outliers(scores, valid, iqr_factor)
-    else:
-        raise ValueError(f"unknown filter rule {rule!r}; use one of {RULES} or pass a fixed budget")
-    return outliers.sum(1)
+    return filter_decision(scores, rule, n_neighbors, valid, iqr_factor).count
 
 
-def lof_outliers(scores: torch.Tensor, n_neighbors: int, valid: torch.Tensor) -> torch.Tensor:
-    """[B, n] bool: valid tokens whose Local Outlier Factor exceeds 1.5, as sklearn computes it.
+def side_neighbours(values: torch.Tensor, k: int, left_fill: float, right_fill: float):
+    """The k values before and after each position of the rows of ``values`` [B, n], nearest first.
 
-    Works in sorted order: in 1-D the k nearest neighbours of the point at sorted position p lie
-    within positions p-k .. p+k, so 2k candidates per point suffice (memory O(B n k), not O(B n^2)).
+    Returns (before, after), each [B, n, k]: before[b, p, i] = values[b, p - 1 - i] (``left_fill``
+    past the start), after[b, p, i] = values[b, p + 1 + i] (``right_fill`` past the end).
+    """
+    B = values.shape[0]
+    padded = torch.cat([values.new_full((B, k), left_fill), values, values.new_full((B, k), right_fill)], 1)
+    window = padded.unfold(1, 2 * k + 1, 1)  # [B, n, 2k + 1], window[b, p, k + o] = values[b, p + o]
+    return window[..., :k].flip(-1), window[..., k + 1:]
+
+
+def lof_values(scores: torch.Tensor, n_neighbors: int, valid: torch.Tensor) -> torch.Tensor:
+    """[B, n] float64: the Local Outlier Factor of each valid token, as sklearn computes it; NaN elsewhere.
+
+    In 1-D the k nearest neighbours of a point are the j nearest below it and the k - j nearest above
+    it in sorted order, for some j. So every quantity is read from the k sorted neighbours on each
+    side (memory and time O(B n k), no sort of candidates): the k-distance is the smallest radius
+    that covers k of them, the neighbours are those strictly inside it plus, at equal distance, the
+    lower ones first. Rows with fewer than 2 valid tokens are NaN.
     """
     B, n = scores.shape
-    x = scores.double().masked_fill(~valid, float("inf"))  # invalid tokens sort to the end
-    xs = x.sort(dim=1, stable=True).values  # [B, n]
+    inf = float("inf")
+    x = scores.double().masked_fill(~valid, inf)  # invalid tokens sort to the end
+    xs, order = x.sort(dim=1, stable=True)  # [B, n]
     m = valid.sum(1)  # [B] valid tokens per row
     k = (m - 1).clamp(max=n_neighbors).clamp(min=1)  # [B] sklearn: max(1, min(k, n_samples - 1))
     k_max = max(1, min(n_neighbors, n - 1))
+    below, above = side_neighbours(xs, k_max, -inf, inf)
+    below = xs[..., None] - below  # [B, n, k_max] distance to the i-th neighbour below, ascending in i
+    above = above - xs[..., None]  # [B, n, k_max] distance to the i-th neighbour above (NaN: invalid token)
 
-    offsets = torch.cat([torch.arange(-k_max, 0), torch.arange(1, k_max + 1)]).to(scores.device)
-    cand_pos = torch.arange(n, device=scores.device)[:, None] + offsets  # [n, 2k] sorted positions
-    inside = (cand_pos >= 0) & (cand_pos < n)
-    cand_pos = cand_pos.clamp(0, n - 1)
-    cand = xs[:, cand_pos]  # [B, n, 2k] candidate neighbour values
-    dist = (cand - xs[:, :, None]).abs()
-    dist = torch.where(inside & torch.isfinite(cand), dist, torch.full_like(dist, float("inf")))
-    dist, order = dist.sort(dim=2, stable=True)  # nearest first; ties toward the lower score
-    dist, order = dist[:, :, :k_max], order[:, :, :k_max]  # [B, n, k_max]
-    nbr_pos = cand_pos.expand(B, n, -1).gather(2, order)  # [B, n, k_max] sorted positions of neighbours
-    is_nbr = torch.arange(k_max, device=scores.device) < k[:, None, None]  # [B, 1, k_max]
+    # k-distance: min over j = 0..k of max(distance to the j-th below, to the (k - j)-th above)
+    zero = xs.new_zeros(B, n, 1)
+    below0, above0 = torch.cat([zero, below], 2), torch.cat([zero, above], 2)  # [B, n, k_max + 1], index j
+    j = torch.arange(k_max + 1, device=xs.device)
+    above_rest = above0.gather(2, (k[:, None] - j).clamp(min=0)[:, None, :].expand(B, n, k_max + 1))
+    radius = torch.maximum(below0, above_rest).masked_fill(j > k[:, None, None], inf)
+    k_distance = radius.min(2).values  # [B, n]
 
-    k_distance = dist.gather(2, (k - 1)[:, None, None].expand(B, n, 1)).squeeze(2)  # [B, n]
-    nbr_k_distance = k_distance.gather(1, nbr_pos.flatten(1)).view(B, n, k_max)
-    reach = torch.where(is_nbr, torch.maximum(nbr_k_distance, dist), torch.zeros_like(dist))
-    lrd = 1.0 / (reach.sum(2) / k[:, None] + 1e-10)  # [B, n] local reachability density
-    nbr_lrd = lrd.gather(1, nbr_pos.flatten(1)).view(B, n, k_max)
-    lof = torch.where(is_nbr, nbr_lrd / lrd[:, :, None], torch.zeros_like(dist)).sum(2) / k[:, None]
+    # the neighbours: all strictly inside the k-distance, then ties at it, lower side first
+    inside_below = (below < k_distance[..., None]).sum(2)
+    inside_above = (above < k_distance[..., None]).sum(2)
+    tied_below = (below == k_distance[..., None]).sum(2)
+    n_below = inside_below + torch.minimum(tied_below, k[:, None] - inside_below - inside_above)  # [B, n]
+    i = torch.arange(k_max, device=xs.device)
+    skip_below = i >= n_below[..., None]  # [B, n, k_max] not among the neighbours
+    skip_above = i >= (k[:, None] - n_below)[..., None]
 
-    sorted_valid = torch.arange(n, device=scores.device) < m[:, None]  # valid tokens sit first
-    return (lof > LOF_THRESHOLD) & sorted_valid & (m[:, None] >= 2)
+    def neighbour_sum(below_values, above_values):  # sum over the k neighbours of a [B, n, k_max] quantity
+        return below_values.masked_fill(skip_below, 0.0).sum(2) + above_values.masked_fill(skip_above, 0.0).sum(2)
+
+    kd_below, kd_above = side_neighbours(k_distance, k_max, 0.0, 0.0)
+    reach = neighbour_sum(torch.maximum(kd_below, below), torch.maximum(kd_above, above))  # [B, n]
+    lrd = 1.0 / (reach / k[:, None] + 1e-10)  # local reachability density
+    lrd_below, lrd_above = side_neighbours(lrd, k_max, 0.0, 0.0)
+    lof = neighbour_sum(lrd_below, lrd_above) / k[:, None] / lrd  # [B, n] sorted order
+
+    taking_part = (torch.arange(n, device=xs.device) < m[:, None]) & (m[:, None] >= 2)  # valid tokens sit first
+    lof = torch.where(taking_part, lof, float("nan"))
+    return torch.empty_like(lof).scatter_(1, order, lof)  # back to token order
 
 
-def iqr_outliers(scores: torch.Tensor, valid: torch.Tensor, factor: float = IQR_FACTOR) -> torch.Tensor:
-    """[B, n] bool: valid tokens above Q3 + factor * IQR, percentiles interpolated as numpy's default."""
-    x = scores.double()
-    q = torch.nanquantile(x.masked_fill(~valid, float("nan")),
-                          torch.tensor([0.25, 0.75], dtype=x.dtype, device=x.device), dim=1)  # [2, B]
-    upper = q[1] + factor * (q[1] - q[0])  # [B]
-    return (x > upper[:, None]) & valid
+def iqr_fence(statistic: torch.Tensor, factor: float = IQR_FACTOR) -> torch.Tensor:
+    """[B] float64: Q3 + factor * IQR of each row of ``statistic`` [B, n] (NaN: not taking part),
+    percentiles interpolated as numpy's default."""
+    q = torch.nanquantile(statistic, torch.tensor([0.25, 0.75], dtype=statistic.dtype, device=statistic.device),
+                          dim=1)  # [2, B]
+    return q[1] + factor * (q[1] - q[0])
 
 
 def topk_mask(scores: torch.Tensor, counts: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:

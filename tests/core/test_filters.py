@@ -7,13 +7,20 @@ import torch
 from sklearn.neighbors import LocalOutlierFactor
 
 from rclib import outlier_count, topk_mask
+from rclib.filters import LOF_THRESHOLD, filter_decision
+
+
+def sklearn_lof(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's LOF of each point and its outlier labels (True = outlier)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns when k > n - 1 and clamps, as we do
+        lof = LocalOutlierFactor(n_neighbors=k, contamination="auto")
+        labels = lof.fit_predict(x[:, None])
+    return -lof.negative_outlier_factor_, labels == -1
 
 
 def sklearn_lof_count(x: np.ndarray, k: int) -> int:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # sklearn warns when k > n - 1 and clamps, as we do
-        labels = LocalOutlierFactor(n_neighbors=k, contamination="auto").fit_predict(x[:, None])
-    return int((labels == -1).sum())
+    return int(sklearn_lof(x, k)[1].sum())
 
 
 def numpy_iqr_count(x: np.ndarray) -> int:
@@ -41,6 +48,31 @@ def test_lof_count_equals_sklearn_on_continuous_scores():
     mismatches = [(len(x), k) for x, k in score_vectors(0, 300)
                   if int(outlier_count(torch.tensor(x)[None], "lof", k)[0]) != sklearn_lof_count(x, k)]
     assert mismatches == [], f"LOF keep-count differs from sklearn for (n, k) = {mismatches[:10]}"
+
+
+def test_lof_decision_gives_sklearns_factor_and_labels_in_token_order():
+    for x, k in score_vectors(5, 60):
+        if len(x) < 3:
+            continue
+        decision = filter_decision(torch.tensor(x)[None], "lof", k)
+        lof, labels = sklearn_lof(x, k)
+        np.testing.assert_allclose(decision.statistic[0].numpy(), lof, rtol=1e-9)
+        assert decision.outliers[0].tolist() == labels.tolist()
+        assert decision.threshold.tolist() == [LOF_THRESHOLD]
+        assert decision.count.tolist() == [int(labels.sum())]
+
+
+def test_decision_leaves_tokens_not_taking_part_out():
+    scores = torch.tensor([[0.1, 0.2, 5.0, 0.15, 0.12, 9.0]])
+    valid = torch.tensor([[True, True, False, True, True, True]])
+    for rule in ("lof", "iqr"):
+        decision = filter_decision(scores, rule, 2, valid=valid)
+        assert torch.isnan(decision.statistic[0, 2]) and not decision.outliers[0, 2]
+        assert decision.outliers[0, 5]  # 9.0 stands out among the valid tokens under both rules
+    iqr = filter_decision(scores, "iqr", valid=valid)
+    q1, q3 = np.percentile([0.1, 0.2, 0.15, 0.12, 9.0], [25, 75])
+    assert float(iqr.threshold[0]) == pytest.approx(q3 + 1.5 * (q3 - q1))
+    assert iqr.outliers.tolist() == [[False, False, False, False, False, True]]
 
 
 def test_iqr_count_equals_numpy_percentile_rule():
@@ -77,6 +109,10 @@ def test_degenerate_inputs():
         outlier_count(torch.tensor([[0.1, 0.2, 0.3], [0.1, float("nan"), 0.2]]))
     with pytest.raises(ValueError, match="unknown filter rule"):
         outlier_count(torch.rand(1, 10), "median")
+    with pytest.raises(ValueError, match="n_neighbors must be at least 1"):
+        outlier_count(torch.rand(1, 10), "lof", 0)
+    with pytest.raises(ValueError, match="must be \\[B, n\\]"):
+        filter_decision(torch.rand(10))
 
 
 def test_topk_mask_keeps_the_best_valid_tokens():
