@@ -36,8 +36,8 @@ import pandas as pd
 
 import rclib
 from rclib import experiments, gallery, viz
+from rclib.bench import Cell
 from rclib.examples import examples_for_model
-from rclib.experiments import Variant
 from rclib.models import load
 from rclib.result import Fate
 
@@ -104,21 +104,14 @@ viz.token_sequence(result)
 # ## Experiment 1 · What is lost without the text stage?
 #
 # RC with and without text recovery on held-out ShapesWorld questions, adaptive budget and at a fixed
-# 64/576 share. *Evidence recall* is the share of the asked-about object's patches that reach the LLM
+# budget of 64 tokens. *Evidence recall* is the share of the asked-about object's patches that reach the LLM
 # in any form; small objects are where the visual filter misses them.
 
 # %%
-budget = max(1, round(encoded.n_tokens * 64 / 576))
-variants = {
-    "rc": Variant(),
-    "rc, no text stage": Variant(options={"text_stage": False}),
-    f"rc @ {budget}": Variant(budget=budget),
-    f"rc @ {budget}, no text stage": Variant(budget=budget, options={"text_stage": False}),
-}
-rows = experiments.run_variants(model, variants, N_EXPERIMENT)
-columns = ["method", "mean_tokens", "accuracy", "accuracy_small", "accuracy_large", "evidence_recall_small",
-           "evidence_recall_large"]
-pd.DataFrame(rows)[columns].rename(columns={"method": "variant"}).round(3)
+cells = [Cell("rc", "rc"), Cell("rc, no text stage", "rc", options={"text_stage": False}),
+         Cell("rc @ 64", "rc", "64"), Cell("rc @ 64, no text stage", "rc", "64", {"text_stage": False})]
+rows = experiments.run_experiment(model, cells, N_EXPERIMENT)
+pd.DataFrame(rows).rename(columns={"method": "variant"}).round(3)
 
 # %% [markdown]
 # ## Experiment 2 · What breaks when the kept tokens are shuffled?
@@ -128,9 +121,9 @@ pd.DataFrame(rows)[columns].rename(columns={"method": "variant"}).round(3)
 # order instead; the token set is the same, only the positions change.
 
 # %%
-rows = experiments.run_variants(model, {"rc": Variant(), "rc, kept tokens shuffled": Variant(shuffle_kept=True)},
-                                N_EXPERIMENT)
-pd.DataFrame(rows)[["method", "mean_tokens", "accuracy", "accuracy_small", "accuracy_large"]].round(3)
+rows = experiments.run_experiment(model, [Cell("rc", "rc"), experiments.shuffled("rc, kept tokens shuffled")],
+                                  N_EXPERIMENT)
+pd.DataFrame(rows).round(3)
 
 # %% [markdown]
 # ## Experiment 3 · Where does the dynamic filter put its threshold?

@@ -1,90 +1,65 @@
-"""The ShapesWorld benchmark: methods x budgets -> accuracy, evidence recall, tokens, time, by object size.
+"""The ShapesWorld benchmark: methods x budgets -> accuracy per question family, evidence, tokens, time.
 
-Each batch of held-out scenes is encoded once; every method and budget then compresses and generates
-from the same encoder outputs. Evidence recall is the share of the asked-about object's patches that
-reach the LLM in any form (kept, recovered, a centre or merged: any fate but dropped);
-``evidence_kept`` counts only the patches that reach it as themselves (kept, recovered or a centre).
+One loop (:func:`run_cells`) serves the bench, the notebooks' teaching experiments and the figures: each
+batch of held-out scenes is encoded once, then every :class:`Cell` (a method, a budget, options, and an
+optional change to the result before the LLM reads it) compresses and generates from the same encoder
+outputs. Answers are scored by the world's own rule (``rclib.shapes.metrics.family_metrics``); evidence
+of the asked-about objects by ``rclib.result.evidence_recall`` / ``evidence_kept``.
 """
 from __future__ import annotations
 
-import time
+import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rclib.result import Fate
+from rclib.methods import METHODS, parse_budget
+from rclib.methods.common import ADAPTIVE
+from rclib.result import CompressionResult, evidence_kept, evidence_recall
 
-ADAPTIVE = "adaptive"
-ADAPTIVE_METHODS = ("rc", "prumerge", "prumerge+")  # the methods that choose K themselves
-DEFAULT_BUDGETS = (ADAPTIVE, "64/576", "128/576", "192/576")  # LLaVA-1.5's usual settings, as shares of N
-SIZES = ("small", "large")
+DEFAULT_BUDGETS = (ADAPTIVE, "64", "128", "192")  # LLaVA-1.5's usual settings; "64/576" scales to other grids
 
 
 @dataclass
 class BenchConfig:
-    methods: tuple[str, ...] = ("full", "rc", "prumerge", "prumerge+", "fastervlm", "visionzip", "divprune", "random",
-                                "pool")
-    budgets: tuple[str, ...] = DEFAULT_BUDGETS  # "adaptive", an int K, or a share of N such as "64/576"
+    methods: tuple[str, ...] = tuple(METHODS)  # every registered method
+    budgets: tuple[str, ...] = DEFAULT_BUDGETS  # "adaptive", a token count, or a share of N such as "64/576"
+    families: tuple[str, ...] | None = None  # question families (None: all of the world's)
     n: int = 200  # held-out questions, one per scene
     seed: int = 1234  # scene stream; the shipped model trained on other seeds (see data/models/README.md)
     batch_size: int = 32  # samples encoded and generated together
 
-
-def budget_tokens(budget: str, n_tokens: int) -> int | None:
-    """'adaptive' -> None; '64/576' -> the same share of n_tokens; '40' -> 40."""
-    if budget == ADAPTIVE:
-        return None
-    if "/" in budget:
-        num, den = (float(part) for part in budget.split("/"))
-        return max(1, round(n_tokens * num / den))
-    return int(budget)
-
-
-def runs(config: BenchConfig) -> list[tuple[str, str]]:
-    """(method, budget) pairs: full once, adaptive only for methods that adapt, fixed budgets for the rest."""
-    pairs = [("full", "all")] if "full" in config.methods else []
-    for budget in config.budgets:
-        pairs += [(m, budget) for m in config.methods
-                  if m != "full" and (budget != ADAPTIVE or m in ADAPTIVE_METHODS)]
-    return pairs
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+        if self.n < 1 or self.batch_size < 1:
+            raise ValueError(f"n and batch_size must be at least 1, got n={self.n}, batch_size={self.batch_size}")
+        for budget in self.budgets:
+            parse_budget(budget, 576)  # raises a ValueError that says what a budget looks like
 
 
 @dataclass
-class Tally:
-    """Per-sample outcomes of one (method, budget) run."""
+class Cell:
+    """One column of a comparison: a method at a budget with options, as the LLM will read it."""
 
-    correct: list[bool] = field(default_factory=list)
-    recall: list[float] = field(default_factory=list)
-    kept: list[float] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)
-    size: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    label: str  # the row's name in the results ("rc", "rc, no text", ...)
+    method: str
+    budget: str = ADAPTIVE  # "adaptive", a count or a share (see rclib.methods.parse_budget)
+    options: dict = field(default_factory=dict)
+    transform: Callable[[CompressionResult], CompressionResult] | None = None  # applied before the LLM reads it
 
-    def add(self, answers: list[str], result, samples: list, targets: torch.Tensor) -> None:
-        """Score one batch: answers vs the samples' truth, evidence of the targets [B, N] in the result."""
-        fate = result.fate.cpu()
-        for b, sample in enumerate(samples):
-            recall, kept = evidence(fate[b], targets[b])
-            self.correct.append(answers[b].strip().lower() == sample.answer)
-            self.recall.append(recall)
-            self.kept.append(kept)
-            self.tokens.append(int(result.n_output[b]))
-            self.size.append(sample.size_class)
 
-    def row(self, method: str, budget: str) -> dict:
-        size = np.array(self.size)
-        row = {"method": method, "budget": budget, "n": len(self.correct),
-               "accuracy": float(np.mean(self.correct)), "evidence_recall": float(np.mean(self.recall)),
-               "evidence_kept": float(np.mean(self.kept)), "mean_tokens": float(np.mean(self.tokens)),
-               "seconds": self.seconds / max(1, len(self.correct))}
-        for s in SIZES:
-            pick = size == s
-            row[f"n_{s}"] = int(pick.sum())
-            row[f"accuracy_{s}"] = float(np.mean(np.array(self.correct)[pick])) if pick.any() else float("nan")
-            row[f"evidence_recall_{s}"] = float(np.mean(np.array(self.recall)[pick])) if pick.any() else float("nan")
-        return row
+def bench_cells(config: BenchConfig) -> list[Cell]:
+    """Cells of a bench: methods without a budget once, adaptive only for methods that adapt, then every budget."""
+    cells = [Cell(m, m, ADAPTIVE) for m in config.methods if not METHODS[m].takes_budget]
+    for budget in config.budgets:
+        cells += [Cell(m, m, budget) for m in config.methods
+                  if METHODS[m].takes_budget and (budget != ADAPTIVE or METHODS[m].adaptive)]
+    return cells
 
 
 def target_on_grid(pixel_masks: np.ndarray, grid: tuple[int, int], cover: float) -> torch.Tensor:
@@ -99,13 +74,6 @@ def target_on_grid(pixel_masks: np.ndarray, grid: tuple[int, int], cover: float)
     return (share >= cover).flatten(1)
 
 
-def evidence(fate: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-    """fate [N], target [N] bool -> (share of target patches reaching the LLM, share reaching it as themselves)."""
-    reached = fate[target] != Fate.DROPPED
-    as_itself = (fate[target] == Fate.KEPT) | (fate[target] == Fate.RECOVERED) | (fate[target] == Fate.CENTRE)
-    return float(reached.float().mean()), float(as_itself.float().mean())
-
-
 def encoded_batches(model, samples: list, batch_size: int):
     """Yield (samples, encoded, targets [B, N] bool on the model's grid) for ShapesWorld samples in batches."""
     from rclib.shapes.world import WorldConfig  # the world is needed here, not for compression
@@ -114,27 +82,76 @@ def encoded_batches(model, samples: list, batch_size: int):
         batch = samples[start:start + batch_size]
         encoded = model.encode([s.image for s in batch], [s.question for s in batch])
         targets = target_on_grid(np.stack([s.target_pixel_mask for s in batch]), encoded.grid,
-                                 WorldConfig().patch_cover)  # [B, N] the asked-about object's patches
+                                 WorldConfig().patch_cover)  # [B, N] the asked-about objects' patches
         yield batch, encoded, targets
 
 
-def run_bench(model, config: BenchConfig = BenchConfig(), progress: bool = True) -> list[dict]:
-    """Rows of results, one per (method, budget); ``model`` is a loaded :class:`CompressedLlava`."""
-    from rclib.shapes.world import sample_vqa
+@dataclass
+class Tally:
+    """Per-sample outcomes of one cell."""
 
-    samples = sample_vqa(config.seed, config.n)
-    pairs = runs(config)
-    tallies = {pair: Tally() for pair in pairs}
-    n_batches = -(-len(samples) // config.batch_size)
-    bar = tqdm(total=n_batches * len(pairs), desc="bench", disable=not progress)
-    for batch, encoded, targets in encoded_batches(model, samples, config.batch_size):
-        for method, budget in pairs:
-            start = time.perf_counter()
-            result = model.compress(encoded, method, budget_tokens(budget, encoded.n_tokens) if budget != "all" else None)
-            answers = model.generate(encoded, result, max_new_tokens=4)
-            tally = tallies[(method, budget)]
-            tally.seconds += time.perf_counter() - start
-            tally.add(answers, result, batch, targets)
+    answers: list[str] = field(default_factory=list)
+    recall: list[float] = field(default_factory=list)  # NaN where a sample has no target patch
+    as_itself: list[float] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, texts: list[str], result: CompressionResult, targets: torch.Tensor, seconds: float) -> None:
+        fate = result.fate.cpu()
+        self.answers += texts
+        self.recall += evidence_recall(fate, targets).tolist()
+        self.as_itself += evidence_kept(fate, targets).tolist()
+        self.tokens += result.n_output.tolist()
+        self.seconds += seconds
+
+    def row(self, cell: Cell, samples: list, n_tokens: int) -> dict:
+        """The cell's results: JSON-safe (no NaN: a mean over no sample is left out)."""
+        from rclib.shapes.metrics import family_metrics
+
+        budget = parse_budget(cell.budget, n_tokens) if METHODS[cell.method].takes_budget else n_tokens
+        row = {"method": cell.label, "budget": ADAPTIVE if budget is None else budget, "n": len(self.answers),
+               "mean_tokens": float(np.mean(self.tokens)), **family_metrics(samples, self.answers)}
+        for name, values in (("evidence_recall", self.recall), ("evidence_kept", self.as_itself)):
+            finite = [v for v in values if not math.isnan(v)]
+            if finite:
+                row[name] = float(np.mean(finite))
+        row["seconds"] = self.seconds / len(self.answers)
+        return row
+
+
+def run_cells(model, samples: list, cells: list[Cell], batch_size: int = 32, max_new_tokens: int = 4,
+              progress: bool = False) -> list[dict]:
+    """One row per cell on ``samples`` (ShapesWorld VQASample items); ``model`` is a loaded CompressedLlava.
+
+    Every cell compresses and generates from the same encoder outputs; seconds count compress + generate.
+    """
+    tallies = [Tally() for _ in cells]
+    n_tokens = None
+    bar = tqdm(total=-(-len(samples) // batch_size) * len(cells), desc="bench", disable=not progress)
+    for batch, encoded, targets in encoded_batches(model, samples, batch_size):
+        n_tokens = encoded.n_tokens
+        for cell, tally in zip(cells, tallies):
+            budget = parse_budget(cell.budget, n_tokens) if METHODS[cell.method].takes_budget else None
+            truth = {"target": targets} if "target" in METHODS[cell.method].needs else {}
+            run = model.run(encoded, cell.method, budget, max_new_tokens, cell.transform, **cell.options, **truth)
+            tally.add(run.texts, run.result, targets, sum(run.seconds.values()))
             bar.update()
     bar.close()
-    return [tallies[pair].row(*pair) for pair in pairs]
+    return [tally.row(cell, samples, n_tokens) for cell, tally in zip(cells, tallies)]
+
+
+def run_bench(model, config: BenchConfig = BenchConfig(), progress: bool = True) -> list[dict]:
+    """Rows of results, one per (method, budget) cell of ``config``."""
+    from rclib.shapes.world import sample_vqa
+
+    samples = sample_vqa(config.seed, config.n, families=config.families)
+    return with_oracle_share(run_cells(model, samples, bench_cells(config), config.batch_size, progress=progress))
+
+
+def with_oracle_share(rows: list[dict]) -> list[dict]:
+    """Each row at a fixed budget gets ``share_of_oracle``: its accuracy over the oracle's at that budget."""
+    ceiling = {r["budget"]: r["accuracy"] for r in rows if r["method"] == "oracle"}
+    for row in rows:
+        if ceiling.get(row["budget"]):
+            row["share_of_oracle"] = row["accuracy"] / ceiling[row["budget"]]
+    return rows

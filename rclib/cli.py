@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from rclib.bench import BenchConfig
-from rclib.methods import METHODS
+from rclib.eval.commands import add_commands
+from rclib.methods import METHODS, method_table
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -28,7 +29,7 @@ def record(model, run, b: int = 0, image: str = "<array>", full_text: str | None
         "model": model.name, "text_encoder": model.text_encoder_name, "method": run.method, "budget": run.budget, "options": run.options,
         "image": image, "question": run.encoded.questions[b],
         **result.counts(0),
-        "kept_indices": result.kept[0].tolist(), "recovered_indices": result.recovered[0].tolist(),
+        "kept_indices": result.kept_indices[0].tolist(), "recovered_indices": result.recovered_indices[0].tolist(),
         "answer": run.texts[b],
         "seconds": run.seconds,
     }
@@ -100,26 +101,38 @@ def cmd_demo(args) -> None:
     print(f"\nwrote result.json and figures for each example under {args.out}/")
 
 
+def table_lines(rows: list[dict]) -> list[str]:
+    """Bench rows as a fixed-width text table: every metric column the rows have, in their order."""
+    columns = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in ("method", "budget", "n")]
+    head = f"{'method':<12} {'budget':>8} " + " ".join(f"{c.removeprefix('accuracy_'):>9.9}" for c in columns)
+    cells = [f"{r['method']:<12} {r['budget']!s:>8} " + " ".join(
+        f"{r[c]:9.3f}" if c in r else f"{'-':>9}" for c in columns) for r in rows]
+    return [head, *cells]
+
+
 def cmd_bench(args) -> None:
     from rclib import viz
     from rclib.bench import run_bench
     from rclib.models import load
 
-    config = BenchConfig(methods=tuple(args.methods), budgets=tuple(args.budgets), n=args.n, seed=args.seed)
+    config = BenchConfig(methods=tuple(args.methods), budgets=tuple(args.budgets),
+                         families=tuple(args.families) if args.families else None, n=args.n, seed=args.seed)
     rows = run_bench(load(args.model, args.text_encoder), config)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"config": vars(config), "rows": rows}, indent=2, default=list))
+    (out / "results.json").write_text(json.dumps(rows, indent=2, allow_nan=False))
+    (out / "config.json").write_text(json.dumps(vars(config), indent=2))
     with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
         writer.writeheader()
         writer.writerows(rows)
     viz.accuracy_vs_tokens(rows).savefig(out / "accuracy_vs_tokens.png", dpi=110, bbox_inches="tight")
-    print(f"{'method':<10} {'budget':>8} {'tokens':>7} {'acc':>6} {'small':>6} {'large':>6} {'recall':>7} {'s/q':>7}")
-    for r in rows:
-        print(f"{r['method']:<10} {r['budget']:>8} {r['mean_tokens']:7.1f} {r['accuracy']:6.3f} "
-              f"{r['accuracy_small']:6.3f} {r['accuracy_large']:6.3f} {r['evidence_recall']:7.3f} {r['seconds']:7.4f}")
-    print(f"wrote {out}/results.csv, results.json, accuracy_vs_tokens.png")
+    print("\n".join(table_lines(rows)))
+    print(f"wrote {out}/results.json, results.csv, config.json, accuracy_vs_tokens.png")
+
+
+def cmd_methods(args) -> None:
+    print(method_table(METHODS))
 
 
 def cmd_figures(args) -> None:
@@ -144,7 +157,8 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--text-encoder", default=None, help="CLIP text tower: registry name, hub id or folder "
                         "(default: the model's registered pairing)")
         if method:
-            sp.add_argument("--method", default="rc", choices=list(METHODS))
+            sp.add_argument("--method", default="rc", choices=list(METHODS),
+                            help="compression method (`rclib methods` describes each)")
             sp.add_argument("--budget", type=int, default=None, help="fixed number of output tokens (default adaptive)")
 
     sp = sub.add_parser("answer", help="answer one question about one image")
@@ -163,13 +177,18 @@ def parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("bench", help="ShapesWorld benchmark: methods x budgets")
     model_args(sp, method=False)
-    sp.add_argument("--methods", nargs="+", default=list(BenchConfig.methods), choices=list(METHODS))
+    sp.add_argument("--methods", nargs="+", default=list(BenchConfig.methods), choices=list(METHODS),
+                    metavar="METHOD", help=f"methods to compare (default all: {' '.join(METHODS)})")
+    sp.add_argument("--families", nargs="+", default=None, help="question families (default all of the world's)")
     sp.add_argument("--budgets", nargs="+", default=list(BenchConfig.budgets),
                     help="'adaptive', a token count, or a share of N like 64/576")
     sp.add_argument("--n", type=int, default=BenchConfig.n, help="held-out questions")
     sp.add_argument("--seed", type=int, default=BenchConfig.seed, help="scene stream of the held-out questions")
     sp.add_argument("--out", default="out/bench")
     sp.set_defaults(run=cmd_bench)
+
+    sp = sub.add_parser("methods", help="the registered methods: where they prune, what they need, their papers")
+    sp.set_defaults(run=cmd_methods)
 
     sp = sub.add_parser("figures", help="render the notebooks' figures to PNG files")
     sp.add_argument("--model", default="shapes")
@@ -180,6 +199,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default=str(DATA / "models"))
     sp.add_argument("--quick", action="store_true", help="a few steps only (CI smoke test)")
     sp.set_defaults(run=cmd_train_shapes)
+
+    add_commands(sub)  # rclib eval, rclib table
     return p
 
 

@@ -6,11 +6,18 @@ bundled photographs (``data/images``, listed with their questions in ``questions
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
+
+from rclib.methods import METHODS
+from rclib.models.llava import Encoded
 
 SAMPLE_IMAGES = Path(__file__).resolve().parents[1] / "data" / "images"
 EXAMPLE_SEED = 7  # ShapesWorld stream of the example scenes (the shipped models train on other seeds)
+# The methods that run on an example: those needing nothing beyond the encoders' outputs (not the oracle,
+# which needs the true mask of the asked-about objects).
+ENCODER_OUTPUTS = {f.name for f in fields(Encoded)}
+EXAMPLE_METHODS = tuple(name for name, spec in METHODS.items() if set(spec.needs) <= ENCODER_OUTPUTS)
 
 
 @dataclass

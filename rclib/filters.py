@@ -170,7 +170,14 @@ def topk_mask(scores: torch.Tensor, counts: torch.Tensor, valid: torch.Tensor | 
     """
     if valid is None:
         valid = torch.ones_like(scores, dtype=torch.bool)
+    return (descending_rank(scores, valid) < counts[:, None]) & valid
+
+
+def descending_rank(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """[B, n] long: each valid token's rank among the valid tokens of its row, 0 = highest score.
+
+    Ties go to the lower index first; invalid tokens rank after every valid one.
+    """
     order = scores.masked_fill(~valid, float("-inf")).argsort(dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(scores.shape[1], device=scores.device)
-                                            .expand_as(order).contiguous())  # [B, n] 0 = best
-    return (rank < counts[:, None]) & valid
+    return torch.empty_like(order).scatter_(1, order, torch.arange(scores.shape[1], device=scores.device)
+                                            .expand_as(order).contiguous())

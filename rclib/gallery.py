@@ -11,12 +11,13 @@ from pathlib import Path
 
 from rclib import viz
 from rclib.bench import BenchConfig, run_bench
-from rclib.examples import Example, examples_for_model
+from rclib.examples import EXAMPLE_METHODS, Example, examples_for_model
 from rclib.filters import RULES, filter_decision
 from rclib.methods import METHODS
 
-# Every method that compresses before the LLM: the columns of the token-map grid.
-GRID_METHODS = tuple(name for name, spec in METHODS.items() if spec.takes_budget and spec.stage == "before_llm")
+# The columns of the token-map grid: every method that compresses an example before the LLM.
+GRID_METHODS = tuple(name for name in EXAMPLE_METHODS
+                     if METHODS[name].takes_budget and METHODS[name].stage == "before_llm")
 CURVE_METHODS = ("full", "rc", "prumerge", "fastervlm", "visionzip", "random")  # a readable subset for figures/
 CURVE_BUDGETS = ("adaptive", "32/576", "64/576", "128/576")
 
@@ -82,7 +83,7 @@ def render_figures(out_dir: Path | str, model="shapes", n_bench: int = 24) -> li
         "filter_thresholds": threshold_figure(model, cases[0]),
         "method_grid": method_grid_figure(model, cases[:3]),
         "accuracy_vs_tokens": viz.accuracy_vs_tokens(rows),
-        "accuracy_by_size": viz.accuracy_vs_tokens(rows, ("accuracy_small", "accuracy_large")),
+        "accuracy_breakdown": viz.accuracy_vs_tokens(rows, tuple(k for k in rows[0] if k.startswith("accuracy_"))),
     }
     paths = []
     for stem, figure in figures.items():

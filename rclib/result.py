@@ -17,7 +17,7 @@ class Fate(IntEnum):
     """What became of an input token. One colour per fate in every figure (see ``rclib.viz``)."""
 
     KEPT = 0  # kept as it is by the visual ([CLS] attention) filter, or by a peer's selection
-    RECOVERED = 1  # kept as it is by the text information recovery
+    RECOVERED = 1  # passed on unchanged because the text information recovery chose it
     CENTRE = 2  # the seed of a merged output token (a KNN cluster centre, a VisionZip target)
     MERGED = 3  # absorbed into one or more merged output tokens
     DROPPED = 4  # contributes to no output token
@@ -98,12 +98,12 @@ class CompressionResult:
         return merged.sum(1)
 
     @property
-    def kept(self) -> list[torch.Tensor]:
+    def kept_indices(self) -> list[torch.Tensor]:
         """Per sample, the original indices of the tokens kept by the visual filter, ascending."""
         return [torch.nonzero(row == Fate.KEPT).flatten() for row in self.fate]
 
     @property
-    def recovered(self) -> list[torch.Tensor]:
+    def recovered_indices(self) -> list[torch.Tensor]:
         """Per sample, the original indices of the tokens recovered by text, ascending."""
         return [torch.nonzero(row == Fate.RECOVERED).flatten() for row in self.fate]
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 import ipywidgets as widgets
 
 from rclib import viz
+from rclib.examples import EXAMPLE_METHODS
 from rclib.filters import RULES
 from rclib.methods import METHODS
 
@@ -42,7 +43,7 @@ def make_controls(examples: list, n_tokens: int) -> dict[str, widgets.Widget]:
         "example": widgets.Dropdown(options=[e.name for e in examples], description="image", style=style),
         "question": widgets.Text(value=examples[0].question, description="question", continuous_update=False,
                                  style=style, layout=widgets.Layout(width="600px")),
-        "method": widgets.Dropdown(options=list(METHODS), value=FIRST_METHOD, description="method", style=style),
+        "method": widgets.Dropdown(options=EXAMPLE_METHODS, value=FIRST_METHOD, description="method", style=style),
         "rule": widgets.ToggleButtons(options=list(RULES), value=defaults["rule"], description="filter rule",
                                       style=style),
         "n_neighbors": widgets.IntSlider(value=defaults["n_neighbors"], min=2, max=60, description="LOF neighbours",

@@ -1,5 +1,6 @@
 """The CLI on the tiny models: the result.json contract, bad input, the bench outputs."""
 import json
+from contextlib import nullcontext
 
 import pytest
 
@@ -45,11 +46,22 @@ def test_bench_writes_rows_for_every_run(tmp_path, tiny_args):
     code = main(["bench", *tiny_args, "--methods", "full", "rc", "fastervlm", "--budgets", "adaptive", "8",
                  "--n", "4", "--out", str(out)])
     assert code == 0
-    rows = json.loads((out / "results.json").read_text())["rows"]
-    assert [(r["method"], r["budget"]) for r in rows] == [("full", "all"), ("rc", "adaptive"), ("rc", "8"),
-                                                          ("fastervlm", "8")]
-    for row in rows:
-        assert row["n"] == 4 and 0 <= row["accuracy"] <= 1 and 0 <= row["evidence_recall"] <= 1
-        assert {"accuracy_small", "accuracy_large", "mean_tokens", "seconds"} <= set(row)
-    assert rows[3]["mean_tokens"] == 8 and rows[0]["mean_tokens"] == 64
+    rows = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r["budget"]) for r in rows] == [("full", 64), ("rc", "adaptive"), ("rc", 8),
+                                                          ("fastervlm", 8)]
+    assert all(r["n"] == 4 and {"accuracy", "mean_tokens", "evidence_recall", "evidence_kept", "seconds"} <= set(r)
+               for r in rows)
+    full, _, rc8, fastervlm8 = rows
+    assert (full["mean_tokens"], full["evidence_recall"], full["evidence_kept"]) == (64, 1.0, 1.0)
+    assert fastervlm8["mean_tokens"] == 8 and fastervlm8["evidence_recall"] == fastervlm8["evidence_kept"]
+    assert rc8["mean_tokens"] <= 8
     assert (out / "results.csv").exists() and (out / "accuracy_vs_tokens.png").exists()
+
+
+def test_bench_refuses_bad_numbers_before_loading(tmp_path, capsys):
+    for args in (["--n", "0"], ["--budgets", "64/0"], ["--budgets", "-3"], ["--methods", "nope"]):
+        with pytest.raises(SystemExit) if args[0] == "--methods" else nullcontext():
+            code = main(["bench", "--model", str(tmp_path / "missing"), *args, "--out", str(tmp_path / "o")])
+            assert code == 2
+    assert "budget '64/0'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -1,7 +1,8 @@
 """The examples: ShapesWorld scenes with their truth, the bundled photographs with their questions."""
 import json
 
-from rclib.examples import examples_for_model, photo_examples, shapes_examples
+from rclib.examples import EXAMPLE_METHODS, examples_for_model, photo_examples, shapes_examples
+from rclib.methods import METHODS
 
 
 def test_shapes_examples_know_their_answer():
@@ -24,3 +25,7 @@ def test_the_embedded_model_sees_scenes_first_and_others_photos_first():
     assert photos, "data/images/questions.json lists the bundled photographs"
     assert [e.name for e in examples_for_model("shapes", 2)] == [e.name for e in scenes + photos]
     assert [e.name for e in examples_for_model("llava-1.5-7b", 2)] == [e.name for e in photos + scenes]
+
+
+def test_example_methods_are_those_the_encoders_can_feed():
+    assert EXAMPLE_METHODS == tuple(m for m in METHODS if m != "oracle"), "only the oracle needs the truth mask"

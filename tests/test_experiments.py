@@ -2,15 +2,16 @@
 import torch
 
 import rclib
-from rclib.experiments import Variant, run_variants, shuffle_kept
+from rclib.bench import Cell
+from rclib.experiments import run_experiment, shuffle_selected, shuffled
 from rclib.result import Slot
 
 
-def test_shuffle_kept_permutes_only_kept_and_recovered_slots():
+def test_shuffle_selected_permutes_only_kept_and_recovered_slots():
     torch.manual_seed(0)
     tokens, attn, text, keys = torch.randn(2, 36, 8), torch.rand(2, 36), torch.randn(2, 36), torch.randn(2, 36, 8)
     result = rclib.compress(tokens, attn, text, keys, method="rc", budget=20)
-    shuffled = shuffle_kept(result, seed=1)
+    shuffled = shuffle_selected(result, seed=1)
     selected = (result.slot == Slot.KEPT) | (result.slot == Slot.RECOVERED)
     assert torch.equal(shuffled.mask, result.mask) and torch.equal(shuffled.fate, result.fate)
     assert torch.equal(shuffled.tokens[~selected], result.tokens[~selected]), "merged tokens keep their places"
@@ -21,9 +22,13 @@ def test_shuffle_kept_permutes_only_kept_and_recovered_slots():
     assert torch.allclose(torch.bmm(shuffled.weights, tokens), shuffled.tokens, atol=1e-5), "weights moved along"
 
 
-def test_run_variants_gives_a_bench_row_per_variant(tiny_model):
-    rows = run_variants(tiny_model, {"rc": Variant(), "rc, no text": Variant(options={"text_stage": False}),
-                                     "shuffled": Variant(budget=8, shuffle_kept=True)}, n=3)
-    assert [r["method"] for r in rows] == ["rc", "rc, no text", "shuffled"]
-    assert rows[2]["budget"] == "8" and rows[2]["mean_tokens"] <= 8
-    assert all(r["n"] == 3 and 0 <= r["accuracy"] <= 1 for r in rows)
+def test_an_experiment_gives_one_bench_row_per_cell(tiny_model):
+    cells = [Cell("rc", "rc"), Cell("rc, no text", "rc", options={"text_stage": False}),
+             shuffled("rc 8, shuffled", budget="8"), Cell("rc 8", "rc", "8")]
+    rows = run_experiment(tiny_model, cells, n=3)
+    assert [(r["method"], r["budget"], r["n"]) for r in rows] == [
+        ("rc", "adaptive", 3), ("rc, no text", "adaptive", 3), ("rc 8, shuffled", 8, 3), ("rc 8", 8, 3)]
+    shuffled_row, plain_row = rows[2], rows[3]
+    for key in ("mean_tokens", "evidence_recall", "evidence_kept"):  # the shuffle moves tokens, not fates
+        assert shuffled_row[key] == plain_row[key], key
+    assert plain_row["mean_tokens"] <= 8

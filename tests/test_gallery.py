@@ -13,10 +13,11 @@ def example(tiny_images):
     return Example("first", tiny_images[0], "what color is the circle ?", answer="red")
 
 
-def test_the_grid_shows_every_method_that_compresses_before_the_llm():
-    assert gallery.GRID_METHODS == tuple(name for name, spec in METHODS.items()
-                                         if spec.takes_budget and spec.stage == "before_llm")
-    assert "full" not in gallery.GRID_METHODS and {"rc", "prumerge", "fastervlm"} <= set(gallery.GRID_METHODS)
+def test_the_grid_shows_every_method_that_compresses_an_example_before_the_llm():
+    assert gallery.GRID_METHODS == tuple(name for name, spec in METHODS.items() if spec.takes_budget
+                                         and spec.stage == "before_llm" and "target" not in spec.needs)
+    assert {"rc", "prumerge", "fastervlm"} <= set(gallery.GRID_METHODS)
+    assert not {"full", "fastv", "oracle"} & set(gallery.GRID_METHODS), "all tokens, inside the LLM, needs the truth"
 
 
 def test_answer_figures_draw_the_run_on_the_model_s_own_image(tiny_model, example):
@@ -47,7 +48,7 @@ def test_render_figures_writes_the_notebooks_figures(tiny_model, tmp_path, monke
     monkeypatch.setattr(gallery, "bench_rows", lambda model, n: rows)  # the bench itself is tested with rclib.bench
     paths = gallery.render_figures(tmp_path, tiny_model)
     assert {p.name for p in paths} == {"overview.png", "filter_thresholds.png", "method_grid.png",
-                                       "accuracy_vs_tokens.png", "accuracy_by_size.png"}
+                                       "accuracy_vs_tokens.png", "accuracy_breakdown.png"}
     assert all(p.stat().st_size > 1000 for p in paths)
 
 

@@ -1,7 +1,7 @@
 """The explorer, driven from pytest: controls rerun compress + generate only; errors are shown."""
 import pytest
 
-from rclib.examples import Example
+from rclib.examples import EXAMPLE_METHODS, Example
 from rclib.methods import METHODS
 from rclib.widgets import OPTION_CONTROLS, Explorer
 
@@ -76,11 +76,14 @@ def test_iqr_factor_slider_changes_the_rc_iqr_count(explorer):
     assert explorer.controls["iqr_factor"].disabled
 
 
-@pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.parametrize("method", EXAMPLE_METHODS)
 def test_the_registry_says_which_controls_apply(explorer, method):
     spec = METHODS[method]
     explorer.controls["method"].value = method
-    assert explorer.error is None, explorer.errors.outputs
+    if method == "fastv":  # its default layer 2 needs 3 decoder layers; the tiny LLM has 2: the error is shown
+        assert "decoder layers" in str(explorer.error)
+    else:
+        assert explorer.error is None, explorer.errors.outputs
     enabled = {name for name in OPTION_CONTROLS if not explorer.controls[name].disabled}
     expected = set(OPTION_CONTROLS) & set(spec.options)
     if "rule" in spec.options:  # under the LOF rule the IQR factor is not read

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from rclib.filters import check_scores
 from rclib.methods.baselines import full, pool, random_tokens
+from rclib.methods.cdpruner import cdpruner
+from rclib.methods.checks import check_inputs
 from rclib.methods.common import default_budget, parse_budget
 from rclib.methods.divprune import divprune
 from rclib.methods.fastervlm import fastervlm
+from rclib.methods.fastv import fastv
+from rclib.methods.oracle import oracle
 from rclib.methods.prumerge import prumerge, prumerge_plus
 from rclib.methods.rc import RCConfig, recoverable_compression
 from rclib.methods.registry import MethodSpec, method_table
@@ -40,6 +43,13 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                "Alvar et al., DivPrune, CVPR 2025 (arXiv 2503.02175)"),
     MethodSpec("random", random_tokens, "K uniformly random tokens, original order", ""),
     MethodSpec("pool", pool, "average pooling of the patch grid to g x g cells, g = floor(sqrt(K))", ""),
+    MethodSpec("fastv", fastv, "from LLM layer K = 2 on, only the image tokens the last prompt token attended to "
+               "most in layer K-1",
+               "Chen et al., FastV, ECCV 2024 (arXiv 2403.06764)", stage="inside_llm"),
+    MethodSpec("cdpruner", cdpruner, "the K tokens of a greedy conditional DPP: feature cosine weighted by CLIP "
+               "text relevance", "Zhang et al., CDPruner, NeurIPS 2025 (arXiv 2506.10967)", needs=("text_sim",)),
+    MethodSpec("oracle", oracle, "the asked-about objects' patches first, then top [CLS] attention: the ceiling "
+               "of any K-token selection (needs the ground-truth mask)", "", needs=("cls_attn", "target")),
 )}
 
 
@@ -55,24 +65,10 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor | None = None, text_si
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     spec = METHODS[method]
-    spec.check_options(options)
-    if tokens.dim() != 3:
-        raise ValueError(f"tokens must be [B, N, C], got shape {tuple(tokens.shape)}")
-    B, N, _ = tokens.shape
-    for name, value in (("cls_attn", cls_attn), ("text_sim", text_sim)):
-        if value is not None:
-            if value.shape != (B, N):
-                raise ValueError(f"{name} must be [B, N] = {(B, N)} to match tokens, got {tuple(value.shape)}")
-            check_scores(value, name=name)
-    if keys is not None and keys.shape[:2] != (B, N):
-        raise ValueError(f"keys must be [B, N, Ck] with B, N = {(B, N)}, got {tuple(keys.shape)}")
-    given = {"cls_attn": cls_attn, "text_sim": text_sim, "keys": keys}
-    missing = [name for name in spec.needs if given.get(name) is None]
-    if missing:
-        raise ValueError(f"method {method!r} needs {', '.join(missing)} [B, N...]: pass the encoders' outputs "
-                         "(rclib.models.CompressedLlava.encode gives them all)")
-    if budget is not None and int(budget) < 1:
-        raise ValueError(f"budget must be a positive number of output tokens, got {budget}")
+    if spec.stage == "inside_llm":
+        raise ValueError(f"method {method!r} prunes inside the LLM, from its attention: run it through "
+                         f"CompressedLlava.answer / run (method={method!r}); compress covers the methods before the LLM")
+    budget = check_inputs(spec, tokens, cls_attn, text_sim, keys, budget, options)
     return spec.fn(tokens, cls_attn, text_sim, keys, budget, **options)
 
 

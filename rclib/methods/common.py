@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from rclib.filters import descending_rank
 from rclib.result import CompressionResult, Fate, Slot, from_weights
 
 
@@ -30,17 +31,21 @@ class Entries:
         return Entries(*(torch.cat([getattr(p, f) for p in parts], dim=1) for f in ("row", "col", "value")))
 
 
-def slot_positions(groups: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Output positions of tokens selected by consecutive groups, original order within each group.
+def slot_positions(groups: list[torch.Tensor], orders: list[torch.Tensor | None] | None = None
+                   ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Output positions of tokens selected by consecutive groups.
 
-    groups: list of [B, N] bool masks, in output order (disjoint). Returns, per group, [B, N] long
-    positions (-1 where not selected), and [B] the total number of slots used.
+    groups: list of [B, N] bool masks, in output order (disjoint). orders: per group, None for the
+    original (raster) order within the group, or [B, N] scores for descending score order (ties: lower
+    index first); default all None. Returns, per group, [B, N] long positions (-1 where not selected),
+    and [B] the total number of slots used.
     """
+    orders = orders or [None] * len(groups)
     offset = torch.zeros(groups[0].shape[0], dtype=torch.long, device=groups[0].device)
     positions = []
-    for g in groups:
-        pos = offset[:, None] + g.long().cumsum(1) - 1  # [B, N]
-        positions.append(torch.where(g, pos, torch.full_like(pos, -1)))
+    for g, order in zip(groups, orders, strict=True):
+        rank = g.long().cumsum(1) - 1 if order is None else descending_rank(order, g)  # [B, N] within the group
+        positions.append(torch.where(g, offset[:, None] + rank, -1))
         offset = offset + g.sum(1)
     return positions, offset
 
@@ -151,18 +156,27 @@ def budget_tensor(budget: int | torch.Tensor, batch: int, device: torch.device) 
     return budget
 
 
+EXTRA_TOKEN_RULES = ("if_absorbed", "if_centres")  # when merge_into_centres emits the extra token
+
+
 def merge_into_centres(tokens: torch.Tensor, weight: torch.Tensor, kept: torch.Tensor, recovered: torch.Tensor,
                        centres: torch.Tensor, pool: torch.Tensor, similarity: torch.Tensor, k: int, method: str,
-                       scores: dict[str, torch.Tensor]) -> CompressionResult:
+                       scores: dict[str, torch.Tensor], centre_order: torch.Tensor | None = None,
+                       extra_token: str = "if_absorbed") -> CompressionResult:
     """The token merger of RC and PruMerge: [kept and recovered, original order] + [centres] + [extra].
 
     kept, recovered, centres, pool: [B, N] bool (centres within pool, pool disjoint from kept and
     recovered). Each centre absorbs its ``k`` most ``similarity``-similar other tokens of the pool; the
     pool's non-centre tokens also form one extra token. ``weight`` [B, N] is the CLS attention.
+    centre_order: None puts the centres in original order; [B, N] scores put them in descending score
+    order (what ``topk`` returns). extra_token: "if_absorbed" emits the extra token when some pool token
+    is not a centre; "if_centres" when some centre was chosen (then it is a zero token if every pool
+    token is a centre, and without centres the pool's tokens are dropped).
     """
+    assert extra_token in EXTRA_TOKEN_RULES, f"extra_token must be one of {EXTRA_TOKEN_RULES}, got {extra_token!r}"
     absorbed = pool & ~centres
-    (selected_pos, centre_pos), n_slots = slot_positions([kept | recovered, centres])
-    has_extra = absorbed.any(1)
+    (selected_pos, centre_pos), n_slots = slot_positions([kept | recovered, centres], [None, centre_order])
+    has_extra = (absorbed if extra_token == "if_absorbed" else centres).any(1)  # [B]
     extra_pos = torch.where(has_extra, n_slots, -1)
     n_slots = n_slots + has_extra.long()
     entries = Entries.cat([
@@ -175,8 +189,9 @@ def merge_into_centres(tokens: torch.Tensor, weight: torch.Tensor, kept: torch.T
     slot_rows = torch.cat([torch.where(centres, centre_pos, selected_pos), extra_pos[:, None]], 1)
     slot_kinds = torch.cat([kind, torch.full_like(extra_pos[:, None], int(Slot.EXTRA))], 1)
 
+    merged = absorbed & has_extra[:, None]  # without an extra token (and so without centres) the pool is dropped
     fate = torch.full_like(kind, int(Fate.DROPPED))
-    for mask, f in ((absorbed, Fate.MERGED), (kept, Fate.KEPT), (recovered, Fate.RECOVERED), (centres, Fate.CENTRE)):
+    for mask, f in ((merged, Fate.MERGED), (kept, Fate.KEPT), (recovered, Fate.RECOVERED), (centres, Fate.CENTRE)):
         fate = torch.where(mask, int(f), fate)
     return assemble(tokens, entries, slot_rows, slot_kinds, n_slots, fate, method, scores)
 

@@ -20,7 +20,7 @@ def divprune(tokens: torch.Tensor, cls_attn=None, text_sim=None, keys=None, budg
     keep = torch.zeros(B, N, dtype=torch.bool, device=tokens.device)
     isolated = distance.masked_fill(torch.eye(N, dtype=torch.bool, device=tokens.device), float("inf"))
     nearest_kept = isolated.min(2).values  # first pick: the most isolated token
-    for step in range(int(k.max())):
+    for step in range(int(k.max()) if B else 0):  # an empty batch picks nothing
         pick = nearest_kept.masked_fill(keep, float("-inf")).argmax(1)  # [B]
         active = step < k  # rows whose budget is not used up
         keep[active, pick[active]] = True

@@ -4,23 +4,26 @@
     1. visual filter      n_v = filter(a);                                   V = topk(a, n_v)
     2. text recovery      n_t = (N - n_v) * filter(s with V pushed to min s) / N;  T = topk(s, n_t) off V
     3. secondary recovery the rest R: n_c = filter(a on R, 10 neighbours);   C = topk(a on R, n_c)
-                          centre i absorbs its 32 nearest of R by cos(key_i, key_j) + w * s_j:
+                          centre i absorbs its 32 nearest of R by cos(key_i, key_j) + w * s_j, w = 50 / sqrt(D):
                           x_i + sum_j a_j x_j;  one extra token sum_{j in R, not a centre} a_j x_j
     4. token merger       [V and T in original order] + [centres, original order] + [extra]
 
 Defaults follow the paper and correct the released code; every released-code behaviour is a switch
-(``RCConfig``). With a fixed ``budget`` K the stages share K - 1 slots in the ``budget_split``
-proportions (visual, text, centres) and the extra token takes the last one.
+(``RCConfig``), and ``preset="released"`` turns them all on at once (docs/released.md lists them).
+With a fixed ``budget`` K the stages share K - 1 slots in the ``budget_split`` proportions (visual,
+text, centres) and the extra token takes the last one.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
-from rclib.filters import IQR_FACTOR, outlier_count, topk_mask
-from rclib.methods.common import budget_tensor, cosine_matrix, merge_into_centres
+from rclib.filters import IQR_FACTOR, RULES, outlier_count, topk_mask
+from rclib.methods.common import EXTRA_TOKEN_RULES, budget_tensor, cosine_matrix, merge_into_centres
 from rclib.result import CompressionResult
+
+RELEASED_TEXT_WEIGHT = 50.0  # the released code's KNN score: key cosine + 50 * (text cosine * D^-0.5)
 
 
 @dataclass
@@ -31,21 +34,80 @@ class RCConfig:
     centre_neighbors: int = 10  # LOF neighbours for the merge-centre count
     text_stage: bool = True  # False: skip text recovery (and the text term of the KNN similarity)
     knn_k: int = 32  # neighbours each centre absorbs
-    knn_text_weight: float = 50 * 768 ** -0.5  # w in cos(key) + w * s: released 50 x its 768^-0.5 score scale
+    text_dim: int = 768  # D, joint-space width of the CLIP behind text_sim (CompressedLlava fills in its CLIP's)
+    knn_text_weight: float | None = None  # w in cos(key) + w * s; None: 50 * D^-0.5, the released score scale
+    count_rounding: str = "exact"  # stage counts floor(n * count / total); "float": int(n * (count / total)) released
     centre_count: str = "remaining"  # "remaining": int(M * ratio); "released": int(C * ratio), C = feature width
     key_indexing: str = "correct"  # "released": keys gathered with R-indices from the full grid (wrong patches)
+    centre_order: str = "raster"  # merged centres in original order; "attention": descending [CLS] attention
+    extra_token: str = "if_absorbed"  # extra token when a token is left to absorb; "if_centres": when centres exist
     budget_split: tuple[float, float, float] = (0.5, 0.25, 0.25)  # fixed budget: visual, text, centres
 
     def __post_init__(self):
-        assert self.centre_count in ("remaining", "released"), "centre_count: 'remaining' or 'released'"
-        assert self.key_indexing in ("correct", "released"), "key_indexing: 'correct' or 'released'"
-        assert abs(sum(self.budget_split) - 1) < 1e-6, f"budget_split must sum to 1, got {self.budget_split}"
+        choices = {"rule": RULES, "count_rounding": ("exact", "float"), "centre_count": ("remaining", "released"),
+                   "key_indexing": ("correct", "released"), "centre_order": ("raster", "attention"),
+                   "extra_token": EXTRA_TOKEN_RULES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"rc option {name}={getattr(self, name)!r}: use one of {allowed}")
+        for name in ("n_neighbors", "centre_neighbors", "knn_k", "text_dim"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"rc option {name} must be a positive integer, got {getattr(self, name)}")
+        if self.iqr_factor < 0:
+            raise ValueError(f"rc option iqr_factor must be >= 0, got {self.iqr_factor}")
+        split = tuple(self.budget_split)
+        if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1) > 1e-6:
+            raise ValueError(f"budget_split must be three shares >= 0 (visual, text, centres) summing to 1, "
+                             f"got {self.budget_split}")
+
+    @property
+    def text_weight(self) -> float:
+        """w of the KNN similarity cos(key_i, key_j) + w * s_j."""
+        if self.knn_text_weight is not None:
+            return self.knn_text_weight
+        return RELEASED_TEXT_WEIGHT * self.text_dim ** -0.5
+
+    @classmethod
+    def preset(cls, name: str | None = None, **options) -> RCConfig:
+        """A named set of options; options given alongside override the preset's (an ablation of one switch).
+
+        None or "paper": rclib's defaults. "released": every behaviour of the authors' released code
+        (docs/released.md).
+        """
+        if name not in PRESETS:
+            raise ValueError(f"unknown rc preset {name!r}; use one of {[p for p in PRESETS if p]}")
+        unknown = sorted(options.keys() - {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown rc option(s) {unknown}; rc takes {[f.name for f in fields(cls)]}")
+        return cls(**{**PRESETS[name], **options})
+
+
+PRESETS: dict[str | None, dict] = {
+    None: {},
+    "paper": {},
+    # the released code's token_recycling_with_text_in_vision_and_clustring, stage by stage
+    "released": {"rule": "lof", "n_neighbors": 20, "centre_neighbors": 10, "text_stage": True, "knn_k": 32,
+                 "knn_text_weight": None, "count_rounding": "float", "centre_count": "released",
+                 "key_indexing": "released", "centre_order": "attention", "extra_token": "if_centres"},
+}
+
+
+def scaled_count(scale: torch.Tensor, count: torch.Tensor, total: torch.Tensor, rounding: str) -> torch.Tensor:
+    """[B] int(scale * count / total), the tokens a stage keeps when ``count`` of ``total`` were outliers.
+
+    "exact": integer arithmetic. "float": the released code's int(scale * (count / total)) in float64,
+    one lower for some pairs (554 * (7 / 554) = 6.999...).
+    """
+    total = torch.as_tensor(total, device=count.device).clamp(min=1)
+    if rounding == "exact":
+        return scale * count // total
+    return (torch.as_tensor(scale, device=count.device).double() * (count.double() / total.double())).floor().long()
 
 
 def stage_counts(budget: torch.Tensor, split: tuple[float, float, float], use_text: bool) -> tuple[torch.Tensor, ...]:
     """Fixed budget K -> (n_v, n_t, n_c): K - 1 slots shared in ``split`` proportions, extra token last."""
     slots = budget - 1
-    frac_v, frac_t, frac_c = split if use_text else (split[0] + split[1], 0.0, split[2])
+    _, frac_t, frac_c = split if use_text else (split[0] + split[1], 0.0, split[2])  # visual takes the rest
     n_t = (slots * frac_t).round().long()
     n_c = (slots * frac_c).round().long()
     return (slots - n_t - n_c).clamp(min=0), n_t, n_c
@@ -59,12 +121,18 @@ def released_key_order(keys: torch.Tensor, remaining: torch.Tensor) -> torch.Ten
 
 
 def recoverable_compression(tokens: torch.Tensor, cls_attn: torch.Tensor, text_sim: torch.Tensor | None,
-                            keys: torch.Tensor | None, budget=None, **options) -> CompressionResult:
-    """tokens [B, N, C], cls_attn [B, N], text_sim [B, N], keys [B, N, Ck] -> result with K <= N slots."""
-    cfg = RCConfig(**options)
-    assert keys is not None, "rc merges by key similarity: pass the last vision layer's keys [B, N, Ck]"
+                            keys: torch.Tensor | None, budget=None, preset: str | None = None,
+                            **options) -> CompressionResult:
+    """tokens [B, N, C], cls_attn [B, N], text_sim [B, N], keys [B, N, Ck] -> result with K <= N slots.
+
+    preset: None / "paper" (defaults) or "released"; options (``RCConfig`` fields) override it.
+    """
+    cfg = RCConfig.preset(preset, **options)
+    if keys is None:
+        raise ValueError("rc merges by key similarity: pass the last vision layer's keys [B, N, Ck]")
     use_text = cfg.text_stage
-    assert text_sim is not None or not use_text, "rc needs text_sim [B, N]; or pass text_stage=False"
+    if text_sim is None and use_text:
+        raise ValueError("rc needs text_sim [B, N] for its text stage; or pass text_stage=False")
     B, N, C = tokens.shape
     a = cls_attn.float()
     s = text_sim.float() if use_text else torch.zeros_like(a)
@@ -73,24 +141,28 @@ def recoverable_compression(tokens: torch.Tensor, cls_attn: torch.Tensor, text_s
         n_v, n_t, n_c = stage_counts(budget_tensor(budget, B, tokens.device), cfg.budget_split, use_text)
     # 1. visual filter
     if budget is None:
-        n_v = outlier_count(a, cfg.rule, cfg.n_neighbors, iqr_factor=cfg.iqr_factor)
+        n_v = scaled_count(N, outlier_count(a, cfg.rule, cfg.n_neighbors, iqr_factor=cfg.iqr_factor), N,
+                           cfg.count_rounding)
     visual = topk_mask(a, n_v)
     # 2. text information recovery, among the tokens the visual filter left
     if budget is None and use_text:
         s_pushed = torch.where(visual, s.min(1, keepdim=True).values, s)
-        n_t = (N - n_v) * outlier_count(s_pushed, cfg.rule, cfg.n_neighbors, iqr_factor=cfg.iqr_factor) // N
+        n_t = scaled_count(N - n_v, outlier_count(s_pushed, cfg.rule, cfg.n_neighbors, iqr_factor=cfg.iqr_factor),
+                           N, cfg.count_rounding)
     elif budget is None:
         n_t = torch.zeros_like(n_v)
     text = topk_mask(s, n_t, valid=~visual)
     # 3. secondary recovery: centres among the rest, each merging its nearest neighbours
     rest = ~(visual | text)
     if budget is None:
-        n_c = outlier_count(a, cfg.rule, cfg.centre_neighbors, valid=rest, iqr_factor=cfg.iqr_factor)
-        if cfg.centre_count == "released":
-            n_c = C * n_c // rest.sum(1).clamp(min=1)
-    centres = topk_mask(a, n_c, valid=rest)
+        n_rest = rest.sum(1)
+        outliers = outlier_count(a, cfg.rule, cfg.centre_neighbors, valid=rest, iqr_factor=cfg.iqr_factor)
+        n_c = scaled_count(C if cfg.centre_count == "released" else n_rest, outliers, n_rest, cfg.count_rounding)
+    centres = topk_mask(a, n_c, valid=rest)  # more than the rest (released int(C * ratio)): all of the rest
     rc_keys = released_key_order(keys, rest) if cfg.key_indexing == "released" else keys
-    similarity = cosine_matrix(rc_keys) + cfg.knn_text_weight * s[:, None, :]  # [B, N(centre), N(cand)]
+    similarity = cosine_matrix(rc_keys) + cfg.text_weight * s[:, None, :]  # [B, N(centre), N(cand)]
     # 4. token merger: kept and recovered in original order, then the centres, then the extra token
     scores = {"visual": cls_attn, "text": text_sim} if use_text else {"visual": cls_attn}
-    return merge_into_centres(tokens, a, visual, text, centres, rest, similarity, cfg.knn_k, "rc", scores)
+    return merge_into_centres(tokens, a, visual, text, centres, rest, similarity, cfg.knn_k, "rc", scores,
+                              centre_order=a if cfg.centre_order == "attention" else None,
+                              extra_token=cfg.extra_token)

@@ -12,7 +12,8 @@ from typing import Callable
 
 from rclib.result import CompressionResult
 
-INPUTS = ("cls_attn", "text_sim", "keys", "target")  # what a method may need besides the tokens
+INPUTS = ("cls_attn", "text_sim", "keys", "target")  # what a method may need besides the tokens; target (the
+# ground-truth mask of the asked-about objects, [B, N] bool) is passed as an option: only a benchmark has it
 STAGES = ("before_llm", "inside_llm")  # where a method prunes
 
 
@@ -21,7 +22,8 @@ class MethodSpec:
     """One compression method as the rest of rclib sees it."""
 
     name: str  # the word users type (``method="rc"``, ``--method rc``)
-    fn: Callable[..., CompressionResult]  # fn(tokens, cls_attn, text_sim, keys, budget, **options)
+    fn: Callable[..., CompressionResult]  # fn(tokens, cls_attn, text_sim, keys, budget, **options); inside_llm:
+    # the same call returns the method's pruner (see rclib.models.llm_pruning.Pruner), which the LLM applies
     summary: str  # one line: what it keeps and what it merges
     paper: str  # where it comes from ("" for simple baselines)
     needs: tuple[str, ...] = ()  # inputs of INPUTS it reads; compress refuses to run without them

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from rclib.images import read_image
+from rclib.methods import METHODS
 from rclib.methods import compress as compress_tokens
-from rclib.models.text import TextOptions, TextTower, text_similarity
+from rclib.methods.common import keep_and_drop
+from rclib.models.llm_pruning import generate_pruned
+from rclib.models.text import SYSTEM_PROMPT, TextOptions, TextTower, text_similarity
 from rclib.models.vision import encode_vision
 from rclib.result import CompressionResult
 
@@ -33,6 +35,7 @@ class Encoded:
     grid: tuple[int, int]  # (h, w) patch grid, N = h * w in raster order
     questions: list[str]  # the questions as asked
     prompts: list[str]  # the LLM prompts, one image placeholder each
+    texts: list[str]  # what the CLIP text tower embedded (the questions, or the released code's prompt line)
     input_ids: torch.Tensor  # [B, L] the processor's tokens, left-padded, N image tokens per row
     attention_mask: torch.Tensor  # [B, L] 1 for real tokens
     pixel_values: torch.Tensor  # [B, 3, H, W] the preprocessed images the patch grid covers
@@ -56,6 +59,8 @@ class Run:
     method: str
     budget: int | None  # as asked: None lets adaptive methods choose K
     options: dict  # the method's options as given
+    layer_seen: torch.Tensor | None = None  # [B, n_layers, N] bool: image token n entered LLM layer l (inside-LLM
+    # methods; ``result`` is then what the last layer saw). None: every layer saw ``result``'s tokens
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -69,23 +74,60 @@ class Scores:
     text_sim: torch.Tensor  # [h, w] float32 on cpu
 
 
-def read_image(image):
-    """A path becomes an RGB PIL image (a clear error names a missing or unreadable file); others pass."""
-    if not isinstance(image, (str, Path)):
-        return image
-    try:
-        with Image.open(image) as opened:
-            return opened.convert("RGB")
-    except OSError as error:  # FileNotFoundError, PIL.UnidentifiedImageError, truncated files
-        raise ValueError(f"cannot read image file {str(image)!r}: {error}") from error
+PROMPT_FORMATS = ("vicuna_v1", "chat_template")
+IMAGE_PREPROCESS = ("pad", "crop")
 
 
-def build_prompt(processor, question: str) -> str:
-    """The checkpoint's chat template with one image and the question; else LLaVA-1.5's plain format."""
+def build_prompt(processor, question: str, prompt_format: str = "chat_template") -> str:
+    """The LLM prompt for one image and the question.
+
+    "vicuna_v1": LLaVA-1.5's evaluation prompt, its system prompt then " USER: <image>\n{question}
+    ASSISTANT:". "chat_template": the checkpoint's chat template (llava-hf's has no system prompt); a
+    processor without one gets LLaVA-1.5's plain "USER: <image>\n{question} ASSISTANT:".
+    """
+    if prompt_format == "vicuna_v1":
+        return f"{SYSTEM_PROMPT} USER: {processor.image_token}\n{question} ASSISTANT:"
     if processor.chat_template:
         conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         return processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
     return f"USER: {processor.image_token}\n{question} ASSISTANT:"
+
+
+def check_input_format(image_preprocess: str | None, prompt_format: str | None) -> None:
+    """Raise a ValueError naming the choices for an unknown image preprocessing or prompt format (None passes)."""
+    if image_preprocess not in (None, *IMAGE_PREPROCESS):
+        raise ValueError(f"image_preprocess must be one of {IMAGE_PREPROCESS}, got {image_preprocess!r}")
+    if prompt_format not in (None, *PROMPT_FORMATS):
+        raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
+
+
+def pad_to_square(image: Image.Image, fill: tuple[int, ...]) -> Image.Image:
+    """LLaVA-1.5's expand2square: the image centred on a square of colour ``fill``, its longer side long."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    square = Image.new(image.mode, (side, side), fill)
+    square.paste(image, ((side - width) // 2, (side - height) // 2))
+    return square
+
+
+def mean_colour(image_processor) -> tuple[int, ...]:
+    """The processor's mean pixel as LLaVA-1.5 pads with it: int(mean * 255) per channel."""
+    return tuple(int(x * 255) for x in image_processor.image_mean)
+
+
+def preprocess_image(image, image_preprocess: str, image_processor):
+    """An image as the processor should receive it: "pad" pads it to a square in the processor's mean
+    colour first (LLaVA-1.5's image_aspect_ratio="pad"), "crop" leaves it to the processor, whose centre
+    crop cuts the sides of a non-square image. A path is read first; arrays and tensors become PIL images."""
+    image = read_image(image)
+    if image_preprocess == "crop":
+        return image
+    from transformers.image_transforms import to_pil_image
+
+    pil = image if isinstance(image, Image.Image) else to_pil_image(image)
+    return pad_to_square(pil.convert("RGB"), mean_colour(image_processor))
 
 
 def image_span(ids: torch.Tensor, image_token_id: int, n_tokens: int) -> tuple[int, int]:
@@ -132,8 +174,10 @@ def timed(device: torch.device, fn, *args, **kwargs):
 class CompressedLlava:
     """A LLaVA-1.5-architecture checkpoint (transformers) with a CLIP text tower, generating from K tokens."""
 
-    def __init__(self, model, processor, text_tower: TextTower, name: str = "", text_encoder_name: str = ""):
+    def __init__(self, model, processor, text_tower: TextTower, name: str = "", text_encoder_name: str = "",
+                 image_preprocess: str = "crop", prompt_format: str = "chat_template"):
         check_llava_config(model.config)
+        check_input_format(image_preprocess, prompt_format)
         width = model.config.vision_config.hidden_size
         if text_tower.vision_width != width:
             raise ValueError(f"the text tower's visual head takes width {text_tower.vision_width} but the LLaVA vision "
@@ -144,6 +188,8 @@ class CompressedLlava:
         self.text_tower = text_tower.eval()
         self.name = name  # how the checkpoint was asked for (registry name, hub id or folder)
         self.text_encoder_name = text_encoder_name  # likewise for the text tower
+        self.image_preprocess = image_preprocess  # "pad": to a square in the mean colour first (LLaVA-1.5); "crop"
+        self.prompt_format = prompt_format  # "vicuna_v1" (LLaVA-1.5's evaluation) or "chat_template"
 
     @property
     def device(self) -> torch.device:
@@ -154,31 +200,40 @@ class CompressedLlava:
         return self.model.dtype
 
     @torch.no_grad()
-    def encode(self, images, questions, **text_options) -> Encoded:
+    def encode(self, images, questions, preset: str | None = None, **text_options) -> Encoded:
         """Images (PIL, numpy, tensor or path) and questions -> the encoders' outputs, for a batch.
 
-        text_options: fields of :class:`~rclib.models.text.TextOptions` (paper defaults).
-        A single image and question string make a batch of one.
+        preset: None / "paper" or "released" (see :meth:`TextOptions.preset`); text_options: fields of
+        :class:`~rclib.models.text.TextOptions`, overriding the preset's. A single image and question
+        string make a batch of one.
         """
-        options = TextOptions(**text_options)
+        options = TextOptions.preset(preset, **text_options)
         if isinstance(questions, str):
             images, questions = [images], [questions]
         if len(images) != len(questions):
             raise ValueError(f"got {len(images)} images for {len(questions)} questions; pass one image per question")
-        prompts = [build_prompt(self.processor, q) for q in questions]
-        batch = self.processor(images=[read_image(i) for i in images], text=prompts, padding=True, return_tensors="pt")
+        prompts = [build_prompt(self.processor, q, self.prompt_format) for q in questions]
+        images = [preprocess_image(i, self.image_preprocess, self.processor.image_processor) for i in images]
+        batch = self.processor(images=images, text=prompts, padding=True, return_tensors="pt")
         pixel_values = batch["pixel_values"].to(self.device, self.dtype)
         vision = encode_vision(self.model.model.vision_tower, pixel_values, self.model.config.vision_feature_layer)
-        text_embeds = self.text_tower.embed_text(options.texts(questions), pooling=options.text_pooling)  # [B, D]
+        texts = options.texts(questions, prompts, self.processor.image_token)
+        text_embeds = self.text_tower.embed_text(texts, options.text_pooling, options.text_max_length)  # [B, D]
         patch_embeds = self.text_tower.project_patches(vision.last_hidden_state, options.post_layernorm)  # [B, N, D]
         return Encoded(features=vision.features, cls_attn=vision.cls_attn,
                        text_sim=text_similarity(text_embeds, patch_embeds).to(self.device), keys=vision.keys,
-                       grid=vision.grid, questions=list(questions), prompts=prompts, input_ids=batch["input_ids"],
-                       attention_mask=batch["attention_mask"], pixel_values=pixel_values)
+                       grid=vision.grid, questions=list(questions), prompts=prompts, texts=texts,
+                       input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       pixel_values=pixel_values)
 
     def compress(self, encoded: Encoded, method: str = "rc", budget: int | None = None,
                  **options) -> CompressionResult:
-        """Compress the encoded batch with any rclib method (see ``rclib.compress``)."""
+        """Compress the encoded batch with any rclib method (see ``rclib.compress``).
+
+        rc's text weight reads this model's CLIP joint width (``text_dim``) unless given.
+        """
+        if method == "rc":
+            options.setdefault("text_dim", self.text_tower.projection_dim)
         return compress_tokens(encoded.features, encoded.cls_attn, encoded.text_sim, encoded.keys,
                                method=method, budget=budget, **options)
 
@@ -199,24 +254,76 @@ class CompressedLlava:
             rows.append(torch.cat([embed(ids[:start]), image_embeds[b, :int(result.n_output[b])], embed(ids[end:])]))
         return left_pad(rows)
 
+    @property
+    def pad_token_id(self) -> int:
+        """What fills a row after its EOS: the tokenizer's pad token, else its EOS."""
+        pad = self.processor.tokenizer.pad_token_id
+        return pad if pad is not None else self.processor.tokenizer.eos_token_id
+
     @torch.no_grad()
     def generate_ids(self, encoded: Encoded, result: CompressionResult, max_new_tokens: int = 32) -> torch.Tensor:
         """Greedy decoding from the compressed input: new token ids [B, T], pad-filled after EOS."""
         embeds, mask = self.llm_inputs(encoded, result)
-        pad = self.processor.tokenizer.pad_token_id
         return self.model.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
-                                   max_new_tokens=max_new_tokens,
-                                   pad_token_id=pad if pad is not None else self.processor.tokenizer.eos_token_id)
+                                   max_new_tokens=max_new_tokens, pad_token_id=self.pad_token_id)
+
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        """New token ids [B, T] -> one answer string per sample, special tokens removed."""
+        return [text.strip() for text in self.processor.batch_decode(ids, skip_special_tokens=True)]
 
     def generate(self, encoded: Encoded, result: CompressionResult, max_new_tokens: int = 32) -> list[str]:
         """Greedy answers, one string per sample."""
-        ids = self.generate_ids(encoded, result, max_new_tokens)
-        return [text.strip() for text in self.processor.batch_decode(ids, skip_special_tokens=True)]
+        return self.decode(self.generate_ids(encoded, result, max_new_tokens))
+
+    def image_places(self, encoded: Encoded, length: int) -> torch.Tensor:
+        """[B, length] long: the image token index 0..N-1 at each place of the left-padded LLM input that
+        :meth:`llm_inputs` builds from all N tokens, -1 elsewhere."""
+        places = torch.full((len(encoded), length), -1, dtype=torch.long, device=self.device)
+        for b in range(len(encoded)):
+            ids = encoded.input_ids[b][encoded.attention_mask[b].bool()]  # this prompt, unpadded
+            start, end = image_span(ids, self.model.config.image_token_id, encoded.n_tokens)
+            pad = length - len(ids)
+            places[b, pad + start:pad + end] = torch.arange(encoded.n_tokens, device=self.device)
+        return places
+
+    @torch.no_grad()
+    def generate_inside(self, encoded: Encoded, method: str, budget: int | None = None, max_new_tokens: int = 32,
+                        **options) -> tuple[CompressionResult, torch.Tensor, torch.Tensor]:
+        """Greedy decoding with an inside-LLM method (fastv...) pruning the image tokens between decoder layers.
+
+        Returns the result (what the last decoder layer saw, as a selection of the N image tokens), the new
+        token ids [B, T] and the per-layer provenance [B, n_layers, N] (image token n entered layer l).
+        """
+        spec = METHODS[method]
+        spec.check_options(options)
+        if budget is not None and int(budget) < 1:
+            raise ValueError(f"budget must be a positive number of image tokens, got {budget}")
+        pruner = spec.fn(encoded.features, encoded.cls_attn, encoded.text_sim, encoded.keys, budget, **options)
+        embeds, mask = self.llm_inputs(encoded, compress_tokens(encoded.features, method="full"))
+        eos = self.model.generation_config.eos_token_id
+        generation = generate_pruned(self.model.model.language_model, self.model.lm_head, embeds, mask,
+                                     self.image_places(encoded, embeds.shape[1]), pruner, encoded.n_tokens,
+                                     max_new_tokens, [eos] if isinstance(eos, int) else list(eos), self.pad_token_id)
+        result = keep_and_drop(encoded.features, generation.seen[:, -1], method, generation.scores)
+        return result, generation.ids, generation.seen
 
     def run(self, encoded: Encoded, method: str = "rc", budget: int | None = None, max_new_tokens: int = 32,
-            **options) -> Run:
-        """Compress an encoded batch and generate from it, timing both (``seconds`` has no vision entry)."""
+            transform=None, **options) -> Run:
+        """Compress an encoded batch and generate from it, timing both (``seconds`` has no vision entry).
+
+        transform: an optional change to the result before the LLM reads it (a teaching experiment, such
+        as shuffling the kept tokens); the Run holds the result the LLM read. Inside-LLM methods
+        (``METHODS[method].stage == "inside_llm"``) prune while generating: one ``generate`` entry, and
+        ``layer_seen`` says which image tokens each decoder layer saw.
+        """
+        if method in METHODS and METHODS[method].stage == "inside_llm":
+            if transform:
+                raise ValueError(f"{method!r} prunes inside the LLM: there is no result to transform before it reads it")
+            (result, ids, seen), t_generate = timed(self.device, self.generate_inside, encoded, method, budget,
+                                                    max_new_tokens, **options)
+            return Run(encoded, result, self.decode(ids), {"generate": t_generate}, method, budget, options, seen)
         result, t_compress = timed(self.device, self.compress, encoded, method, budget, **options)
+        result = transform(result) if transform else result
         texts, t_generate = timed(self.device, self.generate, encoded, result, max_new_tokens)
         return Run(encoded, result, texts, {"compress": t_compress, "generate": t_generate}, method, budget, options)
 

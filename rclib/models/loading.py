@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from rclib.models.llava import CompressedLlava
-from rclib.models.registry import MODELS, TEXT_TOWERS, TextTowerSpec, resolve
+from rclib.models.llava import CompressedLlava, check_input_format
+from rclib.models.registry import MODELS, TEXT_TOWERS, ModelSpec, TextTowerSpec, resolve
 from rclib.models.text import OpenClipTextTower, TextTower, TransformersTextTower
 
 # What is fetched from the hub: configs, tokenizer files, safetensors weights; never pickled *.bin weights.
@@ -135,7 +135,8 @@ def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtyp
 
 
 def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = None,
-         device: torch.device | str | None = None, dtype: torch.dtype | str | None = None) -> CompressedLlava:
+         device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
+         image_preprocess: str | None = None, prompt_format: str | None = None) -> CompressedLlava:
     """A LLaVA with its CLIP text tower, ready to answer.
 
     name_or_path: a name in ``rclib.models.registry.MODELS`` ("shapes", "llava-1.5-7b", ...), a hub id or
@@ -143,7 +144,11 @@ def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = 
     text_encoder: a name in ``TEXT_TOWERS``, a CLIPModel hub id or folder, or an open_clip folder;
         None takes the registry's pairing (required for checkpoints outside the registry).
     device: default cuda when available, else cpu. dtype: default float16 on GPU, float32 on CPU.
+    image_preprocess: "pad" (to a square in the processor's mean colour, as LLaVA-1.5) or "crop" (the
+        processor alone); prompt_format: "vicuna_v1" (LLaVA-1.5's evaluation prompt) or "chat_template".
+        None takes the registry's (LLaVA-1.5: pad, vicuna_v1); a checkpoint outside it: crop, chat_template.
     """
+    check_input_format(image_preprocess, prompt_format)
     registered = MODELS.get(name_or_path) if isinstance(name_or_path, str) else None
     text_encoder = text_encoder or (registered.text_tower if registered else None)
     if text_encoder is None:
@@ -160,5 +165,8 @@ def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = 
                                                           use_safetensors=True)
     processor = AutoProcessor.from_pretrained(llava_folder)
     complete_legacy_processor(processor, model.config)
+    defaults = registered or ModelSpec(name_or_path, str(text_encoder))  # unregistered: crop, chat_template
     return CompressedLlava(model.to(device), processor, text_tower, name=str(name_or_path),
-                           text_encoder_name=str(text_encoder))
+                           text_encoder_name=str(text_encoder),
+                           image_preprocess=image_preprocess or defaults.image_preprocess,
+                           prompt_format=prompt_format or defaults.prompt_format)

@@ -23,9 +23,10 @@ class TextTowerSpec:
     pretrained: str | None = None  # open_clip only: the pretrained tag of the built-in model (e.g. "openai")
 
     def __post_init__(self):
-        assert self.kind in ("transformers", "open_clip"), \
-            f"kind must be 'transformers' or 'open_clip', got {self.kind!r}"
-        assert self.pretrained is None or self.kind == "open_clip", "pretrained tags exist for open_clip models only"
+        if self.kind not in ("transformers", "open_clip"):
+            raise ValueError(f"kind must be 'transformers' or 'open_clip', got {self.kind!r}")
+        if self.pretrained is not None and self.kind != "open_clip":
+            raise ValueError("pretrained tags exist for open_clip models only; leave pretrained=None")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class ModelSpec:
 
     llava: str | Path  # hub id or folder of a LlavaForConditionalGeneration checkpoint + processor
     text_tower: str  # key of TEXT_TOWERS: the CLIP whose vision tower the checkpoint uses
+    image_preprocess: str = "crop"  # "crop": the processor alone; "pad": to a square in the mean colour first
+    prompt_format: str = "chat_template"  # "chat_template": the checkpoint's; "vicuna_v1": LLaVA-1.5's evaluation
 
 
 def resolve(source: str | Path) -> str | Path:
@@ -53,9 +56,12 @@ TEXT_TOWERS: dict[str, TextTowerSpec] = {
 MODELS: dict[str, ModelSpec] = {
     # the project default: a small LLaVA trained on the shapes world, runs on a laptop CPU
     "shapes": ModelSpec(Path("data/models/shapes-llava"), "shapes-clip"),
-    "llava-1.5-7b": ModelSpec("llava-hf/llava-1.5-7b-hf", "clip-vit-large-patch14-336"),
-    "llava-1.5-13b": ModelSpec("llava-hf/llava-1.5-13b-hf", "clip-vit-large-patch14-336"),
+    # the shapes model was trained on square scenes with its chat template (USER: <image>\n...), no system prompt
+    # LLaVA-1.5 as it was trained and evaluated (liuhaotian/LLaVA): image_aspect_ratio="pad", conv_mode vicuna_v1
+    "llava-1.5-7b": ModelSpec("llava-hf/llava-1.5-7b-hf", "clip-vit-large-patch14-336", "pad", "vicuna_v1"),
+    "llava-1.5-13b": ModelSpec("llava-hf/llava-1.5-13b-hf", "clip-vit-large-patch14-336", "pad", "vicuna_v1"),
     # TinyLLaVA v1 (TinyLlama-1.1B + LLaVA-1.5 recipe), CPU-sized; its config.json has a CLIP ViT-L/14-336
-    # vision tower (clip_vision_model, 24 layers, width 1024, patch 14, 336 px) used at layer -2
+    # vision tower (clip_vision_model, 24 layers, width 1024, patch 14, 336 px) used at layer -2; its card prompts
+    # "USER: <image>\n... ASSISTANT:" and its evaluation settings are not published with it: its own processor
     "tiny-llava-v1": ModelSpec("bczhou/tiny-llava-v1-hf", "clip-vit-large-patch14-336"),
 }

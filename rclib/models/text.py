@@ -14,36 +14,65 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# The first line of LLaVA-1.5's vicuna_v1 prompt: what the released code embeds for every sample.
+# LLaVA-1.5's vicuna_v1 system prompt: the first line of every evaluation prompt.
 SYSTEM_PROMPT = ("A chat between a curious user and an artificial intelligence assistant. "
                  "The assistant gives helpful, detailed, and polite answers to the user's questions.")
+RELEASED_BOS = "<s>"  # Vicuna's BOS as its LLaMA tokenizer decodes it; the released code embeds it with the text
+TEXT_SOURCES = ("question", "prompt_first_line")
+TEXT_POOLINGS = ("eos", "last")
+# CLIPTextEncoder.forward: the prompt's first line, max_length=args.max_length (20, PretrainedConfig's default),
+# padded to it, no attention mask, position -1; patches projected without post-layernorm
+RELEASED_TEXT = {"text_source": "prompt_first_line", "text_pooling": "last", "text_max_length": 20,
+                 "post_layernorm": False}
+
+
+def prompt_first_line(prompt: str, image_token: str) -> str:
+    """What the released code embeds: the LLM prompt without its image token, decoded by Vicuna's
+    tokenizer (so led by "<s>"), cut at the first newline. vicuna_v1: "<s> A chat ... questions. USER:"."""
+    first_line = prompt.replace(image_token, "").split("\n")[0].strip()
+    return f"{RELEASED_BOS} {first_line}"
 
 
 @dataclass(frozen=True)
 class TextOptions:
-    """How the text score is computed. The defaults follow the paper; :meth:`released` the authors' code."""
+    """How the text score is computed. The defaults follow the paper; ``preset("released")`` the authors' code."""
 
-    text_source: str = "question"  # "question"; "system_prompt": released code, the constant SYSTEM_PROMPT
-    text_pooling: str = "eos"  # "eos": standard CLIP; "last": released, last slot of a row padded to 77, no mask
+    text_source: str = "question"  # "prompt_first_line": released, see prompt_first_line (constant under vicuna_v1)
+    text_pooling: str = "eos"  # "eos": standard CLIP; "last": released, last slot of the padded row, no mask
+    text_max_length: int | None = None  # CLIP tokens per text (BOS, EOS included); None: the tower's 77; released 20
     post_layernorm: bool = True  # patch tokens through the vision post-layernorm first (released code: False)
 
     def __post_init__(self):
-        assert self.text_source in ("question", "system_prompt"), \
-            f"text_source must be 'question' or 'system_prompt', got {self.text_source!r}"
-        assert self.text_pooling in ("eos", "last"), f"text_pooling must be 'eos' or 'last', got {self.text_pooling!r}"
+        if self.text_source not in TEXT_SOURCES:
+            raise ValueError(f"text_source must be one of {TEXT_SOURCES}, got {self.text_source!r}")
+        if self.text_pooling not in TEXT_POOLINGS:
+            raise ValueError(f"text_pooling must be one of {TEXT_POOLINGS}, got {self.text_pooling!r}")
+        if self.text_max_length is not None and int(self.text_max_length) < 2:
+            raise ValueError(f"text_max_length must be >= 2 (BOS and EOS) or None, got {self.text_max_length}")
 
     @classmethod
-    def released(cls) -> TextOptions:
-        """The released code's text score (see method.md, stage 0)."""
-        return cls(text_source="system_prompt", text_pooling="last", post_layernorm=False)
+    def preset(cls, name: str | None = None, **options) -> TextOptions:
+        """None or "paper": the defaults; "released": the released code's text score (docs/released.md).
+
+        Options given alongside override the preset's.
+        """
+        presets = {None: {}, "paper": {}, "released": RELEASED_TEXT}
+        if name not in presets:
+            raise ValueError(f"unknown text preset {name!r}; use 'paper' or 'released'")
+        unknown = sorted(options.keys() - cls.names())
+        if unknown:
+            raise ValueError(f"unknown text option(s) {unknown}; the text options are {sorted(cls.names())}")
+        return cls(**{**presets[name], **options})
 
     @classmethod
     def names(cls) -> set[str]:
         return {f.name for f in fields(cls)}
 
-    def texts(self, questions: list[str]) -> list[str]:
-        """The strings to embed for a batch of questions."""
-        return list(questions) if self.text_source == "question" else [SYSTEM_PROMPT] * len(questions)
+    def texts(self, questions: list[str], prompts: list[str], image_token: str) -> list[str]:
+        """The strings to embed for a batch of questions and their LLM prompts."""
+        if self.text_source == "question":
+            return list(questions)
+        return [prompt_first_line(prompt, image_token) for prompt in prompts]
 
 
 class TextTower(nn.Module, ABC):
@@ -52,10 +81,11 @@ class TextTower(nn.Module, ABC):
     context_length: int  # tokens the text tower reads (77 for OpenAI CLIP); longer texts are truncated
 
     @abstractmethod
-    def text_hidden(self, texts: list[str], pad_to_context: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def text_hidden(self, texts: list[str], max_length: int, pad_to_max: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Final-layer-normed text tokens [B, L, W] and the position of each row's EOS token [B].
 
-        pad_to_context: pad every row to ``context_length`` and use no attention mask (released code).
+        Texts are truncated to ``max_length`` tokens (BOS and EOS included); pad_to_max: pad every row to
+        ``max_length`` and use no attention mask (released code), else pad to the longest row and mask.
         """
 
     @abstractmethod
@@ -76,13 +106,26 @@ class TextTower(nn.Module, ABC):
         """C, the width of the vision tokens the visual head takes."""
 
     @property
+    @abstractmethod
+    def projection_dim(self) -> int:
+        """D, the width of the joint space (768 for CLIP ViT-L/14)."""
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
     @torch.no_grad()
-    def embed_text(self, texts: list[str], pooling: str = "eos") -> torch.Tensor:
-        """L2-normalised text embeddings [B, D] (float32), pooled at EOS or (released) at the last slot."""
-        hidden, eos = self.text_hidden(list(texts), pad_to_context=pooling == "last")  # [B, L, W], [B]
+    def embed_text(self, texts: list[str], pooling: str = "eos", max_length: int | None = None) -> torch.Tensor:
+        """L2-normalised text embeddings [B, D] (float32), pooled at EOS or (released) at the last slot.
+
+        max_length: CLIP tokens per text, BOS and EOS included (None: the whole context, 77); with
+        "last" pooling every row is padded to it and read without an attention mask.
+        """
+        max_length = self.context_length if max_length is None else max_length
+        if not 2 <= max_length <= self.context_length:
+            raise ValueError(f"max_length must be between 2 and the text tower's context of {self.context_length} "
+                             f"tokens, got {max_length}")
+        hidden, eos = self.text_hidden(list(texts), max_length, pad_to_max=pooling == "last")  # [B, L, W], [B]
         position = eos if pooling == "eos" else torch.full_like(eos, hidden.shape[1] - 1)
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), position]  # [B, W]
         return F.normalize(self.project_text(pooled).float(), dim=-1)
@@ -114,12 +157,12 @@ class TransformersTextTower(TextTower):
         self.tokenizer = tokenizer
         self.context_length = clip.config.text_config.max_position_embeddings
 
-    def text_hidden(self, texts, pad_to_context):
-        batch = self.tokenizer(texts, padding="max_length" if pad_to_context else True, truncation=True,
-                               max_length=self.context_length, padding_side="right", return_tensors="pt")
+    def text_hidden(self, texts, max_length, pad_to_max):
+        batch = self.tokenizer(texts, padding="max_length" if pad_to_max else True, truncation=True,
+                               max_length=max_length, padding_side="right", return_tensors="pt")
         mask = batch["attention_mask"].to(self.device)
         hidden = self.text_model(input_ids=batch["input_ids"].to(self.device),
-                                 attention_mask=None if pad_to_context else mask).last_hidden_state
+                                 attention_mask=None if pad_to_max else mask).last_hidden_state
         return hidden, mask.sum(1) - 1  # the tokenizer ends every row with EOS, kept by truncation
 
     def project_text(self, pooled):
@@ -135,22 +178,28 @@ class TransformersTextTower(TextTower):
     def vision_width(self):
         return self.visual_projection.in_features
 
+    @property
+    def projection_dim(self):
+        return self.text_projection.out_features
+
 
 class OpenClipTextTower(TextTower):
     """An open_clip ``CLIP`` (text transformer in the model, visual head in ``model.visual``)."""
 
     def __init__(self, model, tokenizer):
         super().__init__()
-        assert model.text_pool_type == "argmax", \
-            f"only OpenAI-style open_clip text towers (EOS pooled by argmax) supported, got {model.text_pool_type!r}"
+        if model.text_pool_type != "argmax":
+            raise ValueError("only OpenAI-style open_clip text towers (EOS pooled by argmax) are supported, got "
+                             f"text_pool_type={model.text_pool_type!r}; pass a transformers CLIPModel instead")
         self.model = model
         self.tokenizer = tokenizer
         self.context_length = model.context_length
 
-    def text_hidden(self, texts, pad_to_context):
-        ids = self.tokenizer(texts, context_length=self.context_length).to(self.device)  # [B, L], always padded
-        x = self.model.token_embedding(ids) + self.model.positional_embedding  # [B, L, W]
-        x = self.model.ln_final(self.model.transformer(x, attn_mask=self.model.attn_mask))
+    def text_hidden(self, texts, max_length, pad_to_max):
+        ids = self.tokenizer(texts, context_length=max_length).to(self.device)  # [B, L], always padded to L
+        x = self.model.token_embedding(ids) + self.model.positional_embedding[:max_length]  # [B, L, W]
+        causal = self.model.attn_mask[:max_length, :max_length]
+        x = self.model.ln_final(self.model.transformer(x, attn_mask=causal))
         return x, ids.argmax(-1)  # EOS has the largest id in open_clip's vocabulary
 
     def project_text(self, pooled):
@@ -166,3 +215,8 @@ class OpenClipTextTower(TextTower):
     @property
     def vision_width(self):
         return self.model.visual.proj.shape[0]
+
+    @property
+    def projection_dim(self):
+        projection = self.model.text_projection
+        return projection.out_features if isinstance(projection, nn.Linear) else projection.shape[1]

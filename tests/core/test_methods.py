@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 import rclib
 from rclib import Fate, Slot, compress
 
-ALL = sorted(rclib.METHODS)
+ALL = sorted(name for name, spec in rclib.METHODS.items() if spec.stage == "before_llm")  # compress runs these
 
 
 def inputs(seed: int, B: int = 3, N: int = 144, C: int = 16, Ck: int = 8):
@@ -17,6 +17,12 @@ def inputs(seed: int, B: int = 3, N: int = 144, C: int = 16, Ck: int = 8):
     text_sim = torch.randn(B, N, generator=g) * 0.1
     keys = torch.randn(B, N, Ck, generator=g)
     return tokens, cls_attn, text_sim, keys
+
+
+def truth(method: str, tokens: torch.Tensor) -> dict:
+    """The ground-truth mask a method that needs one (the oracle) gets: every fifth patch."""
+    B, N, _ = tokens.shape
+    return {"target": (torch.arange(N) % 5 == 0).expand(B, N)} if "target" in rclib.METHODS[method].needs else {}
 
 
 def check_provenance(r, tokens):
@@ -41,12 +47,13 @@ def check_provenance(r, tokens):
 @pytest.mark.parametrize("budget", [None, 1, 16, 64, 200])
 def test_provenance_batches_and_budget(method, budget):
     tokens, a, s, keys = inputs(0)
-    r = compress(tokens, a, s, keys, method=method, budget=budget)
+    r = compress(tokens, a, s, keys, method=method, budget=budget, **truth(method, tokens))
     check_provenance(r, tokens)
     if budget is not None and method != "full":
         assert int(r.n_output.max()) <= budget, f"{method} exceeded budget {budget}: {r.n_output.tolist()}"
     for b in range(3):
-        alone = compress(tokens[b:b + 1], a[b:b + 1], s[b:b + 1], keys[b:b + 1], method=method, budget=budget)
+        alone = compress(tokens[b:b + 1], a[b:b + 1], s[b:b + 1], keys[b:b + 1], method=method, budget=budget,
+                         **truth(method, tokens[b:b + 1]))
         assert torch.equal(alone.weights, r[b].weights) and torch.equal(alone.fate, r[b].fate)
         assert torch.allclose(alone.tokens, r[b].tokens, atol=1e-6)
 
@@ -58,7 +65,7 @@ def test_provenance_property(seed, n, method, budget, rule):
     side = max(1, int(n ** 0.5))
     n = side * side if method == "pool" else n
     tokens, a, s, keys = inputs(seed, B=2, N=n)
-    options = {"rule": rule} if method == "rc" else {}
+    options = {"rule": rule} if method == "rc" else truth(method, tokens)
     r = compress(tokens, a, s, keys, method=method, budget=budget, **options)
     check_provenance(r, tokens)
 
@@ -67,7 +74,7 @@ def test_rc_keeps_original_order_and_counts():
     tokens, a, s, keys = inputs(1, B=2, N=576, C=32)
     r = compress(tokens, a, s, keys)
     for b in range(2):
-        kept, rec = r.kept[b], r.recovered[b]
+        kept, rec = r.kept_indices[b], r.recovered_indices[b]
         assert len(kept) == int(r.n_visual[b]) > 0
         selected = torch.cat([kept, rec]).sort().values
         # the first slots hold the kept and recovered tokens, in raster order
@@ -83,9 +90,9 @@ def test_rc_text_stage_recovers_text_relevant_tokens():
     s[0, 100:104] = 1.0  # four tokens the question is about, with ordinary [CLS] attention
     a[0, 100:104] = a[0].median()
     r = compress(tokens, a, s, keys)
-    assert set(range(100, 104)) <= set(r.recovered[0].tolist())
+    assert set(range(100, 104)) <= set(r.recovered_indices[0].tolist())
     off = compress(tokens, a, s, keys, text_stage=False)
-    assert len(off.recovered[0]) == 0
+    assert len(off.recovered_indices[0]) == 0
 
 
 def test_rc_switches_change_what_they_say():
@@ -123,7 +130,7 @@ def test_degenerate_and_bad_inputs():
         compress(tokens, a[:, :10], s, keys)
     with pytest.raises(ValueError, match="budget must be"):
         compress(tokens, a, s, keys, budget=0)
-    with pytest.raises(AssertionError, match="text_stage=False"):
+    with pytest.raises(ValueError, match="text_stage=False"):
         compress(tokens, a, None, keys)
 
 
@@ -131,7 +138,7 @@ def test_divprune_picks_one_of_each_distinct_token_first():
     distinct = torch.eye(6)  # six orthogonal directions, each repeated 10 times
     tokens = distinct.repeat_interleave(10, dim=0)[None]  # [1, 60, 6]
     r = compress(tokens, method="divprune", budget=6)
-    assert sorted(tokens[0, r.kept[0]].argmax(1).tolist()) == list(range(6))
+    assert sorted(tokens[0, r.kept_indices[0]].argmax(1).tolist()) == list(range(6))
 
 
 def test_visionzip_contextual_tokens_average_their_group():
@@ -140,3 +147,17 @@ def test_visionzip_contextual_tokens_average_their_group():
     centre_rows = r.weights[0][r.slot[0] == Slot.CENTRE]
     assert torch.allclose(centre_rows.sum(1), torch.ones(len(centre_rows)))  # averages: weights sum to 1
     assert int((r.fate == Fate.DROPPED).sum()) == 0  # every non-dominant token joins a contextual group
+
+
+def test_oracle_keeps_the_target_first_then_the_top_attention():
+    torch.manual_seed(3)
+    tokens, attn = torch.randn(2, 36, 8), torch.rand(2, 36)
+    target = torch.zeros(2, 36, dtype=torch.bool)
+    target[0, [3, 4, 5]] = True  # smaller than the budget: all of it, plus the 3 best others
+    target[1, :10] = True  # larger than the budget: its 6 best patches
+    r = rclib.compress(tokens, attn, method="oracle", budget=6, target=target)
+    others = attn[0].masked_fill(target[0], -1).topk(3).indices
+    assert r.kept_indices[0].tolist() == sorted([3, 4, 5, *others.tolist()])
+    assert r.kept_indices[1].tolist() == sorted(attn[1, :10].topk(6).indices.tolist())
+    with pytest.raises(ValueError, match="needs target"):
+        rclib.compress(tokens, attn, method="oracle", budget=6)

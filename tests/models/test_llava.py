@@ -60,7 +60,7 @@ def test_kept_tokens_reach_the_llm_in_original_order(tiny_model, encoded):
     with llm_inputs_seen(tiny_model) as calls:
         tiny_model.generate_ids(encoded, result, max_new_tokens=1)
     embeds, mask = calls[0]
-    for b, kept in enumerate(result.kept):
+    for b, kept in enumerate(result.kept_indices):
         assert torch.equal(kept, kept.sort().values)
         real = embeds[b][mask[b].bool()]  # this sample's row, padding removed
         ids = encoded.input_ids[b][encoded.attention_mask[b].bool()]
@@ -93,9 +93,11 @@ def test_answer_returns_the_whole_run_with_timings(tiny_model, tiny_images):
 
 def test_released_text_options_make_text_sim_the_same_text_for_every_question(tiny_model, tiny_images):
     image = tiny_images[0]
-    one = tiny_model.encode([image, image], QUESTIONS[:2], text_source="system_prompt")
+    one = tiny_model.encode([image, image], QUESTIONS[:2], text_source="prompt_first_line")
+    assert one.texts == ["<s> USER:", "<s> USER:"]  # the first line of this checkpoint's chat-template prompt
     torch.testing.assert_close(one.text_sim[0], one.text_sim[1])
     paper = tiny_model.encode([image, image], QUESTIONS[:2])
+    assert paper.texts == QUESTIONS[:2]
     assert not torch.allclose(paper.text_sim[0], paper.text_sim[1])
 
 

@@ -78,12 +78,38 @@ def test_open_clip_tower_matches_open_clip(tiny_open_clip_dir, open_clip_tower):
 
 
 def test_text_options_choose_the_text_and_validate():
-    assert TextOptions().texts(["q1", "q2"]) == ["q1", "q2"]
-    released = TextOptions.released()
-    assert released.texts(["q1", "q2"]) == [SYSTEM_PROMPT] * 2
-    assert (released.text_pooling, released.post_layernorm) == ("last", False)
-    with pytest.raises(AssertionError, match="text_pooling"):
-        TextOptions(text_pooling="mean")
+    prompts = [f"{SYSTEM_PROMPT} USER: <image>\nq1 ASSISTANT:", "USER: <image>\nq2 ASSISTANT:"]
+    assert TextOptions().texts(["q1", "q2"], prompts, "<image>") == ["q1", "q2"]
+    released = TextOptions.preset("released")
+    assert released.texts(["q1", "q2"], prompts, "<image>") == [f"<s> {SYSTEM_PROMPT} USER:", "<s> USER:"]
+    assert (released.text_pooling, released.text_max_length, released.post_layernorm) == ("last", 20, False)
+    assert TextOptions.preset("released", text_source="question").texts(["q1"], prompts[:1], "<image>") == ["q1"]
+    assert TextOptions.preset(None) == TextOptions.preset("paper") == TextOptions()
+    for bad, message in (({"text_pooling": "mean"}, "text_pooling"), ({"text_source": "system"}, "text_source"),
+                         ({"text_max_length": 1}, "text_max_length")):
+        with pytest.raises(ValueError, match=message):
+            TextOptions(**bad)
+    with pytest.raises(ValueError, match="unknown text preset"):
+        TextOptions.preset("authors")
+    with pytest.raises(ValueError, match=r"unknown text option\(s\) \['pooling'\]"):
+        TextOptions.preset("released", pooling="eos")
+
+
+@pytest.mark.parametrize("max_length", [5, 20])
+def test_released_pooling_reads_the_last_slot_of_a_short_row(tower, max_length):
+    """max_length L: rows truncated to L (EOS kept last), padded to L, last slot read without a mask."""
+    long_text = "what colour is the circle in the top left of this picture ? the big one , not the small red square"
+    texts = [long_text, "a"]
+    last = tower.embed_text(texts, pooling="last", max_length=max_length)
+    eos = tower.embed_text(texts, pooling="eos", max_length=max_length)
+    torch.testing.assert_close(last[0], eos[0])  # truncated: the last slot is the EOS
+    assert not torch.allclose(last[1], eos[1])  # padded: the last slot is a pad after EOS
+    with pytest.raises(ValueError, match="between 2 and the text tower's context of 77"):
+        tower.embed_text(texts, max_length=78)
+
+
+def test_projection_dim_is_the_joint_width(tower):
+    assert tower.projection_dim == 16
 
 
 def test_text_similarity_is_a_cosine():

@@ -1,0 +1,61 @@
+"""The paper's benchmarks as lmms-eval tasks, their headline metrics, and the numbers the authors reported.
+
+lmms-eval reports fractions (0-1) for accuracies; the paper reports percent, and MME in points. A
+:class:`Benchmark` names the task, the metric and the factor between the two, so a table built from
+lmms-eval result files reads in the paper's units.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rclib.eval.shapesworld import GROUP as SHAPESWORLD
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    column: str  # the table's column, the paper's name for the benchmark
+    task: str  # lmms-eval task or group name
+    metric: str  # headline metric, as lmms-eval's results name it (before ",<filter>")
+    scale: float = 100.0  # lmms-eval's value times this is in the paper's unit (percent; MME: points, 1)
+    note: str = ""  # how the lmms-eval task differs from the paper's setting
+
+
+PAPER_BENCHMARKS: tuple[Benchmark, ...] = (
+    Benchmark("SQA-IMG", "scienceqa_img", "exact_match"),
+    Benchmark("TextVQA", "textvqa_val", "exact_match"),
+    Benchmark("MME", "mme", "mme_perception_score", 1.0, "perception score, as the paper"),
+    Benchmark("VQAv2", "vqav2_val", "exact_match", note="the paper: test-dev, scored by the EvalAI server "
+              "(lmms-eval's vqav2_test writes the submission file); val is scored locally"),
+    Benchmark("POPE", "pope", "pope_f1_score", note="F1 of the three splits (random, popular, adversarial) "
+              "pooled; LLaVA's script scores each split"),
+    Benchmark("MMB", "mmbench_en_dev", "gpt_eval_score", 1.0, "matches free answers to options with the OpenAI "
+              "API (OPENAI_API_KEY); mmbench_en_dev_static matches offline"),
+    Benchmark("GQA", "gqa", "exact_match", note="not in the RC paper's table; LLaVA-1.5's usual set"),
+)
+
+
+def benchmark_for(task: str) -> Benchmark | None:
+    """The benchmark of an lmms-eval task (paper benchmarks, ShapesWorld and its families), else None."""
+    for benchmark in PAPER_BENCHMARKS:
+        if benchmark.task == task:
+            return benchmark
+    if task == SHAPESWORLD:
+        return Benchmark("ShapesWorld", task, "accuracy")
+    if task.startswith(f"{SHAPESWORLD}_"):
+        return Benchmark(f"SW {task.removeprefix(f'{SHAPESWORLD}_')}", task, "accuracy")
+    return None
+
+
+# Reported by the RC paper's authors (README of their released code) for LLaVA-1.5-7B (LoRA), training-free
+# rows, in the paper's units. Shown beside measured rows, always labelled as reported.
+REPORTED_SOURCE = "reported: RC paper (arXiv 2409.01179), LLaVA-1.5-7B LoRA"
+REPORTED: tuple[dict, ...] = (
+    {"method": "full", "visual_tokens": 576, "SQA-IMG": 68.40, "TextVQA": 58.20, "MME": 1476.9, "VQAv2": 79.10,
+     "POPE": 86.40, "MMB": 66.10},
+    {"method": "tome", "visual_tokens": None, "SQA-IMG": 50.00, "TextVQA": 45.30, "MME": 1138.0, "VQAv2": 57.10,
+     "POPE": 52.50, "MMB": 43.70},
+    {"method": "prumerge", "visual_tokens": None, "SQA-IMG": 68.52, "TextVQA": 53.51, "MME": 1191.5, "VQAv2": 65.90,
+     "POPE": 70.70, "MMB": 56.78},
+    {"method": "rc", "visual_tokens": None, "SQA-IMG": 69.01, "TextVQA": 55.51, "MME": 1284.9, "VQAv2": 70.41,
+     "POPE": 72.00, "MMB": 57.90},
+)

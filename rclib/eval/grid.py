@@ -1,0 +1,99 @@
+"""``rclib eval``: lmms-eval over a grid of (method, budget) cells, one result folder per cell.
+
+Each cell is one run of lmms-eval's own command line (``python -m lmms_eval --model rclib ...``, or
+``accelerate launch --num_processes N -m lmms_eval ...`` to split the questions over N processes), writing
+to ``<out>/<method>_<budget>/``. A cell whose folder already holds results for every requested task is
+skipped; a cell that was interrupted resumes from the answers its model stored batch by batch in
+``<out>/<method>_<budget>/responses`` (lmms-eval's response cache, see :mod:`rclib.eval.model`). The cells
+are rclib bench's: full once, "adaptive" only for the methods that choose K themselves.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rclib.bench import BenchConfig, runs
+from rclib.eval.shapesworld import GROUP as SHAPESWORLD
+from rclib.eval.shapesworld import tasks_dir
+
+PAPER_BUDGETS = ("adaptive", "64", "128", "192")  # the paper's comparisons: RC's own K, then 64 / 128 / 192 of 576
+
+
+@dataclass
+class GridConfig:
+    model: str = "shapes"  # registry name, hub id or folder (lmms-eval model_args `pretrained`)
+    tasks: tuple[str, ...] = (SHAPESWORLD,)  # lmms-eval task or group names
+    methods: tuple[str, ...] = BenchConfig.methods
+    budgets: tuple[str, ...] = PAPER_BUDGETS  # "adaptive", a token count, or a share of N such as 64/576
+    out: Path = Path("out/eval")
+    processes: int = 1  # > 1: each cell data-parallel over this many processes (one GPU each) via accelerate
+    batch_size: int = 8  # questions per forward pass in each process
+    limit: int | None = None  # questions per task (lmms-eval --limit), for a quick look; not for the table
+    model_args: str = ""  # more model_args for every cell, e.g. "text_encoder=...,preset=released"
+    shapes_n: int = BenchConfig.n  # ShapesWorld questions (rclib bench's, same seed)
+
+    def __post_init__(self):
+        if self.processes < 1 or self.batch_size < 1:
+            raise ValueError(f"processes and batch_size must be at least 1, got {self.processes} and {self.batch_size}")
+        if not self.tasks:
+            raise ValueError("name at least one lmms-eval task (e.g. pope,textvqa_val or shapesworld)")
+
+
+def cell_name(method: str, budget: str) -> str:
+    """The folder of a cell: ``rc_64``, ``rc_64of576``, ``full_all``."""
+    return f"{method}_{budget}".replace("/", "of")
+
+
+def model_args(config: GridConfig, method: str, budget: str) -> str:
+    """lmms-eval's --model_args of a cell; its answers are stored in the cell's ``responses`` folder."""
+    cell = config.out / cell_name(method, budget)
+    args = [f"pretrained={config.model}", f"method={method}"]
+    args += [] if method == "full" else [f"budget={budget}"]
+    args += [f"cache={cell.resolve() / 'responses'}"] + ([config.model_args] if config.model_args else [])
+    return ",".join(args)
+
+
+def command(config: GridConfig, method: str, budget: str, include_path: Path | None) -> list[str]:
+    """The command line of one cell."""
+    lmms_eval = ["-m", "lmms_eval", "--model", "rclib", "--model_args", model_args(config, method, budget),
+                 "--tasks", ",".join(config.tasks), "--batch_size", str(config.batch_size),
+                 "--output_path", str(config.out / cell_name(method, budget)), "--log_samples"]
+    lmms_eval += ["--include_path", str(include_path)] if include_path else []
+    lmms_eval += ["--limit", str(config.limit)] if config.limit else []
+    if config.processes == 1:
+        return [sys.executable, *lmms_eval]
+    import torch
+
+    devices = [] if torch.cuda.is_available() else ["--cpu"]  # without GPUs, N CPU processes
+    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(config.processes), *devices,
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *lmms_eval]
+
+
+def finished(folder: Path, tasks: tuple[str, ...]) -> bool:
+    """True when a results file in the folder covers every task."""
+    for path in folder.rglob("*_results.json"):
+        if set(tasks) <= set(json.loads(path.read_text())["results"]):
+            return True
+    return False
+
+
+def run_grid(config: GridConfig) -> list[Path]:
+    """Run every unfinished cell; returns the cell folders (the input of ``rclib table``)."""
+    include_path = tasks_dir(n=config.shapes_n) if any(t.startswith(SHAPESWORLD) for t in config.tasks) else None
+    cells = runs(BenchConfig(methods=config.methods, budgets=config.budgets))
+    folders = []
+    for i, (method, budget) in enumerate(cells, 1):
+        folder = config.out / cell_name(method, budget)
+        folders.append(folder)
+        if finished(folder, config.tasks):
+            print(f"[{i}/{len(cells)}] {folder.name}: done before, skipped", flush=True)
+            continue
+        print(f"[{i}/{len(cells)}] {folder.name}: running lmms-eval", flush=True)
+        subprocess.run(command(config, method, budget, include_path), check=True)
+        if not finished(folder, config.tasks):  # lmms-eval reports a failed evaluation and exits 0
+            raise RuntimeError(f"lmms-eval wrote no results for {', '.join(config.tasks)} in {folder}; its error is "
+                               "in the output above. Rerunning resumes from the answers already stored.")
+    return folders

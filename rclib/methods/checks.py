@@ -1,0 +1,86 @@
+"""Checks of what a caller hands the compression methods: a ValueError that says what to fix, before any work.
+
+:func:`check_inputs` looks at every tensor (type, device, dtype, shape, empty dimensions, NaN or inf
+anywhere), at what the method needs, at its options and at the budget. A batch of B = 0 samples is
+valid (the result is empty); N = 0 tokens or C = 0 channels is not.
+"""
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+from rclib.filters import check_scores
+
+SCORES = ("cls_attn", "text_sim")  # [B, N] per-token scores
+WHAT = {"cls_attn": "the [CLS] attention over the patches [B, N]",
+        "text_sim": "the question-to-patch similarity [B, N]",
+        "keys": "the last vision layer's keys [B, N, Ck]",
+        "target": "the asked-about objects' patches [B, N] bool as the option target= (a benchmark's ground truth)"}
+FIX = "pass the encoders' outputs (rclib.models.CompressedLlava.encode gives them all)"
+
+
+def check_tensor(value, name: str, dims: int, device: torch.device | None) -> None:
+    """``value`` is a finite floating-point torch tensor with ``dims`` dimensions on ``device``."""
+    if not isinstance(value, torch.Tensor):
+        fix = "convert it with torch.from_numpy(...)" if type(value).__module__ == "numpy" else "pass a torch tensor"
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}: {fix}")
+    if value.is_meta:
+        raise ValueError(f"{name} is a meta tensor (a shape without data): pass a tensor that holds values")
+    if device is not None and value.device != device:
+        raise ValueError(f"{name} is on {value.device} but tokens are on {device}: move all inputs to one device")
+    if not value.is_floating_point():
+        raise ValueError(f"{name} must be floating point (float16, bfloat16, float32 or float64), got {value.dtype}")
+    if value.dim() != dims:
+        shape = "[B, N]" if dims == 2 else "[B, N, C]"
+        raise ValueError(f"{name} must be {shape}, got shape {tuple(value.shape)}")
+    check_scores(value.flatten(1) if dims == 3 else value, name=name)  # NaN or inf anywhere, with the rows
+
+
+def check_budget(budget) -> int | None:
+    """None, or a whole number >= 1 (a Python or numpy integer, or a one-element integer tensor) as an int."""
+    if budget is None:
+        return None
+    if isinstance(budget, torch.Tensor):
+        if budget.numel() != 1 or budget.is_floating_point() or budget.dtype == torch.bool:
+            raise ValueError(f"budget must be one whole number of output tokens, got a {budget.dtype} tensor of shape "
+                             f"{tuple(budget.shape)}; for a budget per sample, compress each sample on its own")
+        budget = budget.item()
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral):
+        raise ValueError(f"budget must be a whole number of output tokens or None (adaptive), got {budget!r}")
+    if budget < 1:
+        raise ValueError(f"budget must be a positive number of output tokens, got {budget}")
+    return int(budget)
+
+
+def needed_inputs(spec, options: dict) -> list[str]:
+    """The inputs a call of ``spec`` reads: its ``needs``, and text_sim where a text stage is on (rc's
+    ``text_stage`` option, on by default)."""
+    text_stage = "text_stage" in spec.options and options.get("text_stage", spec.options["text_stage"])
+    return [*spec.needs, "text_sim"] if text_stage and "text_sim" not in spec.needs else list(spec.needs)
+
+
+def check_inputs(spec, tokens, cls_attn, text_sim, keys, budget, options: dict) -> int | None:
+    """Raise a ValueError naming the first problem with a call of the method ``spec`` (a
+    :class:`~rclib.methods.registry.MethodSpec`); return the budget as an int (or None)."""
+    spec.check_options(options)
+    check_tensor(tokens, "tokens", 3, None)
+    B, N, C = tokens.shape
+    if N == 0 or C == 0:
+        raise ValueError(f"tokens must have at least one token of at least one channel, got shape {(B, N, C)}")
+    given = {"cls_attn": cls_attn, "text_sim": text_sim, "keys": keys}
+    for name, value in given.items():
+        if value is None:
+            continue
+        check_tensor(value, name, 2 if name in SCORES else 3, tokens.device)
+        if value.shape[:2] != (B, N):
+            layout = "[B, N]" if name in SCORES else "[B, N, Ck]"
+            raise ValueError(f"{name} must be {layout} with [B, N] = {[B, N]} as in tokens, got {tuple(value.shape)}")
+        if name == "keys" and value.shape[2] == 0:
+            raise ValueError(f"keys must have at least one channel, got shape {tuple(value.shape)}")
+    for name in needed_inputs(spec, options):
+        if {**given, "target": options.get("target")}.get(name) is None:
+            hint = " (or pass text_stage=False)" if name == "text_sim" and "text_stage" in spec.options else ""
+            raise ValueError(f"method {spec.name!r} needs {name}, {WHAT.get(name, 'an input compress does not take')}"
+                             f"{hint}: {FIX}")
+    return check_budget(budget)

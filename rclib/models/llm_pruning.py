@@ -1,0 +1,166 @@
+"""Pruning image tokens inside the LLM: a layer-by-layer prefill that can drop tokens between two decoder
+layers, then greedy decoding with the pruned KV cache.
+
+FastV (and SparseVLM) decide between decoder layers which image tokens the later layers see, from the
+attention that some queries (the last token, the question's words) paid at the layer before.
+transformers' ``generate`` cannot change the sequence between layers, so :func:`generate_pruned` runs the
+language model's own modules (decoder layers, rotary embedding, final norm, ``lm_head``) itself:
+
+- every layer runs through its own attention implementation (SDPA for rclib's checkpoints) with an
+  explicit additive mask; the attention weights of the one layer before a pruning step are computed
+  apart, for the few query rows needed only, from that layer's q projection and the keys it just cached;
+- pruning keeps the original rotary positions of the kept tokens (as FastV does), so a pruned sequence is
+  the full one with holes;
+- the KV cache of a layer holds exactly the tokens that layer saw: layers before the pruning step keep
+  every token, layers after it only the kept ones, and every new token attends to that layer's cache;
+- a batch is left-padded, each row prunes its own count, rows are re-packed to the left after pruning.
+  With nothing pruned the answers equal ``LlavaForConditionalGeneration.generate``'s.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import torch
+from transformers.cache_utils import DynamicCache
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+
+@dataclass
+class Sequence:
+    """The left-padded sequence a run of decoder layers sees; row b is sample b."""
+
+    hidden: torch.Tensor  # [B, L, H] hidden states
+    position: torch.Tensor  # [B, L] long rotary positions (original ones; padding: 0)
+    real: torch.Tensor  # [B, L] bool, False on padding
+    image: torch.Tensor  # [B, L] long, the image token index 0..N-1 at this place, -1 for text and padding
+
+    def select(self, keep: torch.Tensor) -> Sequence:
+        """The rows with only the ``keep`` [B, L] tokens (order kept), re-packed to the left-padded layout."""
+        keep = keep & self.real
+        length = int(keep.sum(1).max())
+        order = keep.long().argsort(dim=1, stable=True)[:, -length:]  # [B, L'] dropped first, kept last, in order
+        real = keep.gather(1, order)
+        return Sequence(hidden=self.hidden.gather(1, order[:, :, None].expand(-1, -1, self.hidden.shape[2])),
+                        position=self.position.gather(1, order).masked_fill(~real, 0), real=real,
+                        image=self.image.gather(1, order).masked_fill(~real, -1))
+
+    def on_image(self, values: torch.Tensor, n_image: int) -> torch.Tensor:
+        """Per-place values [B, L] laid out on the N image tokens: [B, N], zero (False) for tokens not here."""
+        out = values.new_zeros(values.shape[0], n_image + 1)
+        return out.scatter_(1, torch.where(self.image < 0, n_image, self.image), values)[:, :n_image]
+
+
+class Pruner(Protocol):
+    """What an inside-LLM method decides; :func:`generate_pruned` does the rest."""
+
+    layers: tuple[int, ...]  # prune before these decoder layers, ascending, each >= 1
+
+    def queries(self, layer: int, sequence: Sequence) -> torch.Tensor:
+        """[B, Q] places in ``sequence`` whose attention rows at decoder layer ``layer - 1`` are read."""
+
+    def keep(self, layer: int, attention: torch.Tensor, sequence: Sequence) -> torch.Tensor:
+        """[B, L] bool: the places layers ``layer`` on see; attention [B, Q, L] is the head mean."""
+
+
+@dataclass
+class PrunedGeneration:
+    """What :func:`generate_pruned` returns."""
+
+    ids: torch.Tensor  # [B, T] new token ids, pad-filled after EOS
+    seen: torch.Tensor  # [B, n_layers, N] bool: image token n entered decoder layer l (prefill)
+    scores: dict[str, torch.Tensor]  # "llm_attention_layer{l}" -> [B, N] float32: the attention the queries
+    # paid each image token in layer l (mean over queries and heads; 0 for tokens already pruned)
+
+
+def causal_bias(real: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, 1, L, L] additive mask: place i attends place j <= i that is real; padding attends itself only."""
+    L = real.shape[1]
+    index = torch.arange(L, device=real.device)
+    allowed = (index[:, None] >= index[None, :]) & (real[:, None, :] | (index[:, None] == index[None, :]))
+    return additive(allowed[:, None], dtype)
+
+
+def additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A bool mask as an additive one (0 where allowed), for every attention implementation."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
+
+
+def attention_rows(layer, layer_input: torch.Tensor, keys: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor],
+                   rows: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """The head-mean attention weights of the query places ``rows`` [B, Q] in one decoder layer: [B, Q, L] float32.
+
+    layer_input [B, L, H] is what the layer read; keys [B, kv_heads, L, d] its cached (rotated) keys;
+    rotary the (cos, sin) [B, L, d] of the sequence; real [B, L] its non-padding places. Only the Q rows
+    are computed, so the layer itself can run any attention kernel.
+    """
+    attention = layer.self_attn
+    B, Q = rows.shape
+    picked = layer_input.gather(1, rows[:, :, None].expand(-1, -1, layer_input.shape[2]))  # [B, Q, H]
+    query = attention.q_proj(layer.input_layernorm(picked)).view(B, Q, -1, attention.head_dim).transpose(1, 2)
+    cos, sin = (t.gather(1, rows[:, :, None].expand(-1, -1, t.shape[2])) for t in rotary)  # [B, Q, d]
+    query, _ = apply_rotary_pos_emb(query, query, cos, sin)  # [B, heads, Q, d]
+    keys = repeat_kv(keys, query.shape[1] // keys.shape[1])  # [B, heads, L, d]
+    logits = (query.float() @ keys.float().transpose(2, 3)) * attention.scaling  # [B, heads, Q, L]
+    index = torch.arange(keys.shape[2], device=rows.device)
+    allowed = (index[None, None, :] <= rows[:, :, None]) & real[:, None, :]  # [B, Q, L] causal, no padding
+    return logits.masked_fill(~allowed[:, None], float("-inf")).softmax(-1).mean(1)
+
+
+@torch.no_grad()
+def generate_pruned(language_model, lm_head, embeds: torch.Tensor, mask: torch.Tensor, image: torch.Tensor,
+                    pruner: Pruner, n_image: int, max_new_tokens: int, eos_ids: list[int], pad_id: int
+                    ) -> PrunedGeneration:
+    """Greedy decoding of a decoder-only ``language_model`` (transformers' LlamaModel or alike) that prunes
+    its input between layers as ``pruner`` decides.
+
+    embeds [B, L, H] left-padded inputs, mask [B, L] (1 = real), image [B, L] the image token index of each
+    place (-1 elsewhere), n_image N. Positions are cumsum(mask) - 1, as ``generate`` numbers a left-padded
+    batch; the KV cache of each layer holds the places that layer saw.
+    """
+    layers = language_model.layers
+    if not pruner.layers or pruner.layers[0] < 1 or pruner.layers[-1] >= len(layers):
+        raise ValueError(f"pruning layers {pruner.layers} must lie in 1..{len(layers) - 1} for a language model of "
+                         f"{len(layers)} decoder layers (the attention of the layer before decides)")
+    real = mask.bool()
+    sequence = Sequence(embeds, (mask.long().cumsum(1) - 1).clamp(min=0), real, image.masked_fill(~real, -1))
+    next_position = sequence.position[:, -1] + 1  # [B] the first new token's position
+    cache = DynamicCache(config=language_model.config)
+    key_real = []  # per layer: [B, L_l] the real places of its cache
+    seen, scores = [], {}
+    rotary = language_model.rotary_emb(sequence.hidden, sequence.position)
+    bias = causal_bias(sequence.real, embeds.dtype)
+    for index, layer in enumerate(layers):
+        if index in pruner.layers:
+            rows = pruner.queries(index, sequence)
+            attention = attention_rows(layers[index - 1], layer_input, cache.layers[index - 1].keys, rotary, rows,
+                                       sequence.real)
+            scores[f"llm_attention_layer{index - 1}"] = sequence.on_image(attention.mean(1), n_image)
+            sequence = sequence.select(pruner.keep(index, attention, sequence))
+            rotary = language_model.rotary_emb(sequence.hidden, sequence.position)
+            bias = causal_bias(sequence.real, embeds.dtype)
+        layer_input = sequence.hidden
+        hidden = layer(layer_input, attention_mask=bias, position_ids=sequence.position, past_key_values=cache,
+                       use_cache=True, position_embeddings=rotary)
+        sequence = replace(sequence, hidden=hidden)
+        key_real.append(sequence.real)
+        seen.append(sequence.on_image(sequence.real, n_image))
+
+    eos = torch.tensor(eos_ids, device=embeds.device)
+    unfinished = torch.ones(len(embeds), dtype=torch.bool, device=embeds.device)
+    hidden, new_ids = sequence.hidden[:, -1:], []
+    for step in range(max_new_tokens):
+        logits = lm_head(language_model.norm(hidden[:, -1]))  # [B, vocab]
+        token = torch.where(unfinished, logits.argmax(-1), pad_id)
+        new_ids.append(token)
+        unfinished &= ~torch.isin(token, eos)
+        if step == max_new_tokens - 1 or not bool(unfinished.any()):
+            break
+        position = (next_position + step)[:, None]  # [B, 1]
+        hidden = language_model.embed_tokens(token)[:, None]  # [B, 1, H]
+        rotary = language_model.rotary_emb(hidden, position)
+        for index, layer in enumerate(layers):
+            key_real[index] = torch.cat([key_real[index], key_real[index].new_ones(len(token), 1)], 1)
+            hidden = layer(hidden, attention_mask=additive(key_real[index][:, None, None], hidden.dtype),
+                           position_ids=position, past_key_values=cache, use_cache=True, position_embeddings=rotary)
+    return PrunedGeneration(ids=torch.stack(new_ids, 1), seen=torch.stack(seen, 1), scores=scores)

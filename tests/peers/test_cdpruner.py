@@ -1,0 +1,61 @@
+"""CDPruner: the greedy conditional DPP picks what a brute-force log-det greedy picks; relevance matters."""
+import pytest
+import torch
+
+from rclib import Fate, compress
+from rclib.methods.cdpruner import conditional_kernel, greedy_dpp, relevance
+
+
+def brute_force_greedy(kernel: torch.Tensor, k: int) -> set[int]:
+    """Add, k times, the item that maximises det(L_S) (float64)."""
+    kernel = kernel.double()
+    chosen: list[int] = []
+    for _ in range(k):
+        gains = {j: torch.linalg.det(kernel[chosen + [j]][:, chosen + [j]]) for j in range(len(kernel)) if j not in chosen}
+        chosen.append(max(gains, key=gains.get))
+    return set(chosen)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_greedy_dpp_equals_brute_force(seed):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randn(2, 12, 8, generator=g)
+    r = relevance(torch.randn(2, 12, generator=g))
+    kernel = conditional_kernel(tokens, r)
+    picked = greedy_dpp(kernel, torch.tensor([5, 3]), r)
+    for b, k in enumerate((5, 3)):
+        assert set(torch.nonzero(picked[b]).flatten().tolist()) == brute_force_greedy(kernel[b], k)
+
+
+def test_relevance_normalisation_and_sign():
+    s = torch.tensor([[0.1, 0.3, 0.2], [2.0, 2.0, 1.0]])
+    torch.testing.assert_close(relevance(s), torch.tensor([[1e-6 / 0.2, 1.0 + 1e-6 / 0.2, 0.5 + 1e-6 / 0.2],
+                                                           [1.0 + 1e-6, 1.0 + 1e-6, 1e-6]]))
+    torch.testing.assert_close(relevance(s, negate=True)[1], torch.tensor([1e-6, 1e-6, 1.0 + 1e-6]))
+
+
+def test_text_relevance_steers_the_choice():
+    """Two identical clusters of tokens: the DPP takes one token of each, from the more relevant copy."""
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(1, 4, 16, generator=g)
+    tokens = torch.cat([base, base + 1e-3 * torch.randn(1, 4, 16, generator=g)], 1)  # tokens 4..7 copy 0..3
+    text = torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]])
+    r = compress(tokens, text_sim=text, method="cdpruner", budget=4)
+    assert torch.nonzero(r.fate[0] == Fate.KEPT).flatten().tolist() == [4, 5, 6, 7]
+    flipped = compress(tokens, text_sim=text.flip(1), method="cdpruner", budget=4)
+    assert torch.nonzero(flipped.fate[0] == Fate.KEPT).flatten().tolist() == [0, 1, 2, 3]
+
+
+def test_budget_beyond_the_kernel_rank_fills_with_relevance():
+    """Width 2: the kernel has rank 2; the other picks follow relevance, and exactly K tokens come out."""
+    g = torch.Generator().manual_seed(1)
+    tokens, text = torch.randn(1, 10, 2, generator=g), torch.arange(10.0)[None]
+    r = compress(tokens, text_sim=text, method="cdpruner", budget=6)
+    kept = set(torch.nonzero(r.fate[0] == Fate.KEPT).flatten().tolist())
+    assert len(kept) == 6 and {6, 7, 8, 9} <= kept  # the 4 fallback picks are the most relevant left
+    assert torch.isfinite(r.tokens).all()
+
+
+def test_needs_text_sim():
+    with pytest.raises(ValueError, match="needs text_sim"):
+        compress(torch.randn(1, 9, 4), method="cdpruner", budget=3)
