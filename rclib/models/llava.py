@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 
 from rclib.images import read_image
 from rclib.methods import METHODS
@@ -330,9 +331,10 @@ class CompressedLlava:
     def answer(self, images, questions, method: str = "rc", budget: int | None = None, max_new_tokens: int = 32,
                **options) -> Run:
         """Encode, compress and generate, each stage timed. options: TextOptions fields go to ``encode``, the
-        rest to the method. A single image and question string make a batch of one."""
+        rest to the method; a ``preset`` (rc's "released") goes to both, since it names the text side too.
+        A single image and question string make a batch of one."""
         text_options = {name: options.pop(name) for name in TextOptions.names() & options.keys()}
-        encoded, t_vision = timed(self.device, self.encode, images, questions, **text_options)
+        encoded, t_vision = timed(self.device, self.encode, images, questions, options.get("preset"), **text_options)
         run = self.run(encoded, method, budget, max_new_tokens, **options)
         run.seconds = {"vision": t_vision, **run.seconds}
         return run
