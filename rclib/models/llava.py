@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -373,3 +374,17 @@ class CompressedLlava:
         h, w = encoded.grid
         return Scores(cls_attn=encoded.cls_attn[0].reshape(h, w).float().cpu(),
                       text_sim=encoded.text_sim[0].reshape(h, w).float().cpu())
+
+    def display_images(self, encoded: Encoded) -> np.ndarray:
+        """The images of ``encoded`` as the patch grid covers them, uint8 [B, H, W, 3], for figures.
+
+        Undoes this model's image processor (its rescale factor, image_mean and image_std), so the pixel
+        statistics are those of the processor that made ``encoded.pixel_values``.
+        """
+        processor = self.processor.image_processor
+        pixels = encoded.pixel_values.float().cpu().permute(0, 2, 3, 1)  # [B, 3, H, W] -> [B, H, W, 3]
+        if processor.do_normalize:
+            pixels = pixels * torch.tensor(processor.image_std) + torch.tensor(processor.image_mean)
+        if processor.do_rescale:
+            pixels = pixels / processor.rescale_factor
+        return pixels.round().clamp(0, 255).to(torch.uint8).numpy()
