@@ -17,6 +17,7 @@ from pathlib import Path
 from rclib.bench import BenchConfig
 from rclib.eval.commands import add_commands
 from rclib.methods import METHODS, method_table
+from rclib.models.llava import IMAGE_PREPROCESS, PROMPT_FORMATS
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -46,13 +47,14 @@ def answer_one(model, image, question: str, method: str = "rc", budget: int | No
     return record(model, run, 0, str(image) if isinstance(image, (str, Path)) else "<array>", full_text), run
 
 
-def write_outputs(out: Path, entry: dict, run) -> None:
+def write_outputs(model, out: Path, entry: dict, run) -> None:
     """result.json and the figures (score heatmaps, token-fate map) of one answered question."""
     from rclib import viz
+    from rclib.gallery import answer_figures
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(entry, indent=2))
-    for name, figure in viz.answer_figures(run.encoded, run.result, entry).items():
+    for name, figure in answer_figures(model, run).items():
         figure.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight")
         viz.close(figure)
 
@@ -69,13 +71,24 @@ def print_record(record: dict) -> None:
         print(f"   truth      : {record['answer_truth']}")
 
 
-def cmd_answer(args) -> None:
+def load_model(args):
+    """The model the command line names, with LLaVA-1.5's evaluation settings where given (else the registry's)."""
     from rclib.models import load
 
-    model = load(args.model, args.text_encoder)
-    entry, run = answer_one(model, args.image, args.question, args.method, args.budget, args.compare)
+    return load(args.model, args.text_encoder, image_preprocess=args.image_preprocess, prompt_format=args.prompt_format)
+
+
+def method_options(args) -> dict:
+    """The method options the command line sets (rc's preset)."""
+    return {"preset": args.preset} if args.preset else {}
+
+
+def cmd_answer(args) -> None:
+    model = load_model(args)
+    entry, run = answer_one(model, args.image, args.question, args.method, args.budget, args.compare,
+                            **method_options(args))
     if args.out:
-        write_outputs(Path(args.out), entry, run)
+        write_outputs(model, Path(args.out), entry, run)
     if args.json:
         print(json.dumps(entry, indent=2))
     else:
@@ -83,18 +96,17 @@ def cmd_answer(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from rclib.figures import examples
-    from rclib.models import load
+    from rclib.examples import examples_for_model
 
-    model = load(args.model, args.text_encoder)
+    model = load_model(args)
     print(f"model {model.name} with text tower {model.text_encoder_name}; method {args.method}\n")
-    for i, example in enumerate(examples(args.model, n_scenes=3)):
+    for i, example in enumerate(examples_for_model(args.model, n_scenes=3)):
         name = f"{i:02d}-" + "".join(c if c.isalnum() else "-" for c in example.name.split(":")[0]).strip("-")
         entry, run = answer_one(model, example.image, example.question, args.method, args.budget, compare=True)
         entry["image"] = str(example.image) if isinstance(example.image, Path) else example.name
         if example.answer is not None:
             entry["answer_truth"] = example.answer
-        write_outputs(Path(args.out) / name, entry, run)
+        write_outputs(model, Path(args.out) / name, entry, run)
         print(f"[{name}]", end=" ")
         print_record(entry)
     print(f"\nwrote result.json and figures for each example under {args.out}/")
@@ -112,11 +124,10 @@ def table_lines(rows: list[dict]) -> list[str]:
 def cmd_bench(args) -> None:
     from rclib import viz
     from rclib.bench import run_bench
-    from rclib.models import load
 
     config = BenchConfig(methods=tuple(args.methods), budgets=tuple(args.budgets),
                          families=tuple(args.families) if args.families else None, n=args.n, seed=args.seed)
-    rows = run_bench(load(args.model, args.text_encoder), config)
+    rows = run_bench(load_model(args), config)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(rows, indent=2, allow_nan=False))
@@ -135,7 +146,7 @@ def cmd_methods(args) -> None:
 
 
 def cmd_figures(args) -> None:
-    from rclib.figures import render_figures
+    from rclib.gallery import render_figures
 
     for path in render_figures(Path(args.out), model=args.model):
         print(path)
@@ -155,10 +166,18 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--model", default="shapes", help="registry name (shapes, llava-1.5-7b, ...), hub id or folder")
         sp.add_argument("--text-encoder", default=None, help="CLIP text tower: registry name, hub id or folder "
                         "(default: the model's registered pairing)")
+        sp.add_argument("--image-preprocess", choices=IMAGE_PREPROCESS, default=None,
+                        help="pad: LLaVA-1.5's pad-to-square with the mean colour; crop: the processor's centre crop "
+                        "(default: the registry's setting, pad for LLaVA-1.5, else the checkpoint's processor)")
+        sp.add_argument("--prompt-format", choices=PROMPT_FORMATS, default=None,
+                        help="vicuna_v1: LLaVA-1.5's evaluation prompt with its system prompt; chat_template: the "
+                        "checkpoint's (default: the registry's setting)")
         if method:
             sp.add_argument("--method", default="rc", choices=list(METHODS),
                             help="compression method (`rclib methods` describes each)")
             sp.add_argument("--budget", type=int, default=None, help="fixed number of output tokens (default adaptive)")
+            sp.add_argument("--preset", choices=("paper", "released"), default=None,
+                            help="rc only: 'released' reproduces the authors' released code (docs/released.md)")
 
     sp = sub.add_parser("answer", help="answer one question about one image")
     sp.add_argument("--image", required=True)

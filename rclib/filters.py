@@ -158,6 +158,8 @@ def lof_values(scores: torch.Tensor, n_neighbors: int, valid: torch.Tensor) -> t
 def iqr_fence(statistic: torch.Tensor, factor: float = IQR_FACTOR) -> torch.Tensor:
     """[B] float64: Q3 + factor * IQR of each row of ``statistic`` [B, n] (NaN: not taking part),
     percentiles interpolated as numpy's default."""
+    if statistic.numel() == 0:  # no row, or rows of no token: nothing can be an outlier
+        return statistic.new_zeros(statistic.shape[0])
     q = torch.nanquantile(statistic, torch.tensor([0.25, 0.75], dtype=statistic.dtype, device=statistic.device),
                           dim=1)  # [2, B]
     return q[1] + factor * (q[1] - q[0])

@@ -19,6 +19,7 @@ from rclib.methods.fastv import fastv
 from rclib.methods.oracle import oracle
 from rclib.methods.prumerge import prumerge, prumerge_plus
 from rclib.methods.rc import RCConfig, recoverable_compression
+from rclib.methods.tome import tome
 from rclib.methods.registry import MethodSpec, method_table
 from rclib.methods.visionzip import visionzip
 from rclib.result import CompressionResult
@@ -48,6 +49,8 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                "Chen et al., FastV, ECCV 2024 (arXiv 2403.06764)", stage="inside_llm"),
     MethodSpec("cdpruner", cdpruner, "the K tokens of a greedy conditional DPP: feature cosine weighted by CLIP "
                "text relevance", "Zhang et al., CDPruner, NeurIPS 2025 (arXiv 2506.10967)", needs=("text_sim",)),
+    MethodSpec("tome", tome, "rounds of bipartite soft matching by key cosine until K tokens, each the mean of "
+               "its sources", "Bolya et al., Token Merging, ICLR 2023 (arXiv 2210.09461)", needs=("keys",)),
     MethodSpec("oracle", oracle, "the asked-about objects' patches first, then top [CLS] attention: the ceiling "
                "of any K-token selection (needs the ground-truth mask)", "", needs=("cls_attn", "target")),
 )}

@@ -52,7 +52,7 @@ def greedy_dpp(kernel: torch.Tensor, count: torch.Tensor, fallback: torch.Tensor
     """
     B, N, _ = kernel.shape
     rows = torch.arange(B, device=kernel.device)
-    steps = int(count.max())
+    steps = int(count.max()) if B else 0
     cholesky = kernel.new_zeros(steps, B, N)  # [T, B, N] the incremental Cholesky rows c_t
     gain = torch.diagonal(kernel, dim1=1, dim2=2).clone()  # [B, N] d_j^2
     floor = gain.max(1).values * EXHAUSTED  # [B]

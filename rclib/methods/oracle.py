@@ -23,6 +23,7 @@ def oracle(tokens: torch.Tensor, cls_attn: torch.Tensor, text_sim=None, keys=Non
         raise ValueError(f"oracle needs target=[B, N] = {(B, N)} bool, the asked-about objects' patches "
                          f"(rclib.bench.target_on_grid makes it from a world's masks)")
     a = cls_attn.float()
-    rank = torch.where(target.to(a.device), a + (a.max() - a.min() + 1), a)  # every target patch above the rest
+    spread = a.amax(1, keepdim=True) - a.amin(1, keepdim=True) + 1  # [B, 1]
+    rank = torch.where(target.to(a.device), a + spread, a)  # every target patch above the rest of its row
     keep = topk_mask(rank, budget_tensor(budget or default_budget(N), B, tokens.device))
     return keep_and_drop(tokens, keep, "oracle", {"visual": cls_attn})

@@ -92,7 +92,8 @@ PRESETS: dict[str | None, dict] = {
 }
 
 
-def scaled_count(scale: torch.Tensor, count: torch.Tensor, total: torch.Tensor, rounding: str) -> torch.Tensor:
+def scaled_count(scale: int | torch.Tensor, count: torch.Tensor, total: int | torch.Tensor,
+                 rounding: str) -> torch.Tensor:
     """[B] int(scale * count / total), the tokens a stage keeps when ``count`` of ``total`` were outliers.
 
     "exact": integer arithmetic. "float": the released code's int(scale * (count / total)) in float64,

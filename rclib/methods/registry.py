@@ -15,6 +15,7 @@ from rclib.result import CompressionResult
 INPUTS = ("cls_attn", "text_sim", "keys", "target")  # what a method may need besides the tokens; target (the
 # ground-truth mask of the asked-about objects, [B, N] bool) is passed as an option: only a benchmark has it
 STAGES = ("before_llm", "inside_llm")  # where a method prunes
+SIGNATURE = ("tokens", "cls_attn", "text_sim", "keys", "budget")  # every method's first five parameters
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class MethodSpec:
     adaptive: bool = False  # with budget=None it chooses K per sample itself (else a default budget applies)
     takes_budget: bool = True  # False: K is fixed by the method (all tokens)
     stage: str = "before_llm"  # one of STAGES
-    config: type | None = None  # a dataclass whose fields are the options (RC's RCConfig), else keyword-only args
+    config: type | None = None  # a dataclass whose fields are options too (RC's RCConfig), beside keyword-only args
     options: dict[str, object] = field(init=False)  # option name -> default, derived from fn or config
 
     def __post_init__(self):
@@ -48,11 +49,14 @@ class MethodSpec:
 
 
 def option_defaults(fn: Callable, config: type | None) -> dict[str, object]:
-    """Option name -> default: the fields of ``config``, or the keyword-only parameters of ``fn``."""
+    """Option name -> default: the parameters of ``fn`` after the five inputs (e.g. a preset), then the fields of
+    ``config``."""
+    extra = list(inspect.signature(fn).parameters.values())[len(SIGNATURE):]
+    options = {p.name: p.default for p in extra if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
     if config is not None:
         assert is_dataclass(config), f"config must be a dataclass, got {config!r}"
-        return {f.name: f.default for f in fields(config)}
-    return {name: p.default for name, p in inspect.signature(fn).parameters.items() if p.kind == p.KEYWORD_ONLY}
+        options.update({f.name: f.default for f in fields(config)})
+    return options
 
 
 def method_table(methods: dict[str, MethodSpec]) -> str:

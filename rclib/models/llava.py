@@ -9,9 +9,11 @@ everything a caller reports or draws, so nothing downstream re-runs a stage.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
+from PIL import Image
 
 from rclib.images import read_image
 from rclib.methods import METHODS
@@ -38,9 +40,20 @@ class Encoded:
     input_ids: torch.Tensor  # [B, L] the processor's tokens, left-padded, N image tokens per row
     attention_mask: torch.Tensor  # [B, L] 1 for real tokens
     pixel_values: torch.Tensor  # [B, 3, H, W] the preprocessed images the patch grid covers
+    cls_attn_heads: torch.Tensor | None = None  # [B, N] the feature layer's [CLS] attention, mean of the heads
+    keys_heads: torch.Tensor | None = None  # [B, N, C / heads] the feature layer's keys, mean of the heads
 
     def __len__(self) -> int:
         return self.features.shape[0]
+
+    def with_feature_layer_scores(self) -> Encoded:
+        """The same batch with the scores FasterVLM and VisionZip define in place of RC's: [CLS] attention and
+        keys of the feature layer (LLaVA's penultimate), per head, averaged over heads. Run a peer on it to
+        run it as its paper does; the default ``cls_attn`` / ``keys`` are RC's (last layer, one wide head),
+        shared by all methods for ablations."""
+        if self.cls_attn_heads is None or self.keys_heads is None:
+            raise ValueError("this Encoded has no feature-layer scores; make it with CompressedLlava.encode")
+        return replace(self, cls_attn=self.cls_attn_heads, keys=self.keys_heads)
 
     @property
     def n_tokens(self) -> int:
@@ -242,7 +255,7 @@ class CompressedLlava:
                        text_sim=text_similarity(text_embeds, patch_embeds).to(self.device), keys=vision.keys,
                        grid=vision.grid, questions=list(questions), prompts=prompts, texts=texts,
                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       pixel_values=pixel_values)
+                       pixel_values=pixel_values, cls_attn_heads=vision.cls_attn_heads, keys_heads=vision.keys_heads)
 
     def compress(self, encoded: Encoded, method: str = "rc", budget: int | None = None,
                  **options) -> CompressionResult:
@@ -274,11 +287,16 @@ class CompressedLlava:
         return pad if pad is not None else self.processor.tokenizer.eos_token_id
 
     @torch.no_grad()
-    def generate_ids(self, encoded: Encoded, result: CompressionResult, max_new_tokens: int = 32) -> torch.Tensor:
-        """Greedy decoding from the compressed input: new token ids [B, T], pad-filled after EOS."""
+    def generate_ids(self, encoded: Encoded, result: CompressionResult, max_new_tokens: int = 32,
+                     **generate_options) -> torch.Tensor:
+        """Greedy decoding from the compressed input: new token ids [B, T], pad-filled after EOS.
+
+        generate_options go to transformers' ``generate`` (e.g. ``min_new_tokens``, ``streamer``).
+        """
         embeds, mask = self.llm_inputs(encoded, result)
         return self.model.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
-                                   max_new_tokens=max_new_tokens, pad_token_id=self.pad_token_id)
+                                   max_new_tokens=max_new_tokens, pad_token_id=self.pad_token_id,
+                                   **generate_options)
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         """New token ids [B, T] -> one answer string per sample, special tokens removed."""
@@ -309,14 +327,13 @@ class CompressedLlava:
         """
         spec = METHODS[method]
         spec.check_options(options)
-        if budget is not None and int(budget) < 1:
-            raise ValueError(f"budget must be a positive number of image tokens, got {budget}")
         pruner = spec.fn(encoded.features, encoded.cls_attn, encoded.text_sim, encoded.keys, budget, **options)
         embeds, mask = self.llm_inputs(encoded, compress_tokens(encoded.features, method="full"))
         eos = self.model.generation_config.eos_token_id
         generation = generate_pruned(self.model.model.language_model, self.model.lm_head, embeds, mask,
                                      self.image_places(encoded, embeds.shape[1]), pruner, encoded.n_tokens,
-                                     max_new_tokens, [eos] if isinstance(eos, int) else list(eos), self.pad_token_id)
+                                     max_new_tokens, [eos] if isinstance(eos, int) else list(eos or ()),
+                                     self.pad_token_id)
         result = keep_and_drop(encoded.features, generation.seen[:, -1], method, generation.scores)
         return result, generation.ids, generation.seen
 
@@ -343,9 +360,10 @@ class CompressedLlava:
     def answer(self, images, questions, method: str = "rc", budget: int | None = None, max_new_tokens: int = 32,
                **options) -> Run:
         """Encode, compress and generate, each stage timed. options: TextOptions fields go to ``encode``, the
-        rest to the method. A single image and question string make a batch of one."""
+        rest to the method; a ``preset`` (rc's "released") goes to both, since it names the text side too.
+        A single image and question string make a batch of one."""
         text_options = {name: options.pop(name) for name in TextOptions.names() & options.keys()}
-        encoded, t_vision = timed(self.device, self.encode, images, questions, **text_options)
+        encoded, t_vision = timed(self.device, self.encode, images, questions, options.get("preset"), **text_options)
         run = self.run(encoded, method, budget, max_new_tokens, **options)
         run.seconds = {"vision": t_vision, **run.seconds}
         return run
@@ -356,3 +374,17 @@ class CompressedLlava:
         h, w = encoded.grid
         return Scores(cls_attn=encoded.cls_attn[0].reshape(h, w).float().cpu(),
                       text_sim=encoded.text_sim[0].reshape(h, w).float().cpu())
+
+    def display_images(self, encoded: Encoded) -> np.ndarray:
+        """The images of ``encoded`` as the patch grid covers them, uint8 [B, H, W, 3], for figures.
+
+        Undoes this model's image processor (its rescale factor, image_mean and image_std), so the pixel
+        statistics are those of the processor that made ``encoded.pixel_values``.
+        """
+        processor = self.processor.image_processor
+        pixels = encoded.pixel_values.float().cpu().permute(0, 2, 3, 1)  # [B, 3, H, W] -> [B, H, W, 3]
+        if processor.do_normalize:
+            pixels = pixels * torch.tensor(processor.image_std) + torch.tensor(processor.image_mean)
+        if processor.do_rescale:
+            pixels = pixels / processor.rescale_factor
+        return pixels.round().clamp(0, 255).to(torch.uint8).numpy()

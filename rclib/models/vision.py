@@ -16,6 +16,8 @@ class VisionOutput:
     keys: torch.Tensor  # [B, N, C] last layer's k_proj outputs for the patches, not normalised
     last_hidden_state: torch.Tensor  # [B, 1 + N, C] final layer output (CLS first), before post_layernorm
     grid: tuple[int, int]  # (h, w) patch grid, raster order of the N tokens
+    cls_attn_heads: torch.Tensor  # [B, N] float32, the feature layer's [CLS] -> patch attention, mean of the heads
+    keys_heads: torch.Tensor  # [B, N, C / heads] the feature layer's k_proj outputs, mean of the heads
 
 
 def cls_attention(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -29,17 +31,35 @@ def cls_attention(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return logits.softmax(dim=-1)[:, 1:]
 
 
+def cls_attention_per_head(queries: torch.Tensor, keys: torch.Tensor, heads: int) -> torch.Tensor:
+    """[CLS] attention over the patches as the layer computes it, head by head, then the mean of the heads.
+
+    queries, keys [B, 1 + N, C] (CLS first) -> [B, N] float32: per head, softmax over all 1 + N keys of
+    q_cls . k_j / sqrt(C / heads), CLS column dropped. FasterVLM reads this mean; VisionZip the sum (the
+    same order).
+    """
+    B, L, C = keys.shape
+    q_cls = queries[:, 0].float().view(B, heads, C // heads)  # [B, C] -> [B, h, d]
+    k = keys.float().view(B, L, heads, C // heads)  # [B, 1 + N, C] -> [B, 1 + N, h, d]
+    logits = torch.einsum("bhd,bjhd->bhj", q_cls, k) / math.sqrt(C // heads)  # [B, h, 1 + N]
+    return logits.softmax(dim=-1)[:, :, 1:].mean(1)
+
+
 @torch.no_grad()
 def encode_vision(tower, pixel_values: torch.Tensor, feature_layer: int = -2) -> VisionOutput:
     """Run a transformers ``CLIPVisionModel`` once on pixel_values [B, 3, H, W].
 
-    The last encoder layer's q_proj / k_proj outputs are caught with forward hooks; the feature layer
-    indexes ``hidden_states`` as LLaVA does (-2: the penultimate layer's output).
+    The q_proj / k_proj outputs of the last encoder layer (RC's scores) and of the feature layer (the
+    peers' own: FasterVLM, VisionZip) are caught with forward hooks; the feature layer indexes
+    ``hidden_states`` as LLaVA does (-2: the penultimate layer's output, made by ``layers[-2]``).
     """
-    attention = tower.encoder.layers[-1].self_attn
+    layers = tower.encoder.layers
+    feature_attention = layers[feature_layer % (len(layers) + 1) - 1].self_attn  # hidden_states[i] is layer i-1's output
     caught: dict[str, torch.Tensor] = {}
-    hooks = [attention.q_proj.register_forward_hook(lambda module, args, out: caught.__setitem__("q", out)),
-             attention.k_proj.register_forward_hook(lambda module, args, out: caught.__setitem__("k", out))]
+    hooks = [layers[-1].self_attn.q_proj.register_forward_hook(lambda module, args, out: caught.__setitem__("q", out)),
+             layers[-1].self_attn.k_proj.register_forward_hook(lambda module, args, out: caught.__setitem__("k", out)),
+             feature_attention.q_proj.register_forward_hook(lambda module, args, out: caught.__setitem__("fq", out)),
+             feature_attention.k_proj.register_forward_hook(lambda module, args, out: caught.__setitem__("fk", out))]
     try:
         out = tower(pixel_values, output_hidden_states=True)
     finally:
@@ -50,5 +70,9 @@ def encode_vision(tower, pixel_values: torch.Tensor, feature_layer: int = -2) ->
     features = out.hidden_states[feature_layer][:, 1:]  # [B, 1 + N, C] -> [B, N, C]
     assert features.shape[1] == grid[0] * grid[1], \
         f"{features.shape[1]} patch tokens do not fill the {grid} grid of {tuple(pixel_values.shape)} images"
+    heads = tower.config.num_attention_heads
+    B, L, C = caught["fk"].shape
     return VisionOutput(features=features, cls_attn=cls_attention(caught["q"], caught["k"]),
-                        keys=caught["k"][:, 1:], last_hidden_state=out.last_hidden_state, grid=grid)
+                        keys=caught["k"][:, 1:], last_hidden_state=out.last_hidden_state, grid=grid,
+                        cls_attn_heads=cls_attention_per_head(caught["fq"], caught["fk"], heads),
+                        keys_heads=caught["fk"].view(B, L, heads, C // heads).mean(2)[:, 1:])  # [B, N, C / heads]

@@ -65,8 +65,8 @@ def test_vicuna_v1_prompt_has_the_system_prompt(evaluated, tiny_model, tiny_imag
     image_tokens = (encoded.input_ids == evaluated.model.config.image_token_id).sum(1)
     assert image_tokens.tolist() == [64, 64]
     assert tiny_model.encode(tiny_images[0], QUESTIONS[0]).prompts == [f"USER: <image>\n{QUESTIONS[0]} ASSISTANT:"]
-    answers = evaluated.answer(tiny_images[:2], QUESTIONS, method="rc", max_new_tokens=3)
-    assert all(isinstance(a.text, str) for a in answers)
+    run = evaluated.answer(tiny_images[:2], QUESTIONS, method="rc", max_new_tokens=3)
+    assert len(run.texts) == 2 and run.encoded.prompts == encoded.prompts
 
 
 def test_registered_llava_1_5_defaults_to_pad_and_vicuna_v1(monkeypatch, tiny_llava_dir, tiny_clip_dir):
