@@ -78,14 +78,6 @@ class Run:
         return len(self.texts)
 
 
-@dataclass
-class Scores:
-    """The two score maps of one image and question, on the patch grid, for figures."""
-
-    cls_attn: torch.Tensor  # [h, w] float32 on cpu
-    text_sim: torch.Tensor  # [h, w] float32 on cpu
-
-
 PROMPT_FORMATS = ("vicuna_v1", "chat_template")
 IMAGE_PREPROCESS = ("pad", "crop")
 
@@ -367,13 +359,6 @@ class CompressedLlava:
         run = self.run(encoded, method, budget, max_new_tokens, **options)
         run.seconds = {"vision": t_vision, **run.seconds}
         return run
-
-    def scores(self, image, question: str, **text_options) -> Scores:
-        """The [CLS] attention and text similarity maps of one image and question, on the patch grid."""
-        encoded = self.encode(image, question, **text_options)
-        h, w = encoded.grid
-        return Scores(cls_attn=encoded.cls_attn[0].reshape(h, w).float().cpu(),
-                      text_sim=encoded.text_sim[0].reshape(h, w).float().cpu())
 
     def display_images(self, encoded: Encoded) -> np.ndarray:
         """The images of ``encoded`` as the patch grid covers them, uint8 [B, H, W, 3], for figures.
