@@ -10,6 +10,7 @@ are rclib bench's: full once, "adaptive" only for the methods that choose K them
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -71,11 +72,16 @@ def command(config: GridConfig, method: str, budget: str, include_path: Path | N
     lmms_eval += ["--limit", str(config.limit)] if config.limit else []
     if config.processes == 1:
         return [sys.executable, *lmms_eval]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(config.processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *lmms_eval]
+
+
+def launch_env(config: GridConfig) -> dict[str, str]:
+    """What a cell's command adds to the environment: without GPUs, accelerate's multi-process launcher runs
+    CPU processes only when told so (its --cpu flag alone starts a single process)."""
     import torch
 
-    devices = [] if torch.cuda.is_available() else ["--cpu"]  # without GPUs, N CPU processes
-    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(config.processes), *devices,
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *lmms_eval]
+    return {"ACCELERATE_USE_CPU": "true"} if config.processes > 1 and not torch.cuda.is_available() else {}
 
 
 def finished(folder: Path, tasks: tuple[str, ...]) -> bool:
@@ -99,7 +105,8 @@ def run_grid(config: GridConfig) -> list[Path]:
             print(f"[{i}/{len(cells)}] {folder.name}: done before, skipped", flush=True)
             continue
         print(f"[{i}/{len(cells)}] {folder.name}: running lmms-eval", flush=True)
-        subprocess.run(command(config, method, budget, include_path), check=True)
+        subprocess.run(command(config, method, budget, include_path), env={**os.environ, **launch_env(config)},
+                       check=True)
         if not finished(folder, config.tasks):  # lmms-eval reports a failed evaluation and exits 0
             raise RuntimeError(f"lmms-eval wrote no results for {', '.join(config.tasks)} in {folder}; its error is "
                                "in the output above. Rerunning resumes from the answers already stored.")
