@@ -5,6 +5,7 @@
     rclib bench [--methods ...] [--budgets ...] [--n N] [--seed S] [--out DIR]
     rclib figures [--out figures]     the notebooks' figures as PNG files
     rclib train-shapes [--out data/models] [--quick]
+    rclib speed [--quick] [--device cuda --dtype fp16]   the speed benchmark -> benchmarks/results/
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from rclib.bench import BenchConfig
 from rclib.eval.commands import add_commands
 from rclib.methods import METHODS, method_table
 from rclib.models.llava import IMAGE_PREPROCESS, PROMPT_FORMATS
+from rclib.speed import add_command as add_speed_command
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -218,6 +220,7 @@ def parser() -> argparse.ArgumentParser:
     sp.set_defaults(run=cmd_train_shapes)
 
     add_commands(sub)  # rclib eval, rclib table
+    add_speed_command(sub)  # rclib speed
     return p
 
 
