@@ -4,9 +4,16 @@ Only safetensors weights are read and no remote code is ever run. A checkpoint i
 order: a local folder, the local Hugging Face cache, a download. Without network (or with
 ``HF_HUB_OFFLINE=1``) and without a local copy, loading fails at once with a message that names the
 checkpoint and says how to get it.
+
+Before any weights are read, a checkpoint's kind is checked (config.json's ``model_type``: a LLaVA for
+the model, a CLIP for the text tower) and its safetensors headers are opened; after loading, the
+weights must cover the model exactly (no missing, unexpected or reshaped keys in transformers' loading
+report; open_clip loads strictly), so a partial checkpoint never runs with random weights.
 """
 from __future__ import annotations
 
+import difflib
+import json
 import os
 from pathlib import Path
 
@@ -19,6 +26,12 @@ from rclib.models.text import OpenClipTextTower, TextTower, TransformersTextTowe
 # What is fetched from the hub: configs, tokenizer files, safetensors weights; never pickled *.bin weights.
 HUB_FILES = ["*.json", "*.jinja", "*.txt", "*.model", "*.safetensors"]
 OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"  # open_clip's safetensors weights in a hub repo or folder
+SHOWN_KEYS = 6  # weight names an error lists before "..."
+KIND_HINTS = {  # (what was expected, what config.json says) -> what to do
+    ("llava", "clip"): "a CLIP is the text tower: pass it as text_encoder= (--text-encoder) and a LLaVA as the model",
+    ("clip", "llava"): "a LLaVA holds only CLIP's vision tower: pass the CLIP it was built on (for LLaVA-1.5: "
+                       "clip-vit-large-patch14-336 or open_clip-vit-large-patch14-336)",
+}
 
 
 class CheckpointNotFound(FileNotFoundError):
@@ -39,6 +52,32 @@ def not_found(source: str | Path, what: str, reason: str, how: str | None = None
     return CheckpointNotFound(f"{what} {str(source)!r} is not available: {reason}. {how}")
 
 
+def looks_like_path(source: str | Path) -> bool:
+    """True for what can only be meant as a local folder: a Path, an absolute, home- or dot-relative path, a bare
+    name, more than one slash, or a first part that is an existing folder here (``data/x``). Hub ids are
+    ``owner/name``."""
+    text = str(source)
+    return (isinstance(source, Path) or text.startswith((".", "~", "/")) or "\\" in text or text.count("/") != 1
+            or Path(text).parent.is_dir())
+
+
+def no_such_folder(source: str | Path, what: str) -> CheckpointNotFound:
+    """The error for a folder or name that does not exist, with the closest registry names and sibling folders."""
+    path = Path(source).expanduser()
+    siblings = [str(path.parent / p.name) for p in path.parent.iterdir() if p.is_dir()] if path.parent.is_dir() else []
+    close = difflib.get_close_matches(str(source), [*MODELS, *TEXT_TOWERS, *siblings], n=3, cutoff=0.6)
+    hint = f"Did you mean {' or '.join(map(repr, close))}? " if close else ""
+    return not_found(source, what, "no such folder, registry name or hub id (owner/name)",
+                     f"{hint}Registry names: {', '.join(MODELS)} (models), {', '.join(TEXT_TOWERS)} (text towers); "
+                     "rclib's own shapes models are made by `rclib train-shapes`.")
+
+
+def check_exists_locally(name_or_path: str | Path) -> None:
+    """Raise the not-found error for a name that can only be a local folder (see looks_like_path) and is none."""
+    if looks_like_path(name_or_path) and not Path(name_or_path).is_dir():
+        raise no_such_folder(name_or_path, "LLaVA checkpoint")
+
+
 def find_folder(source: str | Path, what: str, patterns: list[str]) -> Path:
     """A local folder holding ``source``: the folder itself, or a hub id's snapshot (cached or downloaded now).
 
@@ -49,9 +88,8 @@ def find_folder(source: str | Path, what: str, patterns: list[str]) -> Path:
 
     if Path(source).is_dir():
         return Path(source)
-    if isinstance(source, Path) or Path(source).is_absolute() or str(source).startswith("."):
-        raise not_found(source, what, "no such folder", "Pass an existing folder (rclib's own shapes models are "
-                        "made by `rclib train-shapes`), a registry name or a hub id.")
+    if looks_like_path(source):
+        raise no_such_folder(source, what)
     try:
         return Path(snapshot_download(str(source), allow_patterns=patterns, local_files_only=True))
     except HFValidationError as error:
@@ -79,6 +117,103 @@ def checkpoint_folder(source: str | Path, what: str, weights: str = "*.safetenso
                         "its folder; for OpenAI's CLIP, text_encoder='open_clip-vit-large-patch14-336' has the same "
                         "weights as safetensors.")
     return folder
+
+
+def read_json(path: Path) -> dict:
+    """A checkpoint's JSON file; a ValueError names the file if it is not UTF-8 JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({error}): the checkpoint is damaged; download or save it "
+                         "again") from error
+
+
+def check_kind(folder: Path, what: str, model_type: str) -> None:
+    """Raise a ValueError unless ``folder``'s config.json says ``model_type`` (e.g. "llava", "clip")."""
+    config = folder / "config.json"
+    if not config.is_file():
+        raise not_found(folder, what, "no config.json in it", "Pass a folder written by save_pretrained.")
+    found = read_json(config).get("model_type")
+    if found != model_type:
+        hint = KIND_HINTS.get((model_type, found), f"pass a {model_type!r} checkpoint in transformers' format")
+        raise ValueError(f"{str(folder)!r} holds a {found!r} checkpoint (config.json's model_type), not a {what} "
+                         f"({model_type!r}): {hint}")
+
+
+def check_weight_files(folder: Path, pattern: str = "*.safetensors") -> None:
+    """Open the header of every safetensors file in ``folder``; a ValueError names a damaged or truncated one."""
+    from safetensors import safe_open
+
+    for path in sorted(folder.glob(pattern)):
+        try:
+            with safe_open(path, framework="pt"):
+                pass
+        except Exception as error:  # safetensors' own SafetensorError, neither an OSError nor a ValueError
+            raise ValueError(f"{str(path)!r} is not a readable safetensors file ({error}): it is damaged or "
+                             "truncated; download or save it again") from error
+
+
+def listed(keys) -> str:
+    keys = sorted(map(str, keys))
+    return ", ".join(keys[:SHOWN_KEYS]) + (f", ... ({len(keys)} in all)" if len(keys) > SHOWN_KEYS else "")
+
+
+def check_coverage(info: dict, folder: Path, what: str) -> None:
+    """Raise a ValueError naming the weight files and keys unless transformers' loading report ``info``
+    (``output_loading_info=True``) is clean. Tied weights (lm_head = embeddings) are not reported missing."""
+    problems = [f"missing {listed(info['missing_keys'])}" if info["missing_keys"] else "",
+                f"unexpected {listed(info['unexpected_keys'])}" if info["unexpected_keys"] else "",
+                "other shapes " + listed(f"{key} {tuple(saved)} vs {tuple(wanted)}"
+                                         for key, saved, wanted in info["mismatched_keys"])
+                if info["mismatched_keys"] else ""]
+    problems = [p for p in problems if p]
+    if problems:
+        files = ", ".join(p.name for p in sorted(folder.glob("*.safetensors")))
+        raise ValueError(f"the weights in {str(folder)!r} ({files}) do not fit the {what}: {'; '.join(problems)}. "
+                         "These parts would run with random weights: pass a complete checkpoint of this model")
+
+
+def from_pretrained_checked(cls, folder: Path, what: str, **options):
+    """``cls.from_pretrained(folder)`` from safetensors, refused unless the weights cover the model exactly.
+    transformers' own loading report is silenced: the refusal names the same keys."""
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        model, info = cls.from_pretrained(folder, output_loading_info=True, ignore_mismatched_sizes=True,
+                                          use_safetensors=True, **options)
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    check_coverage(info, folder, what)
+    return model
+
+
+def check_llava_folder(folder: Path) -> None:
+    """Before loading: ``folder`` holds a LLaVA (config.json) with readable safetensors headers."""
+    check_kind(folder, "LLaVA checkpoint", "llava")
+    check_weight_files(folder)
+
+
+def load_llava(folder: Path, dtype: torch.dtype):
+    """The LlavaForConditionalGeneration of ``folder`` (SDPA attention), its weights checked to cover it."""
+    from transformers import LlavaForConditionalGeneration
+
+    return from_pretrained_checked(LlavaForConditionalGeneration, folder, "LLaVA checkpoint", dtype=dtype,
+                                   attn_implementation="sdpa")
+
+
+def create_open_clip(name: str, weights: Path, device: torch.device, **options):
+    """``open_clip.create_model`` (strict loading), its errors as ValueErrors that name the weights file."""
+    import open_clip
+
+    check_weight_files(weights.parent, weights.name)
+    try:
+        return open_clip.create_model(name, device=device, **options)
+    except RuntimeError as error:  # load_state_dict(strict=True): missing, unexpected or reshaped keys
+        first = " ".join(str(error).split())[:400].rstrip(".")
+        raise ValueError(f"the weights in {str(weights)!r} do not fit open_clip model {name!r}: {first}. Pass a "
+                         "complete checkpoint of this model") from error
 
 
 def complete_legacy_processor(processor, config) -> None:
@@ -109,9 +244,11 @@ def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtyp
     source = resolve(spec.source)
     if spec.kind == "transformers":
         folder = checkpoint_folder(source, "CLIP text tower")
+        check_kind(folder, "CLIP text tower", "clip")
+        check_weight_files(folder)
         from transformers import AutoTokenizer, CLIPModel
 
-        clip = CLIPModel.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+        clip = from_pretrained_checked(CLIPModel, folder, "CLIP text tower", dtype=dtype)
         tower = TransformersTextTower(clip, AutoTokenizer.from_pretrained(folder))
         return tower.to(device).eval()
 
@@ -119,8 +256,9 @@ def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtyp
 
     if spec.pretrained is None:  # a folder saved by open_clip (open_clip_config.json + safetensors weights)
         folder = checkpoint_folder(source, "open_clip text tower", weights=OPEN_CLIP_WEIGHTS)
+        read_json(folder / "open_clip_config.json")
         name = f"local-dir:{folder}"
-        model = open_clip.create_model(name, device=device)
+        model = create_open_clip(name, folder / OPEN_CLIP_WEIGHTS, device)
     else:  # a built-in model name and pretrained tag; the weights come from the tag's hub repo
         pretrained = open_clip.get_pretrained_cfg(str(source), spec.pretrained)
         repo = pretrained.get("hf_hub", "").strip("/")
@@ -129,7 +267,7 @@ def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtyp
         what = f"open_clip text tower ({source}, {spec.pretrained})"
         folder = checkpoint_folder(repo, what, weights=OPEN_CLIP_WEIGHTS, patterns=[OPEN_CLIP_WEIGHTS])
         name = str(source)
-        model = open_clip.create_model(name, pretrained=str(folder / OPEN_CLIP_WEIGHTS), device=device)
+        model = create_open_clip(name, folder / OPEN_CLIP_WEIGHTS, device, pretrained=str(folder / OPEN_CLIP_WEIGHTS))
     tower = OpenClipTextTower(model, open_clip.get_tokenizer(name))
     return tower.to(device=device, dtype=dtype).eval()
 
@@ -152,17 +290,18 @@ def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = 
     registered = MODELS.get(name_or_path) if isinstance(name_or_path, str) else None
     text_encoder = text_encoder or (registered.text_tower if registered else None)
     if text_encoder is None:
+        check_exists_locally(name_or_path)  # a mistyped name or folder: say that, not that the text tower is unknown
         raise ValueError(f"{str(name_or_path)!r} is not in rclib's registry ({', '.join(MODELS)}), so its CLIP text "
                          f"tower is unknown: pass text_encoder= one of {', '.join(TEXT_TOWERS)}, a CLIPModel hub id "
                          "or folder, or an open_clip folder")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch_dtype(dtype, device)
     llava_folder = checkpoint_folder(resolve(registered.llava) if registered else name_or_path, "LLaVA checkpoint")
+    check_llava_folder(llava_folder)
     text_tower = load_text_tower(text_tower_spec(text_encoder), device, dtype)
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
+    from transformers import AutoProcessor
 
-    model = LlavaForConditionalGeneration.from_pretrained(llava_folder, dtype=dtype, attn_implementation="sdpa",
-                                                          use_safetensors=True)
+    model = load_llava(llava_folder, dtype)
     processor = AutoProcessor.from_pretrained(llava_folder)
     complete_legacy_processor(processor, model.config)
     defaults = registered or ModelSpec(name_or_path, str(text_encoder))  # unregistered: crop, chat_template

@@ -101,14 +101,6 @@ def test_released_text_options_make_text_sim_the_same_text_for_every_question(ti
     assert not torch.allclose(paper.text_sim[0], paper.text_sim[1])
 
 
-def test_scores_are_maps_on_the_patch_grid(tiny_model, tiny_images):
-    scores = tiny_model.scores(tiny_images[0], QUESTIONS[0])
-    encoded = tiny_model.encode(tiny_images[0], QUESTIONS[0])
-    assert scores.cls_attn.shape == scores.text_sim.shape == (8, 8)
-    torch.testing.assert_close(scores.cls_attn.flatten(), encoded.cls_attn[0])
-    torch.testing.assert_close(scores.text_sim.flatten(), encoded.text_sim[0])
-
-
 def test_prompt_uses_the_chat_template_else_llava_format(tiny_model):
     assert build_prompt(tiny_model.processor, "why ?") == "USER: <image>\nwhy ? ASSISTANT:"
 

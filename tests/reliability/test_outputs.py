@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from rclib.outputs import MARKER, OutputBusy, atomic_file, check_output_folder, output_folder, recover, to_json, write_json
+from rclib.outputs import (MARKER, OutputBusy, atomic_file, check_output_folder, output_folder, recover, to_json,
+                           write_json)
 
 
 def strict_json(text: str):

@@ -1,0 +1,109 @@
+"""Questions: refused with the reason when they cannot be asked as given; what the text tower cuts off is reported.
+
+- :func:`check_question_text` needs no model (the CLI runs it before loading one): a question must be
+  text, valid UTF-8, without control characters, and not empty or only whitespace.
+- :func:`check_question` needs the loaded model: the prompt (with the N image tokens and room for the
+  answer) must fit the LLM's context, and the question must not contain the markers of the chat format
+  the prompt is built with (special tokens such as ``<image>`` or ``</s>``, role words such as
+  ``ASSISTANT:``), which would end the user's turn and steer the answer. It returns a
+  :class:`QuestionReport`, whose ``text_truncated`` says whether the CLIP text tower (77 tokens for
+  OpenAI's CLIP) saw only the start of the question.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import asdict, dataclass
+
+SLOT = "RCLIBQUESTIONSLOT"  # stands in for the question when the prompt template is rendered
+ROLE_MARKER = re.compile(r"\b([A-Za-z][A-Za-z_]*)\s*:")  # "USER:", "ASSISTANT:", "### Human:" in a template
+ALLOWED_CONTROL = "\n\t\r"
+
+
+@dataclass
+class QuestionReport:
+    """How a question fits the model; ``asdict`` of it goes into result.json."""
+
+    llm_tokens: int  # tokens of the whole prompt the LLM reads: template, question, N image tokens
+    llm_limit: int  # of the LLM's context (max_position_embeddings), what the prompt may use: minus the answer
+    text_tokens: int  # tokens of the question for the CLIP text tower, start and end tokens included
+    text_context: int  # tokens the text tower reads (its context length)
+    text_truncated: bool  # True: the text score was computed from the first text_context tokens only
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+def check_question_text(question) -> str:
+    """The question, unchanged, if it is non-empty valid text; else a ValueError saying what is wrong."""
+    if not isinstance(question, str):
+        raise ValueError(f"the question must be text, got {type(question).__name__}")
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError as error:  # bytes that were not UTF-8, decoded with surrogateescape (sys.argv)
+        raise ValueError(f"the question is not valid UTF-8 (at character {error.start}): pass it as UTF-8 text")\
+            from None
+    control = sorted({c for c in question if unicodedata.category(c) == "Cc" and c not in ALLOWED_CONTROL})
+    if control:
+        raise ValueError(f"the question contains control characters {', '.join(map(repr, control))}: remove them")
+    if not question.strip():
+        raise ValueError("the question is empty: ask something about the image")
+    return question
+
+
+def chat_markers(tokenizer, template: str) -> tuple[list[str], list[str]]:
+    """(special tokens, role words) of a chat format: the tokenizer's special and added tokens, and the
+    words followed by a colon in ``template`` (the prompt rendered with SLOT as the question)."""
+    specials = sorted({*tokenizer.all_special_tokens, *(t.content for t in tokenizer.added_tokens_decoder.values())},
+                      key=len, reverse=True)
+    frame = template.replace(SLOT, " ")
+    for token in specials:
+        frame = frame.replace(token, " ")
+    return specials, sorted(set(ROLE_MARKER.findall(frame)))
+
+
+def check_markers(question: str, specials: list[str], roles: list[str]) -> None:
+    """Raise a ValueError if ``question`` holds a special token or a role word followed by a colon."""
+    for token in specials:
+        if token and token in question:
+            raise ValueError(f"the question contains {token!r}, a special token of the model's prompt format; it "
+                             "would be read as part of the prompt, not as text: remove it")
+    for role in roles:
+        found = re.search(rf"\b{re.escape(role)}\s*:", question, flags=re.IGNORECASE)
+        if found:
+            raise ValueError(f"the question contains {found.group()!r}, the marker of a turn in the model's chat "
+                             "format; it would start a new turn and steer the answer: rephrase without it")
+
+
+def text_token_count(tower, text: str) -> int:
+    """Tokens ``text`` has for a CLIP text tower, start and end tokens included, before any truncation."""
+    from rclib.models.text import TransformersTextTower
+
+    if isinstance(tower, TransformersTextTower):
+        return len(tower.tokenizer(text)["input_ids"])
+    return len(tower.tokenizer.encode(text)) + 2  # open_clip's tokenizer: BPE tokens, plus start and end
+
+
+def check_question(model, question: str, max_new_tokens: int = 32) -> QuestionReport:
+    """Check ``question`` for a loaded :class:`~rclib.models.CompressedLlava` answering in up to ``max_new_tokens``
+    tokens; raise a ValueError naming the problem (and the limit) or return what the encoders will see."""
+    from rclib.models.llava import build_prompt
+
+    check_question_text(question)
+    tokenizer = model.processor.tokenizer
+    specials, roles = chat_markers(tokenizer, build_prompt(model.processor, SLOT, model.prompt_format))
+    check_markers(question, specials, roles)
+
+    config = model.model.config
+    n_image = (config.vision_config.image_size // config.vision_config.patch_size) ** 2  # patches, CLS dropped
+    ids = tokenizer(build_prompt(model.processor, question, model.prompt_format))["input_ids"]
+    llm_tokens = len(ids) - ids.count(config.image_token_id) + n_image  # one placeholder becomes N image tokens
+    context = config.text_config.max_position_embeddings
+    llm_limit = context - max_new_tokens
+    if llm_tokens > llm_limit:
+        raise ValueError(f"the question is too long: the prompt would take {llm_tokens} tokens ({n_image} of them the "
+                         f"image's) but the LLM reads {context}, {max_new_tokens} of them kept for the answer, so at "
+                         f"most {llm_limit}: shorten the question by {llm_tokens - llm_limit} tokens or more")
+    text_tokens = text_token_count(model.text_tower, question)
+    text_context = model.text_tower.context_length
+    return QuestionReport(llm_tokens, llm_limit, text_tokens, text_context, text_tokens > text_context)
