@@ -12,6 +12,7 @@ import argparse
 import csv
 import json
 import sys
+import traceback
 from pathlib import Path
 
 from rclib.bench import BenchConfig
@@ -159,6 +160,7 @@ def cmd_train_shapes(args) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rclib", description="Recoverable Compression for LLaVA-style models")
+    p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     sub = p.add_subparsers(dest="command", required=True)
 
     def model_args(sp, method=True):
@@ -218,14 +220,69 @@ def parser() -> argparse.ArgumentParser:
     sp.set_defaults(run=cmd_train_shapes)
 
     add_commands(sub)  # rclib eval, rclib table
+    for command in sub.choices.values():  # --debug also after the command; SUPPRESS keeps the one given before
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="on an error, show the full traceback")
     return p
 
 
+POSITIVE = ("budget", "n", "processes", "batch_size", "limit", "shapes_n")  # numeric options that count something
+HINTS = {  # error types that do not say what to do, and what to do
+    "SafetensorError": "a safetensors file is damaged or truncated: download or save it again",
+    "JSONDecodeError": "a JSON file is not valid JSON",
+    "UnicodeDecodeError": "a file or argument is not UTF-8 text",
+    "OutOfMemoryError": "out of memory: try a smaller model, float16 or fewer questions at once",
+}
+
+
+def preflight(args) -> None:
+    """The cheap checks, before any model loads: the counts, the image, the question, the output paths."""
+    from rclib.images import open_image
+    from rclib.outputs import check_writable
+    from rclib.questions import check_question_text
+
+    for name in POSITIVE:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if getattr(args, "seed", 0) < 0:
+        raise ValueError(f"--seed must be 0 or more, got {args.seed}")
+    if getattr(args, "question", None) is not None:
+        check_question_text(args.question)
+    if getattr(args, "image", None) is not None:
+        open_image(args.image)
+    for folder in getattr(args, "folders", None) or ():
+        if not Path(folder).is_dir():
+            raise ValueError(f"no such folder {folder!r}: pass the folders rclib eval (or lmms-eval) wrote")
+    if getattr(args, "out", None):
+        check_writable(args.out)
+
+
+def error_line(error: BaseException) -> str:
+    """One printable line for an error: its message (rclib's say what to fix), or its type with a hint."""
+    if isinstance(error, OSError) and error.strerror and error.filename is not None:
+        message = f"{error.strerror}: {str(error.filename)!r}; check the path and its permissions"
+    else:
+        message = str(error) or type(error).__name__
+        if type(error).__name__ in HINTS or not isinstance(error, (OSError, ValueError)):
+            hint = HINTS.get(type(error).__name__, "if the input is right, this is a bug in rclib")
+            message = f"{type(error).__name__}: {message} ({hint}; --debug shows the traceback)"
+    line = " ".join(message.split())
+    return line.encode("utf-8", "backslashreplace").decode("utf-8")  # arguments that were not UTF-8
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; any error is one line on stderr and exit code 2 (``--debug``: the traceback first)."""
     args = parser().parse_args(argv)
     try:
+        preflight(args)
         args.run(args)
-    except (FileNotFoundError, ValueError) as error:  # bad input: a clear message, no traceback
-        print(f"rclib {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"rclib {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - every error ends as one line, the traceback on request
+        if args.debug:
+            traceback.print_exc()
+        print(f"rclib {args.command}: error: {error_line(error)}", file=sys.stderr)
         return 2
     return 0
