@@ -15,7 +15,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,eval]"
 	@rm -f $(VENV)/.installed-* && touch $@
 
 setup: $(STAMP) ## create .venv with the pinned packages (only when missing or pyproject changed)

@@ -39,12 +39,12 @@ TEXT_ENCODER = os.environ.get("RCLIB_TEXT_ENCODER") or None
 N_SCENES = 4  # ShapesWorld scenes offered next to the bundled photographs
 
 # %%
-from rclib import figures
+from rclib.examples import examples_for_model
 from rclib.models import load
 from rclib.widgets import Explorer
 
 model = load(MODEL, TEXT_ENCODER)
-examples = figures.examples(MODEL, N_SCENES)
+examples = examples_for_model(MODEL, N_SCENES)
 [e.name for e in examples]
 
 # %% [markdown]
@@ -83,6 +83,7 @@ explorer.controls["text_stage"].value = True
 # Add an example and pick it in the dropdown of a new explorer:
 #
 # ```python
-# examples.append(figures.Example("my photo", "path/to/photo.jpg", "What is on the table?"))
+# from rclib.examples import Example
+# examples.append(Example("my photo", "path/to/photo.jpg", "What is on the table?"))
 # Explorer(model, examples)
 # ```

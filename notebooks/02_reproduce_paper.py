@@ -31,18 +31,19 @@ import os
 # Face cache (`hf download <id>`); then use a bundled photograph (EXAMPLE below) for the overview.
 MODEL = os.environ.get("RCLIB_MODEL", "shapes")
 TEXT_ENCODER = os.environ.get("RCLIB_TEXT_ENCODER") or None
-EXAMPLE = 0  # index into figures.examples(MODEL): ShapesWorld scenes first for the embedded model
+EXAMPLE = 0  # index into examples_for_model(MODEL): ShapesWorld scenes first for the embedded model
 N_BENCH = 24  # ShapesWorld questions for the accuracy curve (the README's numbers use rclib bench --n 500)
 PREFILL_REPEATS = 5  # timed prefill runs (median reported)
 
 # %%
 import pandas as pd
 
-from rclib import cost, figures, viz
+from rclib import cost, gallery, viz
+from rclib.examples import examples_for_model, shapes_examples
 from rclib.models import load
 
 model = load(MODEL, TEXT_ENCODER)
-example = figures.examples(MODEL)[EXAMPLE]
+example = examples_for_model(MODEL)[EXAMPLE]
 
 # %% [markdown]
 # ## The four stages (the paper's Figure 1)
@@ -57,7 +58,7 @@ example = figures.examples(MODEL)[EXAMPLE]
 #    then the extra token: that short sequence is what the LLM reads.
 
 # %%
-figures.overview_figure(model, example)
+gallery.overview_figure(model, example)
 
 # %% [markdown]
 # ## Cost of the prefill
@@ -73,7 +74,7 @@ figures.overview_figure(model, example)
 # model's images applied to 576 tokens.
 
 # %%
-scenes = figures.shapes_examples(8)
+scenes = shapes_examples(8)
 encoded = model.encode([e.image for e in scenes], [e.question for e in scenes])
 full, rc = model.compress(encoded, "full"), model.compress(encoded, "rc")
 rc_share = float(rc.n_output.float().mean()) / encoded.n_tokens
@@ -109,7 +110,7 @@ pd.DataFrame([{"setting": name, "mean visual tokens": float(res.n_output.float()
 # **evidence kept**, the share that reaches it as itself (kept, recovered or a centre).
 
 # %%
-rows = figures.bench_rows(model, N_BENCH)
+rows = gallery.bench_rows(model, N_BENCH)
 viz.accuracy_vs_tokens(rows, ("accuracy", "evidence_recall", "evidence_kept"),
                        title=f"ShapesWorld, {N_BENCH} questions")
 

@@ -28,22 +28,23 @@ import os
 # openai/clip-vit-large-patch14-336 in the Hugging Face cache (`hf download <id>`).
 MODEL = os.environ.get("RCLIB_MODEL", "shapes")
 TEXT_ENCODER = os.environ.get("RCLIB_TEXT_ENCODER") or None
-EXAMPLE = 0  # index into figures.examples(MODEL)
+EXAMPLE = 0  # index into examples_for_model(MODEL)
 N_EXPERIMENT = 24  # ShapesWorld questions per experiment (more = slower, steadier)
 
 # %%
 import pandas as pd
 
 import rclib
-from rclib import experiments, figures, viz
+from rclib import experiments, gallery, viz
 from rclib.bench import Cell
+from rclib.examples import examples_for_model
 from rclib.models import load
 from rclib.result import Fate
 
 model = load(MODEL, TEXT_ENCODER)
-example = figures.examples(MODEL)[EXAMPLE]
+example = examples_for_model(MODEL)[EXAMPLE]
 encoded = model.encode(example.image, example.question)
-image, grid = viz.image_from_pixels(encoded.pixel_values[0]), encoded.grid
+image, grid = model.display_images(encoded)[0], encoded.grid
 result = model.compress(encoded, "rc")
 print(f"Q: {example.question}   ({encoded.n_tokens} visual tokens on a {grid[0]} x {grid[1]} grid)")
 result.counts(0)
@@ -132,7 +133,7 @@ pd.DataFrame(rows).round(3)
 # rule counts only scores above Q3 + 1.5 IQR. The dashed line is the lowest score kept.
 
 # %%
-figures.threshold_figure(model, example)
+gallery.threshold_figure(model, example)
 
 # %%
 {rule: int(rclib.outlier_count(encoded.cls_attn[0], rule)) for rule in ("lof", "iqr")}

@@ -42,11 +42,12 @@ BUDGETS = ("adaptive", "64/576", "192/576")  # rclib.bench.DEFAULT_BUDGETS adds 
 # %%
 import pandas as pd
 
-from rclib import figures, viz
+from rclib import gallery, viz
+from rclib.examples import examples_for_model
 from rclib.models import load
 
 model = load(MODEL, TEXT_ENCODER)
-examples = figures.examples(MODEL, N_IMAGES)[:N_IMAGES]
+examples = examples_for_model(MODEL, N_IMAGES)[:N_IMAGES]
 
 # %% [markdown]
 # ## Token maps on the same images
@@ -56,7 +57,7 @@ examples = figures.examples(MODEL, N_IMAGES)[:N_IMAGES]
 # green: the extra token; dark grey: dropped. Each title gives the tokens the LLM reads.
 
 # %%
-figures.method_grid_figure(model, examples)
+gallery.method_grid_figure(model, examples)
 
 # %% [markdown]
 # ## ShapesWorld benchmark
@@ -69,7 +70,7 @@ figures.method_grid_figure(model, examples)
 
 # %%
 methods = ("full", "rc", "prumerge", "prumerge+", "fastervlm", "visionzip", "divprune", "random", "pool")
-rows = figures.bench_rows(model, N_BENCH, methods, BUDGETS)
+rows = gallery.bench_rows(model, N_BENCH, methods, BUDGETS)
 viz.accuracy_vs_tokens(rows, ("accuracy", "evidence_recall", "evidence_kept"),
                        title=f"ShapesWorld, {N_BENCH} questions")
 

@@ -48,13 +48,14 @@ def answer_one(model, image, question: str, method: str = "rc", budget: int | No
     return record(model, run, 0, str(image) if isinstance(image, (str, Path)) else "<array>", full_text), run
 
 
-def write_outputs(out: Path, entry: dict, run) -> None:
+def write_outputs(model, out: Path, entry: dict, run) -> None:
     """result.json and the figures (score heatmaps, token-fate map) of one answered question."""
     from rclib import viz
+    from rclib.gallery import answer_figures
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "result.json").write_text(json.dumps(entry, indent=2))
-    for name, figure in viz.answer_figures(run.encoded, run.result, entry).items():
+    for name, figure in answer_figures(model, run).items():
         figure.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight")
         viz.close(figure)
 
@@ -88,7 +89,7 @@ def cmd_answer(args) -> None:
     entry, run = answer_one(model, args.image, args.question, args.method, args.budget, args.compare,
                             **method_options(args))
     if args.out:
-        write_outputs(Path(args.out), entry, run)
+        write_outputs(model, Path(args.out), entry, run)
     if args.json:
         print(json.dumps(entry, indent=2))
     else:
@@ -96,17 +97,17 @@ def cmd_answer(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from rclib.figures import examples
+    from rclib.examples import examples_for_model
 
     model = load_model(args)
     print(f"model {model.name} with text tower {model.text_encoder_name}; method {args.method}\n")
-    for i, example in enumerate(examples(args.model, n_scenes=3)):
+    for i, example in enumerate(examples_for_model(args.model, n_scenes=3)):
         name = f"{i:02d}-" + "".join(c if c.isalnum() else "-" for c in example.name.split(":")[0]).strip("-")
         entry, run = answer_one(model, example.image, example.question, args.method, args.budget, compare=True)
         entry["image"] = str(example.image) if isinstance(example.image, Path) else example.name
         if example.answer is not None:
             entry["answer_truth"] = example.answer
-        write_outputs(Path(args.out) / name, entry, run)
+        write_outputs(model, Path(args.out) / name, entry, run)
         print(f"[{name}]", end=" ")
         print_record(entry)
     print(f"\nwrote result.json and figures for each example under {args.out}/")
@@ -146,7 +147,7 @@ def cmd_methods(args) -> None:
 
 
 def cmd_figures(args) -> None:
-    from rclib.figures import render_figures
+    from rclib.gallery import render_figures
 
     for path in render_figures(Path(args.out), model=args.model):
         print(path)

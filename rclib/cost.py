@@ -1,21 +1,31 @@
 """What the LLM's prefill costs at n visual + text tokens: FLOPs, KV cache, activations, from the architecture.
 
-For a LLaMA-style decoder (L layers, width d, SwiGLU MLP width m, vocabulary V, h heads) reading
-n = n_image + n_text tokens, counting 2 FLOPs per multiply-add:
+For a LLaMA-style decoder (L layers, width d, key/value width d_kv = d * kv_heads / heads, SwiGLU MLP
+width m, vocabulary V, h heads), layer l reading n_l tokens, counting 2 FLOPs per multiply-add:
 
-    FLOPs       = L * (8 n d^2  +  4 n^2 d  +  6 n d m)  +  2 d V
-                       q,k,v,o     QK^T, AV    gate,up,down   LM head on the last position (what
-                                                              generation computes in the prefill)
-    KV cache    = 2 * L * n * d * bytes                       keys and values of every layer
-    activations = L * (10 n d + 2 h n^2 + 3 n m) * bytes      every intermediate tensor of the forward,
-                                                              unfused attention (scores and softmax)
+    FLOPs       = sum_l (4 n d^2 + 4 n d d_kv  +  4 n^2 d  +  6 n d m)  +  2 d V
+                         q, o      k, v          QK^T, AV    gate,up,down   LM head on the last position
+                                                                            (what generation computes)
+    KV cache    = sum_l 2 n d_kv * bytes                     keys and values of every layer
+    activations = sum_l (8 n d + 2 n d_kv + 2 h n^2 + 3 n m) * bytes
+                                                             every intermediate tensor of the forward,
+                                                             unfused attention (scores and softmax)
 
-The activation count takes each layer's tensors as a framework without buffer reuse or fused
-attention would hold them (norm, q, k, v, attention output, o_proj, residual, norm, down, residual:
-10 n d; scores and probabilities: 2 h n^2; gate, up, gated product: 3 n m). The attention square is
-counted in full, as dense kernels compute it. On Vicuna-7B with 60 text tokens this gives 8.45 TFLOPs
-and 4.35 GiB of activations at 576 image tokens, 1.54 TFLOPs and 0.57 GiB at 58 (the paper reports
-8.5 -> 1.5 TFLOPs and 4.1 -> 0.49 GB without stating its accounting, so compare ratios).
+with n = n_l in each term. The activation count takes each layer's tensors as a framework without
+buffer reuse or fused attention would hold them (norm, q, attention output, o_proj, residual, norm,
+down, residual: 8 n d; k, v: 2 n d_kv; scores and probabilities: 2 h n^2; gate, up, gated product:
+3 n m). The attention square is counted in full, as dense kernels compute it and as torch's
+``FlopCounterMode`` counts it (:func:`counted_prefill_flops` checks the formula against it).
+
+Methods that compress before the LLM give every layer the same n; methods that prune inside the LLM
+(FastV, SparseVLM) pay for all tokens in the early layers: a *schedule* ``((0, 576), (2, 64))`` says
+"576 image tokens from layer 0, 64 from layer 2 on" (:func:`layer_tokens`).
+
+On Vicuna-7B with 60 text tokens this gives 8.45 TFLOPs and 4.35 GiB of activations at 576 image
+tokens, 1.54 TFLOPs and 0.57 GiB at 58: the paper reports 8.5 -> 1.5 TFLOPs and 4.1 -> 0.49 GB without
+stating its accounting. Its measured prefill, 30.3 -> 9.2 ms on an A100, shrinks 3.3x where the FLOPs
+shrink 5.5x: at 118 tokens the prefill is bound by reading the 13.5 GB of weights, not by arithmetic
+(:func:`roofline_seconds`).
 
 :func:`measure_prefill` times the prefill of the model at hand on a compressed input.
 """
@@ -23,6 +33,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -34,59 +45,150 @@ class DecoderArch:
     width: int = 4096  # d
     mlp_width: int = 11008  # m, SwiGLU intermediate size
     vocab: int = 32000  # V
-    heads: int = 32  # h
+    heads: int = 32  # h, query heads
+    kv_heads: int = 32  # key/value heads (grouped-query attention when fewer than heads)
     bytes_per_value: int = 2  # float16
+
+    @property
+    def kv_width(self) -> int:
+        """d_kv: the width of each layer's keys (and values)."""
+        return self.width * self.kv_heads // self.heads
 
     @staticmethod
     def from_config(text_config, bytes_per_value: int = 2) -> DecoderArch:
         """The architecture of a transformers Llama config (e.g. ``model.config.text_config``)."""
+        heads = text_config.num_attention_heads
         return DecoderArch(text_config.num_hidden_layers, text_config.hidden_size, text_config.intermediate_size,
-                           text_config.vocab_size, text_config.num_attention_heads, bytes_per_value)
+                           text_config.vocab_size, heads, getattr(text_config, "num_key_value_heads", None) or heads,
+                           bytes_per_value)
+
+    def llama_config(self):
+        """A transformers ``LlamaConfig`` of this shape (to build a random-weight model of it)."""
+        from transformers import LlamaConfig
+
+        return LlamaConfig(hidden_size=self.width, intermediate_size=self.mlp_width, num_hidden_layers=self.layers,
+                           num_attention_heads=self.heads, num_key_value_heads=self.kv_heads, vocab_size=self.vocab,
+                           max_position_embeddings=4096)
 
 
 VICUNA_7B = DecoderArch()
+VICUNA_13B = DecoderArch(layers=40, width=5120, mlp_width=13824, heads=40, kv_heads=40)  # LLaVA-1.5-13B's LLM
+TINYLLAMA_1B = DecoderArch(layers=22, width=2048, mlp_width=5632, heads=32, kv_heads=4)  # TinyLlama-1.1B
+ARCHS = {"7b": VICUNA_7B, "13b": VICUNA_13B, "tinyllama": TINYLLAMA_1B}
 LLAVA_TEXT_TOKENS = 60  # system prompt, chat roles and a short question in LLaVA-1.5's vicuna_v1 template
 LLAVA_IMAGE_TOKENS = 576  # LLaVA-1.5: 24 x 24 patches of CLIP ViT-L/14 at 336 px
 
+Schedule = Sequence[tuple[int, int]]  # ((from_layer, image_tokens), ...): what each layer reads from that layer on
 
-def prefill_flops(n_tokens: int, arch: DecoderArch = VICUNA_7B) -> float:
-    """FLOPs of one prefill over ``n_tokens`` tokens (see the module docstring)."""
-    n, d, m = n_tokens, arch.width, arch.mlp_width
-    per_layer = 8 * n * d**2 + 4 * n**2 * d + 6 * n * d * m
-    return float(arch.layers * per_layer + 2 * d * arch.vocab)
-
-
-def kv_cache_bytes(n_tokens: int, arch: DecoderArch = VICUNA_7B) -> float:
-    """Bytes of the keys and values every layer keeps for ``n_tokens`` tokens."""
-    return float(2 * arch.layers * n_tokens * arch.width * arch.bytes_per_value)
+# Methods that prune inside the LLM, as their papers and code set them for LLaVA-1.5-7B. FastV (arXiv
+# 2403.06764): all image tokens in layers 0-1, K from layer 2 on. SparseVLM (arXiv 2410.04417): the
+# image tokens kept from layers 2, 6 and 15 on, from its repository's 7B table, per budget (the mean
+# over the 32 layers is about the budget).
+FASTV_LAYER = 2
 
 
-def activation_bytes(n_tokens: int, arch: DecoderArch = VICUNA_7B) -> float:
+def fastv_schedule(k: int, layer: int = FASTV_LAYER) -> Schedule:
+    """FastV keeping ``k`` image tokens from ``layer`` on."""
+    return ((0, LLAVA_IMAGE_TOKENS), (layer, k))
+
+
+SPARSEVLM_7B_SCHEDULES = {
+    64: ((0, LLAVA_IMAGE_TOKENS), (2, 65), (6, 30), (15, 15)),
+    128: ((0, LLAVA_IMAGE_TOKENS), (2, 300), (6, 110), (15, 35)),
+    192: ((0, LLAVA_IMAGE_TOKENS), (2, 300), (6, 200), (15, 110)),
+}
+
+
+def layer_tokens(image_tokens: int | Schedule, n_text: int, layers: int) -> list[int]:
+    """Tokens each of ``layers`` decoder layers reads: ``n_text`` plus the image tokens of the schedule.
+
+    image_tokens: an int (every layer reads that many, compression before the LLM) or a schedule
+    ``((0, n0), (l1, n1), ...)`` with ascending layers starting at 0.
+    """
+    steps = ((0, image_tokens),) if isinstance(image_tokens, int) else tuple(image_tokens)
+    starts = [layer for layer, _ in steps]
+    if not steps or starts[0] != 0 or starts != sorted(set(starts)) or starts[-1] >= layers:
+        raise ValueError(f"a token schedule is ((from_layer, image_tokens), ...) with ascending layers from 0 "
+                         f"below {layers}, got {steps}")
+    if any(n < 0 for _, n in steps) or n_text < 0:
+        raise ValueError(f"token counts must be >= 0, got schedule {steps} and {n_text} text tokens")
+    per_layer = []
+    for (start, n), (end, _) in zip(steps, steps[1:] + ((layers, 0),)):
+        per_layer += [n + n_text] * (end - start)
+    return per_layer
+
+
+def as_layers(n_tokens: int | Sequence[int], arch: DecoderArch) -> list[int]:
+    """``n_tokens`` for every layer (an int) or per layer (a sequence of ``arch.layers`` counts)."""
+    if isinstance(n_tokens, int):
+        return [n_tokens] * arch.layers
+    if len(n_tokens) != arch.layers:
+        raise ValueError(f"give one token count per layer ({arch.layers}), got {len(n_tokens)}")
+    return list(n_tokens)
+
+
+def prefill_flops(n_tokens: int | Sequence[int], arch: DecoderArch = VICUNA_7B) -> float:
+    """FLOPs of one prefill over ``n_tokens`` tokens, an int or one count per layer (module docstring)."""
+    d, dkv, m = arch.width, arch.kv_width, arch.mlp_width
+    layers = sum(4 * n * d * d + 4 * n * d * dkv + 4 * n * n * d + 6 * n * d * m for n in as_layers(n_tokens, arch))
+    return float(layers + 2 * d * arch.vocab)
+
+
+def kv_cache_bytes(n_tokens: int | Sequence[int], arch: DecoderArch = VICUNA_7B) -> float:
+    """Bytes of the keys and values every layer keeps for its tokens."""
+    return float(sum(2 * n * arch.kv_width for n in as_layers(n_tokens, arch)) * arch.bytes_per_value)
+
+
+def activation_bytes(n_tokens: int | Sequence[int], arch: DecoderArch = VICUNA_7B) -> float:
     """Bytes of every intermediate tensor of one prefill forward (see the module docstring)."""
-    n, d, m = n_tokens, arch.width, arch.mlp_width
-    per_layer = 10 * n * d + 2 * arch.heads * n**2 + 3 * n * m
-    return float(arch.layers * per_layer * arch.bytes_per_value)
+    d, dkv, m, h = arch.width, arch.kv_width, arch.mlp_width, arch.heads
+    values = sum(8 * n * d + 2 * n * dkv + 2 * h * n * n + 3 * n * m for n in as_layers(n_tokens, arch))
+    return float(values * arch.bytes_per_value)
 
 
 def weight_bytes(arch: DecoderArch = VICUNA_7B) -> float:
-    """Bytes of the decoder's weights: per layer 4 d^2 + 3 d m + 2 d (norms); embeddings, LM head, final norm."""
+    """Bytes of the decoder's weights: per layer 2 d^2 + 2 d d_kv + 3 d m + 2 d (norms); embeddings,
+    LM head, final norm."""
     d = arch.width
-    params = arch.layers * (4 * d**2 + 3 * d * arch.mlp_width + 2 * d) + 2 * arch.vocab * d + d
+    per_layer = 2 * d * d + 2 * d * arch.kv_width + 3 * d * arch.mlp_width + 2 * d
+    params = arch.layers * per_layer + 2 * arch.vocab * d + d
     return float(params * arch.bytes_per_value)
 
 
-def cost_row(n_image_tokens: int, n_text_tokens: int = LLAVA_TEXT_TOKENS, arch: DecoderArch = VICUNA_7B) -> dict:
-    """The computed prefill cost at ``n_image_tokens`` visual tokens, in readable units."""
-    n = n_image_tokens + n_text_tokens
+def roofline_seconds(flops: float, bytes_moved: float, peak_flops: float, bandwidth: float) -> float:
+    """The least time a device with ``peak_flops`` FLOP/s and ``bandwidth`` bytes/s needs for the work."""
+    return max(flops / peak_flops, bytes_moved / bandwidth)
+
+
+def cost_row(image_tokens: int | Schedule, n_text_tokens: int = LLAVA_TEXT_TOKENS,
+             arch: DecoderArch = VICUNA_7B) -> dict:
+    """The computed prefill cost at ``image_tokens`` visual tokens (an int or a schedule), readable units."""
+    per_layer = layer_tokens(image_tokens, n_text_tokens, arch.layers)
     return {
-        "image_tokens": n_image_tokens,
-        "total_tokens": n,
-        "TFLOPs": prefill_flops(n, arch) / 1e12,
-        "KV cache (MiB)": kv_cache_bytes(n, arch) / 2**20,
-        "activations (GiB)": activation_bytes(n, arch) / 2**30,
-        "weights + KV + activations (GiB)": (weight_bytes(arch) + kv_cache_bytes(n, arch) + activation_bytes(n, arch))
-        / 2**30,
+        "image_tokens": per_layer[-1] - n_text_tokens,
+        "mean_image_tokens": sum(per_layer) / len(per_layer) - n_text_tokens,
+        "total_tokens": per_layer[-1],
+        "TFLOPs": prefill_flops(per_layer, arch) / 1e12,
+        "KV cache (MiB)": kv_cache_bytes(per_layer, arch) / 2**20,
+        "activations (GiB)": activation_bytes(per_layer, arch) / 2**30,
+        "weights + KV + activations (GiB)": (weight_bytes(arch) + kv_cache_bytes(per_layer, arch)
+                                             + activation_bytes(per_layer, arch)) / 2**30,
     }
+
+
+@torch.no_grad()
+def counted_prefill_flops(arch: DecoderArch, n_tokens: int) -> float:
+    """FLOPs torch's ``FlopCounterMode`` counts for one prefill of a Llama of shape ``arch`` (LM head on
+    the last position), built and run on the meta device: no weights are allocated, nothing is computed."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import LlamaForCausalLM
+
+    with torch.device("meta"):
+        model = LlamaForCausalLM(arch.llama_config()).eval()
+        embeds = torch.empty(1, n_tokens, arch.width)
+    with FlopCounterMode(display=False) as counter:
+        model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)  # a cache, as generation fills it
+    return float(counter.get_total_flops())
 
 
 @torch.no_grad()
@@ -96,15 +198,12 @@ def measure_prefill(model, encoded, result, repeats: int = 5) -> float:
     model: a :class:`~rclib.models.CompressedLlava`; encoded, result: its encoder output and a
     compression of it. One untimed warm-up run precedes the ``repeats`` timed ones.
     """
-    assert repeats >= 1, f"repeats must be >= 1, got {repeats}"
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    from rclib.models.llava import timed
+
     embeds, mask = model.llm_inputs(encoded, result)
     language_model = model.model.model.language_model
-    synchronize = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
-    seconds = []
-    for _ in range(repeats + 1):
-        synchronize()
-        start = time.perf_counter()
-        language_model(inputs_embeds=embeds, attention_mask=mask, use_cache=True)
-        synchronize()
-        seconds.append(time.perf_counter() - start)
+    seconds = [timed(model.device, language_model, inputs_embeds=embeds, attention_mask=mask, use_cache=True)[1]
+               for _ in range(repeats + 1)]
     return statistics.median(seconds[1:])

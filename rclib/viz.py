@@ -1,18 +1,23 @@
-"""Figures from compression results: score heatmaps, token-fate maps, the overview, curves.
+"""Figures from compression results: score maps, token-fate maps, the overview, the filter's cut, curves.
 
-Every function draws from what it is given (an image, a result, scores, bench rows) and returns a
-matplotlib Figure; nothing here runs a model or computes a score. Drawing functions take an optional
-``ax`` so that bigger figures compose them; without one they make their own figure.
+Every function draws what it is given (an image, a result, score vectors, a filter decision, bench
+rows) and returns a matplotlib Figure; nothing here runs a model or computes a score. Drawing
+functions take an optional ``ax`` (or ``axes``) so that bigger figures compose them; without one they
+make their own figure.
 
-Images are HWC arrays (uint8 or floats in [0, 1]) of exactly what the patch grid covers; the patch
-grid is drawn in patch units, so patch ``n`` of a ``(h, w)`` grid fills the unit square at
-row ``n // w``, column ``n % w``. One colour code for the fates (:data:`FATE_COLOURS`) is used by
-every figure, notebook and the CLI.
+Images are uint8 HWC arrays of exactly what the patch grid covers (``CompressedLlava.display_images``
+gives them); the patch grid is drawn in patch units, so patch ``n`` of a ``(h, w)`` grid fills the
+unit square at row ``n // w``, column ``n % w``. One colour code for the fates (:data:`FATE_COLOURS`)
+is used by every figure, notebook and the CLI.
+
+Style: each drawing function applies :func:`style` for itself; importing this module changes no
+matplotlib setting. ``with viz.style(): ...`` gives your own figures the same look.
 """
 from __future__ import annotations
 
 import textwrap
 
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
@@ -22,9 +27,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
-from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD  # pixel statistics of every CLIP rclib loads
 
-from rclib.filters import filter_decision
 from rclib.result import CompressionResult, Fate, Slot
 
 FATE_COLOURS: dict[Fate, str] = {
@@ -52,7 +55,14 @@ METHOD_COLOURS: dict[str, str] = {
     "visionzip": "#9c36b5", "divprune": "#f08c00", "random": "#adb5bd", "pool": "#795548",
 }
 OVERLAY_ALPHA = 0.6  # opacity of patch colours over the image
-sns.set_theme(style="white", context="notebook")
+SCORE_TITLES = ("visual score ([CLS] attention)", "text score (question vs patch)")
+STYLE = {**sns.axes_style("white"), **sns.plotting_context("notebook")}  # rcParams of every figure here
+
+
+def style():
+    """rclib's figure style as a context manager (``with viz.style(): ...``) or a decorator (``@style()``);
+    the user's matplotlib settings are restored on exit."""
+    return mpl.rc_context(STYLE)
 
 
 def close(figure: Figure) -> None:
@@ -70,12 +80,6 @@ def new_figure(size: tuple[float, float]) -> Figure:
 
 def as_numpy(x) -> np.ndarray:
     return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-def image_from_pixels(pixel_values) -> np.ndarray:
-    """A model input [3, H, W] (CLIP-normalised) back to an HWC float image in [0, 1], for display."""
-    pixels = as_numpy(pixel_values).transpose(1, 2, 0)
-    return np.clip(pixels * np.array(OPENAI_CLIP_STD) + np.array(OPENAI_CLIP_MEAN), 0, 1)
 
 
 def new_axes(ax, size: tuple[float, float] = (4.2, 4.2)):
@@ -100,6 +104,7 @@ def outline_patches(ax, selected, grid: tuple[int, int], colour: str, width: flo
         ax.add_patch(Rectangle((n % w, n // w), 1, 1, fill=False, edgecolor=colour, linewidth=width))
 
 
+@style()
 def score_heatmap(image, scores, grid: tuple[int, int], title: str = "score", ax=None, cmap: str = "magma",
                   highlight=None, highlight_colour: str = FATE_COLOURS[Fate.KEPT]) -> Figure:
     """A score per patch ([N]) as a translucent heatmap over the image, with a colour bar.
@@ -115,6 +120,38 @@ def score_heatmap(image, scores, grid: tuple[int, int], title: str = "score", ax
     if highlight is not None:
         outline_patches(ax, highlight, grid, highlight_colour)
     return ax.figure
+
+
+@style()
+def score_maps(image, grid: tuple[int, int], cls_attn, text_sim=None, result: CompressionResult | None = None,
+               titles: tuple[str, ...] | None = None, axes=None) -> Figure:
+    """The two score maps of one image side by side: [CLS] attention and text similarity ([N] each).
+
+    text_sim: None (no text score) shows the image alone in the second panel.
+    result: a result of this image (its sample 0 is drawn): the kept tokens are outlined on the first
+    map, the recovered ones on the second, and its token-fate map (:func:`fate_map`) is a third panel.
+    titles: one per panel (default :data:`SCORE_TITLES`, then the fate map's own title).
+    axes: the 2 (3 with a result) axes to draw into; default a new figure.
+    """
+    n_panels = 2 if result is None else 3
+    if axes is None:
+        axes = new_figure((5 * n_panels, 4.2)).subplots(1, n_panels)
+    if len(axes) != n_panels or (titles is not None and len(titles) != n_panels):
+        raise ValueError(f"score_maps draws {n_panels} panels; got {len(axes)} axes and "
+                         f"{'no' if titles is None else len(titles)} titles")
+    titles = titles or SCORE_TITLES + ((None,) if result is not None else ())
+    fate = None if result is None else as_numpy(result.fate[0])
+    score_heatmap(image, cls_attn, grid, titles[0], ax=axes[0], cmap="viridis",
+                  highlight=None if fate is None else fate == Fate.KEPT)
+    if text_sim is None:
+        show_image(axes[1], image, grid, titles[1])
+    else:
+        score_heatmap(image, text_sim, grid, titles[1], ax=axes[1], cmap="magma",
+                      highlight=None if fate is None else fate == Fate.RECOVERED,
+                      highlight_colour=FATE_COLOURS[Fate.RECOVERED])
+    if result is not None:
+        fate_map(image, result, grid, titles[2], ax=axes[2])
+    return axes[0].figure
 
 
 def cluster_colours(result: CompressionResult) -> dict[int, tuple]:
@@ -161,6 +198,7 @@ def fate_legend(ax, fates=tuple(Fate), clusters: bool = True) -> None:
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
 
 
+@style()
 def fate_map(image, result: CompressionResult, grid: tuple[int, int], title: str | None = None, ax=None,
              legend: bool = True) -> Figure:
     """What became of every patch of sample 0: kept, recovered, merged (coloured by cluster), dropped.
@@ -188,6 +226,7 @@ def fate_map(image, result: CompressionResult, grid: tuple[int, int], title: str
     return ax.figure
 
 
+@style()
 def token_sequence(result: CompressionResult, ax=None, per_row: int | None = None) -> Figure:
     """The K output tokens of sample 0 in the order the LLM reads them, coloured by slot kind."""
     slots = as_numpy(result.slot[0]).astype(int)
@@ -207,35 +246,31 @@ def token_sequence(result: CompressionResult, ax=None, per_row: int | None = Non
     return ax.figure
 
 
+@style()
 def overview(image, result: CompressionResult, grid: tuple[int, int], question: str = "",
              answer: str | None = None) -> Figure:
-    """The four stages of Recoverable Compression on one sample, after the paper's Figure 1.
+    """The four stages of Recoverable Compression on sample 0 of a result, after the paper's Figure 1.
 
     1. visual score ([CLS] attention) -> kept tokens; 2. text score -> recovered tokens;
-    3. the rest merged into clusters; 4. the token sequence the LLM reads.
+    3. the rest merged into clusters; 4. the token sequence the LLM reads. The scores are the ones the
+    result records (``result.scores``: "visual", and "text" when the method used it).
     """
     figure = new_figure((14, 5.4))
     top, bottom = figure.subfigures(2, 1, height_ratios=[4, 1])
-    axes = top.subplots(1, 3)
-    fate = as_numpy(result.fate[0]).astype(int)
-    visual = result.scores["visual"][0]
-    score_heatmap(image, visual, grid, f"1. visual score -> {int((fate == Fate.KEPT).sum())} kept",
-                  ax=axes[0], cmap="viridis", highlight=fate == Fate.KEPT)
-    if "text" in result.scores:
-        score_heatmap(image, result.scores["text"][0], grid,
-                      f"2. text score -> {int((fate == Fate.RECOVERED).sum())} recovered", ax=axes[1],
-                      cmap="magma", highlight=fate == Fate.RECOVERED,
-                      highlight_colour=FATE_COLOURS[Fate.RECOVERED])
-    else:
-        show_image(axes[1], image, grid, "2. no text stage")
     counts = result.counts(0)
-    fate_map(image, result, grid, f"3. the rest: {counts['n_merged']} merged tokens", ax=axes[2])
+    text = result.scores.get("text")
+    titles = (f"1. visual score -> {counts['n_visual']} kept",
+              "2. no text stage" if text is None else f"2. text score -> {counts['n_text']} recovered",
+              f"3. the rest: {counts['n_merged']} merged tokens")
+    score_maps(image, grid, result.scores["visual"][0], None if text is None else text[0], result, titles,
+               axes=top.subplots(1, 3))
     token_sequence(result, ax=bottom.subplots())
     answered = f"  ->  answer: {answer}" if answer is not None else ""
     figure.suptitle(f"Q: {question}{answered}" if question else result.method, fontsize=12)
     return figure
 
 
+@style()
 def answers_panel(question: str, answers: dict[str, tuple[str, int]], truth: str | None = None) -> Figure:
     """A small table: one row per setting (label -> (answer, number of visual tokens)), truth marked."""
     columns = ["setting", "visual tokens", "answer"] + (["correct"] if truth is not None else [])
@@ -254,41 +289,59 @@ def answers_panel(question: str, answers: dict[str, tuple[str, int]], truth: str
     return figure
 
 
-def score_histogram(scores, rule: str = "lof", n_neighbors: int = 20, title: str = "visual score", ax=None) -> Figure:
-    """Where the dynamic scale filter cuts a score vector ([n]): histogram, outliers, the top-k line.
+@style()
+def filter_histogram(scores, decision, b: int = 0, title: str | None = None, xlabel: str = "score",
+                     ax=None) -> Figure:
+    """What the dynamic scale filter decided on row ``b`` of a score batch: histogram, outliers, cut.
 
-    The filter counts outliers (LOF: both tails; IQR: above Q3 + 1.5 IQR), then keeps that many of the
-    highest scores; the dashed line is the lowest score it keeps.
+    scores: that row's scores [n]; decision: the :class:`~rclib.filters.FilterDecision` of the batch
+    (its statistic, threshold, outliers and count). Ticks mark the outliers; the dashed line is the
+    lowest of the top-``count`` scores, where the stage cuts. IQR: the threshold is a score, drawn as
+    a line. LOF: the statistic is each score's Local Outlier Factor, drawn as dots on a second axis
+    with its threshold; LOF is two-sided, so low scores count too.
     """
     ax = new_axes(ax, (6, 3.4))
-    x = torch.as_tensor(as_numpy(scores), dtype=torch.float64)[None]
-    decision = filter_decision(x, rule, n_neighbors)
-    outliers = decision.outliers[0].numpy()
-    k = int(decision.count[0])
-    values = x[0].numpy()
+    values = as_numpy(scores)
+    outliers = as_numpy(decision.outliers[b]).astype(bool)
+    count = int(decision.count[b])
+    threshold = float(decision.threshold[b])
     sns.histplot(values, bins=40, ax=ax, color="#adb5bd", edgecolor="white")
-    ax.plot(values[outliers], np.zeros(int(outliers.sum())), "|", color=FATE_COLOURS[Fate.RECOVERED],
-            markersize=18, markeredgewidth=1.5, label=f"{rule.upper()} outliers ({int(outliers.sum())})")
-    if k > 0:
-        cut = np.sort(values)[-k]
-        ax.axvline(cut, color=FATE_COLOURS[Fate.KEPT], linestyle="--", label=f"keeps the top {k} of {len(values)}")
-    if rule == "iqr":
-        ax.axvline(float(decision.threshold[0]), color="black", linewidth=0.8, label="Q3 + 1.5 IQR")
-    ax.set(xlabel=title, ylabel="tokens")
-    ax.set_title(f"{rule.upper()} filter" + (f" ({n_neighbors} neighbours)" if rule == "lof" else ""), fontsize=10)
-    ax.legend(fontsize=8, frameon=False)
+    handles = ax.plot(values[outliers], np.zeros(int(outliers.sum())), "|", color=FATE_COLOURS[Fate.RECOVERED],
+                      markersize=18, markeredgewidth=1.5, label=f"outliers ({int(outliers.sum())})")
+    if count > 0:
+        cut = np.sort(values)[-count]  # where top-k by score stops
+        handles.append(ax.axvline(cut, color=FATE_COLOURS[Fate.KEPT], linestyle="--",
+                                  label=f"keeps the top {count} of {len(values)}"))
+    if decision.rule == "iqr":  # the statistic is the score itself
+        handles.append(ax.axvline(threshold, color="black", linewidth=0.8, label=f"threshold {threshold:.3g}"))
+    else:
+        lof_ax = ax.twinx()
+        lof_ax.plot(values, as_numpy(decision.statistic[b]), ".", color="black", markersize=3, alpha=0.5)
+        handles.append(lof_ax.axhline(threshold, color="black", linewidth=0.8,
+                                      label=f"{decision.rule.upper()} > {threshold:g}: outlier"))
+        lof_ax.set_yscale("log")  # ties give huge LOF values
+        lof_ax.set_ylabel(f"{decision.rule.upper()} (dots)", fontsize=9)
+    ax.set(xlabel=xlabel, ylabel="tokens")
+    ax.set_title(title or f"{decision.rule.upper()} filter", fontsize=10)
+    ax.legend(handles=handles, fontsize=8, frameon=False)
     return ax.figure
 
 
-def filter_thresholds(scores, n_neighbors: int = 20, title: str = "visual score") -> Figure:
-    """:func:`score_histogram` of the same scores under the LOF and the IQR rule, side by side."""
-    figure = new_figure((11, 3.4))
-    axes = figure.subplots(1, 2, sharey=True)
-    for ax, rule in zip(axes, ("lof", "iqr")):
-        score_histogram(scores, rule, n_neighbors, title, ax=ax)
+@style()
+def filter_thresholds(scores, decisions: dict, b: int = 0, xlabel: str = "score") -> Figure:
+    """:func:`filter_histogram` of the same scores under several filter rules, side by side.
+
+    decisions: panel title -> the :class:`~rclib.filters.FilterDecision` of a batch whose row ``b`` is
+    ``scores``.
+    """
+    figure = new_figure((6 * len(decisions), 3.4))
+    axes = figure.subplots(1, len(decisions), sharey=True, squeeze=False)[0]
+    for ax, (title, decision) in zip(axes, decisions.items()):
+        filter_histogram(scores, decision, b, title, xlabel, ax=ax)
     return figure
 
 
+@style()
 def accuracy_vs_tokens(rows: list[dict], metrics: tuple[str, ...] = ("accuracy",), title: str = "") -> Figure:
     """One panel per metric: the metric against mean visual tokens, a line per method.
 
@@ -325,6 +378,7 @@ def accuracy_vs_tokens(rows: list[dict], metrics: tuple[str, ...] = ("accuracy",
     return figure
 
 
+@style()
 def method_grid(images: list, results: dict[str, CompressionResult], grid: tuple[int, int],
                 row_titles: list[str] | None = None) -> Figure:
     """Token-fate maps of several methods (columns) on the same images (rows).
@@ -344,43 +398,3 @@ def method_grid(images: list, results: dict[str, CompressionResult], grid: tuple
     return figure
 
 
-def draw_score_maps(axes, image, grid: tuple[int, int], cls_attn, text_sim, fate=None) -> None:
-    """Into two axes: the visual score and the text score ([N] each) over the image; with ``fate``
-    ([N]) the kept tokens are outlined on the first and the recovered ones on the second."""
-    score_heatmap(image, cls_attn, grid, "visual score ([CLS] attention)", ax=axes[0], cmap="viridis",
-                  highlight=None if fate is None else fate == Fate.KEPT)
-    score_heatmap(image, text_sim, grid, "text score (question vs patch)", ax=axes[1],
-                  highlight=None if fate is None else fate == Fate.RECOVERED,
-                  highlight_colour=FATE_COLOURS[Fate.RECOVERED])
-
-
-def score_maps(image, grid: tuple[int, int], cls_attn, text_sim, fate=None) -> Figure:
-    """:func:`draw_score_maps` side by side in one figure."""
-    figure = new_figure((10, 4.2))
-    axes = figure.subplots(1, 2)
-    draw_score_maps(axes, image, grid, cls_attn, text_sim, fate)
-    return figure
-
-
-def scores_and_fates(image, result: CompressionResult, grid: tuple[int, int], cls_attn, text_sim) -> Figure:
-    """Both score maps of sample 0 (kept and recovered outlined) and its token-fate map, side by side."""
-    figure = new_figure((15, 4.2))
-    axes = figure.subplots(1, 3)
-    draw_score_maps(axes[:2], image, grid, cls_attn, text_sim, result.fate[0])
-    fate_map(image, result, grid, ax=axes[2])
-    return figure
-
-
-def answer_figures(encoded, result: CompressionResult, record: dict) -> dict[str, Figure]:
-    """The figures of one answered question (sample 0 of ``encoded``): name -> Figure.
-
-    record: the CLI's result record (question, answer); used for titles only.
-    """
-    image = image_from_pixels(encoded.pixel_values[0])
-    figures = {name: new_axes(None).figure for name in ("visual_scores", "text_scores")}
-    draw_score_maps([f.axes[0] for f in figures.values()], image, encoded.grid, encoded.cls_attn[0],
-                    encoded.text_sim[0], result.fate[0])
-    figures["token_fates"] = fate_map(image, result, encoded.grid)
-    if result.method == "rc":
-        figures["overview"] = overview(image, result, encoded.grid, record.get("question", ""), record.get("answer"))
-    return figures

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 import io
 import traceback
+from contextlib import contextmanager
 
 import ipywidgets as widgets
 
 from rclib import viz
+from rclib.examples import EXAMPLE_METHODS
 from rclib.filters import RULES
 from rclib.methods import METHODS
-from rclib.methods.rc import RCConfig
 
-# Which controls each method reads; the others are greyed out while it is selected.
-METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
-    "rc": ("rule", "n_neighbors", "iqr_factor", "text_stage", "knn_k"),
-    "prumerge": ("iqr_factor", "knn_k"),
-    "prumerge+": ("iqr_factor", "knn_k"),
-}
+FIRST_METHOD = "rc"  # the method selected when the explorer opens
+OPTION_CONTROLS = ("rule", "n_neighbors", "iqr_factor", "text_stage", "knn_k")  # method options with a control
+RULE_OPTIONS = {"n_neighbors": "lof", "iqr_factor": "iqr"}  # options read only under one filter rule
 FIGURE_DPI = 72  # enough for a notebook, fast to render
 
 
@@ -37,33 +35,45 @@ def png_bytes(figure) -> bytes:
 
 
 def make_controls(examples: list, n_tokens: int) -> dict[str, widgets.Widget]:
-    """The explorer's controls, RC's defaults preselected; budget 0 lets the method choose (adaptive)."""
-    rc = RCConfig()
+    """The explorer's controls, the first method's option defaults (``METHODS``) preselected; budget 0 lets
+    the method choose (adaptive methods) or take its default budget."""
+    defaults = METHODS[FIRST_METHOD].options
     style = {"description_width": "150px"}
     return {
         "example": widgets.Dropdown(options=[e.name for e in examples], description="image", style=style),
         "question": widgets.Text(value=examples[0].question, description="question", continuous_update=False,
                                  style=style, layout=widgets.Layout(width="600px")),
-        "method": widgets.Dropdown(options=list(METHODS), value="rc", description="method", style=style),
-        "rule": widgets.ToggleButtons(options=list(RULES), value=rc.rule, description="filter rule", style=style),
-        "n_neighbors": widgets.IntSlider(value=rc.n_neighbors, min=2, max=60, description="LOF neighbours",
+        "method": widgets.Dropdown(options=EXAMPLE_METHODS, value=FIRST_METHOD, description="method", style=style),
+        "rule": widgets.ToggleButtons(options=list(RULES), value=defaults["rule"], description="filter rule",
+                                      style=style),
+        "n_neighbors": widgets.IntSlider(value=defaults["n_neighbors"], min=2, max=60, description="LOF neighbours",
                                          style=style),
-        "iqr_factor": widgets.FloatSlider(value=rc.iqr_factor, min=0.0, max=4.0, step=0.25,
+        "iqr_factor": widgets.FloatSlider(value=defaults["iqr_factor"], min=0.0, max=4.0, step=0.25,
                                           description="IQR factor", style=style),
-        "text_stage": widgets.Checkbox(value=rc.text_stage, description="text stage (recovery)", style=style),
-        "knn_k": widgets.IntSlider(value=rc.knn_k, min=1, max=64, description="KNN k (merge)", style=style),
-        "budget": widgets.IntSlider(value=0, min=0, max=n_tokens, description="budget (0: adaptive)", style=style),
+        "text_stage": widgets.Checkbox(value=defaults["text_stage"], description="text stage (recovery)",
+                                       style=style),
+        "knn_k": widgets.IntSlider(value=defaults["knn_k"], min=1, max=64, description="KNN k (merge)", style=style),
+        "budget": widgets.IntSlider(value=0, min=0, max=n_tokens, description=budget_label(METHODS[FIRST_METHOD]),
+                                    style=style),
     }
+
+
+def budget_label(spec) -> str:
+    """The budget slider's label for a method: what 0 means to it."""
+    return "budget (0: adaptive)" if spec.adaptive else "budget (0: default)"
 
 
 class Explorer:
     """Pick an image and question, move the controls, see scores, token fates, counts and answers.
 
-    model: a :class:`~rclib.models.CompressedLlava`; examples: ``rclib.figures.Example`` items.
+    model: a :class:`~rclib.models.CompressedLlava`; examples: :class:`rclib.examples.Example` items.
+    Which option controls and whether the budget apply to the selected method come from
+    :data:`rclib.methods.METHODS`; selecting a method resets its option controls to its defaults.
     """
 
     def __init__(self, model, examples: list, max_new_tokens: int = 32):
-        assert examples, "give the explorer at least one example (rclib.figures.examples())"
+        if not examples:
+            raise ValueError("give the explorer at least one example (rclib.examples.examples_for_model())")
         self.model = model
         self.max_new_tokens = max_new_tokens  # answer length cap (ShapesWorld answers are one word)
         self.examples = {e.name: e for e in examples}
@@ -78,9 +88,11 @@ class Explorer:
         self.result = None  # the last CompressionResult
         self.answers: dict[str, str] = {}  # "all tokens" / method -> answer
         self.error: BaseException | None = None  # the last exception a callback raised, else None
+        self.holding = False  # True while several controls change at once: one refresh afterwards
         self.controls["example"].observe(self.on_example, names="value")
+        self.controls["method"].observe(self.on_method, names="value")
         for name, control in self.controls.items():
-            if name != "example":
+            if name not in ("example", "method"):
                 control.observe(self.refresh, names="value")
         self.refresh()
 
@@ -90,10 +102,14 @@ class Explorer:
         return {name: control.value for name, control in self.controls.items()}
 
     @property
+    def spec(self):
+        """The selected method's :class:`~rclib.methods.MethodSpec`."""
+        return METHODS[self.controls["method"].value]
+
+    @property
     def widget(self) -> widgets.Widget:
         c = self.controls
-        method_box = widgets.VBox([c["method"], c["budget"], c["rule"], c["n_neighbors"], c["iqr_factor"],
-                                 c["text_stage"], c["knn_k"]])
+        method_box = widgets.VBox([c["method"], c["budget"], *(c[name] for name in OPTION_CONTROLS)])
         return widgets.VBox([c["example"], c["question"], widgets.HBox([method_box, self.answers_image]),
                              self.summary, self.figure, self.errors])
 
@@ -103,30 +119,44 @@ class Explorer:
         display(self.widget)
 
     def encode(self, name: str, question: str):
-        """The encoders' output for an example and question, computed once."""
+        """The encoders' output for an example and question, computed once (with the all-tokens answer)."""
         key = (name, question)
         if key not in self.encoded:
             encoded = self.model.encode(self.examples[name].image, question)
             self.encoded[key] = encoded
-            full = self.model.compress(encoded, "full")
-            self.full_answers[key] = self.model.generate(encoded, full, self.max_new_tokens)[0]
+            self.full_answers[key] = self.model.run(encoded, "full", max_new_tokens=self.max_new_tokens).texts[0]
         return self.encoded[key]
 
     def method_options(self) -> dict:
-        """Options of the selected method from the controls it reads."""
-        state = self.state
-        return {name: state[name] for name in METHOD_OPTIONS.get(state["method"], ())}
+        """The selected method's options, read from the controls of the options it takes."""
+        return {name: self.controls[name].value for name in OPTION_CONTROLS if name in self.spec.options}
+
+    @contextmanager
+    def hold(self):
+        """Change several controls, then refresh once."""
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        self.refresh()
 
     def on_example(self, change) -> None:
-        """A new example brings its own question (whose change refreshes), or refreshes at once."""
-        question = self.examples[change["new"]].question
-        if self.controls["question"].value != question:
-            self.controls["question"].value = question
-        else:
-            self.refresh()
+        """A new example brings its own question."""
+        with self.hold():
+            self.controls["question"].value = self.examples[change["new"]].question
+
+    def on_method(self, change) -> None:
+        """A new method starts from its own option defaults."""
+        with self.hold():
+            for name in OPTION_CONTROLS:
+                if name in self.spec.options:
+                    self.controls[name].value = self.spec.options[name]
 
     def refresh(self, change=None) -> None:
         """Compress and answer with the current controls and redraw; errors go to the error area."""
+        if self.holding:
+            return
         self.errors.outputs = ()  # (clear_output needs a kernel; this works everywhere)
         self.error = None
         try:
@@ -135,20 +165,27 @@ class Explorer:
             self.error = error
             self.errors.append_stderr("".join(traceback.format_exception(error)))
 
+    def enable_controls(self) -> None:
+        """Grey out what the selected method ignores: options it does not take, options of the filter rule it
+        is not using, the budget when K is fixed by the method."""
+        spec, rule = self.spec, self.controls["rule"].value
+        for name in OPTION_CONTROLS:
+            rule_applies = "rule" not in spec.options or RULE_OPTIONS.get(name, rule) == rule
+            self.controls[name].disabled = name not in spec.options or not rule_applies
+        self.controls["budget"].disabled = not spec.takes_budget
+        self.controls["budget"].description = budget_label(spec)
+
     def update(self) -> None:
-        """Grey out the controls the method ignores, compress, answer, and redraw counts and figures."""
+        """Enable the controls the method reads, compress, answer, and redraw counts and figures."""
+        self.enable_controls()
         state = self.state
-        used = METHOD_OPTIONS.get(state["method"], ())
-        iqr_in_use = state["rule"] == "iqr" or state["method"] != "rc"  # PruMerge always filters by IQR
-        for name in ("rule", "n_neighbors", "iqr_factor", "text_stage", "knn_k"):
-            self.controls[name].disabled = (name not in used or (name == "n_neighbors" and state["rule"] != "lof")
-                                            or (name == "iqr_factor" and not iqr_in_use))
         example = self.examples[state["example"]]
         key = (example.name, state["question"])
         encoded = self.encode(*key)
-        self.result = self.model.compress(encoded, state["method"], state["budget"] or None, **self.method_options())
-        answer = self.model.generate(encoded, self.result, self.max_new_tokens)[0]
-        self.answers = {"all tokens": self.full_answers[key], state["method"]: answer}
+        budget = (state["budget"] or None) if self.spec.takes_budget else None  # 0: the method's choice
+        run = self.model.run(encoded, state["method"], budget, self.max_new_tokens, **self.method_options())
+        self.result = run.result
+        self.answers = {"all tokens": self.full_answers[key], state["method"]: run.texts[0]}
         counts = self.result.counts(0)
         self.summary.value = (f"<b>{state['method']}</b>: {counts['n_input_tokens']} tokens in &rarr; "
                               f"{counts['n_visual']} kept (visual) / {counts['n_text']} recovered (text) / "
@@ -157,6 +194,6 @@ class Explorer:
         truth = example.answer if state["question"] == example.question else None
         self.answers_image.value = png_bytes(viz.answers_panel(
             state["question"], {label: (text, n_out[label]) for label, text in self.answers.items()}, truth))
-        image = viz.image_from_pixels(encoded.pixel_values[0])
-        self.figure.value = png_bytes(viz.scores_and_fates(image, self.result, encoded.grid, encoded.cls_attn[0],
-                                                           encoded.text_sim[0]))
+        image = self.model.display_images(encoded)[0]
+        self.figure.value = png_bytes(viz.score_maps(image, encoded.grid, encoded.cls_attn[0], encoded.text_sim[0],
+                                                     self.result))

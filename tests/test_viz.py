@@ -1,6 +1,8 @@
 """rclib.viz draws what a result says: the fate colours, the score grid, the filter's cut, the curves."""
+import importlib
 from types import SimpleNamespace
 
+import matplotlib as mpl
 import numpy as np
 import pytest
 import torch
@@ -9,11 +11,10 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from rclib import viz
-from rclib.filters import outlier_count
 from rclib.result import Fate, Slot, from_weights
 
 GRID = (2, 3)  # 6 patches
-IMAGE = np.full((12, 18, 3), 0.5)
+IMAGE = np.full((12, 18, 3), 128, dtype=np.uint8)
 
 
 @pytest.fixture
@@ -91,15 +92,82 @@ def test_overview_shows_the_four_stages(known_result):
     assert "answer: red" in figure._suptitle.get_text()
 
 
-@pytest.mark.parametrize("rule", ["lof", "iqr"])
-def test_score_histogram_cuts_at_the_lowest_kept_score(rule):
-    scores = torch.cat([torch.linspace(0, 1, 60), torch.tensor([3.0, 3.5, 4.0])])
-    figure = viz.score_histogram(scores, rule, n_neighbors=10)
-    k = int(outlier_count(scores, rule, 10))
-    assert k > 0
-    cut = [line for line in figure.axes[0].lines if line.get_linestyle() == "--"]
-    assert cut and cut[0].get_xdata()[0] == pytest.approx(float(scores.sort().values[-k]))
-    assert f"top {k} of 63" in " ".join(t.get_text() for t in figure.axes[0].get_legend().get_texts())
+def outlined(ax) -> list[tuple[float, float]]:
+    """The (x, y) corners of the patch outlines on an axes."""
+    return [(p.get_x(), p.get_y()) for p in ax.patches if isinstance(p, Rectangle)]
+
+
+def test_score_maps_draw_both_scores_with_the_fates(known_result):
+    visual, text = known_result.scores["visual"][0], known_result.scores["text"][0]
+    figure = viz.score_maps(IMAGE, GRID, visual, text, known_result)
+    maps = [ax for ax in figure.axes if ax.get_title()]  # the panels (colour bars have no title)
+    assert [ax.get_title() for ax in maps] == [*viz.SCORE_TITLES, "rc: 6 -> 4 tokens"]
+    assert np.allclose(maps[0].get_images()[1].get_array(), visual.numpy().reshape(GRID))
+    assert np.allclose(maps[1].get_images()[1].get_array(), text.numpy().reshape(GRID))
+    assert outlined(maps[0]) == [(0, 0)] and outlined(maps[1]) == [(1, 0)], "kept patch 0, recovered patch 1"
+    assert np.allclose(maps[2].get_images()[1].get_array().reshape(6, 4), viz.patch_colours(known_result))
+
+
+def test_score_maps_without_a_result_or_a_text_score(known_result):
+    figure = viz.score_maps(IMAGE, GRID, known_result.scores["visual"][0], titles=("visual", "no text"))
+    maps = [ax for ax in figure.axes if ax.get_title()]
+    assert [ax.get_title() for ax in maps] == ["visual", "no text"]
+    assert outlined(maps[0]) == [] and len(maps[1].get_images()) == 1, "the second panel is the image alone"
+    with pytest.raises(ValueError, match="3 panels"):
+        viz.score_maps(IMAGE, GRID, known_result.scores["visual"][0], result=known_result, titles=("a", "b"))
+
+
+SPIKED = torch.cat([torch.linspace(0, 1, 60), torch.tensor([3.0, 3.5, 4.0])])  # 63 scores, three high
+
+
+def test_filter_histogram_draws_an_iqr_decision():
+    decision = SimpleNamespace(rule="iqr", statistic=SPIKED[None], threshold=torch.tensor([2.0]),
+                               outliers=(SPIKED > 2.0)[None], count=torch.tensor([3]))
+    ax = viz.filter_histogram(SPIKED, decision, xlabel="visual score").axes[0]
+    ticks, cut, threshold = ax.lines
+    assert list(ticks.get_xdata()) == [3.0, 3.5, 4.0]
+    assert cut.get_linestyle() == "--" and cut.get_xdata()[0] == 3.0, "the lowest of the top 3"
+    assert threshold.get_xdata()[0] == 2.0
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["outliers (3)", "keeps the top 3 of 63",
+                                                                    "threshold 2"]
+    assert ax.get_title() == "IQR filter" and ax.get_xlabel() == "visual score"
+
+
+def test_filter_histogram_draws_the_lof_values_of_a_decision():
+    lof = torch.ones(63, dtype=torch.float64)
+    lof[[0, 61, 62]] = torch.tensor([1.6, 2.0, 3.0], dtype=torch.float64)  # one low and two high outliers
+    decision = SimpleNamespace(rule="lof", statistic=lof[None], threshold=torch.tensor([1.5]),
+                               outliers=(lof > 1.5)[None], count=torch.tensor([3]))
+    figure = viz.filter_histogram(SPIKED, decision, title="LOF (20 neighbours)")
+    ax, lof_ax = figure.axes
+    assert list(ax.lines[0].get_xdata()) == [0.0, 3.5, 4.0], "LOF is two-sided: the low score counts"
+    assert ax.lines[1].get_xdata()[0] == 3.0, "the stage still keeps the top 3 scores"
+    dots, threshold = lof_ax.lines
+    assert np.allclose(dots.get_ydata(), lof.numpy()) and threshold.get_ydata()[0] == 1.5
+    assert ax.get_title() == "LOF (20 neighbours)"
+
+
+def test_filter_thresholds_puts_decisions_side_by_side():
+    decision = SimpleNamespace(rule="iqr", statistic=SPIKED[None], threshold=torch.tensor([2.0]),
+                               outliers=(SPIKED > 2.0)[None], count=torch.tensor([3]))
+    figure = viz.filter_thresholds(SPIKED, {"IQR": decision, "IQR again": decision})
+    assert [ax.get_title() for ax in figure.axes] == ["IQR", "IQR again"]
+
+
+def test_importing_viz_leaves_matplotlib_settings_alone():
+    before = dict(mpl.rcParams)
+    importlib.reload(viz)
+    assert dict(mpl.rcParams) == before
+
+
+def test_figures_are_styled_without_changing_the_settings(known_result):
+    assert mpl.rcParams["axes.edgecolor"] != viz.STYLE["axes.edgecolor"], "a default that the style changes"
+    before = dict(mpl.rcParams)
+    ax = viz.token_sequence(known_result).axes[0]
+    assert dict(mpl.rcParams) == before
+    assert to_rgba(ax.spines["top"].get_edgecolor()) == to_rgba(viz.STYLE["axes.edgecolor"])
+    with viz.style():
+        assert mpl.rcParams["axes.edgecolor"] == viz.STYLE["axes.edgecolor"]
 
 
 def test_accuracy_vs_tokens_draws_a_line_per_method():
@@ -129,25 +197,3 @@ def test_answers_panel_lists_answers_and_marks_the_truth():
     figure = viz.answers_panel("what colour?", {"all tokens": ("red", 576), "rc": ("blue", 58)}, truth="red")
     texts = [cell.get_text().get_text() for cell in figure.axes[0].tables[0].get_celld().values()]
     assert {"red", "blue", "576", "58", "yes", "no"} <= set(texts)
-
-
-def test_answer_figures_for_the_cli(known_result):
-    encoded = SimpleNamespace(pixel_values=torch.zeros(1, 3, 12, 18), grid=GRID,
-                              cls_attn=known_result.scores["visual"], text_sim=known_result.scores["text"])
-    figures = viz.answer_figures(encoded, known_result, {"question": "q?", "answer": "a"})
-    assert set(figures) == {"visual_scores", "text_scores", "token_fates", "overview"}
-    assert all(isinstance(f, Figure) for f in figures.values())
-    for figure in figures.values():
-        viz.close(figure)
-
-
-def test_render_figures_writes_the_notebooks_figures(tiny_model, tmp_path, monkeypatch):
-    from rclib import figures
-
-    rows = [{"method": m, "budget": b, "mean_tokens": t, "accuracy": 0.5, "accuracy_small": 0.4, "accuracy_large": 0.6}
-            for m, b, t in (("full", "all", 64), ("rc", "adaptive", 9), ("rc", "8", 8), ("fastervlm", "8", 8))]
-    monkeypatch.setattr(figures, "bench_rows", lambda model, n: rows)  # the bench itself is tested with rclib.bench
-    paths = figures.render_figures(tmp_path, tiny_model)
-    assert {p.name for p in paths} == {"overview.png", "filter_thresholds.png", "method_grid.png",
-                                       "accuracy_vs_tokens.png", "accuracy_by_size.png"}
-    assert all(p.stat().st_size > 1000 for p in paths)

@@ -1,8 +1,9 @@
 """The explorer, driven from pytest: controls rerun compress + generate only; errors are shown."""
 import pytest
 
-from rclib.figures import Example
-from rclib.widgets import Explorer
+from rclib.examples import EXAMPLE_METHODS, Example
+from rclib.methods import METHODS
+from rclib.widgets import OPTION_CONTROLS, Explorer
 
 
 @pytest.fixture
@@ -73,3 +74,36 @@ def test_iqr_factor_slider_changes_the_rc_iqr_count(explorer):
     assert int(explorer.result.n_visual[0]) < loose and explorer.error is None
     explorer.controls["rule"].value = "lof"
     assert explorer.controls["iqr_factor"].disabled
+
+
+@pytest.mark.parametrize("method", EXAMPLE_METHODS)
+def test_the_registry_says_which_controls_apply(explorer, method):
+    spec = METHODS[method]
+    explorer.controls["method"].value = method
+    if method == "fastv":  # its default layer 2 needs 3 decoder layers; the tiny LLM has 2: the error is shown
+        assert "decoder layers" in str(explorer.error)
+    else:
+        assert explorer.error is None, explorer.errors.outputs
+    enabled = {name for name in OPTION_CONTROLS if not explorer.controls[name].disabled}
+    expected = set(OPTION_CONTROLS) & set(spec.options)
+    if "rule" in spec.options:  # under the LOF rule the IQR factor is not read
+        expected -= {"iqr_factor"}
+    assert enabled == expected
+    assert explorer.method_options() == {name: spec.options[name] for name in OPTION_CONTROLS if name in spec.options}
+    assert explorer.controls["budget"].disabled == (not spec.takes_budget)
+    assert explorer.controls["budget"].description == ("budget (0: adaptive)" if spec.adaptive else "budget (0: default)")
+
+
+def test_a_new_method_starts_from_its_defaults_and_recompresses_once(explorer, monkeypatch):
+    explorer.controls["knn_k"].value = 7
+    calls = []
+    run = explorer.model.run
+    monkeypatch.setattr(explorer.model, "run", lambda *a, **k: calls.append(a[1]) or run(*a, **k))
+    explorer.controls["method"].value = "prumerge+"
+    assert explorer.controls["knn_k"].value == METHODS["prumerge+"].options["knn_k"] == 32
+    assert calls == ["prumerge+"], "one compression for the method change, not one per reset control"
+
+
+def test_no_examples_is_a_clear_error(tiny_model):
+    with pytest.raises(ValueError, match="at least one example"):
+        Explorer(tiny_model, [])

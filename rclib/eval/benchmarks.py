@@ -13,7 +13,7 @@ from rclib.eval.shapesworld import GROUP as SHAPESWORLD
 
 @dataclass(frozen=True)
 class Benchmark:
-    column: str  # the table's column, the paper's name for the benchmark
+    column: str  # the table's column, the paper's name; "A/B" details column A (not in share_of_full)
     task: str  # lmms-eval task or group name
     metric: str  # headline metric, as lmms-eval's results name it (before ",<filter>")
     scale: float = 100.0  # lmms-eval's value times this is in the paper's unit (percent; MME: points, 1)
@@ -34,21 +34,26 @@ PAPER_BENCHMARKS: tuple[Benchmark, ...] = (
 )
 
 
+SHAPESWORLD_BENCHMARK = Benchmark("ShapesWorld", SHAPESWORLD, "accuracy")  # its families are columns of their own
+COLUMN_ORDER = tuple(b.column for b in PAPER_BENCHMARKS) + (SHAPESWORLD_BENCHMARK.column,)
+
+
 def benchmark_for(task: str) -> Benchmark | None:
     """The benchmark of an lmms-eval task (paper benchmarks, ShapesWorld and its families), else None."""
     for benchmark in PAPER_BENCHMARKS:
         if benchmark.task == task:
             return benchmark
     if task == SHAPESWORLD:
-        return Benchmark("ShapesWorld", task, "accuracy")
+        return SHAPESWORLD_BENCHMARK
     if task.startswith(f"{SHAPESWORLD}_"):
-        return Benchmark(f"SW {task.removeprefix(f'{SHAPESWORLD}_')}", task, "accuracy")
+        family = task.removeprefix(f"{SHAPESWORLD}_")
+        return Benchmark(f"{SHAPESWORLD_BENCHMARK.column}/{family}", task, "accuracy")
     return None
 
 
 # Reported by the RC paper's authors (README of their released code) for LLaVA-1.5-7B (LoRA), training-free
 # rows, in the paper's units. Shown beside measured rows, always labelled as reported.
-REPORTED_SOURCE = "reported: RC paper (arXiv 2409.01179), LLaVA-1.5-7B LoRA"
+REPORTED_SOURCE = "reported (RC paper)"  # arXiv 2409.01179, LLaVA-1.5-7B LoRA baseline
 REPORTED: tuple[dict, ...] = (
     {"method": "full", "visual_tokens": 576, "SQA-IMG": 68.40, "TextVQA": 58.20, "MME": 1476.9, "VQAv2": 79.10,
      "POPE": 86.40, "MMB": 66.10},

@@ -15,20 +15,20 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rclib.bench import BenchConfig, bench_cells
+from rclib.bench import DEFAULT_BUDGETS, BenchConfig, bench_cells
 from rclib.eval.shapesworld import GROUP as SHAPESWORLD
 from rclib.eval.shapesworld import tasks_dir
 from rclib.methods import METHODS
 
-PAPER_BUDGETS = ("adaptive", "64", "128", "192")  # the paper's comparisons: RC's own K, then 64 / 128 / 192 of 576
+NO_BUDGET = "all"  # the budget of a cell whose method keeps every token (full)
 
 
 @dataclass
 class GridConfig:
     model: str = "shapes"  # registry name, hub id or folder (lmms-eval model_args `pretrained`)
     tasks: tuple[str, ...] = (SHAPESWORLD,)  # lmms-eval task or group names
-    methods: tuple[str, ...] = BenchConfig.methods
-    budgets: tuple[str, ...] = PAPER_BUDGETS  # "adaptive", a token count, or a share of N such as 64/576
+    methods: tuple[str, ...] = tuple(m for m in METHODS if "target" not in METHODS[m].needs)  # oracle: bench only
+    budgets: tuple[str, ...] = DEFAULT_BUDGETS  # "adaptive", a token count, or a share of N such as 64/576
     out: Path = Path("out/eval")
     processes: int = 1  # > 1: each cell data-parallel over this many processes (one GPU each) via accelerate
     batch_size: int = 8  # questions per forward pass in each process
@@ -41,6 +41,11 @@ class GridConfig:
             raise ValueError(f"processes and batch_size must be at least 1, got {self.processes} and {self.batch_size}")
         if not self.tasks:
             raise ValueError("name at least one lmms-eval task (e.g. pope,textvqa_val or shapesworld)")
+        BenchConfig(methods=self.methods, budgets=self.budgets)  # raises for unknown methods, malformed budgets
+        needs_truth = [m for m in self.methods if "target" in METHODS[m].needs]
+        if needs_truth:
+            raise ValueError(f"{', '.join(needs_truth)} read the ground-truth object mask, which lmms-eval tasks "
+                             "do not give; run them with rclib bench")
 
 
 def cell_name(method: str, budget: str) -> str:
@@ -52,7 +57,7 @@ def model_args(config: GridConfig, method: str, budget: str) -> str:
     """lmms-eval's --model_args of a cell; its answers are stored in the cell's ``responses`` folder."""
     cell = config.out / cell_name(method, budget)
     args = [f"pretrained={config.model}", f"method={method}"]
-    args += [] if method == "full" else [f"budget={budget}"]
+    args += [] if budget == NO_BUDGET else [f"budget={budget}"]
     args += [f"cache={cell.resolve() / 'responses'}"] + ([config.model_args] if config.model_args else [])
     return ",".join(args)
 
@@ -84,8 +89,8 @@ def finished(folder: Path, tasks: tuple[str, ...]) -> bool:
 def run_grid(config: GridConfig) -> list[Path]:
     """Run every unfinished cell; returns the cell folders (the input of ``rclib table``)."""
     include_path = tasks_dir(n=config.shapes_n) if any(t.startswith(SHAPESWORLD) for t in config.tasks) else None
-    cells = [(c.method, c.budget if METHODS[c.method].takes_budget else "all")  # full: one cell, "full_all"
-             for c in bench_cells(BenchConfig(methods=config.methods, budgets=config.budgets))]
+    cells = [(cell.method, cell.budget if METHODS[cell.method].takes_budget else NO_BUDGET)
+             for cell in bench_cells(BenchConfig(methods=config.methods, budgets=config.budgets))]
     folders = []
     for i, (method, budget) in enumerate(cells, 1):
         folder = config.out / cell_name(method, budget)

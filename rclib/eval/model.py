@@ -2,14 +2,16 @@
 
 lmms-eval finds the model through its entry-point group ``lmms_eval.models`` (``rclib.eval:manifest``), so an
 installed rclib needs no path or environment setting. Every request runs the real path of
-:class:`~rclib.models.CompressedLlava`: ``encode`` a batch, ``compress`` it with the method (each sample
-gets its own K), ``generate`` greedily.
+:class:`~rclib.models.CompressedLlava`: ``encode`` a batch, then ``run`` it: compress with the method (each
+sample its own K; an inside-LLM method prunes while generating) and generate greedily.
 
 model_args: ``pretrained`` (registry name, hub id or folder), ``text_encoder``, ``method``, ``budget``
 ("adaptive", a token count, or a share of N such as 64/576, read by :func:`rclib.methods.parse_budget`),
 ``dtype``, ``cache`` (a folder: answers are stored there batch by batch, so an interrupted run resumes),
-then any option of :func:`rclib.load`, of :class:`~rclib.models.TextOptions` or of the method. An unknown
-option fails at start-up with the list of valid ones.
+then any option of :func:`rclib.load` (image_preprocess, prompt_format), of
+:class:`~rclib.models.TextOptions`, or of the method (``rclib.METHODS[method].options``); ``preset`` goes to
+the text score and to a method that has presets (rc). Options are checked at start-up, on one gray image,
+and an unknown one fails naming the valid ones.
 
 Visual tokens: the number of tokens the LLM saw is recorded per request (cached answers keep theirs). At
 the end of the run the means, over all requests and per task, go into the results file through lmms-eval's
@@ -34,12 +36,13 @@ from lmms_eval.models.model_utils.gen_metrics import log_metrics
 from lmms_eval.utils import Collator
 from PIL import Image
 
-from rclib.bench import ADAPTIVE
 from rclib.methods import METHODS, parse_budget
+from rclib.methods.common import ADAPTIVE
 from rclib.models import TextOptions, load
 
 DEFAULT_MAX_NEW_TOKENS = 1024  # lmms-eval's llava_hf default when a task sets no max_new_tokens
-RUN_SETTINGS = ("batch_size", "max_batch_size", "device", "cache")  # how to run, not what is computed
+RUN_SETTINGS = ("batch_size", "device", "cache")  # how to run, not what is computed
+MODEL_ARGS = ("pretrained", "text_encoder", "method", "budget", "dtype", *RUN_SETTINGS)
 
 
 def load_option_names() -> set[str]:
@@ -47,12 +50,25 @@ def load_option_names() -> set[str]:
     return set(inspect.signature(load).parameters) - {"name_or_path", "text_encoder", "device", "dtype"}
 
 
-def split_options(options: dict) -> tuple[dict, dict, dict]:
-    """model_args beyond the named ones -> (load options, text options, method options)."""
-    load_names, text_names = load_option_names(), TextOptions.names()
+def method_option_names(method: str) -> set[str]:
+    """The method's options, and ``preset`` where its function takes one."""
+    spec = METHODS[method]
+    return set(spec.options) | ({"preset"} & set(inspect.signature(spec.fn).parameters))
+
+
+def split_options(method: str, options: dict) -> tuple[dict, dict, dict]:
+    """model_args beyond the named ones -> (load options, text options, method options); ``preset`` goes to both
+    the text options and the method's. Unknown options raise, naming the valid ones."""
+    load_names, text_names = load_option_names(), TextOptions.names() | {"preset"}
+    method_names = method_option_names(method)
+    unknown = sorted(options.keys() - load_names - text_names - method_names)
+    if unknown:
+        raise ValueError(f"rclib model_args: unknown {', '.join(unknown)}. Valid: {', '.join(MODEL_ARGS)}; load "
+                         f"options {', '.join(sorted(load_names))}; text options {', '.join(sorted(text_names))}; "
+                         f"options of method {method!r}: {', '.join(sorted(method_names)) or 'none'}")
     return ({k: v for k, v in options.items() if k in load_names},
             {k: v for k, v in options.items() if k in text_names},
-            {k: v for k, v in options.items() if k not in load_names | text_names})
+            {k: v for k, v in options.items() if k in method_names})
 
 
 def gray_image(model) -> Image.Image:
@@ -81,16 +97,19 @@ class RclibModel(lmms):
     """An lmms-eval ``simple`` model over :class:`~rclib.models.CompressedLlava`; see the module docstring."""
 
     def __init__(self, pretrained: str = "shapes", text_encoder: str | None = None, method: str = "rc",
-                 budget: str | int = ADAPTIVE, batch_size: int | str = 1, max_batch_size: int | None = None,
-                 device: str | None = None, dtype: str | None = None, cache: str | None = None, **options):
+                 budget: str | int = ADAPTIVE, batch_size: int | str = 1, device: str | None = None,
+                 dtype: str | None = None, cache: str | None = None, **options):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if "target" in METHODS[method].needs:
+            raise ValueError(f"method {method!r} reads the ground-truth mask of the asked-about objects, which "
+                             "lmms-eval tasks do not give; run it with rclib bench")
+        load_options, self.text_options, self.method_options = split_options(method, options)
         self.accelerator = Accelerator()
         self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
         if self._world_size > 1 and torch.cuda.is_available():
             device = f"cuda:{self.accelerator.local_process_index}"  # one GPU per process
-        load_options, self.text_options, self.method_options = split_options(options)
         self.model = load(pretrained, text_encoder, device=device, dtype=dtype, **load_options)
         self.method, self.budget = method, str(budget)
         self.batch_size_per_process = int(batch_size)
@@ -108,33 +127,24 @@ class RclibModel(lmms):
         return self.model.device
 
     def check_options(self) -> None:
-        """Run the options on one gray image, so that a bad option fails now, naming the valid ones."""
+        """Answer one gray image, so that a bad option value fails now rather than after the data has loaded."""
         try:
             encoded = self.model.encode([gray_image(self.model)], ["?"], **self.text_options)
-            self.model.compress(encoded, self.method, self.budget_for(encoded.n_tokens), **self.method_options)
-        except (TypeError, ValueError, AssertionError) as error:
-            raise ValueError(
-                f"rclib model_args rejected: {error}. Valid: pretrained, text_encoder, method ({', '.join(METHODS)}), "
-                f"budget ('adaptive', a token count or a share of N such as 64/576), dtype, {', '.join(RUN_SETTINGS)}; "
-                f"load options {sorted(load_option_names())}; text options {sorted(TextOptions.names())}; and the "
-                f"options of method {self.method!r} (help(rclib.methods.METHODS[{self.method!r}]))") from error
+            self.model.run(encoded, self.method, self.budget_for(encoded.n_tokens), 1, **self.method_options)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"rclib model_args rejected: {error}") from error
 
     def budget_for(self, n_tokens: int) -> int | None:
-        """The budget model_arg as ``compress`` takes it (None: adaptive, and always for full)."""
-        if self.method == "full":
-            return None
-        try:
-            return parse_budget(self.budget, n_tokens)
-        except ValueError as error:
-            raise ValueError(f"budget must be 'adaptive', a token count or a share of N such as 64/576, "
-                             f"got {self.budget!r}") from error
+        """The budget model_arg as the method takes it (None: adaptive; always None for a method without budget)."""
+        return parse_budget(self.budget, n_tokens) if METHODS[self.method].takes_budget else None
 
     def visual(self, request) -> Image.Image:
         """The one image of a request, as RGB."""
         _, _, doc_to_visual, doc_id, task, split = request.args
         visuals = doc_to_visual(self.task_dict[task][split][doc_id])
         if len(visuals) != 1 or not isinstance(visuals[0], Image.Image):
-            raise ValueError(f"task {task!r} document {doc_id} has {len(visuals)} visuals; rclib's model answers "
+            kinds = ", ".join(type(v).__name__ for v in visuals) or "none"
+            raise ValueError(f"task {task!r} document {doc_id} comes with visuals [{kinds}]; rclib's model answers "
                              "about exactly one image per question")
         return visuals[0].convert("RGB")
 
@@ -145,12 +155,13 @@ class RclibModel(lmms):
         max_new_tokens = greedy_length(gen_kwargs, requests[0].task_name)
         encoded = self.model.encode([self.visual(r) for r in requests], [r.args[0] for r in requests],
                                     **self.text_options)
-        result = self.model.compress(encoded, self.method, self.budget_for(encoded.n_tokens), **self.method_options)
-        texts = [cut_at_stop(t, gen_kwargs.get("until")) for t in self.model.generate(encoded, result, max_new_tokens)]
+        run = self.model.run(encoded, self.method, self.budget_for(encoded.n_tokens), max_new_tokens,
+                             **self.method_options)
+        texts = [cut_at_stop(text, gen_kwargs.get("until")) for text in run.texts]
         tokenizer = self.model.processor.tokenizer
         self.generated_tokens += sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
         self.seconds += time.perf_counter() - start
-        return [(text, int(k)) for text, k in zip(texts, result.n_output)]
+        return [(text, int(k)) for text, k in zip(texts, run.result.n_output)]
 
     def open_cache(self) -> ResponseCache | None:
         """lmms-eval's response cache in the ``cache`` folder: one SQLite file for all processes, one log each."""

@@ -2,27 +2,27 @@
 
 The questions are rclib bench's, ``sample_vqa(seed, n)`` with bench's default seed and n, saved with
 ``datasets`` (one split per family, in bench order) and read by lmms-eval with ``load_from_disk``. Scoring
-regenerates the samples from (seed, n) and scores with the world's own rule, the one ``rclib bench`` uses,
-so both give the same numbers on the same questions. The group's accuracy is the subtasks' accuracies
-weighted by their sizes: the accuracy over all questions.
+regenerates the samples from (seed, n) and calls the world's scoring, ``rclib.shapes.metrics.family_metrics``,
+as ``rclib bench`` does, so both give the same numbers on the same questions. The group's accuracy is the
+subtasks' accuracies weighted by their sizes: the accuracy over all questions.
 
 :func:`tasks_dir` writes the dataset and the task files (once per seed and n) and returns the folder to
 pass to lmms-eval's ``--include_path``; ``rclib eval --tasks-dir`` prints it.
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
 import os
 import tempfile
 from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
-
-from rclib.bench import BenchConfig
+from rclib.bench import BenchConfig, run_cells
 
 GROUP = "shapesworld"
-ANSWER_TOKENS = 4  # new tokens per answer, as rclib bench generates them
+ANSWER_TOKENS = inspect.signature(run_cells).parameters["max_new_tokens"].default  # new tokens per answer, as bench
 
 
 def cache_root() -> Path:
@@ -30,48 +30,61 @@ def cache_root() -> Path:
     return Path(os.environ.get("RCLIB_CACHE") or Path.home() / ".cache" / "rclib")
 
 
-def family_of(sample) -> str:
-    """The question family of a sample (today's world: the question type)."""
-    return sample.question_type
-
-
-def family_metrics(samples: list, answers: list[str]) -> dict[str, float]:
-    """Accuracy overall and per family, by rclib bench's rule (the answer, stripped and lower-cased, equals the truth)."""
-    correct = np.array([answer.strip().lower() == sample.answer for sample, answer in zip(samples, answers)])
-    families = np.array([family_of(sample) for sample in samples])
-    return {"accuracy": float(correct.mean()),
-            **{f"accuracy_{f}": float(correct[families == f].mean()) for f in sorted(set(families))}}
-
-
 @lru_cache(maxsize=1)
 def bench_samples(seed: int, n: int) -> list:
-    """rclib bench's questions: ``sample_vqa(seed, n)``."""
+    """rclib bench's questions: ``sample_vqa(seed, n)``, every family."""
     from rclib.shapes.world import sample_vqa
 
     return sample_vqa(seed, n)
 
 
+def world_version(seed: int) -> str:
+    """A short hash of the stream's first question, image and answer: a changed world gets a new data folder."""
+    from rclib.shapes.world import sample_vqa
+
+    first = sample_vqa(seed, 1)[0]
+    return hashlib.sha256(first.question.encode() + first.answer.encode() + first.image.tobytes()).hexdigest()[:12]
+
+
+def metric_names(samples: list) -> list[str]:
+    """The metrics the world's scoring gives for one family's samples (accuracy_<family> repeats accuracy)."""
+    from rclib.shapes.metrics import family_metrics
+
+    return [name for name in family_metrics(samples, [s.answer for s in samples]) if not name.startswith("accuracy_")]
+
+
 def build_dataset(folder: Path, seed: int, n: int) -> None:
     """Save bench's questions as a DatasetDict with one split per family (bench order within each)."""
-    from datasets import Dataset, DatasetDict, Features, Image, Value
+    from datasets import Dataset, DatasetDict, Features, Image, Sequence, Value
     from PIL import Image as PILImage
 
     features = Features({"image": Image(), "question": Value("string"), "answer": Value("string"),
-                         "seed": Value("int64"), "n": Value("int64"), "index": Value("int64")})
-    rows = defaultdict(list)
+                         "seed": Value("int64"), "n": Value("int64"), "index": Value("int64"),
+                         "metrics": Sequence(Value("string"))})
+    by_family = defaultdict(list)
     for index, sample in enumerate(bench_samples(seed, n)):
-        rows[family_of(sample)].append({"image": PILImage.fromarray(sample.image), "question": sample.question,
-                                        "answer": sample.answer, "seed": seed, "n": n, "index": index})
-    splits = DatasetDict({family: Dataset.from_list(rows[family], features=features) for family in sorted(rows)})
+        by_family[sample.family].append((index, sample))
+    splits = {}
+    for family, indexed in sorted(by_family.items()):
+        metrics = metric_names([sample for _, sample in indexed])
+        splits[family] = Dataset.from_list(
+            [{"image": PILImage.fromarray(sample.image), "question": sample.question, "answer": sample.answer,
+              "seed": seed, "n": n, "index": index, "metrics": metrics} for index, sample in indexed],
+            features=features)
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:  # complete or absent, never half-written
-        splits.save_to_disk(Path(tmp) / "data")
+        DatasetDict(splits).save_to_disk(Path(tmp) / "data")
         (Path(tmp) / "data").rename(folder)
 
 
-def subtask_yaml(family: str, data: Path) -> str:
+def subtask_yaml(family: str, data: Path, metrics: list[str]) -> str:
     """lmms-eval's task file for one family."""
     functions = "rclib.eval.shapesworld"
+    metric_list = "".join(f"""\
+  - metric: {metric}
+    aggregation: !function {functions}.aggregate
+    higher_is_better: {str(metric != "existence_yes_ratio").lower()}
+""" for metric in metrics)
     return f"""\
 task: {GROUP}_{family}
 dataset_path: {data}
@@ -88,10 +101,7 @@ generation_kwargs:
   do_sample: false
 process_results: !function {functions}.process_results
 metric_list:
-  - metric: accuracy
-    aggregation: !function {functions}.aggregate
-    higher_is_better: true
-metadata:
+{metric_list}metadata:
   version: 1.0
 """
 
@@ -114,19 +124,22 @@ metadata:
 def tasks_dir(root: Path | None = None, seed: int = BenchConfig.seed, n: int = BenchConfig.n) -> Path:
     """The folder of ShapesWorld task files for lmms-eval's ``--include_path``, data generated if missing.
 
-    Layout: ``<root>/shapesworld-seed<seed>-n<n>/data`` (the dataset) and ``.../tasks`` (the task files).
+    Layout: ``<root>/shapesworld-<world version>-seed<seed>-n<n>/data`` (the dataset) and ``.../tasks`` (the
+    task files); see :func:`world_version`.
     """
     if n < 1:
         raise ValueError(f"ShapesWorld needs at least one question, got n={n}")
-    base = (Path(root) if root else cache_root()).resolve() / f"shapesworld-seed{seed}-n{n}"
+    base = (Path(root) if root else cache_root()).resolve() / f"shapesworld-{world_version(seed)}-seed{seed}-n{n}"
     data, folder = base / "data", base / "tasks"
     if not data.is_dir():
         build_dataset(data, seed, n)
-    families = sorted(path.name for path in data.iterdir() if path.is_dir())
+    from datasets import load_from_disk
+
+    splits = load_from_disk(str(data))
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{GROUP}.yaml").write_text(group_yaml(families))
-    for family in families:
-        (folder / f"{GROUP}_{family}.yaml").write_text(subtask_yaml(family, data))
+    (folder / f"{GROUP}.yaml").write_text(group_yaml(sorted(splits)))
+    for family, split in splits.items():
+        (folder / f"{GROUP}_{family}.yaml").write_text(subtask_yaml(family, data, split[0]["metrics"]))
     return folder
 
 
@@ -140,12 +153,14 @@ def doc_to_text(doc: dict) -> str:
 
 
 def process_results(doc: dict, results: list[str]) -> dict:
-    """What :func:`aggregate` needs to find the sample again: (seed, n, index) and the answer."""
-    return {"accuracy": (doc["seed"], doc["n"], doc["index"], results[0])}
+    """For each metric of the family, what :func:`aggregate` needs: the metric, (seed, n, index), the answer."""
+    return {metric: (metric, doc["seed"], doc["n"], doc["index"], results[0]) for metric in doc["metrics"]}
 
 
-def aggregate(items: list[tuple]) -> float:
-    """Accuracy of the answers to these samples, by the world's scoring."""
-    seed, n = items[0][0], items[0][1]
+def aggregate(items: list[tuple]) -> float | None:
+    """One metric of the world's scoring over these answers (None where it is undefined, e.g. F1 without a yes)."""
+    from rclib.shapes.metrics import family_metrics
+
+    metric, seed, n = items[0][:3]
     samples = bench_samples(seed, n)
-    return family_metrics([samples[index] for _, _, index, _ in items], [answer for *_, answer in items])["accuracy"]
+    return family_metrics([samples[index] for *_, index, _ in items], [answer for *_, answer in items]).get(metric)

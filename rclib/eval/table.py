@@ -6,7 +6,7 @@ another lmms-eval model is a row of its own, budget "all"), the mean number of v
 from the run's ``throughput`` (see :mod:`rclib.eval.model`), and one headline metric per benchmark
 (:mod:`rclib.eval.benchmarks`). Several files of one row merge, the newest result of a task winning.
 ``share_of_full`` is the mean, over the benchmarks both rows have, of the row's score over the full
-model's (percent).
+model's (percent); a column ``A/B`` (a ShapesWorld family) details column A and is left out of it.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rclib.eval.benchmarks import PAPER_BENCHMARKS, REPORTED, REPORTED_SOURCE, Benchmark, benchmark_for
+from rclib.eval.benchmarks import COLUMN_ORDER, REPORTED, REPORTED_SOURCE, Benchmark, benchmark_for
+from rclib.methods import METHODS
 
 MEASURED = "measured"
 KEYS = ("source", "model", "method", "budget", "visual_tokens")  # the columns before the benchmarks'
@@ -94,18 +95,18 @@ class Row:
 
 
 def columns(rows: list[dict]) -> list[str]:
-    """The benchmark columns present in the rows: the paper's order, then the others by name."""
+    """The benchmark columns present in the rows: the paper's order, others by name, each followed by its details."""
     present = {key for row in rows for key in row} - set(KEYS) - {"share_of_full"}
-    paper = [b.column for b in PAPER_BENCHMARKS if b.column in present]
-    return paper + sorted(present - set(paper))
+    order = {column: i for i, column in enumerate(COLUMN_ORDER)}
+    return sorted(present, key=lambda c: (order.get(c.partition("/")[0], len(order)), c.partition("/")[0], c))
 
 
 def add_share_of_full(rows: list[dict]) -> None:
     """``share_of_full`` (percent) of each row against the "full" row of its source and model."""
     full = {(r["source"], r["model"]): r for r in rows if r["method"] == "full"}
     for row in rows:
-        reference = full.get((row["source"], row["model"]))
-        shared = [c for c in columns([row]) if reference and reference.get(c) and row.get(c) is not None]
+        reference = full.get((row["source"], row["model"]), {})
+        shared = [c for c in columns([row]) if "/" not in c and reference.get(c) and row.get(c) is not None]
         row["share_of_full"] = (100 * sum(row[c] / reference[c] for c in shared) / len(shared)) if shared else None
 
 
@@ -117,6 +118,13 @@ def budget_order(budget: str) -> tuple:
     return (1, False, float(numerator) / float(denominator or 1))
 
 
+def row_order(model: str, method: str, budget: str) -> tuple:
+    """By model, then rclib's method order (options after the plain method, other lmms-eval models last), budget."""
+    base = method.partition("[")[0]
+    position = list(METHODS).index(base) if base in METHODS else len(METHODS)
+    return model, position, method, budget_order(budget)
+
+
 def measured_rows(folders: list[str | Path]) -> list[dict]:
     """One row per (model, method, budget) found in the lmms-eval result folders."""
     found: dict[tuple[str, str, str], Row] = {}
@@ -125,8 +133,7 @@ def measured_rows(folders: list[str | Path]) -> list[dict]:
         found.setdefault(row_key(results["config"]), Row()).add(results)
     rows = [{"source": MEASURED, "model": model, "method": method, "budget": budget,
              "visual_tokens": row.visual_tokens(), **{c: value for c, (_, value) in row.scores.items()}}
-            for (model, method, budget), row in sorted(found.items(), key=lambda item: (
-                item[0][0], item[0][1] != "full", item[0][1], budget_order(item[0][2])))]
+            for (model, method, budget), row in sorted(found.items(), key=lambda item: row_order(*item[0]))]
     add_share_of_full(rows)
     return rows
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -161,6 +162,25 @@ def left_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return embeds, mask
 
 
+def splice_image_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_tokens: torch.Tensor,
+                        n_output: torch.Tensor, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LLM's input: each prompt with its projected visual tokens in place of its image placeholders.
+
+    model: a LlavaForConditionalGeneration. input_ids [B, L] and attention_mask [B, L] (any padding side),
+    each row holding one run of ``n_tokens`` image placeholders; image_tokens [B, K, C] vision-side tokens
+    (before the projector), of which row b uses the first n_output[b]. Differentiable (training calls it
+    with gradients). Returns inputs_embeds [B, L', H] and attention_mask [B, L'], left-padded.
+    """
+    image_embeds = model.model.multi_modal_projector(image_tokens)  # [B, K, H]
+    embed = model.get_input_embeddings()
+    rows = []
+    for b in range(len(input_ids)):
+        ids = input_ids[b][attention_mask[b].bool()]  # this prompt, unpadded
+        start, end = image_span(ids, model.config.image_token_id, n_tokens)
+        rows.append(torch.cat([embed(ids[:start]), image_embeds[b, :int(n_output[b])], embed(ids[end:])]))
+    return left_pad(rows)
+
+
 def check_llava_config(config) -> None:
     """Raise if the checkpoint is not a LLaVA-1.5-style model with a CLIP vision tower."""
     if config.vision_config.model_type != "clip_vision_model":
@@ -256,14 +276,9 @@ class CompressedLlava:
         """
         if len(result) != len(encoded):
             raise ValueError(f"the result holds {len(result)} samples, the encoded batch {len(encoded)}")
-        image_embeds = self.model.model.multi_modal_projector(result.tokens.to(self.device, self.dtype))  # [B, K, H]
-        embed = self.model.get_input_embeddings()
-        rows = []
-        for b in range(len(encoded)):
-            ids = encoded.input_ids[b][encoded.attention_mask[b].bool()].to(self.device)  # this prompt, unpadded
-            start, end = image_span(ids, self.model.config.image_token_id, encoded.n_tokens)
-            rows.append(torch.cat([embed(ids[:start]), image_embeds[b, :int(result.n_output[b])], embed(ids[end:])]))
-        return left_pad(rows)
+        return splice_image_tokens(self.model, encoded.input_ids.to(self.device),
+                                   encoded.attention_mask.to(self.device), result.tokens.to(self.device, self.dtype),
+                                   result.n_output, encoded.n_tokens)
 
     @property
     def pad_token_id(self) -> int:
@@ -272,11 +287,16 @@ class CompressedLlava:
         return pad if pad is not None else self.processor.tokenizer.eos_token_id
 
     @torch.no_grad()
-    def generate_ids(self, encoded: Encoded, result: CompressionResult, max_new_tokens: int = 32) -> torch.Tensor:
-        """Greedy decoding from the compressed input: new token ids [B, T], pad-filled after EOS."""
+    def generate_ids(self, encoded: Encoded, result: CompressionResult, max_new_tokens: int = 32,
+                     **generate_options) -> torch.Tensor:
+        """Greedy decoding from the compressed input: new token ids [B, T], pad-filled after EOS.
+
+        generate_options go to transformers' ``generate`` (e.g. ``min_new_tokens``, ``streamer``).
+        """
         embeds, mask = self.llm_inputs(encoded, result)
         return self.model.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
-                                   max_new_tokens=max_new_tokens, pad_token_id=self.pad_token_id)
+                                   max_new_tokens=max_new_tokens, pad_token_id=self.pad_token_id,
+                                   **generate_options)
 
     def decode(self, ids: torch.Tensor) -> list[str]:
         """New token ids [B, T] -> one answer string per sample, special tokens removed."""
@@ -354,3 +374,17 @@ class CompressedLlava:
         h, w = encoded.grid
         return Scores(cls_attn=encoded.cls_attn[0].reshape(h, w).float().cpu(),
                       text_sim=encoded.text_sim[0].reshape(h, w).float().cpu())
+
+    def display_images(self, encoded: Encoded) -> np.ndarray:
+        """The images of ``encoded`` as the patch grid covers them, uint8 [B, H, W, 3], for figures.
+
+        Undoes this model's image processor (its rescale factor, image_mean and image_std), so the pixel
+        statistics are those of the processor that made ``encoded.pixel_values``.
+        """
+        processor = self.processor.image_processor
+        pixels = encoded.pixel_values.float().cpu().permute(0, 2, 3, 1)  # [B, 3, H, W] -> [B, H, W, 3]
+        if processor.do_normalize:
+            pixels = pixels * torch.tensor(processor.image_std) + torch.tensor(processor.image_mean)
+        if processor.do_rescale:
+            pixels = pixels / processor.rescale_factor
+        return pixels.round().clamp(0, 255).to(torch.uint8).numpy()

@@ -3,7 +3,8 @@
 The text score of Recoverable Compression is the cosine between the question's CLIP text embedding
 and each final-layer vision patch token put through CLIP's visual head. Two implementations: a
 transformers ``CLIPModel`` and an open_clip ``CLIP``; both give L2-normalised ``[B, D]`` text
-embeddings and ``[B, N, D]`` patch projections.
+embeddings and ``[B, N, D]`` patch projections. Both are differentiable (ShapesWorld trains its CLIP through
+them); inference callers run them under ``torch.no_grad``.
 """
 from __future__ import annotations
 
@@ -114,7 +115,6 @@ class TextTower(nn.Module, ABC):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    @torch.no_grad()
     def embed_text(self, texts: list[str], pooling: str = "eos", max_length: int | None = None) -> torch.Tensor:
         """L2-normalised text embeddings [B, D] (float32), pooled at EOS or (released) at the last slot.
 
@@ -130,7 +130,6 @@ class TextTower(nn.Module, ABC):
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), position]  # [B, W]
         return F.normalize(self.project_text(pooled).float(), dim=-1)
 
-    @torch.no_grad()
     def project_patches(self, last_hidden_state: torch.Tensor, post_layernorm: bool = True) -> torch.Tensor:
         """Final vision tokens [B, 1 + N, C] (CLS first) -> patch tokens in the joint space [B, N, D]."""
         patches = last_hidden_state[:, 1:].to(self.device)  # drop CLS: [B, N, C]

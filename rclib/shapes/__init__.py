@@ -1,17 +1,20 @@
-"""ShapesWorld: a synthetic VQA world and the small CLIP + LLaVA that rclib trains and ships on it.
+"""ShapesWorld: a synthetic VQA world at LLaVA-1.5's geometry and the small CLIP + LLaVA rclib trains on it.
 
-- `rclib.shapes.world`: scenes, masks and questions (numpy only), imported here.
+- `rclib.shapes.world`: scenes, masks and question families (numpy only), imported here.
+- `rclib.shapes.metrics`: `family_metrics`, the one scoring of answers per family.
 - `rclib.shapes.tokenizer`, `rclib.shapes.build`: the world tokenizer and the model configs.
 - `rclib.shapes.train`: `train(out_dir, quick=False)` reproduces `data/models/`.
-- `rclib.shapes.evaluate`: VQA accuracy, text-to-patch pointing, visual-only pruning.
+- `rclib.shapes.evaluate`: the trained model measured through `rclib.models.load` and `rclib.methods`.
 """
 
 from rclib.shapes.world import (
     COLORS,
+    FAMILIES,
     GRID_SIZE,
     IMAGE_SIZE,
     NUM_PATCHES,
     PATCH_SIZE,
+    PATTERNS,
     SHAPES,
     SIZE_CLASSES,
     Scene,
@@ -20,15 +23,18 @@ from rclib.shapes.world import (
     WorldConfig,
     make_scene,
     sample_vqa,
+    score_answer,
     vocabulary,
 )
 
 __all__ = [
     "COLORS",
+    "FAMILIES",
     "GRID_SIZE",
     "IMAGE_SIZE",
     "NUM_PATCHES",
     "PATCH_SIZE",
+    "PATTERNS",
     "SHAPES",
     "SIZE_CLASSES",
     "Scene",
@@ -37,5 +43,6 @@ __all__ = [
     "WorldConfig",
     "make_scene",
     "sample_vqa",
+    "score_answer",
     "vocabulary",
 ]

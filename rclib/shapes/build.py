@@ -42,14 +42,14 @@ CHAT_TEMPLATE = (  # renders [{"role": "user", "content": [image, text]}] as PRO
 @dataclass(frozen=True)
 class ShapesModelConfig:
     vision_width: int = 128  # CLIP vision hidden size
-    vision_layers: int = 4  # the LLaVA reads layer -2 (output of layer 3), the text score layer 4
+    vision_layers: int = 4  # the LLaVA reads layer -2 (output of layer 3), the text score and [CLS] layer 4
     vision_heads: int = 4
     text_width: int = 128  # CLIP text tower hidden size
     text_layers: int = 2
     text_heads: int = 4
     projection_dim: int = 64  # CLIP joint embedding space
     lm_width: int = 128  # Llama hidden size
-    lm_layers: int = 3
+    lm_layers: int = 4  # layer 0 joins a name's two words, layer 1 finds the object (grounded), 2-3 answer
     lm_heads: int = 4
     lm_mlp: int = 384  # Llama intermediate size
     lm_rope_theta: float = 1e9  # most rotary frequencies barely turn over ~200 positions: question words match image tokens by content
@@ -111,7 +111,7 @@ def build_llava(cfg: ShapesModelConfig, tokenizer: PreTrainedTokenizerFast) -> L
         num_hidden_layers=cfg.lm_layers,
         num_attention_heads=cfg.lm_heads,
         num_key_value_heads=cfg.lm_heads,
-        max_position_embeddings=256,
+        max_position_embeddings=1024,  # 576 image tokens + a multi-turn conversation
         rope_theta=cfg.lm_rope_theta,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,

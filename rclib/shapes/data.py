@@ -1,7 +1,8 @@
-"""ShapesWorld scenes precomputed as tensors for training and evaluation.
+"""ShapesWorld scenes precomputed as tensors for training, and conversations as token ids.
 
-A `SceneBank` holds N scenes (images, per-patch labels, object presence) and every unambiguous
-question of each scene as token ids, so training loops index tensors instead of drawing scenes.
+A `SceneBank` holds N scenes (images, per-patch labels, captions) and `per_scene` questions of each
+scene (families round-robin), so training loops index tensors instead of drawing scenes.
+`conversation_batch` lays out LLaVA-1.5 multi-turn conversations about one image per row.
 """
 
 from __future__ import annotations
@@ -15,82 +16,99 @@ from transformers import PreTrainedTokenizerFast
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from rclib.shapes.build import PROMPT_TEMPLATE
-from rclib.shapes.tokenizer import CLIP_MAX_LENGTH
 from rclib.shapes.world import (
     COLORS,
+    DIGITS,
+    FAMILIES,
     NUM_PATCHES,
+    PATTERNS,
     SHAPES,
-    SIZE_CLASSES,
+    Scene,
     WorldConfig,
     make_scene,
-    questions_for,
+    patch_coverage,
+    patch_mask,
+    scene_questions,
 )
 
-NUM_PAIRS = len(COLORS) * len(SHAPES)  # (colour, shape) presence classes of the [CLS] head
+MAX_NAMED = 2  # named objects per question (position names two)
+# per-patch label sets of the vision tower's dense heads; each has a last "none" class
+LABELS: dict[str, int] = {"color": len(COLORS) + 1, "shape": len(SHAPES) + 1, "pattern": len(PATTERNS) + 1,
+                          "digit": len(DIGITS) + 1}
 
 
 @dataclass
 class SceneBank:
     images: torch.Tensor  # (N, H, W, 3) uint8
-    patch_colors: torch.Tensor  # (N, P) int64, colour id per patch, len(COLORS) = background
-    patch_shapes: torch.Tensor  # (N, P) int64, shape id per patch, len(SHAPES) = background
-    presence: torch.Tensor  # (N, NUM_PAIRS) float, 1 where a (colour, shape) object is in the scene
-    num_objects: torch.Tensor  # (N,) int64
-    captions: list[str]  # (N,) "a red circle and a blue square ..."
-    # one row per (scene, unambiguous question), all templates:
+    patch_labels: dict[str, torch.Tensor]  # LABELS name -> (N, P) int64, last class = no object / no digit
+    captions: list[str]  # (N,) "a red striped circle and a blue solid square ..."
+    # one row per question, `per_scene` per scene:
     q_scene: torch.Tensor  # (Q,) int64, scene row
     q_text: list[str]  # (Q,) the question
     q_answer: list[str]  # (Q,) the answer word
-    q_type: torch.Tensor  # (Q,) int64, 0 colour, 1 shape
-    q_size: torch.Tensor  # (Q,) int64, index into SIZE_CLASSES of the asked-about object
-    q_mask: torch.Tensor  # (Q, P) bool, the asked-about object's patches
-    q_phrase: list[str]  # (Q,) the asked-about object as "a <colour> <shape>"
+    q_family: torch.Tensor  # (Q,) int64, index into FAMILIES
+    q_target: torch.Tensor  # (Q, P) bool, patches of the sample's target_pixel_mask
+    q_name_end: torch.Tensor  # (Q, MAX_NAMED) int64, word index of each named object's last word, -1 = none
+    q_named: torch.Tensor  # (Q, MAX_NAMED, P) bool, each named object's patches
 
     def __len__(self) -> int:
         return len(self.images)
 
 
-def _scene_rows(args: tuple[int, int, WorldConfig]):
-    """Everything a bank keeps of one scene, as numpy (picklable for the worker pool)."""
-    seed, index, config = args
-    scene = make_scene(seed, index, config)
-    colors, shapes = scene.patch_labels()
-    colors[colors < 0] = len(COLORS)
-    shapes[shapes < 0] = len(SHAPES)
-    presence = np.zeros(NUM_PAIRS, dtype=np.float32)
+def scene_labels(scene: Scene) -> dict[str, np.ndarray]:
+    """Per-patch class of each LABELS head, (P,) int64 each: the object covering most of the patch
+    (at least `patch_cover`), the digit whose ink touches it; the last class where none."""
+    labels = {name: np.full(NUM_PATCHES, count - 1, dtype=np.int64) for name, count in LABELS.items()}
+    best = np.zeros(NUM_PATCHES)
     for obj in scene.objects:
-        presence[list(COLORS).index(obj.color) * len(SHAPES) + SHAPES.index(obj.shape)] = 1
-    questions = [
-        (qtype == "shape", question, answer, SIZE_CLASSES.index(scene.objects[i].size_class),
-         scene.objects[i].patch_mask.reshape(-1), scene.objects[i].phrase)
-        for i, qtype, question, answer in questions_for(scene)
-    ]
-    return scene.image, colors, shapes, presence, len(scene.objects), scene.caption, questions
+        mask = patch_mask(obj.pixel_mask).reshape(-1)
+        cover = patch_coverage(obj.pixel_mask).reshape(-1)
+        wins = mask & (cover > best)
+        labels["color"][wins] = list(COLORS).index(obj.color)
+        labels["shape"][wins] = SHAPES.index(obj.shape)
+        labels["pattern"][wins] = PATTERNS.index(obj.pattern)
+        best = np.where(wins, cover, best)
+        if obj.digit is not None:
+            labels["digit"][patch_mask(obj.glyph_mask, cover=1e-9).reshape(-1)] = DIGITS.index(obj.digit)
+    return labels
 
 
-def make_bank(seed: int, n: int, config: WorldConfig = WorldConfig(), workers: int = 2) -> SceneBank:
-    """Scenes 0..n-1 of stream `seed` with all their questions (deterministic, any worker count)."""
-    jobs = [(seed, i, config) for i in range(n)]
+def _scene_rows(args: tuple[int, int, int, WorldConfig]):
+    """Everything a bank keeps of one scene, as numpy (picklable for the worker pool)."""
+    seed, index, per_scene, config = args
+    samples = scene_questions(seed, index, FAMILIES, per_scene, config, family_offset=index % len(FAMILIES))
+    scene = samples[0].scene
+    questions = []
+    for s in samples:
+        ends = np.full(MAX_NAMED, -1, dtype=np.int64)
+        named = np.zeros((MAX_NAMED, NUM_PATCHES), dtype=bool)
+        for k, (end, mask) in enumerate(s.named):
+            ends[k], named[k] = end, patch_mask(mask, config.patch_cover).reshape(-1)
+        target = patch_mask(s.target_pixel_mask, config.patch_cover).reshape(-1)
+        questions.append((s.question, s.answer, FAMILIES.index(s.family), target, ends, named))
+    return scene.image, scene_labels(scene), scene.caption, questions
+
+
+def make_bank(seed: int, n: int, per_scene: int = 10, config: WorldConfig = WorldConfig(), workers: int = 2) -> SceneBank:
+    """Scenes 0..n-1 of stream `seed` with `per_scene` questions each (deterministic, any worker count)."""
+    jobs = [(seed, i, per_scene, config) for i in range(n)]
     if workers > 1:
         with Pool(workers) as pool:
-            rows = pool.map(_scene_rows, jobs, chunksize=256)
+            rows = pool.map(_scene_rows, jobs, chunksize=64)
     else:
         rows = [_scene_rows(job) for job in jobs]
-    q_rows = [(s, *q) for s, row in enumerate(rows) for q in row[6]]
+    q_rows = [(s, *q) for s, row in enumerate(rows) for q in row[3]]
     return SceneBank(
         images=torch.from_numpy(np.stack([r[0] for r in rows])),
-        patch_colors=torch.from_numpy(np.stack([r[1] for r in rows])),
-        patch_shapes=torch.from_numpy(np.stack([r[2] for r in rows])),
-        presence=torch.from_numpy(np.stack([r[3] for r in rows])),
-        num_objects=torch.tensor([r[4] for r in rows]),
-        captions=[r[5] for r in rows],
+        patch_labels={name: torch.from_numpy(np.stack([r[1][name] for r in rows])) for name in LABELS},
+        captions=[r[2] for r in rows],
         q_scene=torch.tensor([q[0] for q in q_rows]),
-        q_text=[q[2] for q in q_rows],
-        q_answer=[q[3] for q in q_rows],
-        q_type=torch.tensor([int(q[1]) for q in q_rows]),
-        q_size=torch.tensor([q[4] for q in q_rows]),
-        q_mask=torch.from_numpy(np.stack([q[5] for q in q_rows])),
-        q_phrase=[q[6] for q in q_rows],
+        q_text=[q[1] for q in q_rows],
+        q_answer=[q[2] for q in q_rows],
+        q_family=torch.tensor([q[3] for q in q_rows]),
+        q_target=torch.from_numpy(np.stack([q[4] for q in q_rows])),
+        q_name_end=torch.from_numpy(np.stack([q[5] for q in q_rows])),
+        q_named=torch.from_numpy(np.stack([q[6] for q in q_rows])),
     )
 
 
@@ -101,32 +119,87 @@ def pixel_values(images: torch.Tensor) -> torch.Tensor:
     return (images.permute(0, 3, 1, 2).float() / 255 - mean) / std
 
 
-def encode_texts(tokenizer: PreTrainedTokenizerFast, texts: list[str]) -> dict[str, torch.Tensor]:
-    """CLIP text inputs (BOS ... EOS, right-padded to CLIP_MAX_LENGTH)."""
-    return tokenizer(texts, padding="max_length", max_length=CLIP_MAX_LENGTH, truncation=True, return_tensors="pt")
-
-
 FOLLOW_UP_TEMPLATE = "USER: {question} ASSISTANT:"  # later turns of a LLaVA-1.5 conversation
 
 
 @dataclass
-class PromptTable:
-    """LLaVA token ids per unique question, for conversations
-    `USER: <image>x P\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>...`."""
+class Conversations:
+    """Rows `USER: <image>x P\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>...`, left-padded."""
 
-    ids: dict[str, list[int]]  # question -> first-turn prompt ids (BOS, image tokens expanded)
-    follow_up_ids: dict[str, list[int]]  # question -> later-turn prompt ids (no BOS, no image)
-    answer_ids: dict[str, int]  # answer word -> token id
+    ids: torch.Tensor  # (B, L) int64
+    attention_mask: torch.Tensor  # (B, L) int64, 1 for real tokens
+    target_pos: torch.Tensor  # (B, 2T) int64, positions whose next token is scored (answer, then EOS)
+    targets: torch.Tensor  # (B, 2T) int64, the expected next tokens, -100 = none (shorter rows)
+    image_start: torch.Tensor  # (B,) int64, position of the first image token
+    name_pos: torch.Tensor  # (B, T, MAX_NAMED) int64, position of each named object's last word, -1 = none
+    named: torch.Tensor  # (B, T, MAX_NAMED, P) bool, each named object's patches
+
+    @property
+    def position_ids(self) -> torch.Tensor:
+        """(B, L) positions counted over real tokens, as `generate` counts them for left-padded rows."""
+        return (self.attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def prompt_table(tokenizer: PreTrainedTokenizerFast, questions: list[str], answers: list[str]) -> PromptTable:
-    image_tokens = tokenizer.image_token * NUM_PATCHES
-    ids, follow_up_ids = {}, {}
-    for question in sorted(set(questions)):
-        prompt = PROMPT_TEMPLATE.format(question=question).replace(tokenizer.image_token, image_tokens)
-        ids[question] = tokenizer(prompt)["input_ids"]
-        follow_up = FOLLOW_UP_TEMPLATE.format(question=question)
-        follow_up_ids[question] = tokenizer(follow_up, add_special_tokens=False)["input_ids"]
-    answer_ids = {a: tokenizer.convert_tokens_to_ids(a) for a in sorted(set(answers))}
-    assert tokenizer.unk_token_id not in answer_ids.values(), "an answer word is missing from the vocabulary"
-    return PromptTable(ids, follow_up_ids, answer_ids)
+class PromptLayout:
+    """Token ids of the LLaVA prompt pieces around a question (a word-level tokenizer: one id per word)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerFast):
+        self.tokenizer = tokenizer
+        before, after = PROMPT_TEMPLATE.split("{question}")
+        first = tokenizer(before)["input_ids"]  # BOS user : <image>
+        image_id = tokenizer.convert_tokens_to_ids(tokenizer.image_token)
+        at = first.index(image_id)
+        self.first_prefix = first[:at] + [image_id] * NUM_PATCHES + first[at + 1 :]
+        self.image_start = at
+        follow_before, follow_after = FOLLOW_UP_TEMPLATE.split("{question}")
+        self.follow_prefix = tokenizer(follow_before, add_special_tokens=False)["input_ids"]
+        self.suffix = tokenizer(after, add_special_tokens=False)["input_ids"]  # assistant :
+        assert tokenizer(follow_after, add_special_tokens=False)["input_ids"] == self.suffix
+
+    def words(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert len(ids) == len(text.split()) and self.tokenizer.unk_token_id not in ids, \
+            f"every word of {text!r} must be one vocabulary token"
+        return ids
+
+
+def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: list[list[int]]) -> Conversations:
+    """One conversation per list of question rows (all about one scene), answers scored as word + EOS."""
+    tokenizer = layout.tokenizer
+    eos = tokenizer.eos_token_id
+    built = []
+    for rows in rows_per_scene:
+        ids, positions, expected, name_pos = [], [], [], []
+        for turn, r in enumerate(rows):
+            ids += layout.first_prefix if turn == 0 else layout.follow_prefix
+            question_start = len(ids)
+            ids += layout.words(bank.q_text[r]) + layout.suffix
+            ends = bank.q_name_end[r]
+            name_pos.append(torch.where(ends >= 0, ends + question_start, -1))
+            answer = layout.words(bank.q_answer[r])[0]
+            positions += [len(ids) - 1, len(ids)]  # predict the answer, then EOS after it
+            expected += [answer, eos]
+            ids += [answer, eos]
+        built.append((ids, positions, expected, name_pos, rows))
+    B, L = len(built), max(len(b[0]) for b in built)
+    T = max(len(b[4]) for b in built)
+    out = Conversations(
+        ids=torch.full((B, L), tokenizer.pad_token_id, dtype=torch.long),
+        attention_mask=torch.zeros((B, L), dtype=torch.long),
+        target_pos=torch.zeros((B, 2 * T), dtype=torch.long),
+        targets=torch.full((B, 2 * T), -100, dtype=torch.long),
+        image_start=torch.zeros(B, dtype=torch.long),
+        name_pos=torch.full((B, T, MAX_NAMED), -1, dtype=torch.long),
+        named=torch.zeros((B, T, MAX_NAMED, NUM_PATCHES), dtype=torch.bool),
+    )
+    for b, (ids, positions, expected, name_pos, rows) in enumerate(built):
+        pad = L - len(ids)  # left padding shifts every position of the row
+        out.ids[b, pad:] = torch.tensor(ids)
+        out.attention_mask[b, pad:] = 1
+        out.target_pos[b, : len(positions)] = torch.tensor(positions) + pad
+        out.targets[b, : len(expected)] = torch.tensor(expected)
+        out.image_start[b] = layout.image_start + pad
+        stacked = torch.stack(name_pos)  # (t, MAX_NAMED)
+        out.name_pos[b, : len(rows)] = torch.where(stacked >= 0, stacked + pad, -1)
+        out.named[b, : len(rows)] = bank.q_named[torch.tensor(rows)]
+    return out

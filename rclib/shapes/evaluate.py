@@ -1,218 +1,155 @@
-"""The three quality measures of the ShapesWorld models, on held-out scenes.
+"""Measures a trained ShapesWorld model through the real path, on held-out scenes.
 
-- `vqa_accuracy`: full-token answers through the real path (`LlavaProcessor` + `model.generate`).
-- `pointing_rate`: how often the patch with the highest CLIP text score (cosine between the question's
-  text embedding and `visual_projection` of the final-layer patch tokens) lies in the named object.
-- `visual_only_accuracy`: answers when only the top-K patches by the last vision layer's [CLS]
-  attention reach the LLM (FasterVLM-style pruning), by object size.
+Everything goes through `rclib.models.load(<folder>)` -> `CompressedLlava.encode / compress / generate`
+and `rclib.methods`: the text score is the one RC reads (`TransformersTextTower`, post-layernorm on by
+default), the [CLS] attention the one every method reads (`encode_vision`).
 
-The splice helpers (`answer_batch`, `lm_hidden`) are shared with training: the LLM sees projected
-penultimate-layer patch features in place of the `<image>` tokens, K of them when pruned.
+- `measure`: per-family accuracy with all 576 tokens, [CLS] attention concentration, text-score
+  pointing (post-layernorm on and off) and RC's adaptive token count (metrics.json);
+- `compare`: methods at a fixed budget, per family, with evidence recall / kept of the targets.
+
+`python -m rclib.shapes.evaluate [--folder data/models] [--n 500] [--seed 1] [--budget 64]` prints both.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+import json
+from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
-from transformers import CLIPModel, LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast
 
-from rclib.methods import compress
-from rclib.models.vision import encode_vision
-from rclib.result import Fate
-from rclib.shapes.build import PROMPT_TEMPLATE
-from rclib.shapes.data import PromptTable, SceneBank, encode_texts, pixel_values
-from rclib.shapes.world import NUM_PATCHES, SIZE_CLASSES
+from rclib.result import evidence_kept, evidence_recall
+from rclib.shapes.metrics import family_metrics
+from rclib.shapes.world import NUM_PATCHES, VQASample, WorldConfig, patch_mask, sample_vqa
 
+DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "data" / "models"
 EVAL_SEED = 1  # held-out world stream; training uses seed 0
+COMPARED = ("full", "rc", "fastervlm", "divprune", "prumerge+", "visionzip", "random")
 
 
-@dataclass
-class AnswerBatch:
-    ids: torch.Tensor  # (B, L) int64, conversation token ids, right-padded
-    attention_mask: torch.Tensor  # (B, L) int64
-    target_pos: torch.Tensor  # (B, T) int64, positions whose next-token logits are scored
-    targets: torch.Tensor  # (B, T) int64, the expected next tokens (answer word, EOS, ...), -100 = none
+def load_folder(folder: Path | str):
+    """The CompressedLlava saved under `folder` (shapes-llava + shapes-clip), on CPU in float32."""
+    from rclib.models import load
 
-    @property
-    def first_answer(self) -> torch.Tensor:
-        """(B,) the first turn's answer token ids."""
-        return self.targets[:, 0]
+    folder = Path(folder)
+    return load(folder / "shapes-llava", text_encoder=folder / "shapes-clip", device="cpu", dtype=torch.float32)
 
 
-def answer_batch(
-    table: PromptTable,
-    conversations: list[list[tuple[str, str]]],
-    num_image_tokens: int,
-    tokenizer: PreTrainedTokenizerFast,
-) -> AnswerBatch:
-    """Token ids of (question, answer) conversations, the image placeholder run cut to `num_image_tokens`.
-
-    Each answer is scored as its word then EOS; a single-turn conversation is the evaluation prompt.
-    """
-    image_id = tokenizer.convert_tokens_to_ids(tokenizer.image_token)
-    rows, positions, expected = [], [], []
-    for turns in conversations:
-        (question, _), *_ = turns
-        prompt = table.ids[question]
-        first = prompt.index(image_id)
-        row = prompt[:first] + [image_id] * num_image_tokens + prompt[first + NUM_PATCHES :]
-        row_positions, row_expected = [], []
-        for turn, (question, answer) in enumerate(turns):
-            if turn > 0:
-                row = row + table.follow_up_ids[question]
-            answer_id = table.answer_ids[answer]
-            row_positions += [len(row) - 1, len(row)]  # predict the answer, then EOS after it
-            row_expected += [answer_id, tokenizer.eos_token_id]
-            row = row + [answer_id, tokenizer.eos_token_id]
-        rows.append(row)
-        positions.append(row_positions)
-        expected.append(row_expected)
-    length = max(len(r) for r in rows)
-    targets_per_row = max(len(p) for p in positions)
-    ids = torch.full((len(rows), length), tokenizer.pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-    target_pos = torch.zeros((len(rows), targets_per_row), dtype=torch.long)
-    targets = torch.full((len(rows), targets_per_row), -100, dtype=torch.long)
-    for i, (row, pos, exp) in enumerate(zip(rows, positions, expected)):
-        ids[i, : len(row)] = torch.tensor(row)
-        attention_mask[i, : len(row)] = 1
-        target_pos[i, : len(pos)] = torch.tensor(pos)
-        targets[i, : len(exp)] = torch.tensor(exp)
-    return AnswerBatch(ids, attention_mask, target_pos, targets)
+def targets_on_grid(samples: list[VQASample], cover: float = WorldConfig().patch_cover) -> torch.Tensor:
+    """[B, N] bool: each sample's target pixels as patches (as the world's patch masks count them)."""
+    return torch.from_numpy(np.stack([patch_mask(s.target_pixel_mask, cover).reshape(-1) for s in samples]))
 
 
-def single_turns(bank: SceneBank, rows) -> list[list[tuple[str, str]]]:
-    """One-question conversations for question rows of a bank."""
-    return [[(bank.q_text[r], bank.q_answer[r])] for r in rows]
-
-
-def lm_hidden(
-    llava: LlavaForConditionalGeneration, batch: AnswerBatch, image_features: torch.Tensor, with_attentions: bool = False
-):
-    """LLM last hidden states (B, L, D) with projected `image_features` (B, K, W) at the image tokens.
-
-    Returns (hidden, attentions): per-layer attention weights (B, H, L, L) via eager attention when
-    `with_attentions`, else None.
-    """
-    embeds = llava.get_input_embeddings()(batch.ids)  # (B, L, D)
-    projected = llava.model.multi_modal_projector(image_features)  # (B, K, D)
-    image_slots = (batch.ids == llava.config.image_token_id).unsqueeze(-1)  # (B, L, 1)
-    assert int(image_slots.sum()) == projected.shape[0] * projected.shape[1], (
-        "image token count differs from the number of image features; build the batch with K = features.shape[1]"
-    )
-    embeds = embeds.masked_scatter(image_slots, projected.to(embeds.dtype))
-    language_model = llava.model.language_model
-    if not with_attentions:
-        return language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask).last_hidden_state, None
-    implementation = language_model.config._attn_implementation
-    language_model.config._attn_implementation = "eager"  # sdpa returns no attention weights
-    out = language_model(inputs_embeds=embeds, attention_mask=batch.attention_mask, output_attentions=True)
-    language_model.config._attn_implementation = implementation
-    return out.last_hidden_state, out.attentions
-
-
-def answer_logits(llava: LlavaForConditionalGeneration, batch: AnswerBatch, image_features: torch.Tensor) -> torch.Tensor:
-    """Next-token logits (B, T, V) at the batch's target positions."""
-    hidden, _ = lm_hidden(llava, batch, image_features)  # (B, L, D)
-    picked = hidden.gather(1, batch.target_pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (B, T, D)
-    return llava.lm_head(picked)
-
-
-def by_size(correct: np.ndarray, sizes: np.ndarray) -> dict[str, float]:
-    """Mean of `correct` overall and per size class (`sizes` are indices into SIZE_CLASSES)."""
-    result = {"all": float(correct.mean())}
-    for i, name in enumerate(SIZE_CLASSES):
-        result[name] = float(correct[sizes == i].mean()) if (sizes == i).any() else float("nan")
-    return result
-
-
-def eval_rows(bank: SceneBank, per_scene: int = 1, seed: int = 0) -> np.ndarray:
-    """`per_scene` question rows per scene, picked at random (fixed seed), as an index array."""
-    rng = np.random.default_rng(seed)
-    scenes = bank.q_scene.numpy()
+def named_on_grid(samples: list[VQASample]) -> torch.Tensor:
+    """[B, N] bool: the patches of the objects each question names (empty for a negative existence question)."""
     rows = []
-    for s in range(len(bank)):
-        candidates = np.flatnonzero(scenes == s)
-        rows.extend(rng.choice(candidates, size=min(per_scene, len(candidates)), replace=False))
-    return np.array(rows)
+    for s in samples:
+        row = np.zeros(NUM_PATCHES, dtype=bool)
+        for _, mask in s.named:
+            row |= patch_mask(mask).reshape(-1)
+        rows.append(row)
+    return torch.from_numpy(np.stack(rows))
+
+
+def cls_concentration(cls_attn: torch.Tensor) -> dict[str, float]:
+    """Mean share of the [CLS] attention to patches that falls on the top 1% / 10% of patches; [B, N] -> floats."""
+    ranked = cls_attn.float().sort(dim=-1, descending=True).values  # [B, N]
+    total = ranked.sum(-1)
+    top = {f"top1": max(1, round(0.01 * cls_attn.shape[1])), "top10": max(1, round(0.1 * cls_attn.shape[1]))}
+    return {name: float((ranked[:, :k].sum(-1) / total).mean()) for name, k in top.items()}
+
+
+def pointing(text_sim: torch.Tensor, named: torch.Tensor) -> torch.Tensor:
+    """[B] bool: the top text-scored patch lies on a named object; text_sim [B, N], named [B, N] bool."""
+    return named[torch.arange(len(named)), text_sim.argmax(-1)]
+
+
+def batches(samples: list[VQASample], batch_size: int):
+    for start in range(0, len(samples), batch_size):
+        yield samples[start : start + batch_size]
 
 
 @torch.no_grad()
-def vqa_accuracy(
-    llava: LlavaForConditionalGeneration, processor: LlavaProcessor, bank: SceneBank, rows: np.ndarray, batch_size: int = 32
-) -> dict[str, float]:
-    """Exact-match accuracy of greedy `generate` answers (all image tokens), overall and by size."""
-    correct = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        images = [Image.fromarray(bank.images[bank.q_scene[r]].numpy()) for r in chunk]
-        prompts = [PROMPT_TEMPLATE.format(question=bank.q_text[r]) for r in chunk]
-        inputs = processor(images=images, text=prompts, return_tensors="pt", padding=True)
-        out = llava.generate(**inputs, max_new_tokens=3, do_sample=False)
-        answers = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        correct += [a.strip() == bank.q_answer[r] for a, r in zip(answers, chunk)]
-    return by_size(np.array(correct), bank.q_size[rows].numpy())
+def measure(folder: Path | str = DEFAULT_FOLDER, n: int = 500, seed: int = EVAL_SEED, batch_size: int = 25) -> dict:
+    """The card's measures on `n` held-out samples of stream `seed` (families round-robin)."""
+    model = load_folder(folder)
+    samples = sample_vqa(seed, n)
+    answers, top, rc_tokens, lof_visual = [], [], [], []
+    hits = {True: [], False: []}
+    concentration = []
+    for batch in batches(samples, batch_size):
+        encoded = model.encode([s.image for s in batch], [s.question for s in batch])
+        answers += model.generate(encoded, model.compress(encoded, "full"), max_new_tokens=3)
+        rc = model.compress(encoded, "rc")
+        rc_tokens.append(rc.n_output.float())
+        lof_visual.append(rc.n_visual.float())
+        concentration.append(encoded.cls_attn)
+        named = named_on_grid(batch)
+        has_named = named.any(-1)
+        hits[True].append(pointing(encoded.text_sim, named)[has_named])
+        plain = model.encode([s.image for s in batch], [s.question for s in batch], post_layernorm=False)
+        hits[False].append(pointing(plain.text_sim, named)[has_named])
+    chance = named_on_grid(samples).float().sum(-1)
+    chance = (chance[chance > 0] / NUM_PATCHES).mean().item()
+    rc_tokens = torch.cat(rc_tokens)
+    return {
+        "eval": {"seed": seed, "samples": n},
+        "all_tokens": family_metrics(samples, answers),
+        "cls_concentration": cls_concentration(torch.cat(concentration)),
+        "pointing": {"post_layernorm": torch.cat(hits[True]).float().mean().item(),
+                     "no_post_layernorm": torch.cat(hits[False]).float().mean().item(),
+                     "chance": chance},
+        "rc_adaptive": {"mean_tokens": rc_tokens.mean().item(), "share": rc_tokens.mean().item() / NUM_PATCHES,
+                        "mean_visual_kept": torch.cat(lof_visual).mean().item()},
+    }
 
 
 @torch.no_grad()
-def pointing_rate(
-    clip: CLIPModel, tokenizer: PreTrainedTokenizerFast, bank: SceneBank, rows: np.ndarray, batch_size: int = 64
-) -> dict[str, float]:
-    """Share of questions whose top text-scored patch lies in the named object, and the random rate."""
-    hits, chance = [], []
-    for start in range(0, len(rows), batch_size):
-        chunk = torch.as_tensor(rows[start : start + batch_size])
-        scores = text_scores(clip, tokenizer, bank.images[bank.q_scene[chunk]], [bank.q_text[r] for r in chunk])
-        masks = bank.q_mask[chunk]  # (B, P)
-        hits.append(masks[torch.arange(len(chunk)), scores.argmax(-1)].numpy())
-        chance.append(masks.float().mean(-1).numpy())
-    sizes = bank.q_size[rows].numpy()
-    result = {f"rate_{k}": v for k, v in by_size(np.concatenate(hits), sizes).items()}
-    result.update({f"random_{k}": v for k, v in by_size(np.concatenate(chance), sizes).items()})
-    return result
+def compare(folder: Path | str = DEFAULT_FOLDER, n: int = 500, seed: int = EVAL_SEED, budget: int = 64,
+            methods: tuple[str, ...] = COMPARED, batch_size: int = 25) -> dict[str, dict]:
+    """Per method at `budget` tokens ("full": all): family metrics, evidence recall / kept, mean tokens."""
+    model = load_folder(folder)
+    samples = sample_vqa(seed, n)
+    answers = {m: [] for m in methods}
+    recall = {m: [] for m in methods}
+    kept = {m: [] for m in methods}
+    tokens = {m: [] for m in methods}
+    for batch in batches(samples, batch_size):
+        encoded = model.encode([s.image for s in batch], [s.question for s in batch])
+        targets = targets_on_grid(batch)
+        for method in methods:
+            result = model.compress(encoded, method, None if method == "full" else budget)
+            answers[method] += model.generate(encoded, result, max_new_tokens=3)
+            recall[method].append(evidence_recall(result.fate, targets))
+            kept[method].append(evidence_kept(result.fate, targets))
+            tokens[method].append(result.n_output.float())
+    rows = {}
+    for method in methods:
+        row = family_metrics(samples, answers[method])
+        row["evidence_recall"] = torch.cat(recall[method]).nanmean().item()
+        row["evidence_kept"] = torch.cat(kept[method]).nanmean().item()
+        row["mean_tokens"] = torch.cat(tokens[method]).mean().item()
+        rows[method] = row
+    return rows
 
 
-def text_scores(clip: CLIPModel, tokenizer: PreTrainedTokenizerFast, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
-    """Cosine (B, P) between each text's CLIP embedding and its image's projected final patch tokens."""
-    text = clip.text_model(**encode_texts(tokenizer, texts)).pooler_output
-    text = F.normalize(clip.text_projection(text), dim=-1)  # (B, D)
-    final = encode_vision(clip.vision_model, pixel_values(images)).last_hidden_state[:, 1:]  # (B, P, W)
-    patches = F.normalize(clip.visual_projection(final), dim=-1)  # (B, P, D)
-    return torch.einsum("bd,bpd->bp", text, patches)
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
+    parser.add_argument("--n", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=EVAL_SEED)
+    parser.add_argument("--budget", type=int, default=64)
+    parser.add_argument("--out", type=Path, default=None, help="also write the comparison as JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    print(json.dumps(measure(args.folder, args.n, args.seed), indent=2))
+    rows = compare(args.folder, args.n, args.seed, args.budget)
+    print(json.dumps(rows, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=2))
 
 
-@torch.no_grad()
-def visual_only_accuracy(
-    llava: LlavaForConditionalGeneration,
-    tokenizer: PreTrainedTokenizerFast,
-    table: PromptTable,
-    bank: SceneBank,
-    rows: np.ndarray,
-    keep: int,
-    batch_size: int = 64,
-) -> dict[str, float]:
-    """First-token accuracy when the LLM sees only the `keep` patches with most [CLS] attention.
-
-    Kept patches stay in raster order. Also returns the evidence recall: the share of the
-    asked-about object's patches among the kept ones. `keep = NUM_PATCHES` gives the unpruned run.
-    """
-    correct, recall = [], []
-    for start in range(0, len(rows), batch_size):
-        chunk = torch.as_tensor(rows[start : start + batch_size])
-        vision = encode_vision(llava.model.vision_tower, pixel_values(bank.images[bank.q_scene[chunk]]))
-        pruned = compress(vision.features, vision.cls_attn, method="fastervlm", budget=keep)  # raster order
-        features = pruned.tokens  # (B, K, W)
-        kept = pruned.fate == Fate.KEPT  # (B, P)
-        batch = answer_batch(table, single_turns(bank, chunk), keep, tokenizer)
-        predicted = answer_logits(llava, batch, features)[:, 0].argmax(-1)
-        correct.append((predicted == batch.first_answer).numpy())
-        masks = bank.q_mask[chunk]  # (B, P)
-        recall.append(((masks & kept).sum(-1) / masks.sum(-1)).numpy())
-    sizes = bank.q_size[rows].numpy()
-    result = {f"accuracy_{k}": v for k, v in by_size(np.concatenate(correct), sizes).items()}
-    result.update({f"evidence_recall_{k}": v for k, v in by_size(np.concatenate(recall), sizes).items()})
-    return result
+if __name__ == "__main__":
+    main()

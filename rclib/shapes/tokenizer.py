@@ -15,7 +15,7 @@ from rclib.shapes.world import vocabulary
 
 PAD, UNK, IMAGE, BOS, EOS = "<pad>", "<unk>", "<image>", "<s>", "</s>"
 SPECIAL_TOKENS = (PAD, UNK, IMAGE, BOS, EOS)  # in id order
-CLIP_MAX_LENGTH = 32  # CLIP text context: the longest caption (6 objects) is 25 words + bos/eos
+CLIP_MAX_LENGTH = 77  # CLIP text context (as OpenAI CLIP): the longest caption (14 objects) is 69 words + bos/eos
 
 
 def build_tokenizer(append_eos: bool) -> PreTrainedTokenizerFast:
@@ -35,7 +35,7 @@ def build_tokenizer(append_eos: bool) -> PreTrainedTokenizerFast:
         bos_token=BOS,
         eos_token=EOS,
         extra_special_tokens={"image_token": IMAGE},
-        model_max_length=CLIP_MAX_LENGTH if append_eos else 512,
+        model_max_length=CLIP_MAX_LENGTH if append_eos else 2048,
         padding_side="right" if append_eos else "left",  # generation continues at the right end
     )
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE]})

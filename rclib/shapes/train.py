@@ -1,18 +1,23 @@
 """Trains the ShapesWorld CLIP and LLaVA from scratch: `python -m rclib.shapes.train [--out DIR] [--quick]`.
 
-Recipe, three stages on one precomputed bank of training scenes (world seed 0):
-1. vision: the CLIP vision tower learns per-patch colour and shape labels from the masks (linear
-   heads on the penultimate and final layers) and object presence from [CLS], so patch tokens
-   encode what the LLM and the text tower must read;
-2. text (LiT): with the vision tower locked, the CLIP text tower and both projections learn a dense
-   pointing loss (a question or object phrase must score the named object's patches highest) plus
-   the usual image-caption contrastive loss;
-3. llava: with the same vision tower frozen (so both towers stay identical), (a) the projector learns
-   to map object patches onto their colour and shape word embeddings, then (b) the projector and the
-   Llama learn multi-turn VQA conversations (loss on the answer words and EOS only), fewer objects
-   first, with a grounding loss that pulls one attention head of the named word (e.g. "red" in
-   "which shape is red ?") onto the named object's image tokens.
-Held-out scenes (seed EVAL_SEED) measure every stage; the best LLaVA checkpoint is shipped.
+Recipe, on one precomputed bank of training scenes (world seed 0), every stage bounded in minutes
+(the learning rate follows warmup + cosine over the stage's share of time or steps, whichever runs
+out first), so a run always ends and saves:
+1. clip: the vision tower is pretrained as CLIP is, contrastively through its [CLS] token against
+   the text tower's caption embedding (symmetric InfoNCE), plus linear heads that read each patch's
+   colour, shape, pattern, digit (penultimate and final layer) and grid position (penultimate), so the
+   patch tokens carry what the LLM and the text score must read;
+2. text (LiT): vision tower locked, the text tower and both projections learn the text score RC
+   reads (`TransformersTextTower.embed_text` / `project_patches`, post-layernorm on, `text_similarity`):
+   a question's softmax over the 576 patches must put its mass on the named object(s), plus the
+   caption InfoNCE;
+3. llava: vision tower frozen (identical in both models), (a) the projector learns to map object
+   patches onto their colour / shape / pattern / digit word embeddings, then (b) the projector and the
+   Llama learn multi-turn VQA conversations (loss on the answer words and EOS), with a grounding loss
+   that pulls one attention head of one LM layer, at each named object's last word, onto that
+   object's image tokens (computed from the layer's own q / k projections: no attention switch).
+Held-out scenes (seed EVAL_SEED) measure every stage; the best LLaVA checkpoint is shipped, then
+`rclib.shapes.evaluate.measure` writes metrics.json through the real loading and generation path.
 """
 
 from __future__ import annotations
@@ -30,23 +35,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from rclib.filters import outlier_count
+from rclib.models.llava import splice_image_tokens
+from rclib.models.text import TransformersTextTower, text_similarity
+from rclib.models.vision import encode_vision
 from rclib.shapes.build import ShapesModelConfig, build_all, image_processor, tie_vision_towers
-from rclib.shapes.data import SceneBank, encode_texts, make_bank, pixel_values, prompt_table
-from rclib.shapes.evaluate import (
-    EVAL_SEED,
-    answer_batch,
-    answer_logits,
-    by_size,
-    eval_rows,
-    lm_hidden,
-    pointing_rate,
-    single_turns,
-    visual_only_accuracy,
-    vqa_accuracy,
-)
-from rclib.shapes.world import COLORS, NUM_PATCHES, SHAPES, WorldConfig
+from rclib.shapes.evaluate import EVAL_SEED, cls_concentration, measure
+from rclib.shapes.data import LABELS, PromptLayout, SceneBank, conversation_batch, make_bank, pixel_values
+from rclib.shapes.world import COLORS, DIGITS, FAMILIES, GRID_SIZE, NUM_PATCHES, PATTERNS, SHAPES, WorldConfig
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "data" / "models"
 
@@ -54,55 +52,45 @@ DEFAULT_OUT = Path(__file__).resolve().parents[2] / "data" / "models"
 @dataclass(frozen=True)
 class TrainConfig:
     seed: int = 0  # world stream of the training scenes and torch seed
-    train_scenes: int = 16000  # precomputed training scenes (all their questions are used)
-    eval_scenes: int = 500  # held-out scenes, one question each
-    train_world: WorldConfig = field(default_factory=lambda: WorldConfig(min_objects=1))  # 1-2 object scenes feed the curriculum
-    eval_world: WorldConfig = field(default_factory=WorldConfig)  # the shipped world: 3-6 objects
+    train_scenes: int = 6000  # precomputed training scenes (encoding costs ~40 ms each on 2 cores)
+    questions_per_scene: int = 10  # training questions per scene, families round-robin
+    eval_scenes: int = 300  # held-out scenes for the in-training checks, one question each
+    world: WorldConfig = field(default_factory=WorldConfig)
     model: ShapesModelConfig = field(default_factory=ShapesModelConfig)
-    vision_steps: int = 300  # stage 1: dense per-patch pretraining of the vision tower
-    vision_batch: int = 32
-    vision_lr: float = 2e-3
-    background_weight: float = 0.3  # CE weight of background patches (they are ~85% of patches)
-    text_steps: int = 300  # stage 2: LiT text tower against the locked vision tower
-    text_batch: int = 128
+    total_minutes: float = 66.0  # the whole run, final measurement included
+    measure_minutes: float = 5.0  # reserved at the end for `evaluate.measure`
+    clip_minutes: float = 15.0  # stage 1
+    clip_steps: int = 100_000  # stage caps in steps (the minutes usually bind first)
+    clip_batch: int = 24
+    clip_lr: float = 2e-3
+    background_weight: float = 0.3  # CE weight of the "none" class of the patch heads (most patches)
+    text_minutes: float = 4.0  # stage 2
+    text_steps: int = 100_000
+    text_batch: int = 64
     text_lr: float = 2e-3
-    caption_weight: float = 0.5  # weight of the global image-caption contrastive loss
-    align_steps: int = 300  # stage 3a: projector + word embeddings, dense word alignment
-    llava_steps: int = 4000  # stage 3: projector + Llama on the VQA answers
-    llava_batch: int = 16  # conversations (scenes) per step; small batches, more updates, bind sooner
-    turns: int = 6  # questions per conversation (LLaVA-1.5 trains on multi-turn conversations too)
-    grounding_weight: float = 1.0  # weight of the attention-grounding loss (0 = off; without it accuracy stalls ~45%)
-    grounding_layer: int = 0  # LM layer whose head 0 is pulled onto the asked-about object's image tokens
-    grounding_offset: int = 3  # ... from the answer position minus this: 3 = the named word itself
-    grounding_share: float = 1.0  # first share of LLaVA steps with the grounding loss
+    caption_weight: float = 0.5  # weight of the caption InfoNCE in stage 2
+    align_minutes: float = 2.0  # stage 3a
+    align_steps: int = 400
+    llava_steps: int = 100_000  # stage 3b runs until the total budget's deadline
+    llava_batch: int = 16  # conversations (scenes) per step
+    turns: int = 5  # questions per conversation
     llava_lr: float = 2e-3
-    curriculum_share: float = 0.15  # first share of LLaVA steps uses only scenes with few objects
-    curriculum_objects: int = 2
+    grounding_weight: float = 1.0  # weight of the attention-grounding loss (0 = off)
+    grounding_layer: int = 1  # LM layer whose head `grounding_head` is grounded (layer 0 joins the name's words)
+    grounding_head: int = 0
     warmup_share: float = 0.05  # linear warmup share of every stage, then cosine decay to 0
-    eval_every: int = 250  # LLaVA steps between held-out evaluations and checkpoints
-    keep_fraction: float = 0.1  # visual-only pruning budget for the final report (~10% of patches)
-    minutes_budget: float = 55.0  # LLaVA training stops at the first evaluation past this (from the start)
+    eval_every: int = 150  # LLaVA steps between held-out checks and checkpoints
 
 
 QUICK = dict(
-    train_scenes=256, eval_scenes=48, vision_steps=6, vision_batch=16, text_steps=6, text_batch=32,
-    align_steps=4, llava_steps=8, llava_batch=16, eval_every=4,
+    train_scenes=48, questions_per_scene=4, eval_scenes=20, total_minutes=5.0, measure_minutes=1.0,
+    clip_steps=3, clip_batch=8, text_steps=3, text_batch=8, align_steps=2, llava_steps=3, llava_batch=4, turns=2,
+    eval_every=2,
 )  # CI smoke run: every stage, every file, well under a minute
 
 
-def schedule(optimizer: torch.optim.Optimizer, steps: int, warmup_share: float) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup = max(1, int(steps * warmup_share))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 class Logger:
-    """Writes timestamped lines to a log file and above the progress bars."""
+    """Writes timestamped lines to a log file and stdout."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -112,259 +100,340 @@ class Logger:
 
     def __call__(self, message: str) -> None:
         line = f"[{(time.time() - self.start) / 60:6.2f} min] {message}"
-        tqdm.write(line)
+        print(line, flush=True)
         with self.path.open("a") as f:
             f.write(line + "\n")
 
 
-def patch_loss(logits: torch.Tensor, colors: torch.Tensor, shapes: torch.Tensor, background_weight: float) -> torch.Tensor:
-    """CE of per-patch colour and shape heads; logits (B, P, C+1 + S+1), labels (B, P)."""
-    color_logits, shape_logits = logits.split([len(COLORS) + 1, len(SHAPES) + 1], dim=-1)
-    color_weight = torch.ones(len(COLORS) + 1)
-    color_weight[-1] = background_weight
-    shape_weight = torch.ones(len(SHAPES) + 1)
-    shape_weight[-1] = background_weight
-    return F.cross_entropy(color_logits.flatten(0, 1), colors.flatten(), weight=color_weight) + F.cross_entropy(
-        shape_logits.flatten(0, 1), shapes.flatten(), weight=shape_weight
-    )
+class Stage:
+    """A training stage bounded by `minutes` and `steps`: progress in [0, 1] is the larger share used,
+    the learning rate follows linear warmup then cosine decay over that progress."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, minutes: float, steps: int, warmup_share: float):
+        self.optimizer, self.seconds, self.steps, self.warmup = optimizer, 60 * minutes, steps, warmup_share
+        self.base = [group["lr"] for group in optimizer.param_groups]
+        self.start, self.step = time.time(), 0
+
+    @property
+    def progress(self) -> float:
+        return max(self.step / self.steps, (time.time() - self.start) / max(self.seconds, 1e-9))
+
+    @property
+    def done(self) -> bool:
+        return self.progress >= 1
+
+    def update(self, loss: torch.Tensor, params) -> None:
+        """One step on `loss`: gradients clipped to norm 1, learning rate set from the progress."""
+        p = self.progress
+        factor = (p + 1e-3) / self.warmup if p < self.warmup else 0.5 * (1 + math.cos(math.pi * (p - self.warmup) / (1 - self.warmup)))
+        for group, base in zip(self.optimizer.param_groups, self.base):
+            group["lr"] = base * min(1.0, factor)
+        self.optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        self.optimizer.step()
+        self.step += 1
 
 
-@torch.no_grad()
-def patch_accuracy(vision, heads: nn.ModuleDict, bank: SceneBank, batch_size: int = 128) -> dict[str, float]:
-    """Penultimate-layer head accuracy on object patches (colour, shape) of a bank."""
-    color_hits, shape_hits = [], []
-    for start in range(0, len(bank), batch_size):
-        images = bank.images[start : start + batch_size]
-        hidden = vision(pixel_values(images), output_hidden_states=True).hidden_states[-2][:, 1:]
-        color_logits, shape_logits = heads["penultimate"](hidden).split([len(COLORS) + 1, len(SHAPES) + 1], dim=-1)
-        colors, shapes = bank.patch_colors[start : start + batch_size], bank.patch_shapes[start : start + batch_size]
-        on_object = colors < len(COLORS)
-        color_hits.append((color_logits.argmax(-1) == colors)[on_object])
-        shape_hits.append((shape_logits.argmax(-1) == shapes)[on_object])
-    return {"color": torch.cat(color_hits).float().mean().item(), "shape": torch.cat(shape_hits).float().mean().item()}
+def patch_heads(width: int) -> nn.ModuleDict:
+    """Linear per-patch classifiers: LABELS on the penultimate and final layer, grid x / y on the penultimate."""
+    heads = {f"penultimate_{name}": nn.Linear(width, count) for name, count in LABELS.items()}
+    heads |= {f"final_{name}": nn.Linear(width, count) for name, count in LABELS.items()}
+    heads |= {"penultimate_x": nn.Linear(width, GRID_SIZE), "penultimate_y": nn.Linear(width, GRID_SIZE)}
+    return nn.ModuleDict(heads)
 
 
-def clipped_step(loss: torch.Tensor, optimizer, scheduler, params) -> None:
-    """One optimiser step on ``loss`` with gradients clipped to norm 1, then one scheduler step."""
-    optimizer.zero_grad()
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
-    optimizer.step()
-    scheduler.step()
+GRID_X = torch.arange(NUM_PATCHES) % GRID_SIZE  # (P,) raster order
+GRID_Y = torch.arange(NUM_PATCHES) // GRID_SIZE
 
 
-def train_vision(clip, bank: SceneBank, eval_bank: SceneBank, cfg: TrainConfig, log: Logger) -> None:
-    """Stage 1: per-patch colour/shape heads on layers -2 and -1, presence head on pooled [CLS]."""
-    vision = clip.vision_model
-    width = vision.config.hidden_size
-    labels = len(COLORS) + 1 + len(SHAPES) + 1
-    heads = nn.ModuleDict(
-        {"penultimate": nn.Linear(width, labels), "final": nn.Linear(width, labels), "cls": nn.Linear(width, len(COLORS) * len(SHAPES))}
-    )
-    params = list(vision.parameters()) + list(heads.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.vision_lr, weight_decay=0.01)
-    scheduler = schedule(optimizer, cfg.vision_steps, cfg.warmup_share)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    vision.train()
-    bar = tqdm(range(cfg.vision_steps), desc="1/3 vision (dense)")
-    for step in bar:
-        idx = torch.randint(len(bank), (cfg.vision_batch,), generator=generator)
-        out = vision(pixel_values(bank.images[idx]), output_hidden_states=True)
-        colors, shapes = bank.patch_colors[idx], bank.patch_shapes[idx]
-        loss = (
-            patch_loss(heads["penultimate"](out.hidden_states[-2][:, 1:]), colors, shapes, cfg.background_weight)
-            + patch_loss(heads["final"](out.last_hidden_state[:, 1:]), colors, shapes, cfg.background_weight)
-            + F.binary_cross_entropy_with_logits(heads["cls"](out.pooler_output), bank.presence[idx])
-        )
-        clipped_step(loss, optimizer, scheduler, params)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % max(1, cfg.vision_steps // 5) == 0 or step + 1 == cfg.vision_steps:
-            vision.eval()
-            log(f"vision step {step + 1}: loss {loss.item():.3f}, held-out object-patch accuracy {patch_accuracy(vision, heads, eval_bank)}")
-            vision.train()
-    vision.eval()
-    vision.requires_grad_(False)
+def patch_losses(heads: nn.ModuleDict, penultimate: torch.Tensor, final: torch.Tensor, labels: dict[str, torch.Tensor],
+                 background_weight: float) -> torch.Tensor:
+    """Sum of the heads' cross-entropies; tokens (B, P, C), labels (B, P) with the last class down-weighted."""
+    loss = 0.0
+    for layer, tokens in (("penultimate", penultimate), ("final", final)):
+        for name, count in LABELS.items():
+            weight = torch.ones(count)
+            weight[-1] = background_weight
+            logits = heads[f"{layer}_{name}"](tokens)  # (B, P, count)
+            loss = loss + F.cross_entropy(logits.flatten(0, 1), labels[name].flatten(), weight=weight)
+    B = penultimate.shape[0]
+    for axis, target in (("x", GRID_X), ("y", GRID_Y)):
+        logits = heads[f"penultimate_{axis}"](penultimate)
+        loss = loss + F.cross_entropy(logits.flatten(0, 1), target.repeat(B))
+    return loss
 
 
-@torch.no_grad()
-def encode_bank(vision, bank: SceneBank, batch_size: int = 128) -> dict[str, torch.Tensor]:
-    """Locked vision features of every scene: penultimate / final patch tokens (fp16) and pooled [CLS]."""
-    penultimate, final, pooled = [], [], []
-    for start in tqdm(range(0, len(bank), batch_size), desc="encode scenes"):
-        out = vision(pixel_values(bank.images[start : start + batch_size]), output_hidden_states=True)
-        penultimate.append(out.hidden_states[-2][:, 1:].half())
-        final.append(out.last_hidden_state[:, 1:].half())
-        pooled.append(out.pooler_output)
-    return {"penultimate": torch.cat(penultimate), "final": torch.cat(final), "pooled": torch.cat(pooled)}
-
-
-def text_embeddings(clip, tokenizer, texts: list[str]) -> torch.Tensor:
-    """L2-normalised CLIP text embeddings (B, D), pooled at EOS."""
-    return F.normalize(clip.text_projection(clip.text_model(**encode_texts(tokenizer, texts)).pooler_output), dim=-1)
-
-
-def pointing_loss(clip, text: torch.Tensor, final_patches: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """-log of the softmax mass (over patches) on the named object; text (B, D), patches (B, P, W), masks (B, P)."""
-    patches = F.normalize(clip.visual_projection(final_patches), dim=-1)  # (B, P, D)
-    logits = clip.logit_scale.exp() * torch.einsum("bd,bpd->bp", text, patches)
-    return (logits.logsumexp(-1) - logits.masked_fill(~masks, float("-inf")).logsumexp(-1)).mean()
-
-
-def caption_loss(clip, text: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE between captions (B, D) and their images' pooled [CLS] (B, W)."""
-    images = F.normalize(clip.visual_projection(pooled), dim=-1)
-    logits = clip.logit_scale.exp() * images @ text.T  # (B, B)
+def caption_loss(logit_scale: torch.Tensor, image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE between L2-normalised image (B, D) and caption (B, D) embeddings."""
+    logits = logit_scale.exp() * image @ text.T  # (B, B)
     target = torch.arange(len(logits))
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
 
-def train_text(clip, tokenizer, bank: SceneBank, features: dict, eval_bank: SceneBank, cfg: TrainConfig, log: Logger) -> None:
-    """Stage 2 (LiT): text tower + projections against the locked vision tower."""
-    params = (
-        list(clip.text_model.parameters())
-        + list(clip.text_projection.parameters())
-        + list(clip.visual_projection.parameters())
-        + [clip.logit_scale]
-    )
-    optimizer = torch.optim.AdamW(params, lr=cfg.text_lr, weight_decay=0.01)
-    scheduler = schedule(optimizer, cfg.text_steps, cfg.warmup_share)
-    generator = torch.Generator().manual_seed(cfg.seed + 1)
-    rows_eval = eval_rows(eval_bank)
-    clip.text_model.train()
-    bar = tqdm(range(cfg.text_steps), desc="2/3 text (LiT)")
-    half = cfg.text_batch // 2
-    for step in bar:
-        rows = torch.randint(len(bank.q_scene), (cfg.text_batch,), generator=generator)
-        texts = [bank.q_text[r] for r in rows[:half]] + [bank.q_phrase[r] for r in rows[half:]]
-        scenes = bank.q_scene[rows]
-        dense = pointing_loss(clip, text_embeddings(clip, tokenizer, texts), features["final"][scenes].float(), bank.q_mask[rows])
-        captioned = torch.randint(len(bank), (cfg.text_batch,), generator=generator)
-        captions = text_embeddings(clip, tokenizer, [bank.captions[s] for s in captioned])
-        loss = dense + cfg.caption_weight * caption_loss(clip, captions, features["pooled"][captioned])
-        clipped_step(loss, optimizer, scheduler, params)
-        with torch.no_grad():
-            clip.logit_scale.clamp_(0, math.log(100))
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % max(1, cfg.text_steps // 4) == 0 or step + 1 == cfg.text_steps:
-            clip.text_model.eval()
-            log(f"text step {step + 1}: loss {loss.item():.3f}, held-out pointing {pointing_rate(clip, tokenizer, eval_bank, rows_eval)}")
-            clip.text_model.train()
-    clip.text_model.eval()
-
-
-def align_projector(llava, tokenizer, bank: SceneBank, penultimate: torch.Tensor, cfg: TrainConfig, log: Logger) -> None:
-    """Stage 3a (LLaVA's feature-alignment stage, dense): each projected object patch must score its
-    colour and shape words against the LM's input embeddings, background patches no word, so the
-    LM can match a question word to image tokens by plain embedding similarity."""
-    projector, embeddings = llava.model.multi_modal_projector, llava.get_input_embeddings()
-    color_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(COLORS)))
-    shape_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(SHAPES)))
-    params = list(projector.parameters()) + list(embeddings.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.llava_lr, weight_decay=0.01)
-    scheduler = schedule(optimizer, cfg.align_steps, cfg.warmup_share)
-    generator = torch.Generator().manual_seed(cfg.seed + 3)
-    bar = tqdm(range(cfg.align_steps), desc="3a llava (align)")
-    for step in bar:
-        idx = torch.randint(len(bank), (cfg.llava_batch,), generator=generator)
-        logits = projector(penultimate[idx].float()) @ embeddings.weight.T  # (B, P, V)
-        colors, shapes = bank.patch_colors[idx], bank.patch_shapes[idx]  # (B, P), background = last id
-        target = torch.zeros_like(logits)
-        on_object = colors < len(COLORS)
-        target[on_object, color_ids[colors[on_object]]] = 1
-        target[on_object, shape_ids[shapes[on_object]]] = 1
-        loss = F.binary_cross_entropy_with_logits(logits, target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-    log(f"align: {cfg.align_steps} steps, loss {loss.item():.4f}")
+def image_embeddings(clip, last_hidden_state: torch.Tensor) -> torch.Tensor:
+    """CLIP's image embedding (B, D) from the final tokens (B, 1 + P, C): post-layernormed [CLS], projected."""
+    return F.normalize(clip.visual_projection(clip.vision_model.post_layernorm(last_hidden_state[:, 0])), dim=-1)
 
 
 @torch.no_grad()
-def fast_accuracy(llava, tokenizer, table, bank: SceneBank, penultimate: torch.Tensor, rows: np.ndarray) -> dict[str, float]:
-    """First-token accuracy from cached penultimate features (all patches), overall and by size."""
-    correct = []
-    for start in range(0, len(rows), 128):
-        chunk = rows[start : start + 128]
-        batch = answer_batch(table, single_turns(bank, chunk), NUM_PATCHES, tokenizer)
-        predicted = answer_logits(llava, batch, penultimate[bank.q_scene[chunk]].float())[:, 0].argmax(-1)
-        correct.append((predicted == batch.first_answer).numpy())
-    return by_size(np.concatenate(correct), bank.q_size[rows].numpy())
+def vision_report(vision, heads: nn.ModuleDict, bank: SceneBank, batch_size: int = 50) -> dict[str, float]:
+    """Held-out penultimate-head accuracy on object patches (digit: on glyph patches), [CLS] concentration
+    and the LOF outlier share of [CLS] attention (RC's visual filter)."""
+    hits = {name: [] for name in LABELS}
+    attn = []
+    for start in range(0, len(bank), batch_size):
+        out = encode_vision(vision, pixel_values(bank.images[start : start + batch_size]))
+        attn.append(out.cls_attn)
+        for name, count in LABELS.items():
+            labels = bank.patch_labels[name][start : start + batch_size]
+            predicted = heads[f"penultimate_{name}"](out.features).argmax(-1)
+            hits[name].append((predicted == labels)[labels < count - 1])
+    attn = torch.cat(attn)
+    report = {name: round(torch.cat(h).float().mean().item(), 3) for name, h in hits.items()}
+    report |= {k: round(v, 3) for k, v in cls_concentration(attn).items()}
+    report["lof_share"] = round(outlier_count(attn).float().mean().item() / NUM_PATCHES, 3)
+    return report
 
 
-def conversation_rows(first_row: torch.Tensor, scene: int, turns: int, generator: torch.Generator) -> torch.Tensor:
-    """Up to `turns` distinct question rows about one scene, in random order."""
-    start, end = int(first_row[scene]), int(first_row[scene + 1])
-    return start + torch.randperm(end - start, generator=generator)[:turns]
+def train_clip(clip, tower: TransformersTextTower, bank: SceneBank, eval_bank: SceneBank, cfg: TrainConfig, log: Logger):
+    """Stage 1: CLIP contrastive through [CLS] + dense patch heads, vision and text towers together."""
+    vision = clip.vision_model
+    heads = patch_heads(vision.config.hidden_size)
+    params = list(clip.parameters()) + list(heads.parameters())
+    stage = Stage(torch.optim.AdamW(params, lr=cfg.clip_lr, weight_decay=0.01), cfg.clip_minutes, cfg.clip_steps,
+                  cfg.warmup_share)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    clip.train()
+    report_every = 40
+    while not stage.done:
+        idx = torch.randint(len(bank), (cfg.clip_batch,), generator=generator)
+        out = vision(pixel_values(bank.images[idx]), output_hidden_states=True)
+        labels = {name: values[idx] for name, values in bank.patch_labels.items()}
+        dense = patch_losses(heads, out.hidden_states[-2][:, 1:], out.last_hidden_state[:, 1:], labels,
+                             cfg.background_weight)
+        captions = tower.embed_text([bank.captions[i] for i in idx])
+        contrastive = caption_loss(clip.logit_scale, image_embeddings(clip, out.last_hidden_state), captions)
+        stage.update(dense + contrastive, params)
+        with torch.no_grad():
+            clip.logit_scale.clamp_(0, math.log(100))
+        if stage.step % report_every == 0 or stage.done:
+            clip.eval()
+            log(f"clip step {stage.step}: dense {dense.item():.3f} contrastive {contrastive.item():.3f}, held-out "
+                f"{vision_report(vision, heads, eval_bank)}")
+            clip.train()
+    clip.eval()
+    clip.requires_grad_(False)
 
 
-def grounding_loss(attention: torch.Tensor, batch, masks: torch.Tensor, image_start: int, offset: int) -> torch.Tensor:
-    """-log of one head's attention mass on the asked-about object's image tokens, from the position
-    `offset` tokens before each answer position (3: the named word, as in "red ? ASSISTANT :").
+@torch.no_grad()
+def encode_bank(vision, bank: SceneBank, batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """Locked vision outputs of every scene (fp16): LLaVA's features (N, P, C), final tokens (N, 1 + P, C)."""
+    features, final = [], []
+    for start in range(0, len(bank), batch_size):
+        out = encode_vision(vision, pixel_values(bank.images[start : start + batch_size]))
+        features.append(out.features.half())
+        final.append(out.last_hidden_state.half())
+    return {"features": torch.cat(features), "final": torch.cat(final)}
 
-    attention (B, H, L, L) of one LM layer; masks (B, T, P) per turn, all-False for missing turns.
-    """
-    query_pos = batch.target_pos[:, 0::2] - offset  # (B, T), answer-predicting positions minus offset
-    head = attention[:, 0]  # (B, L, L)
-    rows = head.gather(1, query_pos.clamp(min=0).unsqueeze(-1).expand(-1, -1, head.shape[-1]))  # (B, T, L)
-    on_image = rows[..., image_start : image_start + NUM_PATCHES]  # (B, T, P)
-    mass = (on_image * masks).sum(-1)  # (B, T)
-    valid = masks.any(-1)
+
+def pointing_loss(tower: TransformersTextTower, logit_scale: torch.Tensor, questions: list[str], final: torch.Tensor,
+                  targets: torch.Tensor) -> torch.Tensor:
+    """-log of the softmax mass (over patches) of RC's text score on the target; final (B, 1 + P, C), targets (B, P)."""
+    scores = text_similarity(tower.embed_text(questions), tower.project_patches(final))  # (B, P)
+    logits = logit_scale.exp() * scores
+    return (logits.logsumexp(-1) - logits.masked_fill(~targets, float("-inf")).logsumexp(-1)).mean()
+
+
+@torch.no_grad()
+def pointing_rate(tower: TransformersTextTower, bank: SceneBank, final: torch.Tensor, rows: torch.Tensor,
+                  post_layernorm: bool = True) -> float:
+    """Share of question rows whose top text-scored patch lies on a named object."""
+    hits = []
+    for start in range(0, len(rows), 64):
+        chunk = rows[start : start + 64]
+        patches = tower.project_patches(final[bank.q_scene[chunk]].float(), post_layernorm)
+        scores = text_similarity(tower.embed_text([bank.q_text[r] for r in chunk]), patches)
+        named = bank.q_named[chunk].any(1)  # (B, P)
+        hits.append(named[torch.arange(len(chunk)), scores.argmax(-1)])
+    return torch.cat(hits).float().mean().item()
+
+
+def named_rows(bank: SceneBank) -> torch.Tensor:
+    """Question rows that name an object (all but negative existence questions)."""
+    return torch.nonzero(bank.q_named.any(-1).any(-1)).flatten()
+
+
+def train_text(clip, tower: TransformersTextTower, bank: SceneBank, features: dict, eval_bank: SceneBank,
+               eval_features: dict, cfg: TrainConfig, log: Logger) -> None:
+    """Stage 2 (LiT): text tower + projections + temperature against the locked vision tower."""
+    modules = (clip.text_model, clip.text_projection, clip.visual_projection)
+    for module in modules:
+        module.requires_grad_(True)
+    clip.logit_scale.requires_grad_(True)
+    params = [p for m in modules for p in m.parameters()] + [clip.logit_scale]
+    stage = Stage(torch.optim.AdamW(params, lr=cfg.text_lr, weight_decay=0.01), cfg.text_minutes, cfg.text_steps,
+                  cfg.warmup_share)
+    generator = torch.Generator().manual_seed(cfg.seed + 1)
+    rows, eval_named = named_rows(bank), named_rows(eval_bank)
+    clip.text_model.train()
+    while not stage.done:
+        picked = rows[torch.randint(len(rows), (cfg.text_batch,), generator=generator)]
+        scenes = bank.q_scene[picked]
+        dense = pointing_loss(tower, clip.logit_scale, [bank.q_text[r] for r in picked], features["final"][scenes].float(),
+                              bank.q_named[picked].any(1))
+        captioned = torch.randint(len(bank), (cfg.text_batch,), generator=generator)
+        captions = tower.embed_text([bank.captions[s] for s in captioned])
+        image = image_embeddings(clip, features["final"][captioned, :1].float())
+        loss = dense + cfg.caption_weight * caption_loss(clip.logit_scale, image, captions)
+        stage.update(loss, params)
+        with torch.no_grad():
+            clip.logit_scale.clamp_(0, math.log(100))
+        if stage.step % 50 == 0 or stage.done:
+            clip.text_model.eval()
+            rate = pointing_rate(tower, eval_bank, eval_features["final"], eval_named)
+            log(f"text step {stage.step}: loss {loss.item():.3f}, held-out pointing {rate:.3f}")
+            clip.text_model.train()
+    clip.eval()
+    clip.requires_grad_(False)
+
+
+def word_targets(tokenizer, bank: SceneBank, idx: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(B, P, V) multi-hot: each object patch's colour, shape and pattern words, each glyph patch's digit."""
+    target = torch.zeros(len(idx), NUM_PATCHES, vocab_size)
+    words = {"color": list(COLORS), "shape": list(SHAPES), "pattern": list(PATTERNS), "digit": list(DIGITS)}
+    for name, names in words.items():
+        ids = torch.tensor(tokenizer.convert_tokens_to_ids(names))
+        labels = bank.patch_labels[name][idx]  # (B, P)
+        on = labels < len(names)
+        b, p = torch.nonzero(on, as_tuple=True)
+        target[b, p, ids[labels[on]]] = 1
+    return target
+
+
+def align_projector(llava, tokenizer, bank: SceneBank, features: torch.Tensor, cfg: TrainConfig, log: Logger) -> None:
+    """Stage 3a (LLaVA's feature alignment, dense): each projected patch must score its words against the
+    LM's input embeddings, background patches none."""
+    projector, embeddings = llava.model.multi_modal_projector, llava.get_input_embeddings()
+    params = list(projector.parameters()) + list(embeddings.parameters())
+    stage = Stage(torch.optim.AdamW(params, lr=cfg.llava_lr, weight_decay=0.01), cfg.align_minutes, cfg.align_steps,
+                  cfg.warmup_share)
+    generator = torch.Generator().manual_seed(cfg.seed + 3)
+    while not stage.done:
+        idx = torch.randint(len(bank), (cfg.llava_batch,), generator=generator)
+        logits = projector(features[idx].float()) @ embeddings.weight.T  # (B, P, V)
+        loss = F.binary_cross_entropy_with_logits(logits, word_targets(tokenizer, bank, idx, logits.shape[-1]))
+        stage.update(loss, params)
+    log(f"align: {stage.step} steps, loss {loss.item():.4f}")
+
+
+def head_attention(attention, hidden: torch.Tensor, position_embeddings, query_pos: torch.Tensor,
+                   attention_mask: torch.Tensor, head: int) -> torch.Tensor:
+    """One head's attention probabilities (B, Q, L) from positions query_pos (B, Q), as the layer computes
+    them (its q / k projections, rotary embedding, causal and padding masks). hidden (B, L, D): the
+    layer's attention input (after its input layernorm)."""
+    B, L, _ = hidden.shape
+    d = attention.head_dim
+    q = attention.q_proj(hidden).view(B, L, -1, d).transpose(1, 2)  # (B, H, L, d)
+    k = attention.k_proj(hidden).view(B, L, -1, d).transpose(1, 2)
+    cos, sin = position_embeddings
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    q = q[:, head].gather(1, query_pos.clamp(min=0)[..., None].expand(-1, -1, d))  # (B, Q, d)
+    scores = q @ k[:, head].transpose(1, 2) * attention.scaling  # (B, Q, L)
+    keys = torch.arange(L)
+    allowed = (keys <= query_pos[..., None]) & attention_mask[:, None, :].bool()
+    return scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+
+
+def grounding_loss(attention: torch.Tensor, conv, image_start: torch.Tensor) -> torch.Tensor:
+    """-log of the attention mass (B, Q, L) each named word puts on its object's image tokens, over the
+    named words present (conv.name_pos (B, T, MAX_NAMED) >= 0)."""
+    B, Q, _ = attention.shape
+    image_pos = (image_start[:, None, None] + torch.arange(NUM_PATCHES)).expand(B, Q, NUM_PATCHES)
+    on_image = attention.gather(2, image_pos)  # (B, Q, P)
+    named = conv.named.flatten(1, 2)  # (B, Q, P)
+    mass = (on_image * named).sum(-1)
+    valid = conv.name_pos.flatten(1) >= 0
     return -(mass[valid] + 1e-6).log().mean()
 
 
-def train_llava(
-    llava, tokenizer, table, bank: SceneBank, penultimate: torch.Tensor, eval_bank: SceneBank,
-    eval_penultimate: torch.Tensor, cfg: TrainConfig, log: Logger, checkpoint_dir: Path, deadline: float = math.inf,
-) -> dict[str, float]:
-    """Stage 3: projector + Llama on answer tokens, frozen vision tower; keeps the best held-out weights."""
+def lm_forward(llava, conv, features: torch.Tensor, grounding_layer: int | None = None, head: int = 0):
+    """Next-token logits (B, 2T, V) at conv.target_pos and, if `grounding_layer` is set, that layer's head
+    attention (B, T * MAX_NAMED, L) at the named words. features (B, P, C): the vision tokens."""
+    n_output = torch.full((len(features),), NUM_PATCHES)
+    embeds, mask = splice_image_tokens(llava, conv.ids, conv.attention_mask, features, n_output, NUM_PATCHES)
+    assert embeds.shape[1] == conv.ids.shape[1], "conversations are laid out left-padded with every image token"
+    language_model = llava.model.language_model
+    caught = {}
+    hook = None
+    if grounding_layer is not None:
+        attention = language_model.layers[grounding_layer].self_attn
+        hook = attention.register_forward_pre_hook(lambda module, args, kwargs: caught.update(kwargs), with_kwargs=True)
+    try:
+        hidden = language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=conv.position_ids).last_hidden_state
+    finally:
+        if hook is not None:
+            hook.remove()
+    picked = hidden.gather(1, conv.target_pos[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, 2T, D)
+    logits = llava.lm_head(picked)
+    if grounding_layer is None:
+        return logits, None
+    weights = head_attention(attention, caught["hidden_states"], caught["position_embeddings"],
+                             conv.name_pos.flatten(1), mask, head)
+    return logits, weights
+
+
+@torch.no_grad()
+def first_token_accuracy(llava, layout: PromptLayout, bank: SceneBank, features: torch.Tensor) -> dict[str, float]:
+    """First-answer-token accuracy of each bank question (one per scene), all tokens, per family and mean."""
+    rows = torch.arange(len(bank.q_scene))
+    correct = []
+    for start in range(0, len(rows), 32):
+        chunk = rows[start : start + 32]
+        conv = conversation_batch(layout, bank, [[int(r)] for r in chunk])
+        logits, _ = lm_forward(llava, conv, features[bank.q_scene[chunk]].float())
+        correct.append(logits[:, 0].argmax(-1) == conv.targets[:, 0])
+    correct = torch.cat(correct).float()
+    report = {f: round(correct[bank.q_family == i].mean().item(), 3) for i, f in enumerate(FAMILIES)
+              if (bank.q_family == i).any()}
+    report["mean"] = round(float(np.mean(list(report.values()))), 3)
+    return report
+
+
+def train_llava(llava, layout: PromptLayout, bank: SceneBank, features: torch.Tensor, eval_bank: SceneBank,
+                eval_features: torch.Tensor, cfg: TrainConfig, log: Logger, checkpoint_dir: Path, minutes: float) -> dict:
+    """Stage 3b: projector + Llama on answer tokens with the grounding loss; keeps the best held-out weights."""
     llava.model.vision_tower.requires_grad_(False)
     params = [p for p in llava.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.llava_lr, weight_decay=0.01)
-    scheduler = schedule(optimizer, cfg.llava_steps, cfg.warmup_share)
+    stage = Stage(torch.optim.AdamW(params, lr=cfg.llava_lr, weight_decay=0.01), minutes, cfg.llava_steps,
+                  cfg.warmup_share)
     generator = torch.Generator().manual_seed(cfg.seed + 2)
-    few_objects = torch.nonzero(bank.num_objects <= cfg.curriculum_objects).flatten()
-    curriculum_steps = int(cfg.llava_steps * cfg.curriculum_share)
     first_row = torch.searchsorted(bank.q_scene, torch.arange(len(bank) + 1))  # questions of scene s: [first_row[s], first_row[s+1])
-    rows_eval = eval_rows(eval_bank)
-    best = {"all": -1.0}
-    best_state = None
+    best, best_state = {"mean": -1.0}, None
+    grounding = cfg.grounding_layer if cfg.grounding_weight > 0 else None
     llava.train()
-    bar = tqdm(range(cfg.llava_steps), desc="3/3 llava (VQA)")
-    for step in bar:
-        if step < curriculum_steps:
-            scenes = few_objects[torch.randint(len(few_objects), (cfg.llava_batch,), generator=generator)]
-        else:
-            scenes = torch.randint(len(bank), (cfg.llava_batch,), generator=generator)
-        picked = [conversation_rows(first_row, int(s), cfg.turns, generator) for s in scenes]
-        conversations = [[(bank.q_text[r], bank.q_answer[r]) for r in rows] for rows in picked]
-        batch = answer_batch(table, conversations, NUM_PATCHES, tokenizer)
-        hidden, attentions = lm_hidden(llava, batch, penultimate[scenes].float(), with_attentions=cfg.grounding_weight > 0)
-        picked_hidden = hidden.gather(1, batch.target_pos.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # (B, T, D)
-        logits = llava.lm_head(picked_hidden)  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), ignore_index=-100)
-        if cfg.grounding_weight > 0 and step < cfg.grounding_share * cfg.llava_steps:
-            masks = torch.zeros(len(picked), batch.target_pos.shape[1] // 2, NUM_PATCHES, dtype=torch.bool)  # (B, T, P)
-            for i, rows in enumerate(picked):
-                masks[i, : len(rows)] = bank.q_mask[rows]
-            image_start = table.ids[conversations[0][0][0]].index(llava.config.image_token_id)
-            loss = loss + cfg.grounding_weight * grounding_loss(
-                attentions[cfg.grounding_layer], batch, masks, image_start, cfg.grounding_offset
-            )
-        clipped_step(loss, optimizer, scheduler, params)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.llava_steps:
+    while not stage.done:
+        scenes = torch.randint(len(bank), (cfg.llava_batch,), generator=generator)
+        picked = []
+        for s in scenes.tolist():
+            start, end = int(first_row[s]), int(first_row[s + 1])
+            picked.append((start + torch.randperm(end - start, generator=generator)[: cfg.turns]).tolist())
+        conv = conversation_batch(layout, bank, picked)
+        logits, attention = lm_forward(llava, conv, features[scenes].float(), grounding, cfg.grounding_head)
+        answer_loss = F.cross_entropy(logits.flatten(0, 1), conv.targets.flatten(), ignore_index=-100)
+        loss = answer_loss
+        if attention is not None:
+            loss = loss + cfg.grounding_weight * grounding_loss(attention, conv, conv.image_start)
+        stage.update(loss, params)
+        if stage.step % cfg.eval_every == 0 or stage.done:
             llava.eval()
-            accuracy = fast_accuracy(llava, tokenizer, table, eval_bank, eval_penultimate, rows_eval)
-            log(f"llava step {step + 1}: loss {loss.item():.3f}, held-out first-token accuracy {accuracy}")
-            if accuracy["all"] > best["all"]:
+            accuracy = first_token_accuracy(llava, layout, eval_bank, eval_features)
+            log(f"llava step {stage.step}: answer loss {answer_loss.item():.3f} total {loss.item():.3f}, held-out "
+                f"first-token accuracy {accuracy}")
+            if accuracy["mean"] > best["mean"]:
                 best, best_state = accuracy, copy.deepcopy(llava.state_dict())
                 llava.save_pretrained(checkpoint_dir / "llava-best")
             llava.train()
-            if time.time() > deadline:
-                log(f"llava: minutes budget reached after step {step + 1} of {cfg.llava_steps}; keeping the best checkpoint")
-                break
     llava.load_state_dict(best_state)
     llava.eval()
     return best
@@ -377,20 +446,6 @@ def save_models(clip, clip_tokenizer, llava, processor, out_dir: Path) -> None:
     image_processor().save_pretrained(out_dir / "shapes-clip")
     llava.save_pretrained(out_dir / "shapes-llava")
     processor.save_pretrained(out_dir / "shapes-llava")
-
-
-def final_metrics(clip, clip_tokenizer, llava, processor, table, eval_bank: SceneBank, cfg: TrainConfig) -> dict:
-    """The card's three measures on the held-out bank (one question per scene)."""
-    rows = eval_rows(eval_bank)
-    keep = max(1, round(cfg.keep_fraction * NUM_PATCHES))
-    tokenizer = processor.tokenizer
-    return {
-        "eval": {"seed": EVAL_SEED, "scenes": len(eval_bank), "questions": len(rows)},
-        "vqa_accuracy_generate": vqa_accuracy(llava, processor, eval_bank, rows),
-        "pointing": pointing_rate(clip, clip_tokenizer, eval_bank, rows),
-        "first_token_all_patches": visual_only_accuracy(llava, tokenizer, table, eval_bank, rows, NUM_PATCHES),
-        f"first_token_visual_only_keep_{keep}": visual_only_accuracy(llava, tokenizer, table, eval_bank, rows, keep),
-    }
 
 
 def train(out_dir: Path | str = DEFAULT_OUT, quick: bool = False, config: TrainConfig | None = None) -> dict:
@@ -410,34 +465,36 @@ def train(out_dir: Path | str = DEFAULT_OUT, quick: bool = False, config: TrainC
     started = time.time()
 
     clip, clip_tokenizer, llava, processor = build_all(cfg.model)
-    bank = make_bank(cfg.seed, cfg.train_scenes, cfg.train_world, workers=1 if quick else 2)
-    eval_bank = make_bank(EVAL_SEED, cfg.eval_scenes, cfg.eval_world, workers=1)
+    tower = TransformersTextTower(clip, clip_tokenizer)
+    workers = 1 if quick else 2
+    bank = make_bank(cfg.seed, cfg.train_scenes, cfg.questions_per_scene, cfg.world, workers=workers)
+    eval_bank = make_bank(EVAL_SEED, cfg.eval_scenes, 1, cfg.world, workers=workers)
     log(f"scenes: {len(bank)} train ({len(bank.q_scene)} questions), {len(eval_bank)} held-out (seed {EVAL_SEED})")
 
-    train_vision(clip, bank, eval_bank, cfg, log)
+    train_clip(clip, tower, bank, eval_bank, cfg, log)
     tie_vision_towers(clip, llava)
-    clip.save_pretrained(checkpoint_dir / "clip-vision-stage")
+    clip.save_pretrained(checkpoint_dir / "clip-stage")
     features = encode_bank(clip.vision_model, bank)
     eval_features = encode_bank(clip.vision_model, eval_bank)
+    log("encoded the scene banks")
 
-    train_text(clip, clip_tokenizer, bank, features, eval_bank, cfg, log)
+    train_text(clip, tower, bank, features, eval_bank, eval_features, cfg, log)
     clip.save_pretrained(checkpoint_dir / "clip-text-stage")
 
-    tokenizer = processor.tokenizer
-    table = prompt_table(tokenizer, bank.q_text + eval_bank.q_text, bank.q_answer + eval_bank.q_answer)
-    align_projector(llava, tokenizer, bank, features["penultimate"], cfg, log)
-    deadline = started + 60 * cfg.minutes_budget
-    train_llava(
-        llava, tokenizer, table, bank, features["penultimate"], eval_bank, eval_features["penultimate"], cfg, log,
-        checkpoint_dir, deadline,
-    )
-    assert all(
-        torch.equal(a, b) for a, b in zip(clip.vision_model.state_dict().values(), llava.model.vision_tower.state_dict().values())
-    ), "the LLaVA vision tower drifted from the CLIP one; keep it frozen in stage 3"
+    layout = PromptLayout(processor.tokenizer)
+    align_projector(llava, processor.tokenizer, bank, features["features"], cfg, log)
+    left = cfg.total_minutes - cfg.measure_minutes - (time.time() - started) / 60
+    log(f"llava: {left:.1f} minutes left for VQA training")
+    best = train_llava(llava, layout, bank, features["features"], eval_bank, eval_features["features"], cfg, log,
+                       checkpoint_dir, max(left, 0.1))
+    assert all(torch.equal(a, b) for a, b in zip(clip.vision_model.state_dict().values(),
+                                                 llava.model.vision_tower.state_dict().values())), \
+        "the LLaVA vision tower drifted from the CLIP one; keep it frozen in stage 3"
     save_models(clip, clip_tokenizer, llava, processor, out_dir)
     train_minutes = (time.time() - started) / 60
-    log(f"trained in {train_minutes:.1f} min; measuring held-out metrics")
-    metrics = final_metrics(clip, clip_tokenizer, llava, processor, table, eval_bank, cfg)
+    log(f"trained in {train_minutes:.1f} min (best held-out first-token accuracy {best}); measuring")
+
+    metrics = measure(out_dir, n=40 if quick else 500)
     metrics["train_minutes"] = round(train_minutes, 1)
     metrics["config"] = asdict(cfg)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -449,19 +506,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help=f"output folder (default {DEFAULT_OUT}; a temp folder with --quick)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: a few steps of every stage")
-    parser.add_argument("--steps-scale", type=float, default=1.0, help="multiply every stage's step count")
-    parser.add_argument("--minutes-budget", type=float, default=None, help="stop LLaVA training past this many minutes")
+    parser.add_argument("--total-minutes", type=float, default=None, help="wall-clock budget of the whole run")
     args = parser.parse_args(argv)
+    torch.set_num_threads(2)
     cfg = TrainConfig()
-    if args.steps_scale != 1.0:
-        cfg = replace(
-            cfg,
-            vision_steps=max(1, int(cfg.vision_steps * args.steps_scale)),
-            text_steps=max(1, int(cfg.text_steps * args.steps_scale)),
-            llava_steps=max(1, int(cfg.llava_steps * args.steps_scale)),
-        )
-    if args.minutes_budget is not None:
-        cfg = replace(cfg, minutes_budget=args.minutes_budget)
+    if args.total_minutes is not None:
+        cfg = replace(cfg, total_minutes=args.total_minutes)
     out = args.out or (Path(tempfile.mkdtemp(prefix="shapes-quick-")) if args.quick else DEFAULT_OUT)
     train(out, quick=args.quick, config=cfg)
     print(f"saved to {out}")

@@ -1,0 +1,93 @@
+"""The gallery: the figures the notebooks, the CLI and ``figures/`` show, made by running a model.
+
+Each function here runs a loaded model on examples (:mod:`rclib.examples`): encode once per batch,
+compress with each method, sometimes generate; it then hands images, results and scores to
+:mod:`rclib.viz`, which only draws. :func:`render_figures` writes the notebooks' main figures as PNGs
+(``make figures`` / ``rclib figures``), so ``figures/`` holds what the notebooks show.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rclib import viz
+from rclib.bench import BenchConfig, run_bench
+from rclib.examples import EXAMPLE_METHODS, Example, examples_for_model
+from rclib.filters import RULES, filter_decision
+from rclib.methods import METHODS
+
+# The columns of the token-map grid: every method that compresses an example before the LLM.
+GRID_METHODS = tuple(name for name in EXAMPLE_METHODS
+                     if METHODS[name].takes_budget and METHODS[name].stage == "before_llm")
+CURVE_METHODS = ("full", "rc", "prumerge", "fastervlm", "visionzip", "random")  # a readable subset for figures/
+CURVE_BUDGETS = ("adaptive", "32/576", "64/576", "128/576")
+
+
+def overview_figure(model, example: Example, **options):
+    """The paper's Figure 1 on one example: RC's four stages and the compressed answer."""
+    run = model.answer(example.image, example.question, "rc", **options)
+    return viz.overview(model.display_images(run.encoded)[0], run.result, run.encoded.grid, example.question,
+                        run.texts[0])
+
+
+def threshold_figure(model, example: Example, n_neighbors: int = 20):
+    """Where each filter rule (LOF, IQR) cuts the visual scores of one example, side by side."""
+    encoded = model.encode(example.image, example.question)
+    scores = encoded.cls_attn[:1]  # [1, N]
+    labels = {"lof": f"LOF ({n_neighbors} neighbours)", "iqr": "IQR"}
+    decisions = {labels[rule]: filter_decision(scores, rule, n_neighbors) for rule in RULES}
+    return viz.filter_thresholds(scores[0], decisions, xlabel="visual score ([CLS] attention)")
+
+
+def method_grid_figure(model, examples: list[Example], methods=GRID_METHODS):
+    """Token-fate maps of each method (columns, at its default budget) on the same examples (rows)."""
+    encoded = model.encode([e.image for e in examples], [e.question for e in examples])
+    results = {m: model.compress(encoded, m) for m in methods}
+    return viz.method_grid(list(model.display_images(encoded)), results, encoded.grid, [e.name for e in examples])
+
+
+def answer_figures(model, run, b: int = 0) -> dict:
+    """The figures of sample ``b`` of an answered :class:`~rclib.models.Run`: name -> Figure.
+
+    "scores": both score maps (kept and recovered outlined) and the token-fate map; "overview" (RC only):
+    the paper's Figure 1 with the question and the answer.
+    """
+    encoded, result = run.encoded, run.result[b]
+    image = model.display_images(encoded)[b]
+    figures = {"scores": viz.score_maps(image, encoded.grid, encoded.cls_attn[b], encoded.text_sim[b], result)}
+    if run.method == "rc":
+        figures["overview"] = viz.overview(image, result, encoded.grid, encoded.questions[b], run.texts[b])
+    return figures
+
+
+def bench_rows(model, n: int = 24, methods=CURVE_METHODS, budgets=CURVE_BUDGETS, seed: int = 1234) -> list[dict]:
+    """A small ShapesWorld bench (``rclib.bench``): one row per method and budget."""
+    return run_bench(model, BenchConfig(methods=tuple(methods), budgets=tuple(budgets), n=n, seed=seed),
+                     progress=False)
+
+
+def render_figures(out_dir: Path | str, model="shapes", n_bench: int = 24) -> list[Path]:
+    """Write the notebooks' main figures as PNGs to ``out_dir``; returns their paths.
+
+    model: a loaded :class:`~rclib.models.CompressedLlava` or a name / folder for ``rclib.models.load``.
+    """
+    from rclib.models import load
+
+    name = model if isinstance(model, str) else getattr(model, "name", "")
+    model = load(model) if isinstance(model, (str, Path)) else model
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cases = examples_for_model(str(name))
+    rows = bench_rows(model, n_bench)
+    figures = {
+        "overview": overview_figure(model, cases[0]),
+        "filter_thresholds": threshold_figure(model, cases[0]),
+        "method_grid": method_grid_figure(model, cases[:3]),
+        "accuracy_vs_tokens": viz.accuracy_vs_tokens(rows),
+        "accuracy_breakdown": viz.accuracy_vs_tokens(rows, tuple(k for k in rows[0] if k.startswith("accuracy_"))),
+    }
+    paths = []
+    for stem, figure in figures.items():
+        paths.append(out_dir / f"{stem}.png")
+        figure.savefig(paths[-1], dpi=120, bbox_inches="tight")
+        viz.close(figure)
+    return paths

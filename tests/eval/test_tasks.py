@@ -1,0 +1,69 @@
+"""ShapesWorld as lmms-eval tasks (data and task files), and `rclib eval`'s command line before it runs anything."""
+from __future__ import annotations
+
+import pytest
+import yaml
+from lmms_runs import N_QUESTIONS
+
+from rclib.cli import main
+from rclib.eval.benchmarks import PAPER_BENCHMARKS
+from rclib.eval.grid import GridConfig, cell_name, command, model_args
+
+
+def test_tasks_hold_bench_questions_one_split_per_family(shapes_tasks):
+    from datasets import load_from_disk
+
+    from rclib.shapes.world import FAMILIES, sample_vqa
+
+    samples = sample_vqa(1234, N_QUESTIONS)
+    splits = load_from_disk(str(shapes_tasks.parent / "data"))
+    assert sorted(splits) == sorted(FAMILIES)
+    seen = []
+    for family, split in splits.items():
+        for row in split:
+            sample = samples[row["index"]]
+            assert (sample.family, sample.question, sample.answer) == (family, row["question"], row["answer"])
+            assert (row["image"].convert("RGB").tobytes() == sample.image.tobytes())
+            seen.append(row["index"])
+        assert split[0]["metrics"] == (["accuracy", "existence_yes_ratio", "existence_f1"] if family == "existence"
+                                       else ["accuracy"])
+    assert sorted(seen) == list(range(N_QUESTIONS))  # every bench question once, in bench order within a family
+
+    group = yaml.safe_load((shapes_tasks / "shapesworld.yaml").read_text())
+    assert group["task"] == [f"shapesworld_{f}" for f in sorted(FAMILIES)]
+    assert group["aggregate_metric_list"] == [{"metric": "accuracy", "aggregation": "mean", "weight_by_size": True}]
+
+
+def test_tasks_dir_prints_the_include_path(shapes_tasks, capsys, monkeypatch):
+    monkeypatch.setenv("RCLIB_CACHE", str(shapes_tasks.parents[1]))
+    assert main(["eval", "--tasks-dir", "--shapes-n", str(N_QUESTIONS)]) == 0
+    assert capsys.readouterr().out.strip() == str(shapes_tasks)
+
+
+def test_help_lists_the_papers_benchmarks(capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    text = capsys.readouterr().out
+    for benchmark in PAPER_BENCHMARKS:
+        assert f"{benchmark.column:<8} {benchmark.task:<16} {benchmark.metric}" in text
+
+
+@pytest.mark.parametrize("argv, says", [(["--methods", "rc,foo"], "foo"), (["--budgets", "64,lots"], "lots"),
+                                        (["--methods", "oracle"], "ground-truth"), (["--processes", "0"], "processes")])
+def test_bad_grids_fail_before_running(argv, says, tmp_path, capsys):
+    assert main(["eval", "--out", str(tmp_path), *argv]) == 2
+    assert says in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_cell_commands(tmp_path):
+    config = GridConfig(model="llava-1.5-7b", tasks=("pope", "mme"), out=tmp_path, processes=8, batch_size=16,
+                        model_args="preset=released")
+    assert cell_name("rc", "64/576") == "rc_64of576" and cell_name("full", "all") == "full_all"
+    assert model_args(config, "full", "all") == (f"pretrained=llava-1.5-7b,method=full,"
+                                                 f"cache={tmp_path.resolve()}/full_all/responses,preset=released")
+    line = command(config, "rc", "64", None)
+    assert line[1:3] == ["-m", "accelerate.commands.launch"] and line[line.index("--num_processes") + 1] == "8"
+    lmms = line[line.index("lmms_eval") - 1:]
+    assert lmms == ["-m", "lmms_eval", "--model", "rclib", "--model_args", model_args(config, "rc", "64"), "--tasks",
+                    "pope,mme", "--batch_size", "16", "--output_path", str(tmp_path / "rc_64"), "--log_samples"]

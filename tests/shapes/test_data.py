@@ -1,0 +1,100 @@
+"""Training batches: the conversation layout, the one splice, and the grounded head's attention."""
+import pytest
+import torch
+from PIL import Image
+
+from rclib.models.llava import splice_image_tokens
+from rclib.shapes.build import PROMPT_TEMPLATE, ShapesModelConfig, build_all
+from rclib.shapes.data import PromptLayout, conversation_batch, make_bank
+from rclib.shapes.train import grounding_loss, head_attention, lm_forward
+from rclib.shapes.world import NUM_PATCHES
+
+SMALL = ShapesModelConfig(vision_width=32, text_width=32, lm_width=32, lm_mlp=64, projection_dim=16)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    clip, clip_tokenizer, llava, processor = build_all(SMALL)
+    bank = make_bank(5, 3, per_scene=5, workers=1)
+    return llava, processor, bank, PromptLayout(processor.tokenizer)
+
+
+def test_first_turn_matches_the_processor_prompt_and_names_point_at_words(setup):
+    llava, processor, bank, layout = setup
+    conv = conversation_batch(layout, bank, [[0], [6]])
+    for b, row in enumerate((0, 6)):
+        image = Image.fromarray(bank.images[bank.q_scene[row]].numpy())
+        expected = processor(images=[image], text=[PROMPT_TEMPLATE.format(question=bank.q_text[row])],
+                             return_tensors="pt")["input_ids"][0]
+        real = conv.ids[b][conv.attention_mask[b].bool()]
+        assert torch.equal(real[: len(expected)], expected)
+        assert conv.target_pos[b, 0] == conv.ids.shape[1] - len(real) + len(expected) - 1
+        tokens = processor.tokenizer.convert_ids_to_tokens(conv.ids[b])
+        words = bank.q_text[row].split()
+        for k, end in enumerate(bank.q_name_end[row].tolist()):
+            if end >= 0:
+                assert tokens[conv.name_pos[b, 0, k]] == words[end]
+        assert tokens[conv.image_start[b]] == "<image>" and tokens[conv.image_start[b] - 1] == ":"
+
+
+def test_multi_turn_targets_follow_each_answer(setup):
+    _, processor, bank, layout = setup
+    conv = conversation_batch(layout, bank, [[0, 1, 2], [5]])
+    eos = processor.tokenizer.eos_token_id
+    for t, r in enumerate((0, 1, 2)):
+        position = conv.target_pos[0, 2 * t]
+        answer = processor.tokenizer.convert_tokens_to_ids(bank.q_answer[r])
+        assert conv.ids[0, position + 1] == answer == conv.targets[0, 2 * t]
+        assert conv.ids[0, position + 2] == eos == conv.targets[0, 2 * t + 1]
+    assert (conv.targets[1, 2:] == -100).all() and (conv.name_pos[1, 1:] == -1).all()
+
+
+def test_splice_matches_llava_own_merge(setup):
+    llava, _, bank, layout = setup
+    conv = conversation_batch(layout, bank, [[0], [5, 6]])
+    features = torch.randn(2, NUM_PATCHES, SMALL.vision_width)
+    embeds, mask = splice_image_tokens(llava, conv.ids, conv.attention_mask, features,
+                                       torch.full((2,), NUM_PATCHES), NUM_PATCHES)
+    reference = llava.get_input_embeddings()(conv.ids)
+    image = conv.ids == llava.config.image_token_id
+    reference[image] = llava.model.multi_modal_projector(features).flatten(0, 1)
+    real = conv.attention_mask.bool()
+    assert torch.equal(mask, conv.attention_mask)
+    torch.testing.assert_close(embeds[real], reference[real])
+    cut = splice_image_tokens(llava, conv.ids, conv.attention_mask, features, torch.tensor([10, 3]), NUM_PATCHES)[1]
+    assert cut.sum(1).tolist() == (conv.attention_mask.sum(1) - torch.tensor([NUM_PATCHES - 10, NUM_PATCHES - 3])).tolist()
+
+
+def test_head_attention_equals_eager_attention_weights(setup):
+    llava, _, bank, layout = setup
+    conv = conversation_batch(layout, bank, [[0, 1], [7]])
+    features = torch.randn(2, NUM_PATCHES, SMALL.vision_width)
+    lm = llava.model.language_model
+    implementation = lm.config._attn_implementation
+    lm.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad():
+            embeds, mask = splice_image_tokens(llava, conv.ids, conv.attention_mask, features,
+                                               torch.full((2,), NUM_PATCHES), NUM_PATCHES)
+            eager = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=conv.position_ids,
+                       output_attentions=True).attentions[1]  # (B, H, L, L)
+            _, ours = lm_forward(llava, conv, features, grounding_layer=1, head=2)
+    finally:
+        lm.config._attn_implementation = implementation
+    query = conv.name_pos.flatten(1)
+    for b in range(2):
+        for q, position in enumerate(query[b].tolist()):
+            if position >= 0:
+                torch.testing.assert_close(ours[b, q], eager[b, 2, position], atol=1e-5, rtol=1e-4)
+
+
+def test_grounding_loss_of_uniform_attention(setup):
+    _, _, bank, layout = setup
+    conv = conversation_batch(layout, bank, [[0, 3], [4]])
+    L = conv.ids.shape[1]
+    Q = conv.name_pos.flatten(1).shape[1]
+    uniform = torch.full((2, Q, L), 1.0 / L)
+    named = conv.named.flatten(1, 2)
+    valid = conv.name_pos.flatten(1) >= 0
+    expected = -torch.log(named.sum(-1)[valid].float() / L + 1e-6).mean()
+    torch.testing.assert_close(grounding_loss(uniform, conv, conv.image_start), expected)

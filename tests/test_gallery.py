@@ -1,0 +1,60 @@
+"""rclib.gallery runs the tiny model on examples and hands viz what it draws."""
+import numpy as np
+import pytest
+
+from rclib import gallery, viz
+from rclib.examples import Example
+from rclib.filters import outlier_count
+from rclib.methods import METHODS
+
+
+@pytest.fixture(scope="module")
+def example(tiny_images):
+    return Example("first", tiny_images[0], "what color is the circle ?", answer="red")
+
+
+def test_the_grid_shows_every_method_that_compresses_an_example_before_the_llm():
+    assert gallery.GRID_METHODS == tuple(name for name, spec in METHODS.items() if spec.takes_budget
+                                         and spec.stage == "before_llm" and "target" not in spec.needs)
+    assert {"rc", "prumerge", "fastervlm"} <= set(gallery.GRID_METHODS)
+    assert not {"full", "fastv", "oracle"} & set(gallery.GRID_METHODS), "all tokens, inside the LLM, needs the truth"
+
+
+def test_answer_figures_draw_the_run_on_the_model_s_own_image(tiny_model, example):
+    run = tiny_model.answer(example.image, example.question, "rc")
+    figures = gallery.answer_figures(tiny_model, run)
+    assert set(figures) == {"scores", "overview"}
+    shown = figures["scores"].axes[0].get_images()[0].get_array()
+    assert np.array_equal(shown, tiny_model.display_images(run.encoded)[0])
+    assert example.question in figures["overview"]._suptitle.get_text()
+    run = tiny_model.answer(example.image, example.question, "fastervlm", budget=8)
+    assert set(gallery.answer_figures(tiny_model, run)) == {"scores"}, "the overview is RC's four stages"
+
+
+def test_threshold_figure_cuts_where_the_filter_does(tiny_model, example):
+    figure = gallery.threshold_figure(tiny_model, example, n_neighbors=10)
+    scores = tiny_model.encode(example.image, example.question).cls_attn[0]
+    panels = [ax for ax in figure.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["LOF (10 neighbours)", "IQR"]
+    for ax, rule in zip(panels, ("lof", "iqr")):
+        k = int(outlier_count(scores, rule, 10))
+        cuts = [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "--"]
+        assert cuts == ([pytest.approx(float(scores.sort().values[-k]))] if k else []), rule
+
+
+def test_render_figures_writes_the_notebooks_figures(tiny_model, tmp_path, monkeypatch):
+    rows = [{"method": m, "budget": b, "mean_tokens": t, "accuracy": 0.5, "accuracy_small": 0.4, "accuracy_large": 0.6}
+            for m, b, t in (("full", "all", 64), ("rc", "adaptive", 9), ("rc", "8", 8), ("fastervlm", "8", 8))]
+    monkeypatch.setattr(gallery, "bench_rows", lambda model, n: rows)  # the bench itself is tested with rclib.bench
+    paths = gallery.render_figures(tmp_path, tiny_model)
+    assert {p.name for p in paths} == {"overview.png", "filter_thresholds.png", "method_grid.png",
+                                       "accuracy_vs_tokens.png", "accuracy_breakdown.png"}
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_method_grid_figure_has_a_column_per_method(tiny_model, tiny_images):
+    examples = [Example(f"image {i}", image, "what color is the circle ?") for i, image in enumerate(tiny_images[:2])]
+    figure = gallery.method_grid_figure(tiny_model, examples, ("rc", "fastervlm"))
+    titles = [ax.get_title().split(":")[0] for ax in figure.axes]
+    assert titles == ["rc", "fastervlm", "rc", "fastervlm"]
+    viz.close(figure)
