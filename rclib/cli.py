@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import traceback
 from pathlib import Path
@@ -52,12 +51,13 @@ def write_outputs(model, out: Path, entry: dict, run) -> None:
     """result.json and the figures (score heatmaps, token-fate map) of one answered question."""
     from rclib import viz
     from rclib.gallery import answer_figures
+    from rclib.outputs import output_folder, write_json
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "result.json").write_text(json.dumps(entry, indent=2))
-    for name, figure in answer_figures(model, run).items():
-        figure.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight")
-        viz.close(figure)
+    with output_folder(out) as folder:  # all or nothing: the previous complete folder stays until this one is
+        write_json(folder / "result.json", entry)
+        for name, figure in answer_figures(model, run).items():
+            figure.savefig(folder / f"{name}.png", dpi=110, bbox_inches="tight")
+            viz.close(figure)
 
 
 def print_record(record: dict) -> None:
@@ -85,13 +85,20 @@ def method_options(args) -> dict:
 
 
 def cmd_answer(args) -> None:
+    from rclib.images import open_image
+    from rclib.outputs import to_json
+    from rclib.questions import check_question
+
     model = load_model(args)
-    entry, run = answer_one(model, args.image, args.question, args.method, args.budget, args.compare,
+    question = check_question(model, args.question)  # fits the LLM, no chat markers; CLIP truncation reported
+    image = open_image(args.image)
+    entry, run = answer_one(model, image.image, args.question, args.method, args.budget, args.compare,
                             **method_options(args))
+    entry.update(image=args.image, image_notes=image.notes, question_check=question.record())
     if args.out:
         write_outputs(model, Path(args.out), entry, run)
     if args.json:
-        print(json.dumps(entry, indent=2))
+        print(to_json(entry))
     else:
         print_record(entry)
 
@@ -125,19 +132,20 @@ def table_lines(rows: list[dict]) -> list[str]:
 def cmd_bench(args) -> None:
     from rclib import viz
     from rclib.bench import run_bench
+    from rclib.outputs import output_folder, write_json
 
     config = BenchConfig(methods=tuple(args.methods), budgets=tuple(args.budgets),
                          families=tuple(args.families) if args.families else None, n=args.n, seed=args.seed)
     rows = run_bench(load_model(args), config)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=2, allow_nan=False))
-    (out / "config.json").write_text(json.dumps(vars(config), indent=2))
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-        writer.writeheader()
-        writer.writerows(rows)
-    viz.accuracy_vs_tokens(rows).savefig(out / "accuracy_vs_tokens.png", dpi=110, bbox_inches="tight")
+    with output_folder(out) as folder:
+        write_json(folder / "results.json", rows)
+        write_json(folder / "config.json", vars(config))
+        with open(folder / "results.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+            writer.writeheader()
+            writer.writerows(rows)
+        viz.accuracy_vs_tokens(rows).savefig(folder / "accuracy_vs_tokens.png", dpi=110, bbox_inches="tight")
     print("\n".join(table_lines(rows)))
     print(f"wrote {out}/results.json, results.csv, config.json, accuracy_vs_tokens.png")
 
@@ -228,6 +236,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 POSITIVE = ("budget", "n", "processes", "batch_size", "limit", "shapes_n")  # numeric options that count something
+WHOLE_FOLDER_OUTPUTS = ("answer", "bench", "table")  # commands whose --out is replaced as a whole (rclib.outputs)
 HINTS = {  # error types that do not say what to do, and what to do
     "SafetensorError": "a safetensors file is damaged or truncated: download or save it again",
     "JSONDecodeError": "a JSON file is not valid JSON",
@@ -239,7 +248,7 @@ HINTS = {  # error types that do not say what to do, and what to do
 def preflight(args) -> None:
     """The cheap checks, before any model loads: the counts, the image, the question, the output paths."""
     from rclib.images import open_image
-    from rclib.outputs import check_writable
+    from rclib.outputs import check_output_folder, check_writable
     from rclib.questions import check_question_text
 
     for name in POSITIVE:
@@ -256,7 +265,7 @@ def preflight(args) -> None:
         if not Path(folder).is_dir():
             raise ValueError(f"no such folder {folder!r}: pass the folders rclib eval (or lmms-eval) wrote")
     if getattr(args, "out", None):
-        check_writable(args.out)
+        (check_output_folder if args.command in WHOLE_FOLDER_OUTPUTS else check_writable)(args.out)
 
 
 def error_line(error: BaseException) -> str:
