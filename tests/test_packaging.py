@@ -18,7 +18,7 @@ def pins(lines) -> dict[str, str]:
 def test_environment_yml_pins_equal_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = pins(project["dependencies"] + project["optional-dependencies"]["test"]
-                    + project["optional-dependencies"]["dev"])
+                    + project["optional-dependencies"]["dev"] + project["optional-dependencies"]["eval"])
     conda = pins((ROOT / "environment.yml").read_text().splitlines())
     assert declared == conda, f"pyproject vs environment.yml differ: {set(declared.items()) ^ set(conda.items())}"
     assert declared["torch"] == "2.14.1" and declared["torchvision"] == "0.29.1"

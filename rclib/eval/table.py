@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rclib.eval.benchmarks import COLUMN_ORDER, REPORTED, REPORTED_SOURCE, Benchmark, benchmark_for
+from rclib.eval.grid import NO_BUDGET
 from rclib.methods import METHODS
+from rclib.methods.common import ADAPTIVE
 
 MEASURED = "measured"
 KEYS = ("source", "model", "method", "budget", "visual_tokens")  # the columns before the benchmarks'
@@ -48,7 +50,7 @@ def row_key(config: dict) -> tuple[str, str, str]:
     args = config.get("model_args") or {}
     args = simple_parse_args_string(args) if isinstance(args, str) else dict(args)
     if config["model"] != "rclib":
-        return str(args.get("pretrained", config["model"])), config["model"], "all"
+        return str(args.get("pretrained", config["model"])), config["model"], NO_BUDGET
     from rclib.eval.model import RUN_SETTINGS
 
     args = {**rclib_defaults(), **args}
@@ -56,7 +58,7 @@ def row_key(config: dict) -> tuple[str, str, str]:
     options = {k: v for k, v in args.items() if k not in RUN_SETTINGS and v is not None}
     options.pop("text_encoder", None)  # the registry's pairing unless given; part of the model, not the method
     label = method + (f"[{','.join(f'{k}={v}' for k, v in sorted(options.items()))}]" if options else "")
-    return model, label, "all" if method == "full" else budget
+    return model, label, budget if method not in METHODS or METHODS[method].takes_budget else NO_BUDGET
 
 
 def headline(task: str, metrics: dict) -> tuple[Benchmark, float] | None:
@@ -112,8 +114,8 @@ def add_share_of_full(rows: list[dict]) -> None:
 
 def budget_order(budget: str) -> tuple:
     """all, adaptive, then fixed budgets by size."""
-    if budget in ("all", "adaptive"):
-        return (0, budget == "adaptive", 0.0)
+    if budget in (NO_BUDGET, ADAPTIVE):
+        return (0, budget == ADAPTIVE, 0.0)
     numerator, _, denominator = budget.partition("/")
     return (1, False, float(numerator) / float(denominator or 1))
 

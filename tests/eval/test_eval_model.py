@@ -52,6 +52,14 @@ def test_unknown_model_arg_names_the_valid_ones(tiny_args):
         assert name in message
 
 
+def test_options_go_where_they_belong(tiny_args):
+    lmm = RclibModel(**tiny_args, method="rc", preset="released", n_neighbors=10, post_layernorm=False,
+                     prompt_format="vicuna_v1")
+    assert lmm.text_options == {"preset": "released", "post_layernorm": False}
+    assert lmm.method_options == {"preset": "released", "n_neighbors": 10}
+    assert lmm.model.prompt_format == "vicuna_v1"
+
+
 @pytest.mark.parametrize("bad, says", [({"method": "oracle"}, "ground-truth"), ({"method": "rcc"}, "unknown method"),
                                        ({"budget": "lots"}, "budget"), ({"rule": "median"}, "rule")])
 def test_bad_model_args_fail_at_start(tiny_args, bad, says):
