@@ -32,9 +32,9 @@ lab: $(STAMP) ## open jupyter lab on notebooks/
 figures: $(STAMP) ## render the notebooks' figures to figures/ from scripts
 	$(PY) -m rclib figures --out figures
 
-bench: $(STAMP) ## ShapesWorld benchmark (methods x budgets) and the filter/compress timings, to out/bench
+bench: $(STAMP) ## ShapesWorld benchmark (methods x budgets) to out/bench; rclib speed to benchmarks/results (~10 min)
 	$(PY) -m rclib bench --out $(OUT)/bench
-	$(PY) benchmarks/compress_speed.py
+	$(PY) -m rclib speed
 
 train-shapes: $(STAMP) ## retrain the embedded ShapesWorld models into data/models (<= 60 min on 2 cores)
 	$(PY) -m rclib train-shapes --out data/models

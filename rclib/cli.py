@@ -5,19 +5,21 @@
     rclib bench [--methods ...] [--budgets ...] [--n N] [--seed S] [--out DIR]
     rclib figures [--out figures]     the notebooks' figures as PNG files
     rclib train-shapes [--out data/models] [--quick]
+    rclib speed [--quick] [--device cuda --dtype fp16]   the speed benchmark -> benchmarks/results/
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
+import traceback
 from pathlib import Path
 
 from rclib.bench import BenchConfig
 from rclib.eval.commands import add_commands
 from rclib.methods import METHODS, method_table
 from rclib.models.llava import IMAGE_PREPROCESS, PROMPT_FORMATS
+from rclib.speed import add_command as add_speed_command
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -51,12 +53,13 @@ def write_outputs(model, out: Path, entry: dict, run) -> None:
     """result.json and the figures (score heatmaps, token-fate map) of one answered question."""
     from rclib import viz
     from rclib.gallery import answer_figures
+    from rclib.outputs import output_folder, write_json
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "result.json").write_text(json.dumps(entry, indent=2))
-    for name, figure in answer_figures(model, run).items():
-        figure.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight")
-        viz.close(figure)
+    with output_folder(out) as folder:  # all or nothing: the previous complete folder stays until this one is
+        write_json(folder / "result.json", entry)
+        for name, figure in answer_figures(model, run).items():
+            figure.savefig(folder / f"{name}.png", dpi=110, bbox_inches="tight")
+            viz.close(figure)
 
 
 def print_record(record: dict) -> None:
@@ -84,13 +87,20 @@ def method_options(args) -> dict:
 
 
 def cmd_answer(args) -> None:
+    from rclib.images import open_image
+    from rclib.outputs import to_json
+    from rclib.questions import check_question
+
     model = load_model(args)
-    entry, run = answer_one(model, args.image, args.question, args.method, args.budget, args.compare,
+    question = check_question(model, args.question)  # fits the LLM, no chat markers; CLIP truncation reported
+    image = open_image(args.image)
+    entry, run = answer_one(model, image.image, args.question, args.method, args.budget, args.compare,
                             **method_options(args))
+    entry.update(image=args.image, image_notes=image.notes, question_check=question.record())
     if args.out:
         write_outputs(model, Path(args.out), entry, run)
     if args.json:
-        print(json.dumps(entry, indent=2))
+        print(to_json(entry))
     else:
         print_record(entry)
 
@@ -124,19 +134,20 @@ def table_lines(rows: list[dict]) -> list[str]:
 def cmd_bench(args) -> None:
     from rclib import viz
     from rclib.bench import run_bench
+    from rclib.outputs import output_folder, write_json
 
     config = BenchConfig(methods=tuple(args.methods), budgets=tuple(args.budgets),
                          families=tuple(args.families) if args.families else None, n=args.n, seed=args.seed)
     rows = run_bench(load_model(args), config)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=2, allow_nan=False))
-    (out / "config.json").write_text(json.dumps(vars(config), indent=2))
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
-        writer.writeheader()
-        writer.writerows(rows)
-    viz.accuracy_vs_tokens(rows).savefig(out / "accuracy_vs_tokens.png", dpi=110, bbox_inches="tight")
+    with output_folder(out) as folder:
+        write_json(folder / "results.json", rows)
+        write_json(folder / "config.json", vars(config))
+        with open(folder / "results.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+            writer.writeheader()
+            writer.writerows(rows)
+        viz.accuracy_vs_tokens(rows).savefig(folder / "accuracy_vs_tokens.png", dpi=110, bbox_inches="tight")
     print("\n".join(table_lines(rows)))
     print(f"wrote {out}/results.json, results.csv, config.json, accuracy_vs_tokens.png")
 
@@ -160,6 +171,7 @@ def cmd_train_shapes(args) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rclib", description="Recoverable Compression for LLaVA-style models")
+    p.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     sub = p.add_subparsers(dest="command", required=True)
 
     def model_args(sp, method=True):
@@ -219,14 +231,71 @@ def parser() -> argparse.ArgumentParser:
     sp.set_defaults(run=cmd_train_shapes)
 
     add_commands(sub)  # rclib eval, rclib table
+    add_speed_command(sub)  # rclib speed
+    for command in sub.choices.values():  # --debug also after the command; SUPPRESS keeps the one given before
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="on an error, show the full traceback")
     return p
 
 
+POSITIVE = ("budget", "n", "processes", "batch_size", "limit", "shapes_n")  # numeric options that count something
+WHOLE_FOLDER_OUTPUTS = ("answer", "bench", "table")  # commands whose --out is replaced as a whole (rclib.outputs)
+HINTS = {  # error types that do not say what to do, and what to do
+    "SafetensorError": "a safetensors file is damaged or truncated: download or save it again",
+    "JSONDecodeError": "a JSON file is not valid JSON",
+    "UnicodeDecodeError": "a file or argument is not UTF-8 text",
+    "OutOfMemoryError": "out of memory: try a smaller model, float16 or fewer questions at once",
+}
+
+
+def preflight(args) -> None:
+    """The cheap checks, before any model loads: the counts, the image, the question, the output paths."""
+    from rclib.images import open_image
+    from rclib.outputs import check_output_folder, check_writable
+    from rclib.questions import check_question_text
+
+    for name in POSITIVE:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if getattr(args, "seed", 0) < 0:
+        raise ValueError(f"--seed must be 0 or more, got {args.seed}")
+    if getattr(args, "question", None) is not None:
+        check_question_text(args.question)
+    if getattr(args, "image", None) is not None:
+        open_image(args.image)
+    for folder in getattr(args, "folders", None) or ():
+        if not Path(folder).is_dir():
+            raise ValueError(f"no such folder {folder!r}: pass the folders rclib eval (or lmms-eval) wrote")
+    if getattr(args, "out", None):
+        (check_output_folder if args.command in WHOLE_FOLDER_OUTPUTS else check_writable)(args.out)
+
+
+def error_line(error: BaseException) -> str:
+    """One printable line for an error: its message (rclib's say what to fix), or its type with a hint."""
+    if isinstance(error, OSError) and error.strerror and error.filename is not None:
+        message = f"{error.strerror}: {str(error.filename)!r}; check the path and its permissions"
+    else:
+        message = str(error) or type(error).__name__
+        if type(error).__name__ in HINTS or not isinstance(error, (OSError, ValueError)):
+            hint = HINTS.get(type(error).__name__, "if the input is right, this is a bug in rclib")
+            message = f"{type(error).__name__}: {message} ({hint}; --debug shows the traceback)"
+    line = " ".join(message.split())
+    return line.encode("utf-8", "backslashreplace").decode("utf-8")  # arguments that were not UTF-8
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; any error is one line on stderr and exit code 2 (``--debug``: the traceback first)."""
     args = parser().parse_args(argv)
     try:
+        preflight(args)
         args.run(args)
-    except (FileNotFoundError, ValueError) as error:  # bad input: a clear message, no traceback
-        print(f"rclib {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"rclib {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - every error ends as one line, the traceback on request
+        if args.debug:
+            traceback.print_exc()
+        print(f"rclib {args.command}: error: {error_line(error)}", file=sys.stderr)
         return 2
     return 0

@@ -32,11 +32,12 @@ shrink 5.5x: at 118 tokens the prefill is bound by reading the 13.5 GB of weight
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+from rclib.methods.fastv import LAYER as FASTV_LAYER
 
 
 @dataclass(frozen=True)
@@ -80,15 +81,14 @@ LLAVA_IMAGE_TOKENS = 576  # LLaVA-1.5: 24 x 24 patches of CLIP ViT-L/14 at 336 p
 
 Schedule = Sequence[tuple[int, int]]  # ((from_layer, image_tokens), ...): what each layer reads from that layer on
 
-# Methods that prune inside the LLM, as their papers and code set them for LLaVA-1.5-7B. FastV (arXiv
-# 2403.06764): all image tokens in layers 0-1, K from layer 2 on. SparseVLM (arXiv 2410.04417): the
-# image tokens kept from layers 2, 6 and 15 on, from its repository's 7B table, per budget (the mean
-# over the 32 layers is about the budget).
-FASTV_LAYER = 2
+# Methods that prune inside the LLM. FastV (rclib.methods.fastv): all image tokens in layers 0 .. K-1,
+# its budget from layer K on. SparseVLM (arXiv 2410.04417, not in rclib): the image tokens kept from
+# layers 2, 6 and 15 on, from its repository's LLaVA-1.5-7B table, per budget (the mean over the 32
+# layers is about the budget).
 
 
 def fastv_schedule(k: int, layer: int = FASTV_LAYER) -> Schedule:
-    """FastV keeping ``k`` image tokens from ``layer`` on."""
+    """FastV keeping ``k`` image tokens from decoder layer ``layer`` on."""
     return ((0, LLAVA_IMAGE_TOKENS), (layer, k))
 
 

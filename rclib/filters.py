@@ -48,6 +48,10 @@ def check_scores(scores: torch.Tensor, valid: torch.Tensor | None = None, name: 
         raise ValueError(f"{name} must be [B, n] (a batch of score rows), got shape {tuple(scores.shape)}")
     if valid is not None and valid.shape != scores.shape:
         raise ValueError(f"valid mask {tuple(valid.shape)} must match {name} {tuple(scores.shape)}")
+    if valid is None and scores.numel():
+        low, high = torch.aminmax(scores)  # one pass, no [B, n] temporary: NaN and inf reach the extremes
+        if bool(torch.isfinite(low) & torch.isfinite(high)):
+            return
     finite = torch.isfinite(scores) if valid is None else torch.isfinite(scores) | ~valid
     if not bool(finite.all()):
         rows = torch.nonzero(~finite.all(1)).flatten().tolist()

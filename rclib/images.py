@@ -126,7 +126,7 @@ def open_image(path: str | Path, max_pixels: int = MAX_PIXELS, background: tuple
         raise ValueError(f"cannot read image file {source}: not an image format PIL knows, or a damaged file")\
             from error
     except OSError as error:  # FileNotFoundError, IsADirectoryError, PermissionError, truncated files
-        raise ValueError(f"cannot read image file {source}: {error}") from error
+        raise ValueError(f"cannot read image file {source}: {error.strerror or error}") from error
     except ImageError:
         raise
     except Exception as error:  # PIL's decoders raise many types on damaged files (SyntaxError, TypeError...)

@@ -81,24 +81,36 @@ def nearest_existing(path: Path) -> Path:
     return path
 
 
-def check_output_folder(target: str | Path) -> Path:
-    """Raise a ValueError saying what to do unless rclib may write the folder ``target``: it is absent, empty
-    or an earlier rclib output, and its closest existing ancestor is a folder this process can write in."""
+def probe(folder: Path, target: Path) -> None:
+    """Raise a ValueError unless this process can create a file in the existing ``folder`` (to write ``target``)."""
+    if not folder.is_dir():
+        raise ValueError(f"cannot write {str(target)!r}: {str(folder)!r} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot write {str(target)!r}: {str(folder)!r} is not writable ({error.strerror}); pass "
+                         "another output path") from error
+
+
+def check_writable(target: str | Path) -> Path:
+    """Raise a ValueError saying what to do unless a folder can be written at ``target``: it is no file, and it
+    (or its closest existing ancestor, where it would be made) is a folder this process can write in."""
     target = Path(target).absolute()
     if target.exists() and not target.is_dir():
         raise ValueError(f"output {str(target)!r} is a file, not a folder: pass a folder path")
+    probe(nearest_existing(target), target)
+    return target
+
+
+def check_output_folder(target: str | Path) -> Path:
+    """:func:`check_writable`, and rclib may replace ``target`` as a whole: it is absent, empty or an earlier
+    rclib output, and the folder beside it (where the new one is written first) is writable."""
+    target = check_writable(target)
     if target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file():
         raise ValueError(f"output folder {str(target)!r} holds files rclib did not write: pass a new or empty folder "
                          "(rclib replaces its output folder as a whole)")
-    ancestor = nearest_existing(target.parent)
-    if not ancestor.is_dir():
-        raise ValueError(f"cannot make output folder {str(target)!r}: {str(ancestor)!r} is a file")
-    try:
-        with tempfile.TemporaryFile(dir=ancestor):
-            pass
-    except OSError as error:
-        raise ValueError(f"cannot write output folder {str(target)!r}: {str(ancestor)!r} is not writable "
-                         f"({error.strerror}); pass another --out") from error
+    probe(nearest_existing(target.parent), target)
     return target
 
 

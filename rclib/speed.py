@@ -47,7 +47,8 @@ from rclib.models.text import SYSTEM_PROMPT, TransformersTextTower, text_similar
 from rclib.models.vision import cls_attention
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-RELEASED_SWITCHES = {"centre_count": "released", "key_indexing": "released"}  # RCConfig as the released code runs
+# every method that runs without a benchmark's ground truth (the oracle needs the asked-about objects)
+BENCH_METHODS = tuple(name for name, spec in METHODS.items() if "target" not in spec.needs)
 QUESTION = "What is the colour of the bus in this picture? Answer the question using a single word or phrase."
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
@@ -76,7 +77,7 @@ class ModelShapes:
 # --quick: the whole runner at toy shapes (a smoke test, minutes become seconds)
 QUICK_SHAPES = ModelShapes(image_size=112, patch_size=8, vision_width=64, vision_layers=2, vision_heads=4,
                            vision_mlp=128, text_width=32, text_layers=1, text_heads=2, joint_dim=32,
-                           lm=cost.DecoderArch(layers=2, width=64, mlp_width=128, vocab=512, heads=4, kv_heads=2))
+                           lm=cost.DecoderArch(layers=3, width=64, mlp_width=128, vocab=512, heads=4, kv_heads=2))
 
 
 @dataclass
@@ -90,7 +91,7 @@ class SpeedConfig:
     new_tokens: int = 8  # tokens decoded per answer (forced: no early EOS)
     memory_batch: int = 64  # batch of the compression step's memory measurement
     agreement_rows: int = 100  # score vectors per distribution and dtype in the LOF agreement check
-    methods: tuple[str, ...] = tuple(METHODS)
+    methods: tuple[str, ...] = BENCH_METHODS
     quick: bool = False  # toy shapes and one repeat: checks the runner, measures nothing worth quoting
     shapes: ModelShapes = field(init=False)
 
@@ -103,9 +104,9 @@ class SpeedConfig:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.lm not in cost.ARCHS:
             raise ValueError(f"lm must be one of {sorted(cost.ARCHS)}, got {self.lm!r}")
-        unknown = set(self.methods) - set(METHODS)
+        unknown = set(self.methods) - set(BENCH_METHODS)
         if unknown:
-            raise ValueError(f"unknown methods {sorted(unknown)}; choose from {sorted(METHODS)}")
+            raise ValueError(f"methods {sorted(unknown)} cannot be timed here; choose from {list(BENCH_METHODS)}")
         if self.repeats < 1 or self.new_tokens < 2 or min(self.batches, default=0) < 1:
             raise ValueError("repeats and batches must be >= 1 and new_tokens >= 2 (decode speed needs two tokens)")
         self.methods = tuple(dict.fromkeys(("full", "rc", *self.methods)))  # the bound needs both
@@ -235,7 +236,7 @@ def compress_rows(config: SpeedConfig) -> list[dict]:
     many = llava_like_inputs(config.memory_batch, device=device, dtype=dtype)
     rows = []
     with torch_threads(1):
-        for method in config.methods:
+        for method in before_llm(config.methods):
             run = lambda inputs=one: compress(*inputs, method=method)  # noqa: E731
             rows.append({
                 "method": method, "batch": 1, "threads": 1,
@@ -246,6 +247,11 @@ def compress_rows(config: SpeedConfig) -> list[dict]:
                 "peak_extra_mib": peak_extra_bytes(lambda: run(many), device) / 2**20,
             })
     return rows
+
+
+def before_llm(methods: tuple[str, ...]) -> list[str]:
+    """The methods that compress before the LLM (the others prune inside it, while generating)."""
+    return [m for m in methods if METHODS[m].stage == "before_llm"]
 
 
 def filter_rows(config: SpeedConfig) -> list[dict]:
@@ -407,6 +413,7 @@ def build_llava(shapes: ModelShapes, device: torch.device, dtype: torch.dtype, s
                          image_seq_length=shapes.n_tokens)
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).to(device, dtype).eval()
+    model.generation_config.eos_token_id = None  # every answer runs its full length: timings compare
     # the CLIP whose text tower scores the patches; of its vision side only the head is used (no layers built)
     clip_config = CLIPConfig(text_config=text.to_dict(), projection_dim=shapes.joint_dim,
                              vision_config={**vision.to_dict(), "num_hidden_layers": 0})
@@ -477,7 +484,7 @@ def generate_timed(model: CompressedLlava, encoded, result, new_tokens: int) -> 
     """Splice + greedy generation of exactly ``new_tokens`` tokens, with the prefill and decode split."""
     clock = TokenClock()
     start = time.perf_counter()
-    ids = model.generate_ids(encoded, result, new_tokens, min_new_tokens=new_tokens, streamer=clock)
+    ids = model.generate_ids(encoded, result, new_tokens, streamer=clock)
     end = time.perf_counter()
     assert ids.shape[1] == new_tokens and len(clock.times) == new_tokens + 1, "generation did not run its length"
     prompt, first, last = clock.times[0], clock.times[1], clock.times[-1]
@@ -494,11 +501,14 @@ def encode_probed(model: CompressedLlava, images, questions) -> tuple:
 
 
 def rclib_rc_work(model: CompressedLlava, encoded, caught: dict, text_embed: torch.Tensor):
-    """rclib's share of RC's work after the one vision forward: text score, [CLS] attention, compression."""
-    patch_embeds = model.text_tower.project_patches(caught["last_hidden_state"], post_layernorm=True)
+    """rclib's share of RC's work after the one vision forward, configured as the released code
+    (``preset="released"``: no post-layernorm before the projection, its stage counts and quirks): text
+    score, [CLS] attention, compression."""
+    patch_embeds = model.text_tower.project_patches(caught["last_hidden_state"], post_layernorm=False)
     text_sim = text_similarity(text_embed, patch_embeds).to(model.device)
     cls_attn = cls_attention(caught["q"], caught["k"])
-    return compress(encoded.features, cls_attn, text_sim, encoded.keys, method="rc", **RELEASED_SWITCHES)
+    return compress(encoded.features, cls_attn, text_sim, encoded.keys, method="rc", preset="released",
+                    text_dim=model.text_tower.projection_dim)
 
 
 def released_rc_work(model: CompressedLlava, encoded, caught: dict, text_embed: torch.Tensor) -> torch.Tensor:
@@ -508,6 +518,25 @@ def released_rc_work(model: CompressedLlava, encoded, caught: dict, text_embed: 
     return released_compress(caught["q"], caught["k"], encoded.features, patch_embeds, text_embed.to(second.dtype))
 
 
+def llm_run(model: CompressedLlava, encoded, method: str, new_tokens: int) -> tuple[int, float, dict]:
+    """(image tokens the last LLM layer reads, compression seconds, LLM timings) of one method on a batch.
+
+    Before-LLM methods: ``model.compress`` then :func:`generate_timed`. Inside-LLM methods prune while
+    generating (``model.generate_inside``): the prefill is timed as a one-token generation, the decode as
+    the rest of a full one.
+    """
+    if METHODS[method].stage == "before_llm":
+        result, seconds = timed(model.device, model.compress, encoded, method)
+        return int(result.n_output.max()), seconds, generate_timed(model, encoded, result, new_tokens)
+    _, prefill = timed(model.device, model.generate_inside, encoded, method, None, 1)
+    (result, ids, _), generate = timed(model.device, model.generate_inside, encoded, method, None, new_tokens)
+    assert ids.shape[1] == new_tokens, "generation stopped early: the benchmark model has no EOS"
+    decode = max(generate - prefill, 1e-9)
+    return int(result.n_output.max()), 0.0, {"splice_s": None, "prefill_s": prefill, "decode_s": decode,
+                                              "generate_s": generate,
+                                              "decode_tokens_per_s": len(encoded) * (new_tokens - 1) / decode}
+
+
 def e2e_rows(model: CompressedLlava, config: SpeedConfig) -> tuple[list[dict], dict]:
     """B = 1 end to end per method (medians of ``config.repeats`` runs after a warm-up), and the
     released code's way against rclib's on the same inputs."""
@@ -515,35 +544,33 @@ def e2e_rows(model: CompressedLlava, config: SpeedConfig) -> tuple[list[dict], d
     text_embed = model.text_tower.embed_text(questions)  # common to both ways of RC's work: not timed
     runs: dict[str, list[dict]] = {}
     released: dict[str, list[float]] = {"rclib_s": [], "released_s": [], "tokens_rclib": [], "tokens_released": []}
-    for repeat in range(config.repeats + 1):  # the first run warms up and is dropped
+    for _ in range(config.repeats + 1):  # the first run warms up and is dropped
         encoded, t_encode, t_vision, caught = encode_probed(model, images, questions)
+        stages = {"vision_s": t_vision, "text_s": t_encode - t_vision}
         for method in config.methods:
-            result, t_compress = timed(device, compress, encoded.features, encoded.cls_attn, encoded.text_sim,
-                                       encoded.keys, method=method)
-            llm = generate_timed(model, encoded, result, config.new_tokens)
-            runs.setdefault(method, []).append({
-                "tokens": int(result.n_output[0]), "vision_s": t_vision, "text_s": t_encode - t_vision,
-                "compress_s": t_compress, **llm, "total_s": t_encode + t_compress + llm["generate_s"]})
-        if "rc" in config.methods and importable("sklearn"):
+            tokens, t_compress, llm = llm_run(model, encoded, method, config.new_tokens)
+            runs.setdefault(method, []).append({"tokens": tokens, **stages, "compress_s": t_compress, **llm,
+                                                "total_s": t_encode + t_compress + llm["generate_s"]})
+        if importable("sklearn"):
             ours, t_ours = timed(device, rclib_rc_work, model, encoded, caught, text_embed)
             theirs, t_theirs = timed(device, released_rc_work, model, encoded, caught, text_embed)
-            # the LLM after the released way: the same cost as any input of its K tokens (at least one)
-            same_k = compress(encoded.features, encoded.cls_attn, None, None, "fastervlm",
-                              budget=max(1, theirs.shape[1]))
+            # the LLM after the released way: the cost of any input of its K tokens (at least one)
+            same_k = model.compress(encoded, "fastervlm", budget=max(1, theirs.shape[1]))
             llm = generate_timed(model, encoded, same_k, config.new_tokens)
             runs.setdefault("rc (released way)", []).append({
-                "tokens": theirs.shape[1], "vision_s": t_vision, "text_s": t_encode - t_vision,
-                "compress_s": t_theirs, **llm, "total_s": t_encode + t_theirs + llm["generate_s"]})
+                "tokens": theirs.shape[1], **stages, "compress_s": t_theirs, **llm,
+                "total_s": t_encode + t_theirs + llm["generate_s"]})
             for name, value in (("rclib_s", t_ours), ("released_s", t_theirs), ("tokens_rclib", int(ours.n_output[0])),
                                 ("tokens_released", theirs.shape[1])):
                 released[name].append(value)
-    rows = [{"method": method, "batch": 1, **median_row(measured[1:])} for method, measured in runs.items()]
+    rows = [{"method": method, "batch": 1, "prunes": METHODS[method].stage if method in METHODS else "before_llm",
+             **median_row(measured[1:])} for method, measured in runs.items()]
     add_bounds(rows)
     if released["released_s"]:
         released = {name: statistics.median(values[1:]) for name, values in released.items()}
         released["speedup"] = released["released_s"] / released["rclib_s"]
     else:
-        released = {"skipped": "needs scikit-learn (pip install scikit-learn) and rc among the methods"}
+        released = {"skipped": "the released way needs scikit-learn: pip install scikit-learn"}
     return rows, released
 
 
@@ -554,22 +581,28 @@ def importable(module: str) -> bool:
 
 
 def median_row(measured: list[dict]) -> dict:
-    """The median of each timing over runs; the token count of the runs."""
-    return {name: statistics.median(run[name] for run in measured) for name in measured[0]}
+    """The median of each timing over runs (None stays None)."""
+    return {name: None if measured[0][name] is None else statistics.median(run[name] for run in measured)
+            for name in measured[0]}
 
 
 def add_bounds(rows: list[dict]) -> None:
-    """Each row's bound: its vision, text and LLM time with a compression that costs nothing.
+    """Each row's bound: the best total any compressor before the LLM keeping the same K could reach,
+    its vision and text time plus the LLM's time at K, with a compression that costs nothing.
 
-    The LLM time at K tokens is the median generation time of every row with K tokens (the LLM does
-    not care which method chose them). ``bound_share`` = bound / total (1 = compression is free).
+    The LLM time at K is the median generation time of every before-LLM row with K tokens (the LLM
+    does not care which method chose them). ``bound_share`` = bound / total (1: the method costs
+    nothing beyond its K; inside-LLM methods also pay for every token in their early layers). None
+    where no before-LLM row has that K.
     """
     by_tokens: dict[int, list[float]] = {}
     for row in rows:
-        by_tokens.setdefault(row["tokens"], []).append(row["generate_s"])
+        if row["prunes"] == "before_llm":
+            by_tokens.setdefault(row["tokens"], []).append(row["generate_s"])
     for row in rows:
-        row["bound_s"] = row["vision_s"] + row["text_s"] + statistics.median(by_tokens[row["tokens"]])
-        row["bound_share"] = row["bound_s"] / row["total_s"]
+        llm = by_tokens.get(row["tokens"])
+        row["bound_s"] = row["vision_s"] + row["text_s"] + statistics.median(llm) if llm else None
+        row["bound_share"] = row["bound_s"] / row["total_s"] if llm else None
         row["compress_share_of_vision"] = row["compress_s"] / row["vision_s"]
 
 

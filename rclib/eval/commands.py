@@ -68,11 +68,12 @@ def cmd_table(args) -> None:
     text = markdown(rows)
     print(text)
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "table.md").write_text(text)
-        write_csv(rows, out / "table.csv")
-        print(f"wrote {out}/table.md and table.csv")
+        from rclib.outputs import output_folder
+
+        with output_folder(Path(args.out)) as folder:
+            (folder / "table.md").write_text(text)
+            write_csv(rows, folder / "table.csv")
+        print(f"wrote {args.out}/table.md and table.csv")
 
 
 def add_commands(subparsers) -> None:

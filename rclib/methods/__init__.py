@@ -19,6 +19,7 @@ from rclib.methods.fastv import fastv
 from rclib.methods.oracle import oracle
 from rclib.methods.prumerge import prumerge, prumerge_plus
 from rclib.methods.rc import RCConfig, recoverable_compression
+from rclib.methods.sparsevlm import sparsevlm
 from rclib.methods.tome import tome
 from rclib.methods.registry import MethodSpec, method_table
 from rclib.methods.visionzip import visionzip
@@ -53,6 +54,9 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                "its sources", "Bolya et al., Token Merging, ICLR 2023 (arXiv 2210.09461)", needs=("keys",)),
     MethodSpec("oracle", oracle, "the asked-about objects' patches first, then top [CLS] attention: the ceiling "
                "of any K-token selection (needs the ground-truth mask)", "", needs=("cls_attn", "target")),
+    MethodSpec("sparsevlm", sparsevlm, "at LLM layers 3, 7, 16 only the image tokens the question's rater tokens "
+               "attended to most, the best pruned ones recycled into a few cluster means",
+               "Zhang et al., SparseVLM, ICML 2025 (arXiv 2410.04417)", stage="inside_llm"),
 )}
 
 

@@ -87,21 +87,36 @@ def keep_and_drop(inputs: torch.Tensor, keep: torch.Tensor, method: str,
                     n_slots, fate, method, scores)
 
 
-def knn_merge_entries(centres: torch.Tensor, pool: torch.Tensor, similarity: torch.Tensor,
-                      centre_position: torch.Tensor, weight: torch.Tensor, k: int) -> Entries:
+def centre_rows(centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The centres of each row in original order, padded to the batch's largest count M.
+
+    centres [B, N] bool -> index [B, M] long (padding points at non-centres), valid [B, M] bool. M is
+    read on the host (one sync) so that the similarity holds the centres' rows only.
+    """
+    M = int(centres.sum(1).max()) if centres.shape[0] else 0
+    index = centres.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :M]  # centres first
+    return index, centres.gather(1, index)
+
+
+def knn_merge_entries(centre_index: torch.Tensor, centre_valid: torch.Tensor, pool: torch.Tensor,
+                      similarity: torch.Tensor, centre_position: torch.Tensor, weight: torch.Tensor,
+                      k: int) -> Entries:
     """Each centre absorbs its ``k`` most similar other tokens of ``pool``, weighted by ``weight``.
 
-    centres, pool [B, N] bool (centres within pool); similarity [B, N, N] (row: centre, column:
-    candidate); centre_position [B, N] the centre's output slot; weight [B, N] (CLS attention, not
-    normalised). The centre itself enters with weight 1: merged = x_i + sum_j w_j x_j.
+    centre_index, centre_valid [B, M]: the centres (see :func:`centre_rows`); pool [B, N] bool (centres
+    within it); similarity [B, M, N] (row: centre, column: candidate); centre_position [B, N] each
+    token's output slot; weight [B, N] (CLS attention, not normalised). The centre itself enters with
+    weight 1: merged = x_i + sum_j w_j x_j.
     """
-    B, N = centres.shape
-    eye = torch.eye(N, dtype=torch.bool, device=centres.device)
-    allowed = pool[:, None, :] & ~eye  # [B, N, N] candidates: other tokens of the pool
+    B, M = centre_index.shape
+    N = pool.shape[1]
+    allowed = pool[:, None, :].expand(B, M, N).clone()  # [B, M, N] candidates: the pool's tokens ...
+    allowed.scatter_(2, centre_index[:, :, None], False)  # ... but the centre itself
     k = min(k, N - 1)
-    best, nbr = similarity.masked_fill(~allowed, float("-inf")).topk(k, dim=2)  # [B, N, k]
-    is_nbr = torch.isfinite(best) & centres[:, :, None]  # fewer than k candidates: -inf slots skipped
-    row = torch.where(is_nbr, centre_position[:, :, None].expand(B, N, k), torch.full_like(nbr, -1))
+    best, nbr = similarity.masked_fill(~allowed, float("-inf")).topk(k, dim=2)  # [B, M, k]
+    is_nbr = torch.isfinite(best) & centre_valid[:, :, None]  # fewer than k candidates: -inf slots skipped
+    slot = centre_position.gather(1, centre_index)[:, :, None].expand(B, M, k)
+    row = torch.where(is_nbr, slot, torch.full_like(nbr, -1))
     return Entries(row.flatten(1), nbr.flatten(1), weight.gather(1, nbr.flatten(1)))
 
 
@@ -112,10 +127,19 @@ def extra_entries(sources: torch.Tensor, position: torch.Tensor, weight: torch.T
     return Entries(row, col, weight)
 
 
-def cosine_matrix(keys: torch.Tensor) -> torch.Tensor:
-    """[B, N, N] cosine similarity between the keys [B, N, Ck] of all token pairs."""
-    unit = torch.nn.functional.normalize(keys.float(), dim=-1)
-    return unit @ unit.transpose(1, 2)
+def cosine_matrix(keys: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, R, N] cosine similarity between the keys [B, N, Ck] of the tokens ``rows`` [B, R] (default:
+    all, R = N) and the keys of all tokens.
+
+    The dot products are divided by the norms afterwards: no normalised copy of the keys is made.
+    """
+    keys = keys.float()
+    norms = keys.norm(dim=-1).clamp(min=1e-12)  # [B, N], clamped as torch.nn.functional.normalize does
+    if rows is None:
+        picked, picked_norms = keys, norms
+    else:
+        picked, picked_norms = keys.gather(1, rows[:, :, None].expand(-1, -1, keys.shape[-1])), norms.gather(1, rows)
+    return (picked @ keys.transpose(1, 2)) / picked_norms[:, :, None] / norms[:, None, :]
 
 
 ADAPTIVE = "adaptive"  # the budget word for "the method chooses K" (budget=None)
@@ -160,14 +184,15 @@ EXTRA_TOKEN_RULES = ("if_absorbed", "if_centres")  # when merge_into_centres emi
 
 
 def merge_into_centres(tokens: torch.Tensor, weight: torch.Tensor, kept: torch.Tensor, recovered: torch.Tensor,
-                       centres: torch.Tensor, pool: torch.Tensor, similarity: torch.Tensor, k: int, method: str,
-                       scores: dict[str, torch.Tensor], centre_order: torch.Tensor | None = None,
+                       centres: torch.Tensor, pool: torch.Tensor, keys: torch.Tensor, text_bias: torch.Tensor | None,
+                       k: int, method: str, scores: dict[str, torch.Tensor], centre_order: torch.Tensor | None = None,
                        extra_token: str = "if_absorbed") -> CompressionResult:
     """The token merger of RC and PruMerge: [kept and recovered, original order] + [centres] + [extra].
 
     kept, recovered, centres, pool: [B, N] bool (centres within pool, pool disjoint from kept and
-    recovered). Each centre absorbs its ``k`` most ``similarity``-similar other tokens of the pool; the
-    pool's non-centre tokens also form one extra token. ``weight`` [B, N] is the CLS attention.
+    recovered). Each centre absorbs the ``k`` other tokens j of the pool with the highest
+    cos(key_i, key_j) + text_bias_j (keys [B, N, Ck]; text_bias [B, N] or None); the pool's non-centre
+    tokens also form one extra token. ``weight`` [B, N] is the CLS attention.
     centre_order: None puts the centres in original order; [B, N] scores put them in descending score
     order (what ``topk`` returns). extra_token: "if_absorbed" emits the extra token when some pool token
     is not a centre; "if_centres" when some centre was chosen (then it is a zero token if every pool
@@ -175,13 +200,17 @@ def merge_into_centres(tokens: torch.Tensor, weight: torch.Tensor, kept: torch.T
     """
     assert extra_token in EXTRA_TOKEN_RULES, f"extra_token must be one of {EXTRA_TOKEN_RULES}, got {extra_token!r}"
     absorbed = pool & ~centres
+    centre_index, centre_valid = centre_rows(centres)
+    similarity = cosine_matrix(keys, centre_index)  # [B, M, N]: the centres' rows only
+    if text_bias is not None:
+        similarity = similarity + text_bias[:, None, :]
     (selected_pos, centre_pos), n_slots = slot_positions([kept | recovered, centres], [None, centre_order])
     has_extra = (absorbed if extra_token == "if_absorbed" else centres).any(1)  # [B]
     extra_pos = torch.where(has_extra, n_slots, -1)
     n_slots = n_slots + has_extra.long()
     entries = Entries.cat([
         identity_entries(torch.where(centres, centre_pos, selected_pos)),
-        knn_merge_entries(centres, pool, similarity, centre_pos, weight, k),
+        knn_merge_entries(centre_index, centre_valid, pool, similarity, centre_pos, weight, k),
         extra_entries(absorbed, extra_pos, weight),
     ])
     kind = torch.where(recovered, int(Slot.RECOVERED), int(Slot.KEPT))

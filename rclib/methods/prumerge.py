@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from rclib.filters import IQR_FACTOR, outlier_count, topk_mask
-from rclib.methods.common import budget_tensor, cosine_matrix, merge_into_centres, uniform_mask
+from rclib.methods.common import budget_tensor, merge_into_centres, uniform_mask
 from rclib.result import CompressionResult
 
 
@@ -32,7 +32,7 @@ def prumerge(tokens: torch.Tensor, cls_attn: torch.Tensor, text_sim, keys: torch
     centres = centres | uniform_mask(~centres, n_uniform)
     everything = torch.ones_like(centres)
     none = torch.zeros_like(centres)
-    return merge_into_centres(tokens, a, none, none, centres, everything, cosine_matrix(keys), knn_k, method,
+    return merge_into_centres(tokens, a, none, none, centres, everything, keys, None, knn_k, method,
                               {"visual": cls_attn})
 
 

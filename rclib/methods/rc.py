@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from rclib.filters import IQR_FACTOR, RULES, outlier_count, topk_mask
-from rclib.methods.common import EXTRA_TOKEN_RULES, budget_tensor, cosine_matrix, merge_into_centres
+from rclib.methods.common import EXTRA_TOKEN_RULES, budget_tensor, merge_into_centres
 from rclib.result import CompressionResult
 
 RELEASED_TEXT_WEIGHT = 50.0  # the released code's KNN score: key cosine + 50 * (text cosine * D^-0.5)
@@ -161,9 +161,9 @@ def recoverable_compression(tokens: torch.Tensor, cls_attn: torch.Tensor, text_s
         n_c = scaled_count(C if cfg.centre_count == "released" else n_rest, outliers, n_rest, cfg.count_rounding)
     centres = topk_mask(a, n_c, valid=rest)  # more than the rest (released int(C * ratio)): all of the rest
     rc_keys = released_key_order(keys, rest) if cfg.key_indexing == "released" else keys
-    similarity = cosine_matrix(rc_keys) + cfg.text_weight * s[:, None, :]  # [B, N(centre), N(cand)]
-    # 4. token merger: kept and recovered in original order, then the centres, then the extra token
+    # 4. token merger: kept and recovered in original order, then the centres (each with its neighbours by
+    #    cos(key_i, key_j) + w * s_j), then the extra token
     scores = {"visual": cls_attn, "text": text_sim} if use_text else {"visual": cls_attn}
-    return merge_into_centres(tokens, a, visual, text, centres, rest, similarity, cfg.knn_k, "rc", scores,
-                              centre_order=a if cfg.centre_order == "attention" else None,
+    return merge_into_centres(tokens, a, visual, text, centres, rest, rc_keys, cfg.text_weight * s, cfg.knn_k, "rc",
+                              scores, centre_order=a if cfg.centre_order == "attention" else None,
                               extra_token=cfg.extra_token)

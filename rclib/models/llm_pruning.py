@@ -14,7 +14,9 @@ language model's own modules (decoder layers, rotary embedding, final norm, ``lm
 - the KV cache of a layer holds exactly the tokens that layer saw: layers before the pruning step keep
   every token, layers after it only the kept ones, and every new token attends to that layer's cache;
 - a batch is left-padded, each row prunes its own count, rows are re-packed to the left after pruning.
-  With nothing pruned the answers equal ``LlavaForConditionalGeneration.generate``'s.
+  With nothing pruned the answers equal ``LlavaForConditionalGeneration.generate``'s;
+- a pruner may also *recycle*: merge some pruned places into a few new image places (SparseVLM), which
+  enter the next layer right after the last image place, at the rotary position of a place they chose.
 """
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ from transformers.cache_utils import DynamicCache
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 
+RECYCLED = -2  # Sequence.image of a place made by merging pruned image places
+
+
 @dataclass
 class Sequence:
     """The left-padded sequence a run of decoder layers sees; row b is sample b."""
@@ -33,7 +38,37 @@ class Sequence:
     hidden: torch.Tensor  # [B, L, H] hidden states
     position: torch.Tensor  # [B, L] long rotary positions (original ones; padding: 0)
     real: torch.Tensor  # [B, L] bool, False on padding
-    image: torch.Tensor  # [B, L] long, the image token index 0..N-1 at this place, -1 for text and padding
+    image: torch.Tensor  # [B, L] long, the image token index 0..N-1 at this place, -1 for text and padding,
+    # RECYCLED (-2) for a place a pruner made by merging pruned image places
+
+    @property
+    def visual(self) -> torch.Tensor:
+        """[B, L] bool: the real places that hold image content (image tokens and recycled places)."""
+        return (self.image != -1) & self.real
+
+    def merged(self, weights: torch.Tensor, origin: torch.Tensor) -> Sequence:
+        """M new RECYCLED places per row made from this sequence's places.
+
+        weights [B, M, L]: new place m is sum_l weights[b, m, l] * hidden[b, l]; origin [B, M] long: the place
+        whose rotary position it takes, -1 for no new place (a padding slot).
+        """
+        real = origin >= 0
+        return Sequence(hidden=weights.to(self.hidden.dtype) @ self.hidden,  # [B, M, L] @ [B, L, H] -> [B, M, H]
+                        position=self.position.gather(1, origin.clamp(min=0)).masked_fill(~real, 0), real=real,
+                        image=torch.full_like(origin, RECYCLED).masked_fill(~real, -1))
+
+    def insert(self, new: Sequence) -> Sequence:
+        """The places of ``new`` (M per row) right after each row's last visual place, re-packed to the left."""
+        (B, L), M = self.real.shape, new.real.shape[1]
+        index = torch.arange(L, device=self.real.device)
+        after = torch.where(self.visual, index, -1).max(1).values[:, None]  # [B, 1] the last visual place (-1: none)
+        j = torch.arange(L + M, device=self.real.device)[None]  # [1, L + M] places of the longer row
+        order = torch.where((j > after) & (j <= after + M), L + j - after - 1,
+                            torch.where(j <= after, j, j - M))  # [B, L + M] into cat(self, new)
+        joined = Sequence(*(torch.cat([getattr(self, name), getattr(new, name)], 1).gather(
+            1, order if name != "hidden" else order[:, :, None].expand(-1, -1, self.hidden.shape[2]))
+            for name in ("hidden", "position", "real", "image")))
+        return joined.select(joined.real)
 
     def select(self, keep: torch.Tensor) -> Sequence:
         """The rows with only the ``keep`` [B, L] tokens (order kept), re-packed to the left-padded layout."""
@@ -57,10 +92,14 @@ class Pruner(Protocol):
     layers: tuple[int, ...]  # prune before these decoder layers, ascending, each >= 1
 
     def queries(self, layer: int, sequence: Sequence) -> torch.Tensor:
-        """[B, Q] places in ``sequence`` whose attention rows at decoder layer ``layer - 1`` are read."""
+        """[B, Q] places in ``sequence`` whose attention rows at decoder layer ``layer - 1`` are read; -1 pads a
+        row that reads fewer than Q (its attention rows are zero)."""
 
     def keep(self, layer: int, attention: torch.Tensor, sequence: Sequence) -> torch.Tensor:
         """[B, L] bool: the places layers ``layer`` on see; attention [B, Q, L] is the head mean."""
+
+    # A pruner may also define ``recycle(layer, attention, sequence, keep) -> (weights [B, M, L], origin [B, M])``:
+    # M new places merged from the hidden states entering layer ``layer`` (see :meth:`Sequence.insert`).
 
 
 @dataclass
@@ -70,7 +109,7 @@ class PrunedGeneration:
     ids: torch.Tensor  # [B, T] new token ids, pad-filled after EOS
     seen: torch.Tensor  # [B, n_layers, N] bool: image token n entered decoder layer l (prefill)
     scores: dict[str, torch.Tensor]  # "llm_attention_layer{l}" -> [B, N] float32: the attention the queries
-    # paid each image token in layer l (mean over queries and heads; 0 for tokens already pruned)
+    # paid each image token in layer l (mean over a row's queries and the heads; 0 for tokens already pruned)
 
 
 def causal_bias(real: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -130,13 +169,20 @@ def generate_pruned(language_model, lm_head, embeds: torch.Tensor, mask: torch.T
     seen, scores = [], {}
     rotary = language_model.rotary_emb(sequence.hidden, sequence.position)
     bias = causal_bias(sequence.real, embeds.dtype)
+    recycle = getattr(pruner, "recycle", None)  # optional: pruners without it recycle nothing
     for index, layer in enumerate(layers):
         if index in pruner.layers:
             rows = pruner.queries(index, sequence)
-            attention = attention_rows(layers[index - 1], layer_input, cache.layers[index - 1].keys, rotary, rows,
-                                       sequence.real)
-            scores[f"llm_attention_layer{index - 1}"] = sequence.on_image(attention.mean(1), n_image)
-            sequence = sequence.select(pruner.keep(index, attention, sequence))
+            read = rows >= 0  # [B, Q]
+            attention = torch.where(read[:, :, None], attention_rows(  # [B, Q, L], zero rows where none is read
+                layers[index - 1], layer_input, cache.layers[index - 1].keys, rotary, rows.clamp(min=0),
+                sequence.real), 0.0)
+            mean = attention.sum(1) / read.sum(1, keepdim=True).clamp(min=1)  # [B, L] over the rows read
+            scores[f"llm_attention_layer{index - 1}"] = sequence.on_image(mean, n_image)
+            keep = pruner.keep(index, attention, sequence)
+            recycled = sequence.merged(*recycle(index, attention, sequence, keep)) if recycle else None
+            sequence = sequence.select(keep)
+            sequence = sequence.insert(recycled) if recycled else sequence
             rotary = language_model.rotary_emb(sequence.hidden, sequence.position)
             bias = causal_bias(sequence.real, embeds.dtype)
         layer_input = sequence.hidden

@@ -7,7 +7,7 @@ import torch
 from sklearn.neighbors import LocalOutlierFactor
 
 from rclib import outlier_count, topk_mask
-from rclib.filters import LOF_THRESHOLD, filter_decision
+from rclib.filters import LOF_THRESHOLD, check_scores, filter_decision
 
 
 def sklearn_lof(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -128,3 +128,15 @@ def test_iqr_factor_moves_the_fence():
         q1, q3 = np.percentile(x, 25), np.percentile(x, 75)
         expected = int((x > q3 + factor * (q3 - q1)).sum())
         assert int(outlier_count(torch.tensor(x)[None], "iqr", iqr_factor=factor)[0]) == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_check_scores_finds_one_bad_value_anywhere(dtype):
+    scores = torch.rand(4, 3000).to(dtype)
+    check_scores(scores)  # finite: passes
+    for position in (0, 1, 15, 16, 2999, 7777, 11999):
+        for bad in (float("nan"), float("inf"), float("-inf")):
+            broken = scores.clone()
+            broken.view(-1)[position] = bad
+            with pytest.raises(ValueError, match=f"NaN or inf in batch rows \\[{position // 3000}\\]"):
+                check_scores(broken)

@@ -164,3 +164,28 @@ def test_oracle_keeps_the_target_first_then_the_top_attention():
     assert r.kept_indices[1].tolist() == sorted(attn[1, :10].topk(6).indices.tolist())
     with pytest.raises(ValueError, match="needs target"):
         rclib.compress(tokens, attn, method="oracle", budget=6)
+
+
+def test_merge_reads_only_the_centres_rows_of_the_similarity():
+    from rclib.methods.common import centre_rows, cosine_matrix
+
+    keys = torch.randn(2, 40, 16)
+    keys[0, 3] = 0  # a zero key: cosine 0 with everything, as a normalised copy would give
+    centres = torch.zeros(2, 40, dtype=torch.bool)
+    centres[0, [5, 1, 30]] = True
+    centres[1, 7] = True
+    index, valid = centre_rows(centres)
+    assert index[0].tolist() == [1, 5, 30] and index[1, 0] == 7 and valid.tolist() == [[True] * 3, [True, False, False]]
+    unit = torch.nn.functional.normalize(keys, dim=-1)
+    full = unit @ unit.transpose(1, 2)
+    assert torch.allclose(cosine_matrix(keys), full, atol=1e-6)
+    assert torch.allclose(cosine_matrix(keys, index), full.gather(1, index[:, :, None].expand(-1, -1, 40)), atol=1e-6)
+    # rc at LLaVA's shape and a large batch never holds a [B, N, N] matrix
+    tokens, text_sim = torch.randn(16, 576, 64), torch.randn(16, 576)
+    cls_attn = torch.softmax(torch.randn(16, 576) * 3, 1)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        compress(tokens, cls_attn, 0.1 * text_sim, torch.randn(16, 576, 64), method="rc")
+    shapes = [shape for event in prof.events() for shape in event.input_shapes if len(shape) == 3]
+    assert [16, 576, 576] not in shapes

@@ -129,8 +129,8 @@ def test_output_at_a_file_or_an_unwritable_place_is_refused_before_writing(tmp_p
     (tmp_path / "taken").write_text("a file")
     with pytest.raises(ValueError, match="is a file, not a folder"):
         check_output_folder(tmp_path / "taken")
-    with pytest.raises(ValueError, match="cannot make output folder .* is a file"):
+    with pytest.raises(ValueError, match=r"cannot write '.*taken/out': '.*taken' is a file, not a folder"):
         check_output_folder(tmp_path / "taken" / "out")
-    with pytest.raises(ValueError, match=r"'/proc' is not writable .* pass another --out"):
+    with pytest.raises(ValueError, match=r"cannot write '/proc/rclib-out': '/proc' is not writable .*; pass another"):
         check_output_folder("/proc/rclib-out")
     assert (tmp_path / "taken").read_text() == "a file"

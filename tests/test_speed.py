@@ -1,0 +1,97 @@
+"""rclib speed: the runner at toy shapes (a smoke test, no time is asserted), and the pieces it measures with."""
+import argparse
+import json
+
+import pytest
+import torch
+
+from rclib import compress, cost
+from rclib.models.text import text_similarity
+from rclib.models.vision import cls_attention
+from rclib.speed import (BENCH_METHODS, SpeedConfig, add_bounds, add_command, machine_name, peak_extra_bytes,
+                         released_compress)
+
+SUMMARY = ("bound_share_rc", "compress_share_of_vision_rc", "speedup_vs_released_compress", "compress_ms_rc",
+           "compress_ms_fastervlm")
+
+
+def test_quick_run_writes_every_section(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_command(parser.add_subparsers())
+    args = parser.parse_args(["speed", "--quick", "--out", str(tmp_path)])
+    args.run(args)
+    [json_path] = tmp_path.glob("speed-*-quick.json")
+    results = json.loads(json_path.read_text())
+    assert all(isinstance(results["summary"][name], float) for name in SUMMARY)
+    assert {row["method"] for row in results["compress"]} == {m for m in BENCH_METHODS if m != "fastv"}
+    assert [row["method"] for row in results["e2e"]] == [*BENCH_METHODS, "rc (released way)"]
+    assert all(row["total_s"] > 0 and row["decode_tokens_per_s"] > 0 for row in results["e2e"])
+    assert [(row["method"], row["batch"]) for row in results["batch"]] == [
+        ("full", 1), ("rc", 1), ("full", 2), ("rc", 2)]
+    assert len(results["batch"][3]["tokens_per_sample"]) == 2
+    assert all(row["ratio"] == 1 for row in results["cost"]["flop_check"])  # the formula is what torch counts
+    assert results["released"]["tokens_rclib"] == results["released"]["tokens_released"]
+    table = json_path.with_suffix(".md").read_text()
+    for heading in ("## Summary", "## Compression step", "## End to end", "## Batch scaling",
+                    "## Analytic prefill cost", "## LOF count agreement"):
+        assert heading in table
+
+
+def test_released_way_computes_what_rc_released_computes():
+    """The baseline does the same work as preset='released': same tokens, from the hooked q / k, the
+    projected final patches and the text embedding."""
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        n, width, joint = 576, 1024, 768
+        queries, keys = torch.randn(1, 1 + n, width, generator=g), torch.randn(1, 1 + n, width, generator=g)
+        queries[:, 0] *= 3  # a peaked [CLS] attention
+        features, patches = torch.randn(1, n, width, generator=g), torch.randn(1, n, joint, generator=g)
+        text = torch.randn(1, joint, generator=g)
+        theirs = released_compress(queries, keys, features, patches, text)
+        ours = compress(features, cls_attention(queries, keys), text_similarity(text, patches), keys[:, 1:],
+                        method="rc", preset="released", text_dim=joint)
+        assert ours.tokens.shape == theirs.shape
+        torch.testing.assert_close(ours.tokens, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_peak_extra_bytes_follows_allocations_and_frees():
+    def work():
+        first = torch.empty(10_000_000, dtype=torch.uint8)
+        second = torch.empty(20_000_000, dtype=torch.uint8)
+        del first
+        third = torch.empty(5_000_000, dtype=torch.uint8)
+        return second, third
+
+    assert peak_extra_bytes(work, torch.device("cpu")) == 30_000_000
+
+
+def test_bound_is_the_llm_time_at_the_same_k_with_free_compression():
+    rows = [{"method": "a", "prunes": "before_llm", "tokens": 64, "vision_s": 1.0, "text_s": 0.5, "compress_s": 0.5,
+             "generate_s": 2.0, "total_s": 4.0},
+            {"method": "b", "prunes": "before_llm", "tokens": 64, "vision_s": 1.0, "text_s": 0.5, "compress_s": 0.0,
+             "generate_s": 3.0, "total_s": 4.5},
+            {"method": "c", "prunes": "inside_llm", "tokens": 64, "vision_s": 1.0, "text_s": 0.5, "compress_s": 0.0,
+             "generate_s": 4.0, "total_s": 5.5},
+            {"method": "d", "prunes": "inside_llm", "tokens": 32, "vision_s": 1.0, "text_s": 0.5, "compress_s": 0.0,
+             "generate_s": 4.0, "total_s": 5.5}]
+    add_bounds(rows)
+    assert [row["bound_s"] for row in rows] == [4.0, 4.0, 4.0, None]  # 1 + 0.5 + median(2, 3); none at K = 32
+    assert [row["bound_share"] for row in rows] == [1.0, 4.0 / 4.5, 4.0 / 5.5, None]
+    assert rows[0]["compress_share_of_vision"] == 0.5
+
+
+def test_bad_settings_say_what_to_do():
+    for settings, message in (({"dtype": "fp8"}, "dtype must be one of"), ({"lm": "70b"}, "lm must be one of"),
+                              ({"methods": ("oracle",)}, "cannot be timed here"),
+                              ({"repeats": 0}, "repeats and batches must be >= 1")):
+        with pytest.raises(ValueError, match=message):
+            SpeedConfig(**settings)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            SpeedConfig(device="cuda")
+    assert set(cost.ARCHS) >= {"tinyllama", "7b", "13b"}
+
+
+def test_machine_name_is_a_file_name():
+    assert machine_name({"device": "cpu", "cpu": "AMD EPYC 7B13 64-Core Processor", "cores": 2}) == "amd-epyc-7b13-2c"
+    assert machine_name({"device": "NVIDIA H100 80GB HBM3", "cpu": "x", "cores": 16}) == "nvidia-h100-80gb-hbm3"
