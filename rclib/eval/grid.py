@@ -92,22 +92,22 @@ def finished(folder: Path, tasks: tuple[str, ...]) -> bool:
     return False
 
 
-def run_grid(config: GridConfig) -> list[Path]:
-    """Run every unfinished cell; returns the cell folders (the input of ``rclib table``)."""
+def run_grid(config: GridConfig) -> tuple[list[Path], list[str]]:
+    """Run every unfinished cell. Returns the folders of the finished cells (the input of ``rclib table``) and
+    the names of the cells that failed; a failed cell does not stop the others."""
     include_path = tasks_dir(n=config.shapes_n) if any(t.startswith(SHAPESWORLD) for t in config.tasks) else None
     cells = [(cell.method, cell.budget if METHODS[cell.method].takes_budget else NO_BUDGET)
              for cell in bench_cells(BenchConfig(methods=config.methods, budgets=config.budgets))]
-    folders = []
+    done, failed = [], []
     for i, (method, budget) in enumerate(cells, 1):
         folder = config.out / cell_name(method, budget)
-        folders.append(folder)
         if finished(folder, config.tasks):
             print(f"[{i}/{len(cells)}] {folder.name}: done before, skipped", flush=True)
-            continue
-        print(f"[{i}/{len(cells)}] {folder.name}: running lmms-eval", flush=True)
-        subprocess.run(command(config, method, budget, include_path), env={**os.environ, **launch_env(config)},
-                       check=True)
-        if not finished(folder, config.tasks):  # lmms-eval reports a failed evaluation and exits 0
-            raise RuntimeError(f"lmms-eval wrote no results for {', '.join(config.tasks)} in {folder}; its error is "
-                               "in the output above. Rerunning resumes from the answers already stored.")
-    return folders
+        else:
+            print(f"[{i}/{len(cells)}] {folder.name}: running lmms-eval", flush=True)
+            subprocess.run(command(config, method, budget, include_path), env={**os.environ, **launch_env(config)})
+        if finished(folder, config.tasks):  # lmms-eval prints a failed evaluation and exits 0
+            done.append(folder)
+        else:
+            failed.append(folder.name)
+    return done, failed

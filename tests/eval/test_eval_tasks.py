@@ -7,7 +7,7 @@ from lmms_runs import N_QUESTIONS
 
 from rclib.cli import main
 from rclib.eval.benchmarks import PAPER_BENCHMARKS
-from rclib.eval.grid import GridConfig, cell_name, command, model_args
+from rclib.eval.grid import GridConfig, cell_name, command, model_args, run_grid
 
 
 def test_tasks_hold_bench_questions_one_split_per_family(shapes_tasks):
@@ -67,3 +67,25 @@ def test_cell_commands(tmp_path):
     lmms = line[line.index("lmms_eval") - 1:]
     assert lmms == ["-m", "lmms_eval", "--model", "rclib", "--model_args", model_args(config, "rc", "64"), "--tasks",
                     "pope,mme", "--batch_size", "16", "--output_path", str(tmp_path / "rc_64"), "--log_samples"]
+
+
+def test_grid_skips_finished_cells_and_goes_on_past_a_failed_one(tmp_path, monkeypatch):
+    import json
+    import subprocess
+
+    (tmp_path / "full_all" / "shapes").mkdir(parents=True)  # finished before: results for the task
+    (tmp_path / "full_all" / "shapes" / "x_results.json").write_text(json.dumps({"results": {"pope": {}}}))
+    ran = []
+
+    def lmms_eval(argv, env):  # rc writes its results, fastervlm fails (lmms-eval exits 0 all the same)
+        out = tmp_path / argv[argv.index("--output_path") + 1]
+        ran.append(out.name)
+        if out.name.startswith("rc"):
+            (out / "shapes").mkdir(parents=True)
+            (out / "shapes" / "y_results.json").write_text(json.dumps({"results": {"pope": {}}}))
+
+    monkeypatch.setattr(subprocess, "run", lmms_eval)
+    config = GridConfig(tasks=("pope",), methods=("full", "rc", "fastervlm"), budgets=("adaptive", "8"), out=tmp_path)
+    done, failed = run_grid(config)
+    assert ran == ["rc_adaptive", "rc_8", "fastervlm_8"]
+    assert done == [tmp_path / name for name in ("full_all", "rc_adaptive", "rc_8")] and failed == ["fastervlm_8"]
