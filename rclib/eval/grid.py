@@ -1,9 +1,9 @@
 """``rclib eval``: lmms-eval over a grid of (method, budget) cells, one result folder per cell.
 
 Each cell is one run of lmms-eval's own command line (``python -m lmms_eval --model rclib ...``, or
-``accelerate launch --num_processes N -m lmms_eval ...`` to split the questions over N processes), writing
-to ``<out>/<method>_<budget>/``. A cell whose folder already holds results for every requested task is
-skipped; a cell that was interrupted resumes from the answers its model stored batch by batch in
+``accelerate launch --multi_gpu --num_processes N -m lmms_eval ...`` to split the questions over N
+processes), writing to ``<out>/<method>_<budget>/``. A cell whose folder already holds results of the same
+model_args and --limit for every requested task is skipped; a cell that was interrupted resumes from the answers its model stored batch by batch in
 ``<out>/<method>_<budget>/responses`` (lmms-eval's response cache, see :mod:`rclib.eval.model`). The cells
 are rclib bench's: full once, "adaptive" only for the methods that choose K themselves.
 """
@@ -84,10 +84,13 @@ def launch_env(config: GridConfig) -> dict[str, str]:
     return {"ACCELERATE_USE_CPU": "true"} if config.processes > 1 and not torch.cuda.is_available() else {}
 
 
-def finished(folder: Path, tasks: tuple[str, ...]) -> bool:
-    """True when a results file in the folder covers every task."""
+def finished(folder: Path, config: GridConfig, method: str, budget: str) -> bool:
+    """True when a results file in the cell's folder has the cell's model_args and limit and covers every task."""
+    limit = float(config.limit) if config.limit else None
     for path in folder.rglob("*_results.json"):
-        if set(tasks) <= set(json.loads(path.read_text())["results"]):
+        results = json.loads(path.read_text())
+        if (results["config"]["model_args"] == model_args(config, method, budget)
+                and results["config"].get("limit") == limit and set(config.tasks) <= set(results["results"])):
             return True
     return False
 
@@ -101,12 +104,12 @@ def run_grid(config: GridConfig) -> tuple[list[Path], list[str]]:
     done, failed = [], []
     for i, (method, budget) in enumerate(cells, 1):
         folder = config.out / cell_name(method, budget)
-        if finished(folder, config.tasks):
+        if finished(folder, config, method, budget):
             print(f"[{i}/{len(cells)}] {folder.name}: done before, skipped", flush=True)
         else:
             print(f"[{i}/{len(cells)}] {folder.name}: running lmms-eval", flush=True)
             subprocess.run(command(config, method, budget, include_path), env={**os.environ, **launch_env(config)})
-        if finished(folder, config.tasks):  # lmms-eval prints a failed evaluation and exits 0
+        if finished(folder, config, method, budget):  # lmms-eval prints a failed evaluation and exits 0
             done.append(folder)
         else:
             failed.append(folder.name)

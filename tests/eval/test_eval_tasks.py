@@ -1,6 +1,8 @@
 """ShapesWorld as lmms-eval tasks (data and task files), and `rclib eval`'s command line before it runs anything."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from lmms_runs import N_QUESTIONS
@@ -73,19 +75,24 @@ def test_grid_skips_finished_cells_and_goes_on_past_a_failed_one(tmp_path, monke
     import json
     import subprocess
 
-    (tmp_path / "full_all" / "shapes").mkdir(parents=True)  # finished before: results for the task
-    (tmp_path / "full_all" / "shapes" / "x_results.json").write_text(json.dumps({"results": {"pope": {}}}))
+    config = GridConfig(tasks=("pope",), methods=("full", "rc", "fastervlm"), budgets=("adaptive", "8"), out=tmp_path)
+
+    def write_results(cell: str, method: str, budget: str, limit=None) -> None:
+        (tmp_path / cell / "shapes").mkdir(parents=True, exist_ok=True)
+        (tmp_path / cell / "shapes" / f"{limit}_results.json").write_text(json.dumps(
+            {"results": {"pope": {}}, "config": {"model_args": model_args(config, method, budget), "limit": limit}}))
+
+    write_results("full_all", "full", "all")  # finished before
+    write_results("rc_8", "rc", "8", limit=20.0)  # a quick look with --limit 20: not the cell's results
     ran = []
 
     def lmms_eval(argv, env):  # rc writes its results, fastervlm fails (lmms-eval exits 0 all the same)
-        out = tmp_path / argv[argv.index("--output_path") + 1]
-        ran.append(out.name)
-        if out.name.startswith("rc"):
-            (out / "shapes").mkdir(parents=True)
-            (out / "shapes" / "y_results.json").write_text(json.dumps({"results": {"pope": {}}}))
+        cell = Path(argv[argv.index("--output_path") + 1]).name
+        ran.append(cell)
+        if cell.startswith("rc"):
+            write_results(cell, "rc", cell.split("_")[1])
 
     monkeypatch.setattr(subprocess, "run", lmms_eval)
-    config = GridConfig(tasks=("pope",), methods=("full", "rc", "fastervlm"), budgets=("adaptive", "8"), out=tmp_path)
     done, failed = run_grid(config)
     assert ran == ["rc_adaptive", "rc_8", "fastervlm_8"]
     assert done == [tmp_path / name for name in ("full_all", "rc_adaptive", "rc_8")] and failed == ["fastervlm_8"]
