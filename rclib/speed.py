@@ -77,7 +77,8 @@ class ModelShapes:
 # --quick: the whole runner at toy shapes (a smoke test, minutes become seconds)
 QUICK_SHAPES = ModelShapes(image_size=112, patch_size=8, vision_width=64, vision_layers=2, vision_heads=4,
                            vision_mlp=128, text_width=32, text_layers=1, text_heads=2, joint_dim=32,
-                           lm=cost.DecoderArch(layers=3, width=64, mlp_width=128, vocab=512, heads=4, kv_heads=2))
+                           lm=cost.DecoderArch(layers=17, width=64,  # 17: SparseVLM prunes before layer 16
+                           mlp_width=128, vocab=512, heads=4, kv_heads=2))
 
 
 @dataclass
