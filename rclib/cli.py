@@ -238,7 +238,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-POSITIVE = ("budget", "n", "processes", "batch_size", "limit", "shapes_n")  # numeric options that count something
+POSITIVE = ("budget", "n", "processes", "batch_size", "limit", "shapes_n", "threads", "repeats", "batches",
+            "new_tokens")  # numeric options that count something (one number or a list)
 WHOLE_FOLDER_OUTPUTS = ("answer", "bench", "table")  # commands whose --out is replaced as a whole (rclib.outputs)
 HINTS = {  # error types that do not say what to do, and what to do
     "SafetensorError": "a safetensors file is damaged or truncated: download or save it again",
@@ -256,8 +257,9 @@ def preflight(args) -> None:
 
     for name in POSITIVE:
         value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        for number in value if isinstance(value, list) else [value]:
+            if number is not None and number < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {number}")
     if getattr(args, "seed", 0) < 0:
         raise ValueError(f"--seed must be 0 or more, got {args.seed}")
     if getattr(args, "question", None) is not None:
