@@ -44,7 +44,6 @@ def cmd_eval(args) -> None:
     from rclib.eval.shapesworld import tasks_dir
 
     require_eval_extra()
-
     if args.tasks_dir:
         print(tasks_dir(n=args.shapes_n))
         return
@@ -53,8 +52,12 @@ def cmd_eval(args) -> None:
     from rclib.eval.grid import run_grid
     from rclib.eval.table import markdown, table_rows
 
-    folders = run_grid(grid_config(args))
-    print(markdown(table_rows(folders)))
+    done, failed = run_grid(grid_config(args))
+    if done:
+        print(markdown(table_rows(done)))
+    if failed:
+        raise ValueError(f"no results for cell(s) {', '.join(failed)}: lmms-eval printed why above. The same command "
+                         "reruns them, resuming from the answers already stored")
 
 
 def cmd_table(args) -> None:

@@ -1,15 +1,16 @@
 """``rclib eval``: lmms-eval over a grid of (method, budget) cells, one result folder per cell.
 
 Each cell is one run of lmms-eval's own command line (``python -m lmms_eval --model rclib ...``, or
-``accelerate launch --num_processes N -m lmms_eval ...`` to split the questions over N processes), writing
-to ``<out>/<method>_<budget>/``. A cell whose folder already holds results for every requested task is
-skipped; a cell that was interrupted resumes from the answers its model stored batch by batch in
+``accelerate launch --multi_gpu --num_processes N -m lmms_eval ...`` to split the questions over N
+processes), writing to ``<out>/<method>_<budget>/``. A cell whose folder already holds results of the same
+model_args and --limit for every requested task is skipped; a cell that was interrupted resumes from the answers its model stored batch by batch in
 ``<out>/<method>_<budget>/responses`` (lmms-eval's response cache, see :mod:`rclib.eval.model`). The cells
 are rclib bench's: full once, "adaptive" only for the methods that choose K themselves.
 """
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -71,36 +72,45 @@ def command(config: GridConfig, method: str, budget: str, include_path: Path | N
     lmms_eval += ["--limit", str(config.limit)] if config.limit else []
     if config.processes == 1:
         return [sys.executable, *lmms_eval]
-    import torch
-
-    devices = [] if torch.cuda.is_available() else ["--cpu"]  # without GPUs, N CPU processes
-    return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(config.processes), *devices,
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(config.processes),
             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *lmms_eval]
 
 
-def finished(folder: Path, tasks: tuple[str, ...]) -> bool:
-    """True when a results file in the folder covers every task."""
+def launch_env(config: GridConfig) -> dict[str, str]:
+    """What a cell's command adds to the environment: without GPUs, accelerate's multi-process launcher runs
+    CPU processes only when told so (its --cpu flag alone starts a single process)."""
+    import torch
+
+    return {"ACCELERATE_USE_CPU": "true"} if config.processes > 1 and not torch.cuda.is_available() else {}
+
+
+def finished(folder: Path, config: GridConfig, method: str, budget: str) -> bool:
+    """True when a results file in the cell's folder has the cell's model_args and limit and covers every task."""
+    limit = float(config.limit) if config.limit else None
     for path in folder.rglob("*_results.json"):
-        if set(tasks) <= set(json.loads(path.read_text())["results"]):
+        results = json.loads(path.read_text())
+        if (results["config"]["model_args"] == model_args(config, method, budget)
+                and results["config"].get("limit") == limit and set(config.tasks) <= set(results["results"])):
             return True
     return False
 
 
-def run_grid(config: GridConfig) -> list[Path]:
-    """Run every unfinished cell; returns the cell folders (the input of ``rclib table``)."""
+def run_grid(config: GridConfig) -> tuple[list[Path], list[str]]:
+    """Run every unfinished cell. Returns the folders of the finished cells (the input of ``rclib table``) and
+    the names of the cells that failed; a failed cell does not stop the others."""
     include_path = tasks_dir(n=config.shapes_n) if any(t.startswith(SHAPESWORLD) for t in config.tasks) else None
     cells = [(cell.method, cell.budget if METHODS[cell.method].takes_budget else NO_BUDGET)
              for cell in bench_cells(BenchConfig(methods=config.methods, budgets=config.budgets))]
-    folders = []
+    done, failed = [], []
     for i, (method, budget) in enumerate(cells, 1):
         folder = config.out / cell_name(method, budget)
-        folders.append(folder)
-        if finished(folder, config.tasks):
+        if finished(folder, config, method, budget):
             print(f"[{i}/{len(cells)}] {folder.name}: done before, skipped", flush=True)
-            continue
-        print(f"[{i}/{len(cells)}] {folder.name}: running lmms-eval", flush=True)
-        subprocess.run(command(config, method, budget, include_path), check=True)
-        if not finished(folder, config.tasks):  # lmms-eval reports a failed evaluation and exits 0
-            raise RuntimeError(f"lmms-eval wrote no results for {', '.join(config.tasks)} in {folder}; its error is "
-                               "in the output above. Rerunning resumes from the answers already stored.")
-    return folders
+        else:
+            print(f"[{i}/{len(cells)}] {folder.name}: running lmms-eval", flush=True)
+            subprocess.run(command(config, method, budget, include_path), env={**os.environ, **launch_env(config)})
+        if finished(folder, config, method, budget):  # lmms-eval prints a failed evaluation and exits 0
+            done.append(folder)
+        else:
+            failed.append(folder.name)
+    return done, failed

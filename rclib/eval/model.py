@@ -56,9 +56,16 @@ def method_option_names(method: str) -> set[str]:
     return set(spec.options) | ({"preset"} & set(inspect.signature(spec.fn).parameters))
 
 
+def option_value(value):
+    """A model_arg as the option takes it: lmms-eval parses numbers and booleans; a JSON array (``layers=[1,2]``,
+    kept whole by lmms-eval's comma split) becomes a tuple."""
+    return tuple(json.loads(value)) if isinstance(value, str) and value.startswith("[") else value
+
+
 def split_options(method: str, options: dict) -> tuple[dict, dict, dict]:
     """model_args beyond the named ones -> (load options, text options, method options); ``preset`` goes to both
     the text options and the method's. Unknown options raise, naming the valid ones."""
+    options = {name: option_value(value) for name, value in options.items()}
     load_names, text_names = load_option_names(), TextOptions.names() | {"preset"}
     method_names = method_option_names(method)
     unknown = sorted(options.keys() - load_names - text_names - method_names)

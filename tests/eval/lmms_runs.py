@@ -9,14 +9,10 @@ from pathlib import Path
 N_QUESTIONS = 21  # ShapesWorld questions: 5 families, one split of 5 and four of 4 (uneven over 2 processes)
 
 
-def lmms_eval_command(model_args: str, tasks: Path, out: Path, processes: int = 1) -> list[str]:
+def lmms_eval_command(model_args: str, tasks: Path, out: Path) -> list[str]:
     """The command of the issue: python -m lmms_eval --model rclib ... --tasks shapesworld --limit 20."""
-    command = ["-m", "lmms_eval", "--model", "rclib", "--model_args", model_args, "--tasks", "shapesworld",
-               "--include_path", str(tasks), "--limit", "20", "--batch_size", "4", "--output_path", str(out)]
-    if processes == 1:
-        return [sys.executable, *command]
-    return [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", str(processes),
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *command]
+    return [sys.executable, "-m", "lmms_eval", "--model", "rclib", "--model_args", model_args, "--tasks",
+            "shapesworld", "--include_path", str(tasks), "--limit", "20", "--batch_size", "4", "--output_path", str(out)]
 
 
 def results_in(out: Path) -> dict:
@@ -26,9 +22,9 @@ def results_in(out: Path) -> dict:
     return json.loads(files[0].read_text())
 
 
-def run_lmms_eval(env: dict, model_args: str, tasks: Path, out: Path, processes: int = 1) -> dict:
+def run_lmms_eval(env: dict, model_args: str, tasks: Path, out: Path) -> dict:
     """Run lmms-eval's command line and return its results (it exits 0 even when evaluation failed)."""
-    done = subprocess.run(lmms_eval_command(model_args, tasks, out, processes), env=env, capture_output=True,
-                          text=True, timeout=900)
+    done = subprocess.run(lmms_eval_command(model_args, tasks, out), env=env, capture_output=True, text=True,
+                          timeout=900)
     assert done.returncode == 0 and list(out.rglob("*_results.json")), done.stdout[-3000:] + done.stderr[-3000:]
     return results_in(out)

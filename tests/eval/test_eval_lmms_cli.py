@@ -72,11 +72,19 @@ def test_visual_tokens_vary_per_sample_under_rc(one_process, shapes_model):
 
 
 def test_two_cpu_processes_score_like_one(lmms_env, shapes_tasks, one_process, tmp_path):
-    two = run_lmms_eval(lmms_env, CELLS["rc"], shapes_tasks, tmp_path, processes=2)
-    assert two["config"]["model_args"] == CELLS["rc"]
+    from rclib.eval.grid import GridConfig, command, launch_env
+
+    config = GridConfig(methods=("rc",), budgets=("adaptive",), out=tmp_path, processes=2, batch_size=4, limit=20)
+    done = subprocess.run(command(config, "rc", "adaptive", shapes_tasks), env={**lmms_env, **launch_env(config)},
+                          capture_output=True, text=True, timeout=900)  # rclib eval's cell: accelerate launch
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = results_in(tmp_path / "rc_adaptive")
     assert family_scores(two) == family_scores(one_process["rc"])
     assert two["throughput"]["avg_visual_tokens"] == pytest.approx(one_process["rc"]["throughput"]["avg_visual_tokens"])
     assert two["n-samples"] == one_process["rc"]["n-samples"]
+    answered = [audit_keys(tmp_path / "rc_adaptive" / "responses" / f"rank{r}.audit.jsonl") for r in (0, 1)]
+    assert min(map(len, answered)) > 0, "both processes answer"
+    assert len(set(answered[0]) | set(answered[1])) == N_QUESTIONS
 
 
 def audit_keys(path) -> list[str]:

@@ -54,9 +54,9 @@ def test_unknown_model_arg_names_the_valid_ones(tiny_args):
 
 def test_options_go_where_they_belong(tiny_args):
     lmm = RclibModel(**tiny_args, method="rc", preset="released", n_neighbors=10, post_layernorm=False,
-                     prompt_format="vicuna_v1")
+                     prompt_format="vicuna_v1", budget_split="[0.6,0.2,0.2]")  # as lmms-eval parses model_args
     assert lmm.text_options == {"preset": "released", "post_layernorm": False}
-    assert lmm.method_options == {"preset": "released", "n_neighbors": 10}
+    assert lmm.method_options == {"preset": "released", "n_neighbors": 10, "budget_split": (0.6, 0.2, 0.2)}
     assert lmm.model.prompt_format == "vicuna_v1"
 
 

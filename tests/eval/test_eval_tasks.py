@@ -1,13 +1,15 @@
 """ShapesWorld as lmms-eval tasks (data and task files), and `rclib eval`'s command line before it runs anything."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 from lmms_runs import N_QUESTIONS
 
 from rclib.cli import main
 from rclib.eval.benchmarks import PAPER_BENCHMARKS
-from rclib.eval.grid import GridConfig, cell_name, command, model_args
+from rclib.eval.grid import GridConfig, cell_name, command, model_args, run_grid
 
 
 def test_tasks_hold_bench_questions_one_split_per_family(shapes_tasks):
@@ -67,3 +69,30 @@ def test_cell_commands(tmp_path):
     lmms = line[line.index("lmms_eval") - 1:]
     assert lmms == ["-m", "lmms_eval", "--model", "rclib", "--model_args", model_args(config, "rc", "64"), "--tasks",
                     "pope,mme", "--batch_size", "16", "--output_path", str(tmp_path / "rc_64"), "--log_samples"]
+
+
+def test_grid_skips_finished_cells_and_goes_on_past_a_failed_one(tmp_path, monkeypatch):
+    import json
+    import subprocess
+
+    config = GridConfig(tasks=("pope",), methods=("full", "rc", "fastervlm"), budgets=("adaptive", "8"), out=tmp_path)
+
+    def write_results(cell: str, method: str, budget: str, limit=None) -> None:
+        (tmp_path / cell / "shapes").mkdir(parents=True, exist_ok=True)
+        (tmp_path / cell / "shapes" / f"{limit}_results.json").write_text(json.dumps(
+            {"results": {"pope": {}}, "config": {"model_args": model_args(config, method, budget), "limit": limit}}))
+
+    write_results("full_all", "full", "all")  # finished before
+    write_results("rc_8", "rc", "8", limit=20.0)  # a quick look with --limit 20: not the cell's results
+    ran = []
+
+    def lmms_eval(argv, env):  # rc writes its results, fastervlm fails (lmms-eval exits 0 all the same)
+        cell = Path(argv[argv.index("--output_path") + 1]).name
+        ran.append(cell)
+        if cell.startswith("rc"):
+            write_results(cell, "rc", cell.split("_")[1])
+
+    monkeypatch.setattr(subprocess, "run", lmms_eval)
+    done, failed = run_grid(config)
+    assert ran == ["rc_adaptive", "rc_8", "fastervlm_8"]
+    assert done == [tmp_path / name for name in ("full_all", "rc_adaptive", "rc_8")] and failed == ["fastervlm_8"]
