@@ -158,6 +158,7 @@ def generate_pruned(language_model, lm_head, embeds: torch.Tensor, mask: torch.T
     batch; the KV cache of each layer holds the places that layer saw.
     """
     layers = language_model.layers
+    pruner = pruner.for_depth(len(layers)) if hasattr(pruner, "for_depth") else pruner  # plans made for another depth
     if not pruner.layers or pruner.layers[0] < 1 or pruner.layers[-1] >= len(layers):
         raise ValueError(f"pruning layers {pruner.layers} must lie in 1..{len(layers) - 1} for a language model of "
                          f"{len(layers)} decoder layers (the attention of the layer before decides)")
