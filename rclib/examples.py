@@ -108,7 +108,7 @@ def caveats(model, question: str, scene: bool) -> list[str]:
                      f"keeps). For real answers, {REAL_CHECKPOINT}.")
     unknown = unknown_words(model, question)
     if unknown:
-        listed = ", ".join(f"'{w}'" for w in unknown)
+        listed = ", ".join(f"“{w}”" for w in unknown)
         found.append(f"The model never saw the word{'s' if len(unknown) > 1 else ''} {listed}: it reads "
                      f"{'them' if len(unknown) > 1 else 'it'} as an unknown token, so its output does not "
                      "answer this question. Ask with the words it knows.")

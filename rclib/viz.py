@@ -61,7 +61,8 @@ METHOD_STYLES: dict[str, tuple[str, str, str]] = {
     "fastv": ("#0c8599", "<", "-."), "cdpruner": ("#d6336c", ">", "--"), "tome": ("#5c940d", "X", "-."),
     "oracle": ("#000000", "d", ":"),
 }
-OTHER_MARKERS = "o s ^ v D P X h < >".split()  # for labels outside METHOD_STYLES, with matplotlib's colour cycle
+OTHER_MARKERS = "o s ^ v D P X h < >".split()
+PANELS_PER_ROW = 3  # accuracy_vs_tokens wraps its panels  # for labels outside METHOD_STYLES, with matplotlib's colour cycle
 OVERLAY_ALPHA = 0.6  # opacity of patch colours over the image
 SCORE_TITLES = ("visual score ([CLS] attention)", "text score (question vs patch)")
 STYLE = {**sns.axes_style("white"), **sns.plotting_context("notebook")}  # rcParams of every figure here
@@ -448,7 +449,8 @@ def spread_labels(ys: list[float], gap: float, low: float, high: float) -> list[
 
 @style()
 def accuracy_vs_tokens(rows: list[dict], metrics: tuple[str, ...] = ("accuracy",), title: str = "") -> Figure:
-    """One panel per metric: the metric against mean visual tokens, a line per method, every method visible.
+    """One panel per metric (three to a row): the metric against mean visual tokens, a line per method, every
+    method visible.
 
     rows: bench rows (``rclib.bench.run_bench``) with method, budget, mean_tokens and the metrics.
     Each method has its own colour, marker and line style (:data:`METHOD_STYLES`) and its name at the right
@@ -456,8 +458,12 @@ def accuracy_vs_tokens(rows: list[dict], metrics: tuple[str, ...] = ("accuracy",
     tokens). Adaptive budgets (the method chose K) are stars; the full model is a dashed horizontal line.
     """
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    figure = new_figure((5.0 * len(metrics) + 1.2, 4.0))
-    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    columns = min(len(metrics), PANELS_PER_ROW)
+    lines = -(-len(metrics) // columns)
+    figure = new_figure((5.0 * columns + 1.2, 3.8 * lines + 0.4))
+    axes = figure.subplots(lines, columns, squeeze=False).flatten()
+    for spare in axes[len(metrics):]:
+        spare.remove()
     x_max = max(r["mean_tokens"] for r in rows)
     x_step = 0.012 * x_max  # the sideways spread between markers that would overlap
     for ax, metric in zip(axes, metrics):

@@ -56,14 +56,13 @@ def make_controls(examples: list, n_tokens: int) -> dict[str, widgets.Widget]:
         "method": widgets.Dropdown(options=EXAMPLE_METHODS, value=FIRST_METHOD, description="method", style=style),
         "budget": widgets.IntSlider(value=0, min=0, max=n_tokens, description=budget_label(METHODS[FIRST_METHOD]),
                                     style=style, layout=slider_layout(n_tokens)),
-        "rule": widgets.ToggleButtons(options=list(RULES), value=defaults["rule"], description="filter rule",
-                                      style={**style, "button_width": "80px"}),
+        "rule": widgets.Dropdown(options=list(RULES), value=defaults["rule"], description="filter rule", style=style),
         "n_neighbors": widgets.IntSlider(value=defaults["n_neighbors"], min=2, max=60, description="LOF neighbours",
                                          style=style, layout=slider_layout(58)),
         "iqr_factor": widgets.FloatSlider(value=defaults["iqr_factor"], min=0.0, max=4.0, step=0.25,
                                           description="IQR factor", style=style, layout=slider_layout(16)),
         "text_stage": widgets.Checkbox(value=defaults["text_stage"], description="text stage (recovery)",
-                                       indent=True, style=style),
+                                       indent=True, style=style, layout=widgets.Layout(width=f"{LABEL_WIDTH + 220}px")),
         "knn_k": widgets.IntSlider(value=defaults["knn_k"], min=1, max=64, description="KNN k (merge)", style=style,
                                    layout=slider_layout(63)),
     }
@@ -163,6 +162,8 @@ class Explorer:
         self.full_answers = {}  # (example name, question) -> answer with all tokens
         self.n_tokens = self.encode(examples[0].name, examples[0].question).n_tokens  # the model's visual tokens
         self.controls = make_controls(examples, self.n_tokens)
+        for name, control in self.controls.items():
+            control.add_class(f"rclib-{name}")  # what the browser tests (tests/browser) find them by
         self.vocabulary = widgets.HTML(vocabulary_note(known_words(model)))
         self.warning = widgets.HTML()
         self.method_note = widgets.HTML()
@@ -171,6 +172,8 @@ class Explorer:
         self.legend = widgets.HTML(fate_legend_html())
         self.figure = widgets.Image(format="png")
         self.errors = widgets.Output()
+        for name in ("vocabulary", "warning", "method_note", "summary", "answers_table", "figure", "errors"):
+            getattr(self, name).add_class(f"rclib-{name.replace('_', '-')}")
         self.maps = None  # the LiveScoreMaps of the current image and question
         self.maps_key = None  # its (example name, question)
         self.result = None  # the last CompressionResult
@@ -198,12 +201,13 @@ class Explorer:
     @property
     def widget(self) -> widgets.Widget:
         c = self.controls
+        width = c["budget"].layout.width  # the widest control: every other slider has at most MIN_TRACK steps
         method_box = widgets.VBox([c["method"], self.method_note, c["budget"], *(c[name] for name in OPTION_CONTROLS)],
-                                  layout=widgets.Layout(margin="0 24px 0 0"))
+                                  layout=widgets.Layout(width=width, margin="0 24px 0 0"))
         answers_box = widgets.VBox([self.answers_table, self.summary], layout=widgets.Layout(min_width="360px"))
         return widgets.VBox([c["example"], c["question"], self.vocabulary, self.warning,
                              widgets.HBox([method_box, answers_box], layout=widgets.Layout(flex_flow="row wrap")),
-                             self.legend, self.figure, self.errors])
+                             self.legend, self.figure, self.errors]).add_class("rclib-explorer")
 
     def _ipython_display_(self):
         from IPython.display import display

@@ -46,7 +46,7 @@ def test_caveats_say_why_an_output_is_not_an_answer(tiny_model):
     assert caveats(tiny_model, "what colour is the circle ?", scene=True) == []
     photo, = caveats(tiny_model, "what colour is the circle ?", scene=False)
     assert "ShapesWorld scenes only" in photo and "hf download" in photo
-    assert ["'zebra', 'dog'" in c for c in caveats(tiny_model, "zebra dog ?", scene=True)] == [True]
+    assert ["“zebra”, “dog”" in c for c in caveats(tiny_model, "zebra dog ?", scene=True)] == [True]
 
 
 def test_a_subword_model_has_no_caveat():

@@ -130,7 +130,7 @@ def test_full_greys_out_the_budget_and_says_why(explorer):
 def test_the_vocabulary_is_shown_and_unknown_words_are_warned_about(explorer):
     assert "reads only these" in explorer.vocabulary.value and "<code>" in explorer.vocabulary.value
     explorer.controls["question"].value = "what colour is the zebra ?"
-    assert len(explorer.warnings) == 1 and "'zebra'" in explorer.warnings[0]
+    assert len(explorer.warnings) == 1 and "“zebra”" in explorer.warnings[0]
     assert "Not an answer" in explorer.warning.value and "not an answer" in explorer.answers_table.value
     assert "correct" not in explorer.answers_table.value, "an output that is no answer is not marked right or wrong"
 
