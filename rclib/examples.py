@@ -24,10 +24,9 @@ EXAMPLE_SEED = 7  # ShapesWorld stream of the example scenes (the shipped models
 # which needs the true mask of the asked-about objects).
 ENCODER_OUTPUTS = {f.name for f in fields(Encoded)}
 EXAMPLE_METHODS = tuple(name for name, spec in METHODS.items() if set(spec.needs) <= ENCODER_OUTPUTS)
-REAL_CHECKPOINT = ('load a real checkpoint, e.g. load("llava-1.5-7b") (MODEL = "llava-1.5-7b" in a notebook, '
-                   "--model llava-1.5-7b on the command line); it needs llava-hf/llava-1.5-7b-hf and "
-                   "openai/clip-vit-large-patch14-336 in the Hugging Face cache: `hf download <id>` on a machine "
-                   "with network")
+REAL_CHECKPOINT = ('a real checkpoint: load("llava-1.5-7b") (MODEL = "llava-1.5-7b" in a notebook, --model '
+                   "llava-1.5-7b on the command line) with llava-hf/llava-1.5-7b-hf and openai/clip-vit-large-patch14-336 "
+                   "in the Hugging Face cache (`hf download <id>` on a machine with network)")
 
 
 @dataclass
@@ -96,7 +95,8 @@ def caveats(model, question: str, scene: bool) -> list[str]:
     when nothing is known against it.
 
     scene: whether the image is a ShapesWorld scene. A closed-vocabulary model (the embedded one) was trained
-    on those only; its figures on a photograph still show what each method keeps.
+    on those only; its figures on a photograph still show what each method keeps. Real answers need
+    :data:`REAL_CHECKPOINT`.
     """
     words = known_words(model)
     if words is None:
@@ -104,8 +104,7 @@ def caveats(model, question: str, scene: bool) -> list[str]:
     found = []
     if not scene:
         found.append(f"This model was trained on ShapesWorld scenes only and reads {len(words)} words: on a "
-                     "photograph its output is not an answer (the figures still show which tokens each method "
-                     f"keeps). For real answers, {REAL_CHECKPOINT}.")
+                     "photograph its output is not an answer (the figures still show which tokens each method keeps).")
     unknown = unknown_words(model, question)
     if unknown:
         listed = ", ".join(f"“{w}”" for w in unknown)

@@ -23,7 +23,7 @@ import ipywidgets as widgets
 from matplotlib.colors import to_hex
 
 from rclib import viz
-from rclib.examples import EXAMPLE_METHODS, caveats, known_words
+from rclib.examples import EXAMPLE_METHODS, REAL_CHECKPOINT, caveats, known_words
 from rclib.filters import RULES
 from rclib.methods import METHODS
 from rclib.result import Fate
@@ -102,7 +102,8 @@ def warnings_box(found: list[str]) -> str:
         return ""
     items = "".join(f"<li>{html.escape(text)}</li>" for text in found)
     return ('<div style="border-left: 4px solid #f08c00; background: #fff4e6; padding: 4px 10px; margin: 4px 0">'
-            f"<b>Not an answer</b><ul style='margin: 2px 0'>{items}</ul></div>")
+            f"<b>Not an answer</b><ul style='margin: 2px 0'>{items}</ul>"
+            f"For real answers, use {html.escape(REAL_CHECKPOINT)}.</div>")
 
 
 def answers_html(question: str, answers: dict[str, tuple[str, int]], n_tokens: int, truth: str | None,
