@@ -125,7 +125,8 @@ table.pivot_table(index="method", columns="budget", values=["accuracy", "evidenc
 # %%
 found = [folder for folder in [REPO_ROOT / EVAL_RESULTS] if folder.is_dir()]
 paper_table = pd.DataFrame(table_rows(found, reported=True))
-paper_table[(paper_table["source"] != "measured") | (paper_table["model"] == MODEL)].set_index(["source", "method"])
+for_this_model = (paper_table["source"] != "measured") | (paper_table["model"] == MODEL)
+paper_table[for_this_model].set_index(["source", "method"]).round(2)
 
 # %% [markdown]
 # FINDING-TABLE

@@ -436,15 +436,19 @@ def dodge(points: list[tuple[float, float]], x_step: float, y_close: float) -> l
 
 
 def spread_labels(ys: list[float], gap: float, low: float, high: float) -> list[float]:
-    """Label heights near ``ys``, at least ``gap`` apart and inside [low, high] (when they fit), order kept."""
+    """Label heights near ``ys``, at least ``gap`` apart and inside [low, high] when they fit, order kept: pushed
+    up from ``low``, then down from ``high``."""
     order = sorted(range(len(ys)), key=lambda i: ys[i])
-    placed = [0.0] * len(ys)
+    placed = list(ys)
     floor = low
     for i in order:
-        placed[i] = max(ys[i], floor)
+        placed[i] = max(placed[i], floor)
         floor = placed[i] + gap
-    overflow = max(0.0, floor - gap - high)
-    return [y - overflow for y in placed]
+    ceiling = high
+    for i in reversed(order):
+        placed[i] = min(placed[i], ceiling)
+        ceiling = placed[i] - gap
+    return placed
 
 
 @style()

@@ -232,3 +232,10 @@ def test_method_grid_has_a_map_per_image_and_method(known_result):
     assert len(figure.axes) == 2
     assert figure.axes[0].get_ylabel() == "image a"
     assert figure.axes[0].get_title() == "rc: K = 4"
+
+
+def test_many_labels_near_the_top_stay_inside_the_panel():
+    placed = viz.spread_labels([0.0] + [1.0] * 12, 0.065, -0.02, 1.02)
+    assert min(placed) >= -0.02 and max(placed) <= 1.02 + 1e-9
+    assert all(b - a >= 0.065 - 1e-9 for a, b in zip(sorted(placed), sorted(placed)[1:]))
+    assert placed[0] == 0.0, "the lone low label keeps its height"

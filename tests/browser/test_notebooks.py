@@ -47,12 +47,25 @@ def save(page) -> None:
 
 
 def screenshot_notebook(page, path) -> None:
-    """The whole notebook in one image: the window made as tall as the notebook's content."""
-    height = page.evaluate(f"() => document.querySelector('{CURRENT} .jp-WindowedPanel-outer').scrollHeight")
-    page.set_viewport_size({"width": 1400, "height": min(height + 200, 16_000)})
-    page.wait_for_timeout(1000)  # relayout
-    page.screenshot(path=path)
-    page.set_viewport_size({"width": 1400, "height": 1000})
+    """The whole notebook in one image: the notebook scrolled a screen at a time, the screens stacked."""
+    from PIL import Image
+
+    outer = page.locator(f"{CURRENT} .jp-WindowedPanel-outer")
+    box = outer.bounding_box()
+    height = outer.evaluate("e => e.scrollHeight")
+    whole = Image.new("RGB", (round(box["width"]), height), "white")
+    top = 0
+    while True:
+        shown = outer.evaluate(f"e => {{ e.scrollTop = {top}; return e.scrollTop; }}")  # the last screen stops early
+        page.wait_for_timeout(300)  # cells scrolled into view are drawn
+        part = path.with_suffix(".part.png")
+        page.screenshot(path=part, clip=box)
+        whole.paste(Image.open(part), (0, round(shown)))
+        if top + box["height"] >= height:
+            break
+        top += box["height"]
+    part.unlink()
+    whole.save(path)
 
 
 def screenshot_explorer(page, path) -> None:
