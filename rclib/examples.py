@@ -25,8 +25,9 @@ EXAMPLE_SEED = 7  # ShapesWorld stream of the example scenes (the shipped models
 ENCODER_OUTPUTS = {f.name for f in fields(Encoded)}
 EXAMPLE_METHODS = tuple(name for name, spec in METHODS.items() if set(spec.needs) <= ENCODER_OUTPUTS)
 REAL_CHECKPOINT = ('a real checkpoint: load("llava-1.5-7b") (MODEL = "llava-1.5-7b" in a notebook, --model '
-                   "llava-1.5-7b on the command line) with llava-hf/llava-1.5-7b-hf and openai/clip-vit-large-patch14-336 "
-                   "in the Hugging Face cache (`hf download <id>` on a machine with network)")
+                   "llava-1.5-7b on the command line) with llava-hf/llava-1.5-7b-hf and "
+                   "openai/clip-vit-large-patch14-336 in the Hugging Face cache (`hf download <id>` on a machine with "
+                   "network)")
 
 
 @dataclass

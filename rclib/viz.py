@@ -61,8 +61,8 @@ METHOD_STYLES: dict[str, tuple[str, str, str]] = {
     "fastv": ("#0c8599", "<", "-."), "cdpruner": ("#d6336c", ">", "--"), "tome": ("#5c940d", "X", "-."),
     "oracle": ("#000000", "d", ":"),
 }
-OTHER_MARKERS = "o s ^ v D P X h < >".split()
-PANELS_PER_ROW = 3  # accuracy_vs_tokens wraps its panels  # for labels outside METHOD_STYLES, with matplotlib's colour cycle
+OTHER_MARKERS = "o s ^ v D P X h < >".split()  # for labels outside METHOD_STYLES, with matplotlib's colour cycle
+PANELS_PER_ROW = 3  # accuracy_vs_tokens wraps its panels
 OVERLAY_ALPHA = 0.6  # opacity of patch colours over the image
 SCORE_TITLES = ("visual score ([CLS] attention)", "text score (question vs patch)")
 STYLE = {**sns.axes_style("white"), **sns.plotting_context("notebook")}  # rcParams of every figure here
@@ -425,10 +425,11 @@ def dodge(points: list[tuple[float, float]], x_step: float, y_close: float) -> l
     offsets = [0.0] * len(points)
     group: list[int] = []
     for i in [*order, None]:
-        first = points[group[0]] if group else None
-        if i is not None and first and abs(points[i][0] - first[0]) <= x_step / 2 and abs(points[i][1] - first[1]) <= y_close:
-            group.append(i)
-            continue
+        if i is not None and group:
+            (x, y), (x0, y0) = points[i], points[group[0]]
+            if abs(x - x0) <= x_step / 2 and abs(y - y0) <= y_close:
+                group.append(i)
+                continue
         for j, member in enumerate(group):
             offsets[member] = (j - (len(group) - 1) / 2) * x_step
         group = [] if i is None else [i]
@@ -504,8 +505,8 @@ def accuracy_vs_tokens(rows: list[dict], metrics: tuple[str, ...] = ("accuracy",
                xlim=(0, x_max * 1.05))
         ax.grid(alpha=0.3)
     star = Line2D([], [], marker="*", linestyle="none", markersize=11, markerfacecolor="white", markeredgecolor="black")
-    figure.legend([star], [f"star: the method chose K itself (adaptive). Markers at equal values are spread {x_step:.0f} tokens apart"],
-                  loc="outside lower center", fontsize=8, frameon=False)
+    caption = f"star: the method chose K itself (adaptive). Markers at equal values are spread {x_step:.0f} tokens apart"
+    figure.legend([star], [caption], loc="outside lower center", fontsize=8, frameon=False)
     if title:
         figure.suptitle(title)
     return figure

@@ -96,8 +96,9 @@ def test_the_registry_says_which_controls_apply(explorer, method):
     assert enabled == expected
     assert explorer.method_options() == {name: spec.options[name] for name in OPTION_CONTROLS if name in spec.options}
     assert explorer.controls["budget"].disabled == (not spec.takes_budget)
-    assert explorer.controls["budget"].description == ("budget (not used)" if not spec.takes_budget else
-                                                       "budget (0: adaptive)" if spec.adaptive else "budget (0: default)")
+    labels = {(False, False): "budget (not used)", (True, True): "budget (0: adaptive)",
+              (True, False): "budget (0: default)"}
+    assert explorer.controls["budget"].description == labels[(spec.takes_budget, spec.adaptive)]
 
 
 def test_a_new_method_starts_from_its_defaults_and_recompresses_once(explorer, monkeypatch):

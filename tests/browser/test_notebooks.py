@@ -14,7 +14,8 @@ RUN_TIMEOUT_S = 900  # one notebook's "Run All Cells" on 2 shared cores
 UPDATE_TIMEOUT_S = 60  # one explorer input until its new figure
 CURRENT = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 ALL_RAN = f"""() => {{
-  const prompts = [...document.querySelectorAll('{CURRENT} .jp-CodeCell .jp-InputPrompt')].map(e => e.textContent.trim());
+  const prompts = [...document.querySelectorAll('{CURRENT} .jp-CodeCell .jp-InputPrompt')]
+    .map(e => e.textContent.trim());
   return prompts.length > 0 && prompts.every(p => /^\\[\\d+\\]:$/.test(p));
 }}"""
 ERRORS = f"""() => [...document.querySelectorAll('{CURRENT} .jp-OutputArea-output')]
