@@ -126,13 +126,10 @@ def test_explorer_answers_every_control(page, lab, screenshots, timings):
     n_tokens = round(float(page.locator(".rclib-budget .noUi-handle").get_attribute("aria-valuemax")))
     assert track >= n_tokens, f"the budget slider is {track:.0f} px for {n_tokens} tokens: less than a pixel per token"
 
-    def type_budget(value: str):
-        readout.click()
-        page.keyboard.press("Control+a")
-        page.keyboard.type(value)
-        page.keyboard.press("Enter")
-
-    timed(page, "budget typed: 24", lambda: type_budget("24"), timings)
+    readout.click()
+    page.keyboard.press("Control+a")
+    page.keyboard.type("24")
+    timed(page, "budget typed: 24, Enter", lambda: page.keyboard.press("Enter"), timings)
     handle = page.locator(".rclib-budget .noUi-handle")
     for step in (25, 26, 27):
         timed(page, f"budget arrow key: {step}", lambda: handle.press("ArrowRight"), timings)
@@ -152,14 +149,15 @@ def test_explorer_answers_every_control(page, lab, screenshots, timings):
     question = page.locator(".rclib-question input")
     words = page.locator(".rclib-vocabulary code").inner_text().split()
     asked = f"{words[0]} {words[1]} zebra ?"  # two words the model knows, one it never saw
-    timed(page, "question typed (encoders run)", lambda: (question.fill(asked), question.press("Enter")), timings)
+    question.fill(asked)
+    timed(page, "question typed, Enter (the encoders run)", lambda: question.press("Enter"), timings)
     assert "Q: " + asked in answers.inner_text() and "zebra" in page.locator(".rclib-warning").inner_text()
     assert "not an answer" in answers.inner_text(), "an output to an unknown word is not shown as an answer"
     screenshot_explorer(page, screenshots / "01-explorer-unknown-word.png")
 
     options = page.locator(".rclib-example option").all_inner_texts()
     photo = next(i for i, option in enumerate(options) if not option.replace("\xa0", " ").startswith("shapes scene"))
-    timed(page, "image: a photograph (encoders run)",
+    timed(page, "image: a photograph (the encoders run)",
           lambda: page.select_option(".rclib-example select", index=photo), timings)
     assert "ShapesWorld scenes only" in page.locator(".rclib-warning").inner_text()
     screenshot_explorer(page, screenshots / "01-explorer-photo.png")
