@@ -21,7 +21,6 @@ from rclib.shapes.world import (
     DIGITS,
     FAMILIES,
     NUM_PATCHES,
-    PATTERNS,
     SHAPES,
     Scene,
     WorldConfig,
@@ -33,15 +32,14 @@ from rclib.shapes.world import (
 
 MAX_NAMED = 2  # named objects per question (position names two)
 # per-patch label sets of the vision tower's dense heads; each has a last "none" class
-LABELS: dict[str, int] = {"color": len(COLORS) + 1, "shape": len(SHAPES) + 1, "pattern": len(PATTERNS) + 1,
-                          "digit": len(DIGITS) + 1}
+LABELS: dict[str, int] = {"color": len(COLORS) + 1, "shape": len(SHAPES) + 1, "digit": len(DIGITS) + 1}
 
 
 @dataclass
 class SceneBank:
     images: torch.Tensor  # (N, H, W, 3) uint8
     patch_labels: dict[str, torch.Tensor]  # LABELS name -> (N, P) int64, last class = no object / no digit
-    captions: list[str]  # (N,) "a red striped circle and a blue solid square ..."
+    captions: list[str]  # (N,) "a red circle and a blue square ..."
     # one row per question, `per_scene` per scene:
     q_scene: torch.Tensor  # (Q,) int64, scene row
     q_text: list[str]  # (Q,) the question
@@ -66,7 +64,6 @@ def scene_labels(scene: Scene) -> dict[str, np.ndarray]:
         wins = mask & (cover > best)
         labels["color"][wins] = list(COLORS).index(obj.color)
         labels["shape"][wins] = SHAPES.index(obj.shape)
-        labels["pattern"][wins] = PATTERNS.index(obj.pattern)
         best = np.where(wins, cover, best)
         if obj.digit is not None:
             labels["digit"][patch_mask(obj.glyph_mask, cover=1e-9).reshape(-1)] = DIGITS.index(obj.digit)

@@ -5,14 +5,14 @@ Recipe, on one precomputed bank of training scenes (world seed 0), every stage b
 out first), so a run always ends and saves:
 1. clip: the vision tower is pretrained as CLIP is, contrastively through its [CLS] token against
    the text tower's caption embedding (symmetric InfoNCE), plus linear heads that read each patch's
-   colour, shape, pattern, digit (penultimate and final layer) and grid position (penultimate), so the
+   colour, shape, digit (penultimate and final layer) and grid position (penultimate), so the
    patch tokens carry what the LLM and the text score must read;
 2. text (LiT): vision tower locked, the text tower and both projections learn the text score RC
    reads (`TransformersTextTower.embed_text` / `project_patches`, post-layernorm on, `text_similarity`):
    a question's softmax over the 576 patches must put its mass on the named object(s), plus the
    caption InfoNCE;
 3. llava: vision tower frozen (identical in both models), (a) the projector learns to map object
-   patches onto their colour / shape / pattern / digit word embeddings, then (b) the projector and the
+   patches onto their colour / shape / digit word embeddings, then (b) the projector and the
    Llama learn multi-turn VQA conversations (loss on the answer words and EOS), with a grounding loss
    that pulls one attention head of one LM layer, at each named object's last word, onto that
    object's image tokens (computed from the layer's own q / k projections: no attention switch).
@@ -44,7 +44,7 @@ from rclib.models.vision import encode_vision
 from rclib.shapes.build import ShapesModelConfig, build_all, image_processor, tie_vision_towers
 from rclib.shapes.evaluate import EVAL_SEED, cls_concentration, measure
 from rclib.shapes.data import LABELS, PromptLayout, SceneBank, conversation_batch, make_bank, pixel_values
-from rclib.shapes.world import COLORS, DIGITS, FAMILIES, GRID_SIZE, NUM_PATCHES, PATTERNS, SHAPES, WorldConfig
+from rclib.shapes.world import COLORS, DIGITS, FAMILIES, GRID_SIZE, NUM_PATCHES, SHAPES, WorldConfig
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "data" / "models"
 
@@ -59,7 +59,7 @@ class TrainConfig:
     model: ShapesModelConfig = field(default_factory=ShapesModelConfig)
     total_minutes: float = 66.0  # the whole run, final measurement included
     measure_minutes: float = 5.0  # reserved at the end for `evaluate.measure`
-    clip_minutes: float = 15.0  # stage 1
+    clip_minutes: float = 18.0  # stage 1
     clip_steps: int = 100_000  # stage caps in steps (the minutes usually bind first)
     clip_batch: int = 24
     clip_lr: float = 2e-3
@@ -299,9 +299,9 @@ def train_text(clip, tower: TransformersTextTower, bank: SceneBank, features: di
 
 
 def word_targets(tokenizer, bank: SceneBank, idx: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """(B, P, V) multi-hot: each object patch's colour, shape and pattern words, each glyph patch's digit."""
+    """(B, P, V) multi-hot: each object patch's colour and shape words, each glyph patch's digit."""
     target = torch.zeros(len(idx), NUM_PATCHES, vocab_size)
-    words = {"color": list(COLORS), "shape": list(SHAPES), "pattern": list(PATTERNS), "digit": list(DIGITS)}
+    words = {"color": list(COLORS), "shape": list(SHAPES), "digit": list(DIGITS)}
     for name, names in words.items():
         ids = torch.tensor(tokenizer.convert_tokens_to_ids(names))
         labels = bank.patch_labels[name][idx]  # (B, P)
