@@ -36,7 +36,7 @@ bench: $(STAMP) ## ShapesWorld benchmark (methods x budgets) and the filter/comp
 	$(PY) -m rclib bench --out $(OUT)/bench
 	$(PY) benchmarks/compress_speed.py
 
-train-shapes: $(STAMP) ## retrain the embedded ShapesWorld models into data/models (<= 60 min on 2 cores)
+train-shapes: $(STAMP) ## retrain the embedded ShapesWorld models into data/models (<= 70 min on 2 cores)
 	$(PY) -m rclib train-shapes --out data/models
 
 clean: ## remove outputs and caches (keeps .venv)

@@ -59,7 +59,7 @@ class TrainConfig:
     model: ShapesModelConfig = field(default_factory=ShapesModelConfig)
     total_minutes: float = 66.0  # the whole run, final measurement included
     measure_minutes: float = 5.0  # reserved at the end for `evaluate.measure`
-    clip_minutes: float = 18.0  # stage 1
+    clip_minutes: float = 14.0  # stage 1
     clip_steps: int = 100_000  # stage caps in steps (the minutes usually bind first)
     clip_batch: int = 24
     clip_lr: float = 2e-3

@@ -5,8 +5,8 @@ A scene is a textured background with grey specks (clutter that is no object) an
 each a distinct (colour, shape) pair (8 colours x 5 shapes, one shape used once); each shape is filled with its own
 pattern in a darker shade (square solid, circle striped, triangle diagonal, diamond dotted, cross
 checked: every patch of an object shows its shape, as outlines alone do not train in time); large
-objects also carry a black digit (a 3 x 5 font drawn at 2x: 6 x 10 px, so it spans 2-3 x 3-4
-patches). Many objects share a colour or a shape with the asked-about one.
+objects also carry a black digit (a 3 x 4 px font on a plain tile) in each of the 4 patches they
+cover fully nearest their centre: a fine detail that lives in a few specific patches. Many objects share a colour or a shape with the asked-about one.
 
 Question families (`FAMILIES`), about objects named by their colour and shape, or by the one that
 is unique in the scene:
@@ -79,21 +79,20 @@ FILL_PATTERNS: dict[str, np.ndarray] = {  # shape -> (H, W) bool, True where the
     "cross": ((PIXEL_XS // 2) + (PIXEL_YS // 2)) % 2 == 1,  # 2 px checkerboard
 }
 GLYPH_RGB = (15, 15, 15)
-GLYPH_SCALE = 2  # font pixels -> image pixels
-FONT: dict[str, tuple[str, ...]] = {  # 3 x 5 bitmaps, "#" = ink
-    "0": ("###", "#.#", "#.#", "#.#", "###"),
-    "1": (".#.", "##.", ".#.", ".#.", "###"),
-    "2": ("###", "..#", "###", "#..", "###"),
-    "3": ("###", "..#", ".##", "..#", "###"),
-    "4": ("#.#", "#.#", "###", "..#", "..#"),
-    "5": ("###", "#..", "###", "..#", "###"),
-    "6": ("###", "#..", "###", "#.#", "###"),
-    "7": ("###", "..#", ".#.", ".#.", ".#."),
-    "8": ("###", "#.#", "###", "#.#", "###"),
-    "9": ("###", "#.#", "###", "..#", "###"),
+GLYPH_TILES = 4  # patches a digit is drawn in (the fully covered ones nearest the centre)
+FONT: dict[str, tuple[str, ...]] = {  # 3 x 4 bitmaps, "#" = ink; drawn at a patch's top-left corner
+    "0": ("###", "#.#", "#.#", "###"),
+    "1": (".#.", "##.", ".#.", "###"),
+    "2": ("##.", "..#", ".#.", "###"),
+    "3": ("###", ".##", "..#", "###"),
+    "4": ("#.#", "#.#", "###", "..#"),
+    "5": ("###", "##.", "..#", "##."),
+    "6": ("#..", "###", "#.#", "###"),
+    "7": ("###", "..#", ".#.", ".#."),
+    "8": ("###", "###", "#.#", "###"),
+    "9": ("###", "#.#", "###", "..#"),
 }
-GLYPHS = {d: np.kron(np.array([[c == "#" for c in row] for row in rows]), np.ones((GLYPH_SCALE, GLYPH_SCALE), bool))
-          for d, rows in FONT.items()}  # digit -> (10, 6) bool
+GLYPHS = {d: np.array([[c == "#" for c in row] for row in rows]) for d, rows in FONT.items()}  # digit -> (4, 3) bool
 
 
 def vocabulary() -> list[str]:
@@ -243,6 +242,14 @@ def patch_mask(pixel_mask: np.ndarray, cover: float = WorldConfig.patch_cover) -
     return mask
 
 
+def glyph_tiles(pixel_mask: np.ndarray, center: tuple[int, int]) -> list[tuple[int, int]]:
+    """(row, column) of the GLYPH_TILES patches an object covers fully that lie nearest its centre."""
+    full = np.argwhere(patch_coverage(pixel_mask) == 1)  # (n, 2) grid (row, column)
+    middle = (full + 0.5) * PATCH_SIZE  # patch centres, px
+    distance = (middle[:, 0] - center[1]) ** 2 + (middle[:, 1] - center[0]) ** 2
+    return [tuple(int(v) for v in full[i]) for i in np.argsort(distance, kind="stable")[:GLYPH_TILES]]
+
+
 def make_scene(seed: int, index: int, config: WorldConfig = WorldConfig()) -> Scene:
     """Scene `index` of the stream `seed`: deterministic, independent of any other scene."""
     rng = np.random.default_rng((seed, index))
@@ -269,11 +276,10 @@ def make_scene(seed: int, index: int, config: WorldConfig = WorldConfig()) -> Sc
         digit = None
         if size_class == "large":
             digit = DIGITS[int(rng.integers(len(DIGITS)))]
-            glyph = GLYPHS[digit]  # (10, 6)
-            top = y - glyph.shape[0] // 2 + (shape == "triangle")  # triangles are wider low down
-            left = x - glyph.shape[1] // 2
-            glyph_mask[top : top + glyph.shape[0], left : left + glyph.shape[1]] = glyph
-            glyph_mask &= pixel_mask
+            for gy, gx in glyph_tiles(pixel_mask, (x, y)):
+                top, left = gy * PATCH_SIZE, gx * PATCH_SIZE
+                canvas[top : top + PATCH_SIZE, left : left + PATCH_SIZE] = rgb  # a plain tile behind the ink
+                glyph_mask[top : top + 4, left : left + 3] = GLYPHS[digit]
             canvas[glyph_mask] = GLYPH_RGB
         objects.append(SceneObject(color, shape, digit, size_class, (x, y), radius, pixel_mask, glyph_mask))
     image = np.clip(canvas, 0, 255).astype(np.uint8)
