@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import CLIPModel
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from rclib.filters import outlier_count
@@ -72,12 +73,14 @@ class TrainConfig:
     align_minutes: float = 2.0  # stage 3a
     align_steps: int = 400
     llava_steps: int = 100_000  # stage 3b runs until the total budget's deadline
-    llava_batch: int = 16  # conversations (scenes) per step
+    llava_batch: int = 12  # conversations (scenes) per step: small batches, more updates per CPU second
     turns: int = 5  # questions per conversation
     llava_lr: float = 2e-3
-    grounding_weight: float = 1.0  # weight of the attention-grounding loss (0 = off)
-    grounding_layer: int = 1  # LM layer whose head `grounding_head` is grounded (layer 0 joins the name's words)
-    grounding_head: int = 0
+    grounding_weight: float = 1.0  # weight of each attention-grounding loss (0 = off)
+    grounding_layer: int = 1  # LM layer whose head 0, at a name's last word, is pulled onto the named object
+    word_layer: int = 0  # LM layer whose head 0 is pulled onto every object sharing the name's last word and
+    # whose head 1 onto the name's first word ("red" of "red circle"), so layer 1 can join the two
+    clip_from: str | None = None  # a saved CLIPModel folder: skip stages 1-2 and start from it
     warmup_share: float = 0.05  # linear warmup share of every stage, then cosine decay to 0
     eval_every: int = 150  # LLaVA steps between held-out checks and checkpoints
 
@@ -345,42 +348,56 @@ def head_attention(attention, hidden: torch.Tensor, position_embeddings, query_p
     return scores.masked_fill(~allowed, float("-inf")).softmax(-1)
 
 
-def grounding_loss(attention: torch.Tensor, conv, image_start: torch.Tensor) -> torch.Tensor:
-    """-log of the attention mass (B, Q, L) each named word puts on its object's image tokens, over the
-    named words present (conv.name_pos (B, T, MAX_NAMED) >= 0)."""
+def grounding_loss(attention: torch.Tensor, image_start: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """-log of the attention mass (B, Q, L) that each valid query (B, Q) puts on its image patches masks (B, Q, P)."""
     B, Q, _ = attention.shape
     image_pos = (image_start[:, None, None] + torch.arange(NUM_PATCHES)).expand(B, Q, NUM_PATCHES)
-    on_image = attention.gather(2, image_pos)  # (B, Q, P)
-    named = conv.named.flatten(1, 2)  # (B, Q, P)
-    mass = (on_image * named).sum(-1)
-    valid = conv.name_pos.flatten(1) >= 0
+    mass = (attention.gather(2, image_pos) * masks).sum(-1)  # (B, Q)
     return -(mass[valid] + 1e-6).log().mean()
 
 
-def lm_forward(llava, conv, features: torch.Tensor, grounding_layer: int | None = None, head: int = 0):
-    """Next-token logits (B, 2T, V) at conv.target_pos and, if `grounding_layer` is set, that layer's head
-    attention (B, T * MAX_NAMED, L) at the named words. features (B, P, C): the vision tokens."""
+def previous_word_loss(attention: torch.Tensor, previous_pos: torch.Tensor) -> torch.Tensor:
+    """-log of the attention (B, Q, L) each query puts on its previous_pos (B, Q), over those >= 0."""
+    valid = previous_pos >= 0
+    picked = attention.gather(2, previous_pos.clamp(min=0)[..., None]).squeeze(-1)
+    return -(picked[valid] + 1e-6).log().mean() if valid.any() else attention.new_zeros(())
+
+
+def lm_forward(llava, conv, features: torch.Tensor, caught_layers: tuple[int, ...] = ()):
+    """Next-token logits (B, 2T, V) at conv.target_pos and, per layer in `caught_layers`, what its attention
+    read: (attention module, its input hidden states, its position embeddings). features (B, P, C)."""
     n_output = torch.full((len(features),), NUM_PATCHES)
     embeds, mask = splice_image_tokens(llava, conv.ids, conv.attention_mask, features, n_output, NUM_PATCHES)
     assert embeds.shape[1] == conv.ids.shape[1], "conversations are laid out left-padded with every image token"
     language_model = llava.model.language_model
-    caught = {}
-    hook = None
-    if grounding_layer is not None:
-        attention = language_model.layers[grounding_layer].self_attn
-        hook = attention.register_forward_pre_hook(lambda module, args, kwargs: caught.update(kwargs), with_kwargs=True)
+    caught = {layer: {} for layer in caught_layers}
+    hooks = [language_model.layers[layer].self_attn.register_forward_pre_hook(
+        lambda module, args, kwargs, into=into: into.update(kwargs), with_kwargs=True) for layer, into in caught.items()]
     try:
         hidden = language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=conv.position_ids).last_hidden_state
     finally:
-        if hook is not None:
+        for hook in hooks:
             hook.remove()
     picked = hidden.gather(1, conv.target_pos[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, 2T, D)
-    logits = llava.lm_head(picked)
-    if grounding_layer is None:
-        return logits, None
-    weights = head_attention(attention, caught["hidden_states"], caught["position_embeddings"],
-                             conv.name_pos.flatten(1), mask, head)
-    return logits, weights
+    reads = {layer: (language_model.layers[layer].self_attn, kw["hidden_states"], kw["position_embeddings"])
+             for layer, kw in caught.items()}
+    return llava.lm_head(picked), reads
+
+
+def grounding_losses(reads: dict, conv, cfg: TrainConfig) -> torch.Tensor:
+    """Word layer: head 0 at each name's last word onto every object sharing that word, head 1 onto the
+    name's first word; grounding layer: head 0 at the last word onto the named object."""
+    query = conv.name_pos.flatten(1)  # (B, Q)
+    valid = query >= 0
+
+    def attention(layer: int, head: int) -> torch.Tensor:
+        module, hidden, position_embeddings = reads[layer]
+        return head_attention(module, hidden, position_embeddings, query, conv.attention_mask, head)
+
+    word_objects = grounding_loss(attention(cfg.word_layer, 0), conv.image_start, conv.coarse.flatten(1, 2), valid)
+    first_word = previous_word_loss(attention(cfg.word_layer, 1), conv.previous_pos.flatten(1))
+    named_object = grounding_loss(attention(cfg.grounding_layer, 0), conv.image_start, conv.named.flatten(1, 2), valid)
+    return word_objects + first_word + named_object
 
 
 @torch.no_grad()
@@ -410,7 +427,7 @@ def train_llava(llava, layout: PromptLayout, bank: SceneBank, features: torch.Te
     generator = torch.Generator().manual_seed(cfg.seed + 2)
     first_row = torch.searchsorted(bank.q_scene, torch.arange(len(bank) + 1))  # questions of scene s: [first_row[s], first_row[s+1])
     best, best_state = {"mean": -1.0}, None
-    grounding = cfg.grounding_layer if cfg.grounding_weight > 0 else None
+    caught = (cfg.word_layer, cfg.grounding_layer) if cfg.grounding_weight > 0 else ()
     llava.train()
     while not stage.done:
         scenes = torch.randint(len(bank), (cfg.llava_batch,), generator=generator)
@@ -419,11 +436,11 @@ def train_llava(llava, layout: PromptLayout, bank: SceneBank, features: torch.Te
             start, end = int(first_row[s]), int(first_row[s + 1])
             picked.append((start + torch.randperm(end - start, generator=generator)[: cfg.turns]).tolist())
         conv = conversation_batch(layout, bank, picked)
-        logits, attention = lm_forward(llava, conv, features[scenes].float(), grounding, cfg.grounding_head)
+        logits, reads = lm_forward(llava, conv, features[scenes].float(), caught)
         answer_loss = F.cross_entropy(logits.flatten(0, 1), conv.targets.flatten(), ignore_index=-100)
         loss = answer_loss
-        if attention is not None:
-            loss = loss + cfg.grounding_weight * grounding_loss(attention, conv, conv.image_start)
+        if reads:
+            loss = loss + cfg.grounding_weight * grounding_losses(reads, conv, cfg)
         stage.update(loss, params)
         if stage.step % cfg.eval_every == 0 or stage.done:
             llava.eval()
@@ -471,15 +488,20 @@ def train(out_dir: Path | str = DEFAULT_OUT, quick: bool = False, config: TrainC
     eval_bank = make_bank(EVAL_SEED, cfg.eval_scenes, 1, cfg.world, workers=workers)
     log(f"scenes: {len(bank)} train ({len(bank.q_scene)} questions), {len(eval_bank)} held-out (seed {EVAL_SEED})")
 
-    train_clip(clip, tower, bank, eval_bank, cfg, log)
+    if cfg.clip_from is None:
+        train_clip(clip, tower, bank, eval_bank, cfg, log)
+        clip.save_pretrained(checkpoint_dir / "clip-stage")
+    else:
+        clip = CLIPModel.from_pretrained(cfg.clip_from).eval().requires_grad_(False)
+        tower = TransformersTextTower(clip, clip_tokenizer)
+        log(f"stages 1-2 skipped: CLIP loaded from {cfg.clip_from}")
     tie_vision_towers(clip, llava)
-    clip.save_pretrained(checkpoint_dir / "clip-stage")
     features = encode_bank(clip.vision_model, bank)
     eval_features = encode_bank(clip.vision_model, eval_bank)
     log("encoded the scene banks")
-
-    train_text(clip, tower, bank, features, eval_bank, eval_features, cfg, log)
-    clip.save_pretrained(checkpoint_dir / "clip-text-stage")
+    if cfg.clip_from is None:
+        train_text(clip, tower, bank, features, eval_bank, eval_features, cfg, log)
+        clip.save_pretrained(checkpoint_dir / "clip-text-stage")
 
     layout = PromptLayout(processor.tokenizer)
     align_projector(llava, processor.tokenizer, bank, features["features"], cfg, log)
@@ -507,11 +529,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help=f"output folder (default {DEFAULT_OUT}; a temp folder with --quick)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: a few steps of every stage")
     parser.add_argument("--total-minutes", type=float, default=None, help="wall-clock budget of the whole run")
+    parser.add_argument("--clip-from", default=None, help="a saved CLIPModel folder (e.g. a run's checkpoints/"
+                        "clip-text-stage): skip stages 1-2")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     cfg = TrainConfig()
     if args.total_minutes is not None:
         cfg = replace(cfg, total_minutes=args.total_minutes)
+    if args.clip_from is not None:
+        cfg = replace(cfg, clip_from=args.clip_from)
     out = args.out or (Path(tempfile.mkdtemp(prefix="shapes-quick-")) if args.quick else DEFAULT_OUT)
     train(out, quick=args.quick, config=cfg)
     print(f"saved to {out}")
