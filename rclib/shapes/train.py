@@ -80,6 +80,7 @@ class TrainConfig:
     grounding_layer: int = 1  # LM layer whose head 0, at a name's last word, is pulled onto the named object
     word_layer: int = 0  # LM layer whose head 0 is pulled onto every object sharing the name's last word and
     # whose head 1 onto the name's first word ("red" of "red circle"), so layer 1 can join the two
+    answer_layer: int = 2  # LM layer whose head k, at the answer position, is pulled onto the k-th name's last word
     clip_from: str | None = None  # a saved CLIPModel folder: skip stages 1-2 and start from it
     warmup_share: float = 0.05  # linear warmup share of every stage, then cosine decay to 0
     eval_every: int = 150  # LLaVA steps between held-out checks and checkpoints
@@ -386,18 +387,22 @@ def lm_forward(llava, conv, features: torch.Tensor, caught_layers: tuple[int, ..
 
 def grounding_losses(reads: dict, conv, cfg: TrainConfig) -> torch.Tensor:
     """Word layer: head 0 at each name's last word onto every object sharing that word, head 1 onto the
-    name's first word; grounding layer: head 0 at the last word onto the named object."""
+    name's first word; grounding layer: head 0 at the last word onto the named object; answer layer:
+    head k at each answer position onto the k-th name's last word (the hop that reads what was found)."""
     query = conv.name_pos.flatten(1)  # (B, Q)
     valid = query >= 0
 
-    def attention(layer: int, head: int) -> torch.Tensor:
+    def attention(layer: int, head: int, at: torch.Tensor) -> torch.Tensor:
         module, hidden, position_embeddings = reads[layer]
-        return head_attention(module, hidden, position_embeddings, query, conv.attention_mask, head)
+        return head_attention(module, hidden, position_embeddings, at, conv.attention_mask, head)
 
-    word_objects = grounding_loss(attention(cfg.word_layer, 0), conv.image_start, conv.coarse.flatten(1, 2), valid)
-    first_word = previous_word_loss(attention(cfg.word_layer, 1), conv.previous_pos.flatten(1))
-    named_object = grounding_loss(attention(cfg.grounding_layer, 0), conv.image_start, conv.named.flatten(1, 2), valid)
-    return word_objects + first_word + named_object
+    word_objects = grounding_loss(attention(cfg.word_layer, 0, query), conv.image_start, conv.coarse.flatten(1, 2), valid)
+    first_word = previous_word_loss(attention(cfg.word_layer, 1, query), conv.previous_pos.flatten(1))
+    named_object = grounding_loss(attention(cfg.grounding_layer, 0, query), conv.image_start, conv.named.flatten(1, 2), valid)
+    answer_pos = conv.target_pos[:, 0::2]  # (B, T) positions that predict each answer
+    to_names = sum(previous_word_loss(attention(cfg.answer_layer, k, answer_pos), conv.name_pos[..., k])
+                   for k in range(conv.name_pos.shape[-1]))
+    return word_objects + first_word + named_object + to_names
 
 
 @torch.no_grad()
@@ -427,7 +432,7 @@ def train_llava(llava, layout: PromptLayout, bank: SceneBank, features: torch.Te
     generator = torch.Generator().manual_seed(cfg.seed + 2)
     first_row = torch.searchsorted(bank.q_scene, torch.arange(len(bank) + 1))  # questions of scene s: [first_row[s], first_row[s+1])
     best, best_state = {"mean": -1.0}, None
-    caught = (cfg.word_layer, cfg.grounding_layer) if cfg.grounding_weight > 0 else ()
+    caught = (cfg.word_layer, cfg.grounding_layer, cfg.answer_layer) if cfg.grounding_weight > 0 else ()
     llava.train()
     while not stage.done:
         scenes = torch.randint(len(bank), (cfg.llava_batch,), generator=generator)
@@ -531,6 +536,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--total-minutes", type=float, default=None, help="wall-clock budget of the whole run")
     parser.add_argument("--clip-from", default=None, help="a saved CLIPModel folder (e.g. a run's checkpoints/"
                         "clip-text-stage): skip stages 1-2")
+    parser.add_argument("--train-scenes", type=int, default=None, help="precomputed training scenes")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     cfg = TrainConfig()
@@ -538,6 +544,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = replace(cfg, total_minutes=args.total_minutes)
     if args.clip_from is not None:
         cfg = replace(cfg, clip_from=args.clip_from)
+    if args.train_scenes is not None:
+        cfg = replace(cfg, train_scenes=args.train_scenes)
     out = args.out or (Path(tempfile.mkdtemp(prefix="shapes-quick-")) if args.quick else DEFAULT_OUT)
     train(out, quick=args.quick, config=cfg)
     print(f"saved to {out}")
