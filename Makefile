@@ -4,6 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 OUT    ?= out
+CHROMIUM := /usr/bin/chromium# the browser of tests/browser: Debian's package (Playwright never downloads one)
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export MPLBACKEND ?= Agg
 
 .DEFAULT_GOAL := help
@@ -18,16 +20,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,eval]"
 	@rm -f $(VENV)/.installed-* && touch $@
 
-setup: $(STAMP) ## create .venv with the pinned packages (only when missing or pyproject changed)
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+
+setup: $(STAMP) $(CHROMIUM) ## create .venv with the pinned packages (only when missing or pyproject changed), apt's chromium
 
 demo: $(STAMP) ## answer the sample questions with all tokens and with RC; figures + result.json in out/
 	$(PY) -m rclib demo --out $(OUT)
 
-test: $(STAMP) ## run the whole test suite, notebooks executed headless
+test: $(STAMP) $(CHROMIUM) ## run the whole test suite: notebooks executed headless and in JupyterLab in Chromium
 	$(PY) -m pytest
 
-lab: $(STAMP) ## open jupyter lab on notebooks/
-	$(VENV)/bin/jupyter lab notebooks/
+lab: $(STAMP) ## open jupyter lab on notebooks/ (saving keeps outputs out of the committed notebooks)
+	env -u MPLBACKEND JUPYTER_CONFIG_PATH=$(CURDIR)/notebooks/.jupyter $(VENV)/bin/jupyter lab notebooks/
 
 figures: $(STAMP) ## render the notebooks' figures to figures/ from scripts
 	$(PY) -m rclib figures --out figures
@@ -36,7 +42,7 @@ bench: $(STAMP) ## ShapesWorld benchmark (methods x budgets) to out/bench; rclib
 	$(PY) -m rclib bench --out $(OUT)/bench
 	$(PY) -m rclib speed
 
-train-shapes: $(STAMP) ## retrain the embedded ShapesWorld models into data/models (<= 60 min on 2 cores)
+train-shapes: $(STAMP) ## retrain the embedded ShapesWorld models into data/models (<= 70 min on 2 cores)
 	$(PY) -m rclib train-shapes --out data/models
 
 clean: ## remove outputs and caches (keeps .venv)

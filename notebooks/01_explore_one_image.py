@@ -1,18 +1,3 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
-#   kernelspec:
-#     display_name: Python 3 (ipykernel)
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 01 · Explore one image
 #
@@ -36,7 +21,7 @@ import os
 # network) and, on CPU, patience. Any llava-hf folder works too, with TEXT_ENCODER = its CLIP.
 MODEL = os.environ.get("RCLIB_MODEL", "shapes")
 TEXT_ENCODER = os.environ.get("RCLIB_TEXT_ENCODER") or None
-N_SCENES = 4  # ShapesWorld scenes offered next to the bundled photographs
+N_SCENES = 5  # ShapesWorld scenes offered next to the bundled photographs (one per question family)
 
 # %%
 from rclib.examples import examples_for_model
@@ -45,39 +30,56 @@ from rclib.widgets import Explorer
 
 model = load(MODEL, TEXT_ENCODER)
 examples = examples_for_model(MODEL, N_SCENES)
-[e.name for e in examples]
 
 # %% [markdown]
 # ## The explorer
 #
 # - **image / question**: a ShapesWorld scene (the embedded model was trained on that world, so its
 #   answers mean something) or a bundled photograph (meaningful with a real checkpoint). Type your
-#   own question and press Enter.
-# - **method**: RC or one of its peers. **budget** 0 lets RC (and PruMerge) choose how many tokens to
-#   keep; any other value fixes the number of output tokens.
+#   own question and press Enter. Under the question box: the words the embedded model reads; a
+#   question with other words, or a photograph, gets a warning box and its output is shown as
+#   **not an answer** (the figures still show what each method keeps).
+# - **method**: RC or one of its peers, with a line on what it keeps. **budget**: the number of visual
+#   tokens the LLM may read, in this model's tokens (0 lets RC and PruMerge choose). Controls a method
+#   does not read are greyed out.
 # - **filter rule** (RC): LOF, the released code's dynamic filter, or PruMerge's IQR rule.
 #   **LOF neighbours**: how local the outlier test is. **text stage**: RC with or without text
 #   recovery. **KNN k**: how many tokens each merge centre absorbs.
 #
-# Top: the answers with all tokens and compressed, with the token counts. Below: the visual score
-# (kept tokens outlined in blue), the text score (recovered tokens outlined in orange), and the fate
-# of every patch.
+# Right: the answers with all tokens and compressed, each with the visual tokens it read. Below: the
+# visual score (kept tokens outlined in blue), the text score (recovered tokens outlined in orange),
+# and the fate of every patch.
+#
+# *If you see "Error displaying widget: model not found", the notebook was reopened without the
+# kernel that made the explorer: run it again (Run › Run All Cells).*
 
 # %%
 explorer = Explorer(model, examples)
 explorer
 
 # %% [markdown]
+# Moving any control redraws only what changes (the outlines, the fate map and the answers), so the
+# figure follows a slider as you drag it.
+#
 # The explorer's state is plain Python, so a cell can read or drive it. Moving a control from code
-# reruns the compression exactly as the slider does:
+# reruns the compression exactly as the slider does; here, RC with and without its text stage:
 
 # %%
-explorer.controls["text_stage"].value = False
-without_text = explorer.result.counts(0)
+import pandas as pd
+
+counts = {}
+for text_stage in (True, False):
+    explorer.controls["text_stage"].value = text_stage
+    counts[f"text stage {'on' if text_stage else 'off'}"] = {**explorer.result.counts(0),
+                                                              "answer": explorer.answers["rc"]}
 explorer.controls["text_stage"].value = True
-{"with text stage": explorer.result.counts(0), "without": without_text, "answers": explorer.answers}
+pd.DataFrame(counts).T
 
 # %% [markdown]
+# With the text stage off, no token is recovered (`n_text` is 0) while the visual filter keeps the
+# same tokens as before (`n_visual` does not change: it reads only the [CLS] attention); the tokens
+# the text stage would have recovered are merged instead, so the LLM reads fewer tokens.
+#
 # ## Your own image
 #
 # Add an example and pick it in the dropdown of a new explorer:

@@ -1,27 +1,12 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
-#   kernelspec:
-#     display_name: Python 3 (ipykernel)
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 02 · Reproduce the paper
 #
 # *Recoverable Compression: A Multimodal Vision Token Recovery Mechanism Guided by Text Information*
-# (arXiv 2409.01179, AAAI 2025). Three things are reproduced here on the model at hand: the overview
-# figure (the four stages on one image), the cost of the LLM prefill at 576 tokens versus RC's count,
-# and accuracy against retained tokens for RC and its peers on ShapesWorld. The authors' benchmark
-# table closes the notebook, **as reported by them**: running LLaVA-1.5-7B on six benchmarks is out
-# of reach of this notebook.
+# (arXiv 2409.01179, AAAI 2025). Four things on the model at hand: the overview figure (the four stages
+# on one image), the cost of the LLM prefill, accuracy against retained tokens for RC and its peers on
+# ShapesWorld, and the paper's benchmark table: the authors' numbers **as reported by them**, beside
+# lmms-eval results of this model when you have run `rclib eval` (running LLaVA-1.5-7B on six
+# benchmarks is out of reach of this notebook).
 
 # %% tags=["parameters"]
 import os
@@ -32,15 +17,20 @@ import os
 MODEL = os.environ.get("RCLIB_MODEL", "shapes")
 TEXT_ENCODER = os.environ.get("RCLIB_TEXT_ENCODER") or None
 EXAMPLE = 0  # index into examples_for_model(MODEL): ShapesWorld scenes first for the embedded model
-N_BENCH = 24  # ShapesWorld questions for the accuracy curve (the README's numbers use rclib bench --n 500)
+N_BENCH = 40  # ShapesWorld questions for the accuracy curve (rclib bench --n 500 for steadier numbers)
+BUDGETS = (64, 128, 192)  # fixed budgets K, in this model's visual tokens (those below its count are run)
 PREFILL_REPEATS = 5  # timed prefill runs (median reported)
+EVAL_RESULTS = os.environ.get("RCLIB_EVAL_RESULTS", "out/eval")  # `rclib eval --out` folder, from the repository root
 
 # %%
 import pandas as pd
 
 from rclib import cost, gallery, viz
+from rclib.eval.table import table_rows
 from rclib.examples import examples_for_model, shapes_examples
+from rclib.methods.common import ADAPTIVE
 from rclib.models import load
+from rclib.models.registry import REPO_ROOT
 
 model = load(MODEL, TEXT_ENCODER)
 example = examples_for_model(MODEL)[EXAMPLE]
@@ -61,34 +51,35 @@ example = examples_for_model(MODEL)[EXAMPLE]
 gallery.overview_figure(model, example)
 
 # %% [markdown]
+# FINDING-OVERVIEW
+#
 # ## Cost of the prefill
 #
 # Computed from the architecture of LLaVA-1.5-7B's LLM (Vicuna-7B: 32 layers, width 4096, MLP 11008,
-# vocabulary 32000), with 60 text tokens (system prompt, roles, question), 2 FLOPs per multiply-add:
-#
-# FLOPs = L (8 n d² + 4 n² d + 6 n d m) + 2 d V, KV cache = 2 L n d bytes,
-# activations = L (10 n d + 2 h n² + 3 n m) bytes, at n = image + text tokens, float16
-# (`rclib.cost` states what each term counts).
-#
-# RC's token count: the paper's average, about 10% of 576 (58 tokens), and the share RC keeps on this
-# model's images applied to 576 tokens.
+# vocabulary 32000) with 60 text tokens (system prompt, roles, question), 2 FLOPs per multiply-add, in
+# float16; `rclib.cost` states what each term counts. Three settings: LLaVA-1.5's 576 image tokens,
+# the paper's average for RC (about 10% of them, 58 tokens), and the share RC keeps on this model's
+# ShapesWorld scenes applied to 576 tokens.
 
 # %%
 scenes = shapes_examples(8)
 encoded = model.encode([e.image for e in scenes], [e.question for e in scenes])
 full, rc = model.compress(encoded, "full"), model.compress(encoded, "rc")
 rc_share = float(rc.n_output.float().mean()) / encoded.n_tokens
-settings = {"all 576 tokens": 576, "RC, paper's average (~10%)": 58,
-            f"RC, share on this model ({rc_share:.0%})": round(576 * rc_share)}
-pd.DataFrame([{"setting": name, **cost.cost_row(k)} for name, k in settings.items()]).set_index("setting").round(2)
+settings = {f"all {cost.LLAVA_IMAGE_TOKENS} tokens": cost.LLAVA_IMAGE_TOKENS, "RC, paper's average (~10%)": 58,
+            f"RC, its share on this model ({rc_share:.0%})": round(cost.LLAVA_IMAGE_TOKENS * rc_share)}
+costs = pd.DataFrame([{"setting": name, **cost.cost_row(k)} for name, k in settings.items()]).set_index("setting")
+costs.round(2)
 
 # %% [markdown]
-# The authors report, on an A100 in FP16: 8.5 → 1.5 TFLOPs, prefill 30.3 → 9.2 ms, total memory
-# 22.2 → 14.4 GB, activations 4.1 → 0.49 GB. The FLOPs match the formula above; their memory
-# accounting is not stated, so compare ratios.
+# FINDING-COST
 #
-# **Measured here**: the prefill of the model at hand (its own LLM, this machine), all tokens vs RC,
-# on the same batch of ShapesWorld questions.
+# The authors report, on an A100 in FP16: 8.5 → 1.5 TFLOPs, prefill 30.3 → 9.2 ms, total memory
+# 22.2 → 14.4 GB, activations 4.1 → 0.49 GB. The FLOPs match the formula; their memory accounting is
+# not stated, so compare ratios.
+#
+# **Measured here**: the prefill of the model at hand (its own LLM, on this machine), all tokens vs
+# RC, on the same batch of ShapesWorld questions.
 
 # %%
 measured = {"all tokens": (full, cost.measure_prefill(model, encoded, full, PREFILL_REPEATS)),
@@ -98,35 +89,44 @@ pd.DataFrame([{"setting": name, "mean visual tokens": float(res.n_output.float()
               for name, (res, seconds) in measured.items()]).set_index("setting").round(1)
 
 # %% [markdown]
+# FINDING-PREFILL
+#
 # ## Accuracy against retained tokens (ShapesWorld)
 #
-# Held-out ShapesWorld questions ask the colour or the shape of one object, small or large. Each
-# method runs at fixed shares of the tokens (32, 64, 128 of 576) and, for RC and PruMerge, at the
-# count they choose themselves (stars). `N_BENCH` is kept small so that the notebook runs in
-# seconds; `rclib bench` runs the full benchmark.
+# Held-out ShapesWorld questions of five families (attribute, existence, glyph, position, choice).
+# Each method runs at fixed budgets K (the `BUDGETS` below this model's token count) and, for RC and
+# PruMerge, at the count they choose themselves (stars); the dashed line is the model with all
+# tokens. `N_BENCH` is kept small so that the notebook runs in a few minutes; `rclib bench` runs the
+# full benchmark.
 #
-# Besides accuracy: **evidence recall**, the share of the asked-about object's patches that reach the
+# Besides accuracy: **evidence recall**, the share of the asked-about objects' patches that reach the
 # LLM in any form (kept, recovered, a centre, or merged into a cluster or the extra token), and
 # **evidence kept**, the share that reaches it as itself (kept, recovered or a centre).
 
 # %%
-rows = gallery.bench_rows(model, N_BENCH)
+budgets = (ADAPTIVE, *(k for k in BUDGETS if k < encoded.n_tokens))
+rows = gallery.bench_rows(model, N_BENCH, budgets=budgets)
 viz.accuracy_vs_tokens(rows, ("accuracy", "evidence_recall", "evidence_kept"),
-                       title=f"ShapesWorld, {N_BENCH} questions")
+                       title=f"ShapesWorld, {N_BENCH} questions, {encoded.n_tokens} visual tokens per image")
 
 # %%
-pd.DataFrame(rows)[["method", "budget", "mean_tokens", "accuracy", "accuracy_small", "accuracy_large",
-                    "evidence_recall"]].round(3)
+table = pd.DataFrame(rows)
+table.pivot_table(index="method", columns="budget", values=["accuracy", "evidence_kept"], sort=False).round(2)
 
 # %% [markdown]
-# ## The paper's results — reported by the authors, not reproduced
+# FINDING-BENCH
 #
-# LLaVA-1.5-7B (LoRA baseline), training-free methods, from the authors' README. These numbers are
-# **copied from the paper, not measured by rclib**.
+# ## The paper's benchmark table
 #
-# | method | SQA-IMG | TextVQA | MME | VQAv2 | POPE | MMB |
-# |---|---|---|---|---|---|---|
-# | LLaVA-1.5 (576 tokens) | 68.40 | 58.20 | 1476.9 | 79.10 | 86.40 | 66.10 |
-# | ToMe | 50.00 | 45.30 | 1138.0 | 57.10 | 52.50 | 43.70 |
-# | PruMerge | 68.52 | 53.51 | 1191.5 | 65.90 | 70.70 | 56.78 |
-# | Recoverable Compression | 69.01 | 55.51 | 1284.9 | 70.41 | 72.00 | 57.90 |
+# Rows labelled **reported** are the authors' numbers for LLaVA-1.5-7B, copied from their paper and
+# README, **not measured by rclib**. Rows labelled **measured** come from lmms-eval runs of this model
+# (`rclib eval --model ... --out out/eval`, see docs/eval.md) found under `EVAL_RESULTS`.
+
+# %%
+found = [folder for folder in [REPO_ROOT / EVAL_RESULTS] if folder.is_dir()]
+paper_table = pd.DataFrame(table_rows(found, reported=True))
+for_this_model = (paper_table["source"] != "measured") | (paper_table["model"] == MODEL)
+paper_table[for_this_model].set_index(["source", "method"]).round(2)
+
+# %% [markdown]
+# FINDING-TABLE

@@ -1,25 +1,10 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
-#   kernelspec:
-#     display_name: Python 3 (ipykernel)
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 03 · How Recoverable Compression works
 #
-# One section per stage, each with its numbers and its picture, then three experiments you can
-# rerun: what is lost without the text stage, what breaks when the kept tokens are shuffled, and
-# where the dynamic filter puts its threshold. The code is in `rclib/methods/rc.py`, which reads
-# like this notebook.
+# One section per stage, each with its numbers and its picture, then four experiments you can rerun:
+# what the text stage adds, what breaks when the kept tokens are shuffled, where the dynamic filter
+# puts its threshold, and what the released code's text source does. The code is in
+# `rclib/methods/rc.py`, which reads like this notebook.
 
 # %% tags=["parameters"]
 import os
@@ -29,7 +14,9 @@ import os
 MODEL = os.environ.get("RCLIB_MODEL", "shapes")
 TEXT_ENCODER = os.environ.get("RCLIB_TEXT_ENCODER") or None
 EXAMPLE = 0  # index into examples_for_model(MODEL)
-N_EXPERIMENT = 24  # ShapesWorld questions per experiment (more = slower, steadier)
+N_EXPERIMENT = 40  # ShapesWorld questions per experiment (more = slower, steadier)
+N_PER_FAMILY = 16  # questions per family in the text-source experiment
+TIGHT_BUDGET = 64  # a fixed budget K in this model's visual tokens, where every kept token counts
 
 # %%
 import pandas as pd
@@ -40,6 +27,7 @@ from rclib.bench import Cell
 from rclib.examples import examples_for_model
 from rclib.models import load
 from rclib.result import Fate
+from rclib.shapes.world import FAMILIES
 
 model = load(MODEL, TEXT_ENCODER)
 example = examples_for_model(MODEL)[EXAMPLE]
@@ -50,6 +38,10 @@ print(f"Q: {example.question}   ({encoded.n_tokens} visual tokens on a {grid[0]}
 result.counts(0)
 
 # %% [markdown]
+# RC's counts on this image: of `n_input_tokens` patches, `n_visual` are kept by the visual filter,
+# `n_text` recovered by the text stage, and `n_merged` merged tokens (centres plus the extra token)
+# carry the rest; the LLM reads `n_output_tokens`, their sum.
+#
 # ## Stage 0 · Two scores per patch
 #
 # - **visual score** `a`: the attention of the [CLS] token over the patches in the last vision layer
@@ -61,6 +53,8 @@ result.counts(0)
 viz.score_maps(image, grid, encoded.cls_attn[0], encoded.text_sim[0])
 
 # %% [markdown]
+# FINDING-SCORES
+#
 # ## Stage 1 · Visual filter
 #
 # The dynamic scale filter counts the outliers among the scores (LOF with 20 neighbours, as the
@@ -72,6 +66,8 @@ viz.score_heatmap(image, encoded.cls_attn[0], grid, f"kept by the visual filter:
                   cmap="viridis", highlight=result.fate[0] == Fate.KEPT)
 
 # %% [markdown]
+# FINDING-VISUAL
+#
 # ## Stage 2 · Text information recovery
 #
 # Small objects the question asks about rarely draw the [CLS] token's attention. Among the tokens
@@ -82,6 +78,8 @@ viz.score_heatmap(image, encoded.text_sim[0], grid, f"recovered by the text stag
                   highlight=result.fate[0] == Fate.RECOVERED, highlight_colour=viz.FATE_COLOURS[Fate.RECOVERED])
 
 # %% [markdown]
+# FINDING-TEXT
+#
 # ## Stage 3 · Secondary recovery: merging the rest
 #
 # Among the remaining tokens, the filter picks a few centres by visual score (stars); each absorbs its
@@ -92,6 +90,9 @@ viz.score_heatmap(image, encoded.text_sim[0], grid, f"recovered by the text stag
 viz.fate_map(image, result, grid, f"{int(result.n_merged[0])} merged tokens (centres + extra)")
 
 # %% [markdown]
+# Every patch that is neither kept nor recovered lands in a cluster or in the extra token: RC drops
+# nothing (no dark grey patch), it blends.
+#
 # ## Stage 4 · Token merger
 #
 # Kept and recovered tokens go first, in their original raster order, then the merged centres, then
@@ -101,31 +102,46 @@ viz.fate_map(image, result, grid, f"{int(result.n_merged[0])} merged tokens (cen
 viz.token_sequence(result)
 
 # %% [markdown]
-# ## Experiment 1 · What is lost without the text stage?
+# The sequence above is all the LLM sees of the image: `n_output_tokens` tokens in place of
+# `n_input_tokens`.
 #
-# RC with and without text recovery on held-out ShapesWorld questions, adaptive budget and at a fixed
-# budget of 64 tokens. *Evidence recall* is the share of the asked-about object's patches that reach the LLM
-# in any form; small objects are where the visual filter misses them.
+# ## Experiment 1 · What does the text stage add?
+#
+# RC with and without text recovery on held-out ShapesWorld questions, at its adaptive budget and at a
+# tight fixed budget (`TIGHT_BUDGET` of this model's tokens). RC drops nothing: every patch reaches the
+# LLM in some form, so *evidence recall* is 1.0 for every variant and tells nothing here. What the text
+# stage changes is **evidence kept**: the share of the asked-about objects' patches that reach the LLM
+# as themselves (kept, recovered, or a centre) rather than blended into a merge.
 
 # %%
+tight = min(TIGHT_BUDGET, encoded.n_tokens // 2)
 cells = [Cell("rc", "rc"), Cell("rc, no text stage", "rc", options={"text_stage": False}),
-         Cell("rc @ 64", "rc", "64"), Cell("rc @ 64, no text stage", "rc", "64", {"text_stage": False})]
+         Cell(f"rc @ {tight}", "rc", tight), Cell(f"rc @ {tight}, no text stage", "rc", tight, {"text_stage": False})]
 rows = experiments.run_experiment(model, cells, N_EXPERIMENT)
-pd.DataFrame(rows).rename(columns={"method": "variant"}).round(3)
+columns = ["budget", "mean_tokens", "accuracy", "evidence_recall", "evidence_kept",
+           *(f"accuracy_{family}" for family in FAMILIES)]
+pd.DataFrame(rows).set_index("method")[columns].round(2)
 
 # %% [markdown]
+# FINDING-EXP1
+#
 # ## Experiment 2 · What breaks when the kept tokens are shuffled?
 #
 # RC keeps the selected tokens in their original order ("keep the original order of tokens when
 # merging them from Steps 1 and 2"). Here the kept and recovered tokens reach the LLM in a random
-# order instead; the token set is the same, only the positions change.
+# order instead; the token set is the same, only the positions change. Questions about where objects
+# are (the *position* family) are where order could matter, so they are measured on their own too.
 
 # %%
-rows = experiments.run_experiment(model, [Cell("rc", "rc"), experiments.shuffled("rc, kept tokens shuffled")],
-                                  N_EXPERIMENT)
-pd.DataFrame(rows).round(3)
+cells = [Cell("rc", "rc"), experiments.shuffled("rc, kept tokens shuffled")]
+rows = [{"questions": "all families", **row} for row in experiments.run_experiment(model, cells, N_EXPERIMENT)]
+rows += [{"questions": "position only", **row}
+         for row in experiments.run_experiment(model, cells, N_EXPERIMENT, families=("position",))]
+pd.DataFrame(rows).set_index(["questions", "method"])[["mean_tokens", "accuracy", "evidence_kept"]].round(2)
 
 # %% [markdown]
+# FINDING-EXP2
+#
 # ## Experiment 3 · Where does the dynamic filter put its threshold?
 #
 # The filter never sees a threshold: it counts outliers and keeps that many of the top scores. LOF
@@ -137,3 +153,28 @@ gallery.threshold_figure(model, example)
 
 # %%
 {rule: int(rclib.outlier_count(encoded.cls_attn[0], rule)) for rule in ("lof", "iqr")}
+
+# %% [markdown]
+# FINDING-EXP3
+#
+# ## Experiment 4 · The released code's text source
+#
+# The authors' released code does not embed the question: it embeds the first line of the LLM prompt
+# (see docs/released.md), which is the same for every question. With this model's chat template that
+# line is printed below. Three variants per question family: the paper's text score (the question),
+# the released text score with the paper's RC (`model.encode(..., preset="released")` only), and the
+# released code as a whole (`preset="released"` for the text and for RC's switches).
+
+# %%
+released = {"preset": "released"}
+print("released text:", repr(model.encode(example.image, example.question, preset="released").texts[0]))
+cells = [Cell("question text (paper)", "rc"), Cell("released text", "rc", encode_options=released),
+         Cell("released text + released rc", "rc", options=released, encode_options=released)]
+rows = [{"family": family, **row} for family in FAMILIES
+        for row in experiments.run_experiment(model, cells, N_PER_FAMILY, families=(family,))]
+by_family = pd.DataFrame(rows).pivot_table(index="method", columns="family", values=["accuracy", "evidence_kept"],
+                                           sort=False)
+by_family.round(2)
+
+# %% [markdown]
+# FINDING-EXP4

@@ -1,32 +1,9 @@
-# ---
-# jupyter:
-#   jupytext:
-#     formats: ipynb,py:percent
-#     text_representation:
-#       extension: .py
-#       format_name: percent
-#       format_version: '1.3'
-#       jupytext_version: 1.19.6
-#   kernelspec:
-#     display_name: Python 3 (ipykernel)
-#     language: python
-#     name: python3
-# ---
-
 # %% [markdown]
 # # 04 · RC against its peers
 #
 # The same images through every method rclib implements, then a small ShapesWorld benchmark:
-# accuracy against retained tokens, overall and by the size of the object the question asks about.
-#
-# | method | what it keeps |
-# |---|---|
-# | `rc` | visual outliers + text-recovered tokens + KNN-merged clusters + 1 extra token (adaptive K) |
-# | `prumerge` / `prumerge+` | IQR outliers of [CLS] attention, each merging its nearest tokens (+ uniform samples) |
-# | `fastervlm` | the top K by [CLS] attention, nothing merged |
-# | `visionzip` | dominant tokens by [CLS] attention + a few contextual merges |
-# | `divprune` | the K most mutually diverse tokens |
-# | `random`, `pool` | K random tokens; average pooling to K regions |
+# accuracy against retained tokens, overall and by question family, with the oracle (the asked-about
+# objects' own patches first) as the ceiling of any selection of K tokens.
 
 # %% tags=["parameters"]
 import os
@@ -36,54 +13,75 @@ import os
 MODEL = os.environ.get("RCLIB_MODEL", "shapes")
 TEXT_ENCODER = os.environ.get("RCLIB_TEXT_ENCODER") or None
 N_IMAGES = 3  # rows of the token-map grid
-N_BENCH = 16  # ShapesWorld questions (rclib bench --n 500 for the README's numbers)
-BUDGETS = ("adaptive", "64/576", "192/576")  # rclib.bench.DEFAULT_BUDGETS adds 128/576
+N_BENCH = 40  # ShapesWorld questions (rclib bench --n 500 for steadier numbers)
+BUDGETS = (64, 128, 192)  # fixed budgets K, in this model's visual tokens (those below its count are run)
 
 # %%
 import pandas as pd
+from IPython.display import Markdown
 
 from rclib import gallery, viz
 from rclib.examples import examples_for_model
+from rclib.methods import METHODS, method_table
+from rclib.methods.common import ADAPTIVE
 from rclib.models import load
+from rclib.shapes.world import FAMILIES
 
 model = load(MODEL, TEXT_ENCODER)
 examples = examples_for_model(MODEL, N_IMAGES)[:N_IMAGES]
+Markdown(method_table(METHODS))
 
 # %% [markdown]
+# The table is rclib's method registry: where each method prunes (before the LLM, or inside it from
+# its attention), whether it fixes K or chooses it, and what it reads besides the visual tokens.
+#
 # ## Token maps on the same images
 #
-# Every method at its own default: RC, PruMerge and PruMerge+ choose their count, the others keep
-# about 64/576 of the tokens (pooling: the nearest square). Blue: kept; orange: recovered by text; a colour per merged cluster (stars: centres); light
-# green: the extra token; dark grey: dropped. Each title gives the tokens the LLM reads.
+# Every method that compresses before the LLM, at its own default: RC, PruMerge and PruMerge+ choose
+# their count, the others keep their default share of the tokens (pooling: the nearest square).
+# Blue: kept; orange: recovered by text; a colour per merged cluster (stars: centres); light green:
+# the extra token; dark grey: dropped. Each title gives the tokens the LLM reads.
 
 # %%
 gallery.method_grid_figure(model, examples)
 
 # %% [markdown]
+# FINDING-GRID
+#
 # ## ShapesWorld benchmark
 #
-# Each method at shares of tokens LLaVA-1.5 papers use (64 and 192 of 576) and, for the
-# adaptive methods, at the count they choose (stars). The dashed line is the model with all tokens.
-# **Evidence recall**: the share of the asked-about object's patches that reach the LLM in any form;
-# **evidence kept**: the share that reaches it as itself (kept, recovered or a centre), not blended
-# into a merge.
+# Every registered method at fixed budgets K (the `BUDGETS` below this model's token count) and, for
+# the adaptive methods, at the count they choose (stars). `full` is the dashed line; `oracle` keeps the
+# asked-about objects' patches first, the ceiling of any K-token selection; `fastv` prunes inside the
+# LLM, from layer 2 on. **Evidence kept**: the share of the asked-about objects' patches that reach
+# the LLM as themselves (kept, recovered or a centre), not blended into a merge.
 
 # %%
-methods = ("full", "rc", "prumerge", "prumerge+", "fastervlm", "visionzip", "divprune", "random", "pool")
-rows = gallery.bench_rows(model, N_BENCH, methods, BUDGETS)
-viz.accuracy_vs_tokens(rows, ("accuracy", "evidence_recall", "evidence_kept"),
-                       title=f"ShapesWorld, {N_BENCH} questions")
-
-# %% [markdown]
-# ## By object size
-#
-# Small objects (about one patch) are where a visual-only selection loses the evidence; the text
-# stage is meant to bring it back.
-
-# %%
-viz.accuracy_vs_tokens(rows, ("accuracy_small", "accuracy_large"))
+n_tokens = model.encode(examples[0].image, examples[0].question).n_tokens
+budgets = (ADAPTIVE, *(k for k in BUDGETS if k < n_tokens))
+rows = gallery.bench_rows(model, N_BENCH, tuple(METHODS), budgets)
+viz.accuracy_vs_tokens(rows, ("accuracy", "evidence_kept"),
+                       title=f"ShapesWorld, {N_BENCH} questions, {n_tokens} visual tokens per image")
 
 # %%
 table = pd.DataFrame(rows)
-table[["method", "budget", "mean_tokens", "n_small", "accuracy_small", "evidence_recall_small", "n_large",
-       "accuracy_large", "evidence_recall_large", "seconds"]].round(3)
+table.pivot_table(index="method", columns="budget", values="accuracy", sort=False).round(2)
+
+# %% [markdown]
+# FINDING-BENCH
+#
+# ## By question family
+#
+# Attribute, existence, glyph (the digit on a large object), position and multiple choice: the
+# families ask for different evidence, so a method that keeps the salient tokens can do well on one
+# and badly on another.
+
+# %%
+viz.accuracy_vs_tokens(rows, tuple(f"accuracy_{family}" for family in FAMILIES))
+
+# %%
+table.set_index(["method", "budget"])[["mean_tokens", *(f"accuracy_{family}" for family in FAMILIES),
+                                       "evidence_kept", "seconds"]].round(2)
+
+# %% [markdown]
+# FINDING-FAMILIES

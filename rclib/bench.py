@@ -51,6 +51,8 @@ class Cell:
     budget: str = ADAPTIVE  # "adaptive", a count or a share (see rclib.methods.parse_budget)
     options: dict = field(default_factory=dict)
     transform: Callable[[CompressionResult], CompressionResult] | None = None  # applied before the LLM reads it
+    encode_options: dict = field(default_factory=dict)  # model.encode options (e.g. {"preset": "released"}: the
+    # released text score); cells with the same ones share one encoding of each batch, {} the default one
 
 
 def bench_cells(config: BenchConfig) -> list[Cell]:
@@ -123,17 +125,24 @@ def run_cells(model, samples: list, cells: list[Cell], batch_size: int = 32, max
               progress: bool = False) -> list[dict]:
     """One row per cell on ``samples`` (ShapesWorld VQASample items); ``model`` is a loaded CompressedLlava.
 
-    Every cell compresses and generates from the same encoder outputs; seconds count compress + generate.
+    Every cell compresses and generates from the same encoder outputs (cells with ``encode_options`` from the
+    batch encoded once with them); seconds count compress + generate.
     """
     tallies = [Tally() for _ in cells]
     n_tokens = None
     bar = tqdm(total=-(-len(samples) // batch_size) * len(cells), desc="bench", disable=not progress)
     for batch, encoded, targets in encoded_batches(model, samples, batch_size):
         n_tokens = encoded.n_tokens
+        encodings = {(): encoded}  # sorted encode_options items -> the batch encoded with them
         for cell, tally in zip(cells, tallies):
+            key = tuple(sorted(cell.encode_options.items()))
+            if key not in encodings:
+                encodings[key] = model.encode([s.image for s in batch], [s.question for s in batch],
+                                              **cell.encode_options)
             budget = parse_budget(cell.budget, n_tokens) if METHODS[cell.method].takes_budget else None
             truth = {"target": targets} if "target" in METHODS[cell.method].needs else {}
-            run = model.run(encoded, cell.method, budget, max_new_tokens, cell.transform, **cell.options, **truth)
+            run = model.run(encodings[key], cell.method, budget, max_new_tokens, cell.transform, **cell.options,
+                            **truth)
             tally.add(run.texts, run.result, targets, sum(run.seconds.values()))
             bar.update()
     bar.close()

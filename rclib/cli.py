@@ -63,15 +63,28 @@ def write_outputs(model, out: Path, entry: dict, run) -> None:
 
 
 def print_record(record: dict) -> None:
+    """One answered question for the terminal. A record with ``caveats`` (see :func:`rclib.examples.caveats`) shows
+    the model's outputs as what they are, not as answers, with the reasons and where real answers come from."""
+    from rclib.examples import REAL_CHECKPOINT
+
     counts = (f"{record['n_input_tokens']} -> {record['n_visual']} visual / {record['n_text']} text / "
               f"{record['n_merged']} merged -> {record['n_output_tokens']}")
     seconds = " ".join(f"{k} {v:.3f}s" for k, v in record["seconds"].items())
+    caveats = record.get("caveats", [])
+
+    def shown(text: str) -> str:
+        return f'(not an answer; the model said "{text}")' if caveats else text
+
     print(f"Q: {record['question']}")
     if "answer_full" in record:
-        print(f"   all tokens : {record['answer_full']}")
-    print(f"   {record['method']:<10} : {record['answer']}    [{counts}]  ({seconds})")
+        print(f"   all tokens : {shown(record['answer_full'])}")
+    print(f"   {record['method']:<10} : {shown(record['answer'])}    [{counts}]  ({seconds})")
     if "answer_truth" in record:
         print(f"   truth      : {record['answer_truth']}")
+    for caveat in caveats:
+        print(f"   note       : {caveat}")
+    if caveats:
+        print(f"   real answers need {REAL_CHECKPOINT}")
 
 
 def load_model(args):
@@ -90,6 +103,7 @@ def cmd_answer(args) -> None:
     from rclib.images import open_image
     from rclib.outputs import to_json
     from rclib.questions import check_question
+    from rclib.examples import caveats
 
     model = load_model(args)
     question = check_question(model, args.question)  # fits the LLM, no chat markers; CLIP truncation reported
@@ -97,6 +111,7 @@ def cmd_answer(args) -> None:
     entry, run = answer_one(model, image.image, args.question, args.method, args.budget, args.compare,
                             **method_options(args))
     entry.update(image=args.image, image_notes=image.notes, question_check=question.record())
+    entry["caveats"] = caveats(model, args.question, scene=False)  # an image file: taken for a photograph
     if args.out:
         write_outputs(model, Path(args.out), entry, run)
     if args.json:
@@ -106,16 +121,23 @@ def cmd_answer(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    from rclib.examples import examples_for_model
+    """RC against all tokens on the example scenes and photographs; on a model that cannot answer about an example
+    (the embedded one on a photograph) its figures are written and its outputs are labelled as no answers."""
+    from rclib.examples import caveats, examples_for_model, known_words
 
     model = load_model(args)
-    print(f"model {model.name} with text tower {model.text_encoder_name}; method {args.method}\n")
+    print(f"model {model.name} with text tower {model.text_encoder_name}; method {args.method}")
+    words = known_words(model)
+    if words is not None:
+        print(f"this model reads only these {len(words)} words and knows only ShapesWorld scenes: {' '.join(words)}")
+    print()
     for i, example in enumerate(examples_for_model(args.model, n_scenes=3)):
         name = f"{i:02d}-" + "".join(c if c.isalnum() else "-" for c in example.name.split(":")[0]).strip("-")
         entry, run = answer_one(model, example.image, example.question, args.method, args.budget, compare=True)
         entry["image"] = str(example.image) if isinstance(example.image, Path) else example.name
         if example.answer is not None:
             entry["answer_truth"] = example.answer
+        entry["caveats"] = caveats(model, example.question, example.scene)
         write_outputs(model, Path(args.out) / name, entry, run)
         print(f"[{name}]", end=" ")
         print_record(entry)
@@ -238,7 +260,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-POSITIVE = ("budget", "n", "processes", "batch_size", "limit", "shapes_n")  # numeric options that count something
+POSITIVE = ("budget", "n", "processes", "batch_size", "limit", "shapes_n", "threads", "repeats", "batches",
+            "new_tokens")  # numeric options that count something (one number or a list)
 WHOLE_FOLDER_OUTPUTS = ("answer", "bench", "table")  # commands whose --out is replaced as a whole (rclib.outputs)
 HINTS = {  # error types that do not say what to do, and what to do
     "SafetensorError": "a safetensors file is damaged or truncated: download or save it again",
@@ -256,8 +279,9 @@ def preflight(args) -> None:
 
     for name in POSITIVE:
         value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        for number in value if isinstance(value, list) else [value]:
+            if number is not None and number < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {number}")
     if getattr(args, "seed", 0) < 0:
         raise ValueError(f"--seed must be 0 or more, got {args.seed}")
     if getattr(args, "question", None) is not None:

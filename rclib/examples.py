@@ -1,7 +1,13 @@
-"""The example images and questions the notebooks, the explorer and the CLI's demo start from.
+"""The example images and questions the notebooks, the explorer and the CLI's demo start from, and what a model
+can be asked about them.
 
 ShapesWorld scenes come with their true answer (the embedded model was trained on that world); the
 bundled photographs (``data/images``, listed with their questions in ``questions.json``) have none.
+
+The embedded model reads a closed vocabulary (a word-level tokenizer: any other word becomes its unknown
+token) and has only seen ShapesWorld scenes, so its output on a photograph, or to a question with words it
+never saw, is not an answer. :func:`known_words` and :func:`caveats` say so, for the explorer, the
+notebooks and the CLI alike; a real checkpoint (a subword tokenizer spells any word) has no such caveat.
 """
 from __future__ import annotations
 
@@ -18,6 +24,10 @@ EXAMPLE_SEED = 7  # ShapesWorld stream of the example scenes (the shipped models
 # which needs the true mask of the asked-about objects).
 ENCODER_OUTPUTS = {f.name for f in fields(Encoded)}
 EXAMPLE_METHODS = tuple(name for name, spec in METHODS.items() if set(spec.needs) <= ENCODER_OUTPUTS)
+REAL_CHECKPOINT = ('a real checkpoint: load("llava-1.5-7b") (MODEL = "llava-1.5-7b" in a notebook, --model '
+                   "llava-1.5-7b on the command line) with llava-hf/llava-1.5-7b-hf and "
+                   "openai/clip-vit-large-patch14-336 in the Hugging Face cache (`hf download <id>` on a machine with "
+                   "network)")
 
 
 @dataclass
@@ -28,13 +38,16 @@ class Example:
     image: object  # HWC uint8 array, PIL image or path
     question: str
     answer: str | None = None  # the true answer, when known (ShapesWorld)
+    scene: bool = False  # True: a ShapesWorld scene, the only kind of image the embedded model was trained on
 
 
-def shapes_examples(n: int = 4, seed: int = EXAMPLE_SEED) -> list[Example]:
-    """ShapesWorld scenes with their question and answer (the world the embedded model knows)."""
+def shapes_examples(n: int = 5, seed: int = EXAMPLE_SEED) -> list[Example]:
+    """ShapesWorld scenes with their question and answer (the world the embedded model knows); the question
+    families take turns, so five scenes ask one question of each."""
     from rclib.shapes.world import sample_vqa
 
-    return [Example(f"shapes scene {i}", s.image, s.question, s.answer) for i, s in enumerate(sample_vqa(seed, n))]
+    return [Example(f"shapes scene {i} ({s.family})", s.image, s.question, s.answer, scene=True)
+            for i, s in enumerate(sample_vqa(seed, n))]
 
 
 def photo_examples(folder: Path = SAMPLE_IMAGES) -> list[Example]:
@@ -46,7 +59,57 @@ def photo_examples(folder: Path = SAMPLE_IMAGES) -> list[Example]:
     return [Example(f"{Path(file).stem}: {q}", folder / file, q) for file, asked in questions.items() for q in asked]
 
 
-def examples_for_model(model_name: str = "shapes", n_scenes: int = 4) -> list[Example]:
+def examples_for_model(model_name: str = "shapes", n_scenes: int = 5) -> list[Example]:
     """Examples for a model: ShapesWorld scenes first for the embedded model, the photographs first otherwise."""
     scenes, photos = shapes_examples(n_scenes), photo_examples()
     return scenes + photos if model_name == "shapes" else photos + scenes
+
+
+def known_words(model) -> list[str] | None:
+    """The words a closed-vocabulary model reads, in its tokenizer's order (special tokens left out); None when
+    its tokenizer is not word-level (a real checkpoint's subword tokenizer spells any word).
+
+    model: a loaded :class:`~rclib.models.CompressedLlava`.
+    """
+    tokenizer = model.processor.tokenizer
+    if type(tokenizer.backend_tokenizer.model).__name__ != "WordLevel":
+        return None
+    special = set(tokenizer.all_special_tokens)
+    vocabulary = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    return [word for word, _ in vocabulary if word not in special]
+
+
+def unknown_words(model, question: str) -> list[str]:
+    """The words of ``question`` a closed-vocabulary model reads as its unknown token, in order, each once
+    (none for a subword tokenizer, see :func:`known_words`)."""
+    tokenizer = model.processor.tokenizer
+    if known_words(model) is None:
+        return []
+    encoding = tokenizer.backend_tokenizer.encode(question, add_special_tokens=False)
+    unknown = [question[start:end] for token, (start, end) in zip(encoding.ids, encoding.offsets)
+               if token == tokenizer.unk_token_id]
+    return list(dict.fromkeys(unknown))
+
+
+def caveats(model, question: str, scene: bool) -> list[str]:
+    """Why the model's output to ``question`` about an image is not an answer, one sentence per reason; empty
+    when nothing is known against it.
+
+    scene: whether the image is a ShapesWorld scene. A closed-vocabulary model (the embedded one) was trained
+    on those only; its figures on a photograph still show what each method keeps. Real answers need
+    :data:`REAL_CHECKPOINT`.
+    """
+    words = known_words(model)
+    if words is None:
+        return []
+    found = []
+    if not scene:
+        found.append(f"This model was trained on ShapesWorld scenes only and reads {len(words)} words: on a "
+                     "photograph its output is not an answer (the figures still show which tokens each method keeps).")
+    unknown = unknown_words(model, question)
+    if unknown:
+        listed = ", ".join(f"“{w}”" for w in unknown)
+        found.append(f"The model never saw the word{'s' if len(unknown) > 1 else ''} {listed}: it reads "
+                     f"{'them' if len(unknown) > 1 else 'it'} as an unknown token, so its output does not "
+                     "answer this question. Ask with the words it knows.")
+    return found

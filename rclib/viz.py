@@ -15,6 +15,7 @@ matplotlib setting. ``with viz.style(): ...`` gives your own figures the same lo
 """
 from __future__ import annotations
 
+import io
 import textwrap
 
 import matplotlib as mpl
@@ -22,6 +23,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 import torch
+from PIL import Image
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
@@ -50,10 +53,16 @@ SLOT_FATES: dict[Slot, Fate] = {Slot.KEPT: Fate.KEPT, Slot.RECOVERED: Fate.RECOV
 CLUSTER_SLOTS = (Slot.CENTRE, Slot.POOLED)  # slots that gather a cluster of tokens, one colour each
 # tab20 without its blues, oranges, greens and greys: a cluster never reads as kept, recovered, extra or dropped
 CLUSTER_PALETTE = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (0, 1, 2, 3, 4, 5, 14, 15)]
-METHOD_COLOURS: dict[str, str] = {
-    "full": "#495057", "rc": "#e03131", "prumerge": "#1971c2", "prumerge+": "#4dabf7", "fastervlm": "#2f9e44",
-    "visionzip": "#9c36b5", "divprune": "#f08c00", "random": "#adb5bd", "pool": "#795548",
+# method -> (colour, marker, line style): a method stays recognisable where its line meets another
+METHOD_STYLES: dict[str, tuple[str, str, str]] = {
+    "full": ("#495057", "", "--"), "rc": ("#e03131", "o", "-"), "prumerge": ("#1971c2", "s", "-"),
+    "prumerge+": ("#4dabf7", "D", "--"), "fastervlm": ("#2f9e44", "^", "-"), "visionzip": ("#9c36b5", "v", "--"),
+    "divprune": ("#f08c00", "P", "-."), "random": ("#868e96", "x", ":"), "pool": ("#795548", "h", ":"),
+    "fastv": ("#0c8599", "<", "-."), "cdpruner": ("#d6336c", ">", "--"), "tome": ("#5c940d", "X", "-."),
+    "oracle": ("#000000", "d", ":"),
 }
+OTHER_MARKERS = "o s ^ v D P X h < >".split()  # for labels outside METHOD_STYLES, with matplotlib's colour cycle
+PANELS_PER_ROW = 3  # accuracy_vs_tokens wraps its panels
 OVERLAY_ALPHA = 0.6  # opacity of patch colours over the image
 SCORE_TITLES = ("visual score ([CLS] attention)", "text score (question vs patch)")
 STYLE = {**sns.axes_style("white"), **sns.plotting_context("notebook")}  # rcParams of every figure here
@@ -97,11 +106,21 @@ def show_image(ax, image, grid: tuple[int, int], title: str = "") -> None:
     ax.set_title(title, fontsize=10)
 
 
-def outline_patches(ax, selected, grid: tuple[int, int], colour: str, width: float = 1.6) -> None:
-    """A square outline around each selected patch (selected: [N] bool)."""
+def outline_segments(selected, grid: tuple[int, int]) -> list:
+    """The squares around the selected patches (selected: [N] bool), one closed polyline each, in patch units."""
     w = grid[1]
-    for n in np.flatnonzero(as_numpy(selected)):
-        ax.add_patch(Rectangle((n % w, n // w), 1, 1, fill=False, edgecolor=colour, linewidth=width))
+    return [[(x, y), (x + 1, y), (x + 1, y + 1), (x, y + 1), (x, y)]
+            for x, y in ((n % w, n // w) for n in np.flatnonzero(as_numpy(selected)))]
+
+
+def outline_patches(ax, selected, grid: tuple[int, int], colour: str, width: float = 1.6) -> LineCollection:
+    """A square outline around each selected patch (selected: [N] bool), as one collection; outlines drawn
+    before on ``ax`` are replaced (an interactive view redraws only them)."""
+    for old in [c for c in ax.collections if c.get_gid() == "outline"]:
+        old.remove()
+    outlines = LineCollection(outline_segments(selected, grid), colors=colour, linewidths=width, gid="outline")
+    ax.add_collection(outlines)
+    return outlines
 
 
 @style()
@@ -124,14 +143,14 @@ def score_heatmap(image, scores, grid: tuple[int, int], title: str = "score", ax
 
 @style()
 def score_maps(image, grid: tuple[int, int], cls_attn, text_sim=None, result: CompressionResult | None = None,
-               titles: tuple[str, ...] | None = None, axes=None) -> Figure:
+               titles: tuple[str, ...] | None = None, axes=None, legend: bool = True) -> Figure:
     """The two score maps of one image side by side: [CLS] attention and text similarity ([N] each).
 
     text_sim: None (no text score) shows the image alone in the second panel.
     result: a result of this image (its sample 0 is drawn): the kept tokens are outlined on the first
     map, the recovered ones on the second, and its token-fate map (:func:`fate_map`) is a third panel.
     titles: one per panel (default :data:`SCORE_TITLES`, then the fate map's own title).
-    axes: the 2 (3 with a result) axes to draw into; default a new figure.
+    axes: the 2 (3 with a result) axes to draw into; default a new figure. legend: the fate map's legend.
     """
     n_panels = 2 if result is None else 3
     if axes is None:
@@ -140,18 +159,75 @@ def score_maps(image, grid: tuple[int, int], cls_attn, text_sim=None, result: Co
         raise ValueError(f"score_maps draws {n_panels} panels; got {len(axes)} axes and "
                          f"{'no' if titles is None else len(titles)} titles")
     titles = titles or SCORE_TITLES + ((None,) if result is not None else ())
-    fate = None if result is None else as_numpy(result.fate[0])
-    score_heatmap(image, cls_attn, grid, titles[0], ax=axes[0], cmap="viridis",
-                  highlight=None if fate is None else fate == Fate.KEPT)
+    score_heatmap(image, cls_attn, grid, titles[0], ax=axes[0], cmap="viridis")
     if text_sim is None:
         show_image(axes[1], image, grid, titles[1])
     else:
-        score_heatmap(image, text_sim, grid, titles[1], ax=axes[1], cmap="magma",
-                      highlight=None if fate is None else fate == Fate.RECOVERED,
-                      highlight_colour=FATE_COLOURS[Fate.RECOVERED])
+        score_heatmap(image, text_sim, grid, titles[1], ax=axes[1], cmap="magma")
     if result is not None:
-        fate_map(image, result, grid, titles[2], ax=axes[2])
+        show_image(axes[2], image, grid)
+        draw_result(axes, result, grid, titles[2], legend)
     return axes[0].figure
+
+
+def draw_result(axes, result: CompressionResult, grid: tuple[int, int], title: str | None = None,
+                legend: bool = True) -> None:
+    """What a result changes on the three panels of :func:`score_maps`: the kept tokens outlined on the first,
+    the recovered ones on the second, the fate layers on the third; what it drew there before is replaced."""
+    fate = as_numpy(result.fate[0])
+    outline_patches(axes[0], fate == Fate.KEPT, grid, FATE_COLOURS[Fate.KEPT])
+    outline_patches(axes[1], fate == Fate.RECOVERED, grid, FATE_COLOURS[Fate.RECOVERED])
+    draw_fates(axes[2], result, grid, title, legend)
+
+
+class LiveScoreMaps:
+    """:func:`score_maps` of one image and question, kept for an interactive view.
+
+    Everything but the result (the image, both score maps, their colour bars, the layout) is rendered once
+    and kept as a background; :meth:`show` replaces what a result draws (:func:`draw_result`) and draws only
+    that over the background; :meth:`png` encodes the pixels. The fate legend is left out by default (an
+    interactive view shows it once beside the figure).
+    """
+
+    def __init__(self, image, grid: tuple[int, int], cls_attn, text_sim, result: CompressionResult,
+                 legend: bool = False, size: tuple[float, float] = (12.6, 3.6), dpi: int = 72):
+        self.grid, self.legend = grid, legend
+        with style():
+            self.axes = new_figure(size).subplots(1, 3)
+            score_maps(image, grid, cls_attn, text_sim, result, axes=self.axes, legend=legend)
+        self.figure = self.axes[0].figure
+        self.figure.set_dpi(dpi)
+        FigureCanvasAgg(self.figure)  # pixels to copy, whatever the notebook's backend
+        self.figure.draw_without_rendering()  # constrained layout runs once, here
+        self.figure.set_layout_engine("none")
+        for artist in self.result_artists():
+            artist.set_visible(False)
+        self.figure.canvas.draw()
+        self.background = self.figure.canvas.copy_from_bbox(self.figure.bbox)
+        self.show(result)
+
+    def result_artists(self) -> list:
+        """What a result draws: the outlines, the fate layers and legend, the fate map's title."""
+        drawn = [a for ax in self.axes for a in (*ax.images, *ax.collections) if a.get_gid() in ("outline", "fates")]
+        legend = self.axes[2].get_legend()
+        return drawn + [self.axes[2].title] + ([legend] if legend else [])
+
+    def show(self, result: CompressionResult, title: str | None = None) -> None:
+        """Draw ``result`` (sample 0) in place of the previous one."""
+        with style():
+            draw_result(self.axes, result, self.grid, title, self.legend)
+            canvas = self.figure.canvas
+            canvas.restore_region(self.background)
+            for artist in self.result_artists():
+                artist.set_visible(True)
+                self.figure.draw_artist(artist)
+
+    def png(self) -> bytes:
+        """The figure as PNG bytes (fast compression: an interactive view encodes it on every change)."""
+        buffer = io.BytesIO()
+        pixels = np.asarray(self.figure.canvas.buffer_rgba())[..., :3]  # [H, W, 3] uint8
+        Image.fromarray(pixels).save(buffer, format="png", compress_level=1)
+        return buffer.getvalue()
 
 
 def cluster_colours(result: CompressionResult) -> dict[int, tuple]:
@@ -198,6 +274,32 @@ def fate_legend(ax, fates=tuple(Fate), clusters: bool = True) -> None:
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
 
 
+def fate_title(result: CompressionResult) -> str:
+    """The default title of a token-fate map: "method: N -> K tokens"."""
+    counts = result.counts(0)
+    return f"{result.method}: {counts['n_input_tokens']} -> {counts['n_output_tokens']} tokens"
+
+
+def draw_fates(ax, result: CompressionResult, grid: tuple[int, int], title: str | None = None,
+               legend: bool = True) -> None:
+    """The fate layers of :func:`fate_map` over an image already on ``ax``: patch colours, cluster borders, centre
+    stars, legend and title. Layers drawn before on ``ax`` are replaced (an interactive view redraws only them)."""
+    for old in [a for a in (*ax.images, *ax.collections) if a.get_gid() == "fates"]:
+        old.remove()
+    h, w = grid
+    ax.imshow(patch_colours(result).reshape(h, w, 4), extent=(0, w, h, 0), interpolation="nearest", gid="fates")
+    fate = as_numpy(result.fate[0]).astype(int)
+    merged = (fate == Fate.MERGED) | (fate == Fate.CENTRE)
+    segments = cluster_borders(as_numpy(result.assignment[0]).astype(int), merged, grid)
+    ax.add_collection(LineCollection(segments, colors="white", linewidths=0.8, gid="fates"))
+    centres = np.flatnonzero(fate == Fate.CENTRE)
+    ax.scatter(centres % w + 0.5, centres // w + 0.5, marker="*", s=60, c="white", edgecolors="black",
+               linewidths=0.5, zorder=3, gid="fates")
+    if legend:
+        fate_legend(ax, [f for f in Fate if (fate == f).any()], clusters=bool(cluster_colours(result)))
+    ax.set_title(fate_title(result) if title is None else title, fontsize=10)
+
+
 @style()
 def fate_map(image, result: CompressionResult, grid: tuple[int, int], title: str | None = None, ax=None,
              legend: bool = True) -> Figure:
@@ -208,21 +310,8 @@ def fate_map(image, result: CompressionResult, grid: tuple[int, int], title: str
     white lines separate neighbouring clusters.
     """
     ax = new_axes(ax, (5.4, 4.2) if legend else (4.2, 4.2))
-    h, w = grid
-    counts = result.counts(0)
-    if title is None:
-        title = (f"{result.method}: {counts['n_input_tokens']} -> {counts['n_output_tokens']} tokens")
-    show_image(ax, image, grid, title)
-    ax.imshow(patch_colours(result).reshape(h, w, 4), extent=(0, w, h, 0), interpolation="nearest")
-    fate = as_numpy(result.fate[0]).astype(int)
-    merged = (fate == Fate.MERGED) | (fate == Fate.CENTRE)
-    segments = cluster_borders(as_numpy(result.assignment[0]).astype(int), merged, grid)
-    ax.add_collection(LineCollection(segments, colors="white", linewidths=0.8))
-    centres = np.flatnonzero(fate == Fate.CENTRE)
-    ax.scatter(centres % w + 0.5, centres // w + 0.5, marker="*", s=60, c="white", edgecolors="black",
-               linewidths=0.5, zorder=3)
-    if legend:
-        fate_legend(ax, [f for f in Fate if (fate == f).any()], clusters=bool(cluster_colours(result)))
+    show_image(ax, image, grid)
+    draw_fates(ax, result, grid, title, legend)
     return ax.figure
 
 
@@ -267,25 +356,6 @@ def overview(image, result: CompressionResult, grid: tuple[int, int], question: 
     token_sequence(result, ax=bottom.subplots())
     answered = f"  ->  answer: {answer}" if answer is not None else ""
     figure.suptitle(f"Q: {question}{answered}" if question else result.method, fontsize=12)
-    return figure
-
-
-@style()
-def answers_panel(question: str, answers: dict[str, tuple[str, int]], truth: str | None = None) -> Figure:
-    """A small table: one row per setting (label -> (answer, number of visual tokens)), truth marked."""
-    columns = ["setting", "visual tokens", "answer"] + (["correct"] if truth is not None else [])
-    cells = []
-    for label, (text, n_tokens) in answers.items():
-        row = [label, str(n_tokens), text or "(empty)"]
-        cells.append(row + (["yes" if text.strip().lower() == truth.lower() else "no"] if truth is not None else []))
-    figure = new_figure((6.5, 0.6 + 0.35 * (len(cells) + 1)))
-    ax = figure.add_subplot()
-    ax.axis("off")
-    table = ax.table(cellText=cells, colLabels=columns, loc="center", cellLoc="left")
-    table.auto_set_font_size(False)
-    table.set_fontsize(10)
-    table.scale(1, 1.4)
-    ax.set_title(f"Q: {question}" + (f"   (truth: {truth})" if truth is not None else ""), fontsize=10)
     return figure
 
 
@@ -341,38 +411,102 @@ def filter_thresholds(scores, decisions: dict, b: int = 0, xlabel: str = "score"
     return figure
 
 
+def method_style(method: str, index: int) -> tuple[str, str, str]:
+    """(colour, marker, line style) of a method (:data:`METHOD_STYLES`), or of the index-th other label."""
+    if method in METHOD_STYLES:
+        return METHOD_STYLES[method]
+    return f"C{index % 10}", OTHER_MARKERS[index % len(OTHER_MARKERS)], ("-", "--", "-.", ":")[index % 4]
+
+
+def dodge(points: list[tuple[float, float]], x_step: float, y_close: float) -> list[float]:
+    """Sideways offsets that keep markers apart: points within ``x_step`` / 2 and ``y_close`` of each other
+    (in order of x, then y) form a group, spread ``x_step`` apart around their place; a lone point stays."""
+    order = sorted(range(len(points)), key=lambda i: points[i])
+    offsets = [0.0] * len(points)
+    group: list[int] = []
+    for i in [*order, None]:
+        if i is not None and group:
+            (x, y), (x0, y0) = points[i], points[group[0]]
+            if abs(x - x0) <= x_step / 2 and abs(y - y0) <= y_close:
+                group.append(i)
+                continue
+        for j, member in enumerate(group):
+            offsets[member] = (j - (len(group) - 1) / 2) * x_step
+        group = [] if i is None else [i]
+    return offsets
+
+
+def spread_labels(ys: list[float], gap: float, low: float, high: float) -> list[float]:
+    """Label heights near ``ys``, at least ``gap`` apart and inside [low, high] when they fit, order kept: pushed
+    up from ``low``, then down from ``high``."""
+    order = sorted(range(len(ys)), key=lambda i: ys[i])
+    placed = list(ys)
+    floor = low
+    for i in order:
+        placed[i] = max(placed[i], floor)
+        floor = placed[i] + gap
+    ceiling = high
+    for i in reversed(order):
+        placed[i] = min(placed[i], ceiling)
+        ceiling = placed[i] - gap
+    return placed
+
+
 @style()
 def accuracy_vs_tokens(rows: list[dict], metrics: tuple[str, ...] = ("accuracy",), title: str = "") -> Figure:
-    """One panel per metric: the metric against mean visual tokens, a line per method.
+    """One panel per metric (three to a row): the metric against mean visual tokens, a line per method, every
+    method visible.
 
     rows: bench rows (``rclib.bench.run_bench``) with method, budget, mean_tokens and the metrics.
-    Adaptive budgets (the method chose K) are stars; the full model is a dashed horizontal line.
+    Each method has its own colour, marker and line style (:data:`METHOD_STYLES`) and its name at the right
+    end of its line; markers that would hide each other are spread sideways (the caption says by how many
+    tokens). Adaptive budgets (the method chose K) are stars; the full model is a dashed horizontal line.
     """
-    figure = new_figure((5.2 * len(metrics) + 1.6, 3.8))
-    axes = figure.subplots(1, len(metrics), squeeze=False)[0]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    columns = min(len(metrics), PANELS_PER_ROW)
+    lines = -(-len(metrics) // columns)
+    figure = new_figure((5.0 * columns + 1.2, 3.8 * lines + 0.4))
+    axes = figure.subplots(lines, columns, squeeze=False).flatten()
+    for spare in axes[len(metrics):]:
+        spare.remove()
+    x_max = max(r["mean_tokens"] for r in rows)
+    x_step = 0.012 * x_max  # the sideways spread between markers that would overlap
     for ax, metric in zip(axes, metrics):
-        for method in dict.fromkeys(r["method"] for r in rows):
-            mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["mean_tokens"])
-            colour = METHOD_COLOURS.get(method, "black")
+        shown = [r for r in rows if metric in r]
+        curves = [r for r in shown if r["method"] != "full"]
+        offsets = dodge([(r["mean_tokens"], r[metric]) for r in curves], x_step, 0.02)
+        x_of = {id(r): r["mean_tokens"] + dx for r, dx in zip(curves, offsets)}
+        ends = {}  # method -> (x, y) of the point its name goes next to
+        for index, method in enumerate(methods):
+            colour, marker, line = method_style(method, index)
+            mine = sorted((r for r in shown if r["method"] == method), key=lambda r: r["mean_tokens"])
+            if not mine:
+                continue
             if method == "full":
-                ax.axhline(mine[0][metric], color=colour, linestyle="--", linewidth=1,
-                           label=f"full ({mine[0]['mean_tokens']:.0f} tokens)")
+                ax.axhline(mine[0][metric], color=colour, linestyle=line, linewidth=1.2, zorder=1)
+                ends[f"all {mine[0]['mean_tokens']:.0f} tokens"] = (x_max, mine[0][metric], colour)
                 continue
             fixed = [r for r in mine if r["budget"] != "adaptive"]
             adaptive = [r for r in mine if r["budget"] == "adaptive"]
-            on_top = 3 if method == "rc" else 2  # RC is drawn over the peers it ties with
-            ax.plot([r["mean_tokens"] for r in fixed], [r[metric] for r in fixed], "o-", color=colour, zorder=on_top,
-                    label=method if fixed else None, linewidth=2.2 if method == "rc" else 1.4, markersize=4)
-            ax.plot([r["mean_tokens"] for r in adaptive], [r[metric] for r in adaptive], "*", color=colour,
-                    markersize=13, markeredgecolor="black", markeredgewidth=0.5, label=None if fixed else method,
-                    zorder=on_top + 1)
-        ax.set(xlabel="mean visual tokens reaching the LLM", ylabel=metric.replace("_", " "), ylim=(-0.03, 1.03))
+            ax.plot([x_of[id(r)] for r in fixed], [r[metric] for r in fixed], color=colour, marker=marker,
+                    linestyle=line, linewidth=2.0 if method == "rc" else 1.3, markersize=6, label=method,
+                    markerfacecolor="white" if index % 2 else colour, zorder=2)
+            ax.plot([x_of[id(r)] for r in adaptive], [r[metric] for r in adaptive], "*", color=colour,
+                    markersize=13, markeredgecolor="black", markeredgewidth=0.5, zorder=3,
+                    label=None if fixed else method)
+            last = (fixed or adaptive)[-1]
+            ends[method] = (x_of[id(last)], last[metric], colour)
+        heights = spread_labels([y for _, y, _ in ends.values()], 0.065, -0.02, 1.02)
+        for (name, (x, y, colour)), height in zip(ends.items(), heights):
+            ax.annotate(name, (x, y), xytext=(1.02, height), textcoords=("axes fraction", "data"), color=colour,
+                        fontsize=8, va="center", annotation_clip=False,
+                        arrowprops={"arrowstyle": "-", "color": colour, "linewidth": 0.5, "alpha": 0.6})
+        ax.set(xlabel="mean visual tokens reaching the LLM", ylabel=metric.replace("_", " "), ylim=(-0.03, 1.03),
+               xlim=(0, x_max * 1.05))
         ax.grid(alpha=0.3)
-    handles, labels = axes[-1].get_legend_handles_labels()
-    handles.append(Line2D([], [], marker="*", linestyle="none", markersize=11, markerfacecolor="white",
-                          markeredgecolor="black"))
-    labels.append("adaptive: the method's own K")
-    axes[-1].legend(handles, labels, fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1))
+    star = Line2D([], [], marker="*", linestyle="none", markersize=11, markerfacecolor="white", markeredgecolor="black")
+    caption = f"star: the method chose K itself (adaptive). Markers at equal values are spread {x_step:.0f} tokens apart"
+    figure.legend([star], [caption], loc="outside lower center", fontsize=8, frameon=False)
     if title:
         figure.suptitle(title)
     return figure

@@ -1,66 +1,148 @@
 """An interactive explorer: controls bound to compress + generate, figures from ``rclib.viz``.
 
 Moving a control reruns only the compression and the compressed answer; the encoders run once per
-image and question (cached here), and so does the all-tokens answer. A callback that raises shows its
-traceback in the explorer's error area instead of vanishing (ipywidgets swallows such errors).
+image and question (cached here), and so does the all-tokens answer. The score maps are drawn once per
+image and question (:class:`rclib.viz.LiveScoreMaps`); a control redraws only what the result changes.
+Which controls apply to the selected method comes from :data:`rclib.methods.METHODS`; the others are
+greyed out. Next to the question: the words the model reads (a closed-vocabulary model such as the
+embedded one) and, in a warning box, why its output is not an answer when it is not
+(:func:`rclib.examples.caveats`). A callback that raises shows its traceback in the explorer's error area
+instead of vanishing (ipywidgets swallows such errors).
 
 Tests drive it without a browser: set ``explorer.controls[name].value`` and read ``explorer.state``,
-``explorer.result``, ``explorer.answers``, ``explorer.figure.value`` (PNG bytes) and ``explorer.error``.
+``explorer.result``, ``explorer.answers``, ``explorer.answers_table.value`` (HTML), ``explorer.warnings``,
+``explorer.figure.value`` (PNG bytes) and ``explorer.error``.
 """
 from __future__ import annotations
 
-import io
+import html
 import traceback
 from contextlib import contextmanager
 
 import ipywidgets as widgets
+from matplotlib.colors import to_hex
 
 from rclib import viz
-from rclib.examples import EXAMPLE_METHODS
+from rclib.examples import EXAMPLE_METHODS, REAL_CHECKPOINT, caveats, known_words
 from rclib.filters import RULES
 from rclib.methods import METHODS
+from rclib.result import Fate
 
 FIRST_METHOD = "rc"  # the method selected when the explorer opens
 OPTION_CONTROLS = ("rule", "n_neighbors", "iqr_factor", "text_stage", "knn_k")  # method options with a control
 RULE_OPTIONS = {"n_neighbors": "lof", "iqr_factor": "iqr"}  # options read only under one filter rule
-FIGURE_DPI = 72  # enough for a notebook, fast to render
+LABEL_WIDTH = 170  # px of a control's description
+READOUT_WIDTH = 60  # px of a slider's value
+MIN_TRACK = 300  # px of a slider's track at least; the budget's is one px per token or more
+TEXT_WIDTH = "720px"  # the image list and the question box: long photo questions stay readable
 
 
-def png_bytes(figure) -> bytes:
-    """The figure as PNG bytes; the figure is closed."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
-    viz.close(figure)
-    return buffer.getvalue()
+def slider_layout(steps: int) -> widgets.Layout:
+    """A slider as wide as its steps in pixels (one token per pixel for the budget), at least MIN_TRACK."""
+    return widgets.Layout(width=f"{LABEL_WIDTH + max(MIN_TRACK, steps) + READOUT_WIDTH}px")
 
 
 def make_controls(examples: list, n_tokens: int) -> dict[str, widgets.Widget]:
     """The explorer's controls, the first method's option defaults (``METHODS``) preselected; budget 0 lets
-    the method choose (adaptive methods) or take its default budget."""
+    the method choose (adaptive methods) or take its default budget; n_tokens: the model's visual tokens."""
     defaults = METHODS[FIRST_METHOD].options
-    style = {"description_width": "150px"}
+    style = {"description_width": f"{LABEL_WIDTH}px"}
+    wide = widgets.Layout(width=TEXT_WIDTH)
     return {
-        "example": widgets.Dropdown(options=[e.name for e in examples], description="image", style=style),
-        "question": widgets.Text(value=examples[0].question, description="question", continuous_update=False,
-                                 style=style, layout=widgets.Layout(width="600px")),
+        "example": widgets.Dropdown(options=[e.name for e in examples], description="image", style=style,
+                                    layout=wide),
+        "question": widgets.Text(value=examples[0].question, description="question (Enter to ask)",
+                                 continuous_update=False, style=style, layout=wide),
         "method": widgets.Dropdown(options=EXAMPLE_METHODS, value=FIRST_METHOD, description="method", style=style),
-        "rule": widgets.ToggleButtons(options=list(RULES), value=defaults["rule"], description="filter rule",
-                                      style=style),
-        "n_neighbors": widgets.IntSlider(value=defaults["n_neighbors"], min=2, max=60, description="LOF neighbours",
-                                         style=style),
-        "iqr_factor": widgets.FloatSlider(value=defaults["iqr_factor"], min=0.0, max=4.0, step=0.25,
-                                          description="IQR factor", style=style),
-        "text_stage": widgets.Checkbox(value=defaults["text_stage"], description="text stage (recovery)",
-                                       style=style),
-        "knn_k": widgets.IntSlider(value=defaults["knn_k"], min=1, max=64, description="KNN k (merge)", style=style),
         "budget": widgets.IntSlider(value=0, min=0, max=n_tokens, description=budget_label(METHODS[FIRST_METHOD]),
-                                    style=style),
+                                    style=style, layout=slider_layout(n_tokens)),
+        "rule": widgets.Dropdown(options=list(RULES), value=defaults["rule"], description="filter rule", style=style),
+        "n_neighbors": widgets.IntSlider(value=defaults["n_neighbors"], min=2, max=60, description="LOF neighbours",
+                                         style=style, layout=slider_layout(58)),
+        "iqr_factor": widgets.FloatSlider(value=defaults["iqr_factor"], min=0.0, max=4.0, step=0.25,
+                                          description="IQR factor", style=style, layout=slider_layout(16)),
+        "text_stage": widgets.Checkbox(value=defaults["text_stage"], description="text stage (recovery)",
+                                       indent=True, style=style, layout=widgets.Layout(width=f"{LABEL_WIDTH + 220}px")),
+        "knn_k": widgets.IntSlider(value=defaults["knn_k"], min=1, max=64, description="KNN k (merge)", style=style,
+                                   layout=slider_layout(63)),
     }
 
 
 def budget_label(spec) -> str:
     """The budget slider's label for a method: what 0 means to it."""
+    if not spec.takes_budget:
+        return "budget (not used)"
     return "budget (0: adaptive)" if spec.adaptive else "budget (0: default)"
+
+
+def method_note(spec, n_tokens: int) -> str:
+    """One line under the method: what it keeps and what the budget means to it, in the model's tokens."""
+    if not spec.takes_budget:
+        budget = f"it reads all {n_tokens} visual tokens, so the budget does not apply"
+    elif spec.adaptive:
+        budget = f"budget K: at most K of the {n_tokens} visual tokens; 0 lets it choose K per image"
+    else:
+        budget = f"budget K: K of the {n_tokens} visual tokens; 0 takes its default"
+    where = " It prunes inside the LLM." if spec.stage == "inside_llm" else ""
+    return f"<small><b>{spec.name}</b>: {html.escape(spec.summary)}.{where} {budget}.</small>"
+
+
+def vocabulary_note(words: list[str] | None) -> str:
+    """The words a closed-vocabulary model reads, for beside the question box ("" for an open vocabulary)."""
+    if words is None:
+        return ""
+    listed = " ".join(html.escape(w) for w in words)
+    return (f"<small>This model reads only these {len(words)} words (any other word is unknown to it): "
+            f"<code>{listed}</code></small>")
+
+
+def warnings_box(found: list[str]) -> str:
+    """The caveats as a visible warning box ("" when there is none)."""
+    if not found:
+        return ""
+    items = "".join(f"<li>{html.escape(text)}</li>" for text in found)
+    return ('<div style="border-left: 4px solid #f08c00; background: #fff4e6; padding: 4px 10px; margin: 4px 0">'
+            f"<b>Not an answer</b><ul style='margin: 2px 0'>{items}</ul>"
+            f"For real answers, use {html.escape(REAL_CHECKPOINT)}.</div>")
+
+
+def answers_html(question: str, answers: dict[str, tuple[str, int]], n_tokens: int, truth: str | None,
+                 meaningful: bool) -> str:
+    """The answers as an HTML table: one row per setting (label -> (output, visual tokens it read)).
+
+    truth: the true answer (a ShapesWorld scene) adds a "correct" column; meaningful=False (see
+    :func:`rclib.examples.caveats`) labels the outputs as not answers.
+    """
+    head = ["setting", "visual tokens", "answer" if meaningful else "model output (not an answer)"]
+    judged = truth is not None and meaningful
+    rows = []
+    for label, (text, n_read) in answers.items():
+        shown = html.escape(text) if text else "<i>(empty)</i>"
+        cells = [html.escape(label), f"{n_read} of {n_tokens}",
+                 shown if meaningful else f'<span style="color: #868e96">{shown}</span>']
+        if judged:
+            cells.append("yes" if text.strip().lower() == truth.lower() else "no")
+        rows.append("".join(f"<td style='text-align: left; padding: 2px 10px'>{c}</td>" for c in cells))
+    head += ["correct"] if judged else []
+    header = "".join(f"<th style='text-align: left; padding: 2px 10px'>{h}</th>" for h in head)
+    caption = f"Q: {html.escape(question)}" + (f" &nbsp; (true answer: {html.escape(truth)})" if truth else "")
+    body = "".join(f"<tr>{row}</tr>" for row in rows)
+    return (f"<table style='border-collapse: collapse'><caption style='text-align: left; caption-side: top'>"
+            f"{caption}</caption><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>")
+
+
+def fate_legend_html() -> str:
+    """The fate colours of every figure, once, as a line of swatches."""
+    def swatch(colour: str, label: str) -> str:
+        return (f"<span style='display: inline-block; width: 12px; height: 12px; background: {colour}; "
+                f"margin: 0 4px 0 12px; vertical-align: middle'></span>{html.escape(label)}")
+
+    items = [swatch(viz.FATE_COLOURS[fate], viz.FATE_LABELS[fate]) for fate in Fate if fate != Fate.CENTRE]
+    items.append(swatch(to_hex(viz.CLUSTER_PALETTE[0]), "merged into a cluster (a colour each; a star marks "
+                                                             "its centre)"))
+    return ("<small>Left: [CLS] attention, the tokens the visual filter kept outlined in blue. Middle: the "
+            "question's text score, the recovered tokens outlined in orange. Right: what the LLM reads of each "
+            f"patch.<br>{''.join(items)}</small>")
 
 
 class Explorer:
@@ -79,14 +161,25 @@ class Explorer:
         self.examples = {e.name: e for e in examples}
         self.encoded = {}  # (example name, question) -> Encoded, the encoders' output
         self.full_answers = {}  # (example name, question) -> answer with all tokens
-        first = self.encode(examples[0].name, examples[0].question)
-        self.controls = make_controls(examples, first.n_tokens)
+        self.n_tokens = self.encode(examples[0].name, examples[0].question).n_tokens  # the model's visual tokens
+        self.controls = make_controls(examples, self.n_tokens)
+        for name, control in self.controls.items():
+            control.add_class(f"rclib-{name}")  # what the browser tests (tests/browser) find them by
+        self.vocabulary = widgets.HTML(vocabulary_note(known_words(model)))
+        self.warning = widgets.HTML()
+        self.method_note = widgets.HTML()
         self.summary = widgets.HTML()
+        self.answers_table = widgets.HTML()
+        self.legend = widgets.HTML(fate_legend_html())
         self.figure = widgets.Image(format="png")
-        self.answers_image = widgets.Image(format="png")
         self.errors = widgets.Output()
+        for name in ("vocabulary", "warning", "method_note", "summary", "answers_table", "figure", "errors"):
+            getattr(self, name).add_class(f"rclib-{name.replace('_', '-')}")
+        self.maps = None  # the LiveScoreMaps of the current image and question
+        self.maps_key = None  # its (example name, question)
         self.result = None  # the last CompressionResult
         self.answers: dict[str, str] = {}  # "all tokens" / method -> answer
+        self.warnings: list[str] = []  # why the current output is not an answer (rclib.examples.caveats)
         self.error: BaseException | None = None  # the last exception a callback raised, else None
         self.holding = False  # True while several controls change at once: one refresh afterwards
         self.controls["example"].observe(self.on_example, names="value")
@@ -109,9 +202,13 @@ class Explorer:
     @property
     def widget(self) -> widgets.Widget:
         c = self.controls
-        method_box = widgets.VBox([c["method"], c["budget"], *(c[name] for name in OPTION_CONTROLS)])
-        return widgets.VBox([c["example"], c["question"], widgets.HBox([method_box, self.answers_image]),
-                             self.summary, self.figure, self.errors])
+        width = c["budget"].layout.width  # the widest control: every other slider has at most MIN_TRACK steps
+        method_box = widgets.VBox([c["method"], self.method_note, c["budget"], *(c[name] for name in OPTION_CONTROLS)],
+                                  layout=widgets.Layout(width=width, margin="0 24px 0 0"))
+        answers_box = widgets.VBox([self.answers_table, self.summary], layout=widgets.Layout(min_width="360px"))
+        return widgets.VBox([c["example"], c["question"], self.vocabulary, self.warning,
+                             widgets.HBox([method_box, answers_box], layout=widgets.Layout(flex_flow="row wrap")),
+                             self.legend, self.figure, self.errors]).add_class("rclib-explorer")
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -174,9 +271,10 @@ class Explorer:
             self.controls[name].disabled = name not in spec.options or not rule_applies
         self.controls["budget"].disabled = not spec.takes_budget
         self.controls["budget"].description = budget_label(spec)
+        self.method_note.value = method_note(spec, self.n_tokens)
 
     def update(self) -> None:
-        """Enable the controls the method reads, compress, answer, and redraw counts and figures."""
+        """Enable the controls the method reads, compress, answer, and redraw counts, answers and figures."""
         self.enable_controls()
         state = self.state
         example = self.examples[state["example"]]
@@ -186,14 +284,21 @@ class Explorer:
         run = self.model.run(encoded, state["method"], budget, self.max_new_tokens, **self.method_options())
         self.result = run.result
         self.answers = {"all tokens": self.full_answers[key], state["method"]: run.texts[0]}
+        self.warnings = caveats(self.model, state["question"], example.scene)
+        self.warning.value = warnings_box(self.warnings)
         counts = self.result.counts(0)
-        self.summary.value = (f"<b>{state['method']}</b>: {counts['n_input_tokens']} tokens in &rarr; "
+        self.summary.value = (f"<small><b>{state['method']}</b>: {counts['n_input_tokens']} tokens in &rarr; "
                               f"{counts['n_visual']} kept (visual) / {counts['n_text']} recovered (text) / "
-                              f"{counts['n_merged']} merged &rarr; <b>{counts['n_output_tokens']} out</b>")
-        n_out = {"all tokens": encoded.n_tokens, state["method"]: counts["n_output_tokens"]}
+                              f"{counts['n_merged']} merged &rarr; <b>{counts['n_output_tokens']} out</b></small>")
+        n_read = {"all tokens": encoded.n_tokens, state["method"]: counts["n_output_tokens"]}
         truth = example.answer if state["question"] == example.question else None
-        self.answers_image.value = png_bytes(viz.answers_panel(
-            state["question"], {label: (text, n_out[label]) for label, text in self.answers.items()}, truth))
-        image = self.model.display_images(encoded)[0]
-        self.figure.value = png_bytes(viz.score_maps(image, encoded.grid, encoded.cls_attn[0], encoded.text_sim[0],
-                                                     self.result))
+        self.answers_table.value = answers_html(
+            state["question"], {label: (text, n_read[label]) for label, text in self.answers.items()},
+            encoded.n_tokens, truth, meaningful=not self.warnings)
+        if self.maps_key != key:
+            image = self.model.display_images(encoded)[0]
+            self.maps = viz.LiveScoreMaps(image, encoded.grid, encoded.cls_attn[0], encoded.text_sim[0], self.result)
+            self.maps_key = key
+        else:
+            self.maps.show(self.result)
+        self.figure.value = self.maps.png()

@@ -65,3 +65,27 @@ def test_bench_refuses_bad_numbers_before_loading(tmp_path, capsys):
             assert code == 2
     assert "budget '64/0'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_answer_on_a_photo_says_the_closed_vocabulary_model_cannot_answer(tmp_path, tiny_args, tiny_images, capsys):
+    from PIL import Image
+
+    image = tmp_path / "photo.png"
+    Image.fromarray(tiny_images[0]).save(image)
+    assert main(["answer", "--image", str(image), "--question", "what animal is this ?", *tiny_args]) == 0
+    printed = capsys.readouterr().out
+    rc_line = next(line for line in printed.splitlines() if line.strip().startswith("rc"))
+    assert "(not an answer; the model said" in rc_line
+    assert "ShapesWorld scenes only" in printed and "“animal”" in printed and "hf download" in printed
+
+
+def test_print_record_shows_answers_as_answers_without_caveats(capsys):
+    from rclib.cli import print_record
+
+    record = {"question": "what color is the circle ?", "method": "rc", "answer": "red", "answer_full": "red",
+              "answer_truth": "red", "n_input_tokens": 576, "n_visual": 30, "n_text": 5, "n_merged": 9,
+              "n_output_tokens": 44, "seconds": {"compress": 0.01}, "caveats": []}
+    print_record(record)
+    assert capsys.readouterr().out.splitlines() == [
+        "Q: what color is the circle ?", "   all tokens : red",
+        "   rc         : red    [576 -> 30 visual / 5 text / 9 merged -> 44]  (compress 0.010s)", "   truth      : red"]

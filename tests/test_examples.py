@@ -1,14 +1,17 @@
 """The examples: ShapesWorld scenes with their truth, the bundled photographs with their questions."""
 import json
+from types import SimpleNamespace
 
-from rclib.examples import EXAMPLE_METHODS, examples_for_model, photo_examples, shapes_examples
+from rclib.examples import (EXAMPLE_METHODS, caveats, examples_for_model, known_words, photo_examples,
+                            shapes_examples, unknown_words)
 from rclib.methods import METHODS
+from rclib.shapes.world import FAMILIES
 
 
-def test_shapes_examples_know_their_answer():
-    scenes = shapes_examples(2)
-    assert [e.name for e in scenes] == ["shapes scene 0", "shapes scene 1"]
-    assert all(e.answer and e.question for e in scenes)
+def test_shapes_examples_know_their_answer_and_ask_every_family():
+    scenes = shapes_examples(len(FAMILIES))
+    assert [e.name for e in scenes] == [f"shapes scene {i} ({family})" for i, family in enumerate(FAMILIES)]
+    assert all(e.answer and e.question and e.scene for e in scenes)
 
 
 def test_photo_examples_read_the_listing(tmp_path):
@@ -17,6 +20,7 @@ def test_photo_examples_read_the_listing(tmp_path):
     assert [(e.name, e.image, e.question, e.answer) for e in photos] == [
         ("cat: What animal?", tmp_path / "cat.jpg", "What animal?", None),
         ("cat: What colour?", tmp_path / "cat.jpg", "What colour?", None)]
+    assert not any(e.scene for e in photos)
     assert photo_examples(tmp_path / "missing") == []
 
 
@@ -29,3 +33,27 @@ def test_the_embedded_model_sees_scenes_first_and_others_photos_first():
 
 def test_example_methods_are_those_the_encoders_can_feed():
     assert EXAMPLE_METHODS == tuple(m for m in METHODS if m != "oracle"), "only the oracle needs the truth mask"
+
+
+def test_a_word_level_model_knows_its_words_and_flags_the_others(tiny_model):
+    words = known_words(tiny_model)
+    assert words[:4] == ["USER", "ASSISTANT", ":", "?"] and "<unk>" not in words and "<image>" not in words
+    assert unknown_words(tiny_model, "what colour is the zebra , the zebra ?") == ["zebra"]
+    assert unknown_words(tiny_model, "what colour is the circle ?") == []
+
+
+def test_caveats_say_why_an_output_is_not_an_answer(tiny_model):
+    assert caveats(tiny_model, "what colour is the circle ?", scene=True) == []
+    photo, = caveats(tiny_model, "what colour is the circle ?", scene=False)
+    assert "ShapesWorld scenes only" in photo and "not an answer" in photo
+    assert ["“zebra”, “dog”" in c for c in caveats(tiny_model, "zebra dog ?", scene=True)] == [True]
+
+
+def test_a_subword_model_has_no_caveat():
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE(unk_token="<unk>")), unk_token="<unk>")
+    model = SimpleNamespace(processor=SimpleNamespace(tokenizer=bpe))  # what these functions read of a model
+    assert known_words(model) is None and unknown_words(model, "zebra ?") == []
+    assert caveats(model, "What animal is this?", scene=False) == []

@@ -2,9 +2,10 @@
 import torch
 
 import rclib
-from rclib.bench import Cell
+from rclib.bench import Cell, run_cells
 from rclib.experiments import run_experiment, shuffle_selected, shuffled
 from rclib.result import Slot
+from rclib.shapes.world import sample_vqa
 
 
 def test_shuffle_selected_permutes_only_kept_and_recovered_slots():
@@ -32,3 +33,19 @@ def test_an_experiment_gives_one_bench_row_per_cell(tiny_model):
     for key in ("mean_tokens", "evidence_recall", "evidence_kept"):  # the shuffle moves tokens, not fates
         assert shuffled_row[key] == plain_row[key], key
     assert plain_row["mean_tokens"] <= 8
+
+
+def test_cells_with_encode_options_read_their_own_encoding_once_per_batch(tiny_model, monkeypatch):
+    encodes, texts = [], []
+    encode, run = tiny_model.encode, tiny_model.run
+    monkeypatch.setattr(tiny_model, "encode", lambda *a, **k: encodes.append(k) or encode(*a, **k))
+    monkeypatch.setattr(tiny_model, "run", lambda encoded, *a, **k: texts.append(encoded.texts[0]) or run(encoded, *a,
+                                                                                                          **k))
+    released = {"preset": "released"}
+    cells = [Cell("question", "rc"), Cell("released text", "rc", encode_options=released),
+             Cell("released", "rc", options=released, encode_options=released)]
+    rows = run_cells(tiny_model, sample_vqa(1234, 3), cells, batch_size=2)
+    assert encodes == [{}, released, {}, released], "two batches, each encoded once per set of encode options"
+    question_text = sample_vqa(1234, 3)[0].question
+    assert texts[:3] == [question_text, "<s> USER:", "<s> USER:"], "the released text is the prompt's first line"
+    assert [r["method"] for r in rows] == ["question", "released text", "released"]

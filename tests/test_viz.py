@@ -8,7 +8,6 @@ import pytest
 import torch
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from rclib import viz
 from rclib.result import Fate, Slot, from_weights
@@ -64,13 +63,19 @@ def test_fate_map_overlays_the_patch_colours_and_marks_centres(known_result):
     assert ax.get_title() == "rc: 6 -> 4 tokens"
 
 
+def outlined(ax) -> list[tuple[float, float]]:
+    """The (x, y) top-left corners of the patch outlines on an axes."""
+    squares = [c for c in ax.collections if c.get_gid() == "outline"]
+    assert len(squares) <= 1, "outlines drawn again replace the old ones"
+    return [tuple(path.vertices[0]) for c in squares for path in c.get_paths()]
+
+
 def test_score_heatmap_puts_scores_on_the_patch_grid(known_result):
     scores = known_result.scores["visual"][0]
     figure = viz.score_heatmap(IMAGE, scores, GRID, "visual", highlight=known_result.fate[0] == Fate.KEPT)
     heat = figure.axes[0].get_images()[1]
     assert np.allclose(heat.get_array(), scores.numpy().reshape(GRID))
-    outlines = [p for p in figure.axes[0].patches if isinstance(p, Rectangle)]
-    assert [(p.get_x(), p.get_y()) for p in outlines] == [(0, 0)], "the kept patch 0 is outlined"
+    assert outlined(figure.axes[0]) == [(0, 0)], "the kept patch 0 is outlined"
     assert len(figure.axes) == 2, "the heatmap has a colour bar"
 
 
@@ -90,11 +95,6 @@ def test_overview_shows_the_four_stages(known_result):
     assert any(t.startswith("2. text score -> 1 recovered") for t in titles)
     assert any(t.startswith("3.") for t in titles) and any("K = 4" in t for t in titles)
     assert "answer: red" in figure._suptitle.get_text()
-
-
-def outlined(ax) -> list[tuple[float, float]]:
-    """The (x, y) corners of the patch outlines on an axes."""
-    return [(p.get_x(), p.get_y()) for p in ax.patches if isinstance(p, Rectangle)]
 
 
 def test_score_maps_draw_both_scores_with_the_fates(known_result):
@@ -179,11 +179,52 @@ def test_accuracy_vs_tokens_draws_a_line_per_method():
     ax = viz.accuracy_vs_tokens(rows).axes[0]
     by_label = {line.get_label(): line for line in ax.lines}
     assert list(by_label["rc"].get_xdata()) == [16, 32]
-    assert to_rgba(by_label["rc"].get_color()) == to_rgba(viz.METHOD_COLOURS["rc"])
+    colour, marker, style = viz.METHOD_STYLES["rc"]
+    assert to_rgba(by_label["rc"].get_color()) == to_rgba(colour) and by_label["rc"].get_marker() == marker
+    assert by_label["fastervlm"].get_marker() != marker, "methods differ by marker, not only by colour"
     assert list(by_label["fastervlm"].get_ydata()) == [0.5]
-    assert by_label["full (144 tokens)"].get_ydata()[0] == 0.9
+    full = [line for line in ax.lines if line.get_linestyle() == "--" and len(set(line.get_ydata())) == 1]
+    assert full[0].get_ydata()[0] == 0.9
     stars = [line for line in ax.lines if line.get_marker() == "*"]
     assert [list(s.get_xdata()) for s in stars if len(s.get_xdata())] == [[20]]
+    names = {t.get_text() for t in ax.texts}
+    assert names == {"rc", "fastervlm", "all 144 tokens"}, "every line is named at its end"
+
+
+def test_tied_points_are_spread_so_that_every_method_shows():
+    rows = [{"method": m, "budget": "64", "mean_tokens": 64, "accuracy": 1.0} for m in ("rc", "divprune", "oracle")]
+    rows.append({"method": "random", "budget": "64", "mean_tokens": 64, "accuracy": 0.2})
+    ax = viz.accuracy_vs_tokens(rows).axes[0]
+    x = {line.get_label(): line.get_xdata()[0] for line in ax.lines if line.get_label() in ("rc", "divprune", "oracle",
+                                                                                             "random")}
+    step = 0.012 * 64
+    assert sorted(x[m] for m in ("rc", "divprune", "oracle")) == pytest.approx([64 - step, 64, 64 + step])
+    assert x["random"] == 64, "a point that hides nothing stays in place"
+
+
+def test_dodge_and_spread_labels():
+    assert viz.dodge([(10, 1.0), (10, 1.0), (50, 0.5)], 2, 0.02) == [-1.0, 1.0, 0.0]
+    assert viz.spread_labels([0.5, 0.5, 0.9], 0.1, 0.0, 1.0) == pytest.approx([0.5, 0.6, 0.9])
+    assert viz.spread_labels([1.0, 1.0], 0.1, 0.0, 1.0) == pytest.approx([0.9, 1.0]), "kept under the top"
+
+
+def test_live_score_maps_redraw_only_the_result(known_result):
+    visual, text = known_result.scores["visual"][0], known_result.scores["text"][0]
+    live = viz.LiveScoreMaps(IMAGE, GRID, visual, text, known_result)
+    first = live.png()
+    assert first[:4] == b"\x89PNG"
+    assert outlined(live.axes[0]) == [(0, 0)] and outlined(live.axes[1]) == [(1, 0)]
+    weights = torch.zeros(1, 1, 6)
+    weights[0, 0, 4] = 1.0
+    other = from_weights(torch.randn(1, 6, 8), weights, torch.tensor([[Slot.KEPT]]),
+                         torch.tensor([[Fate.DROPPED] * 4 + [Fate.KEPT, Fate.DROPPED]]), "fastervlm")
+    live.show(other)
+    assert outlined(live.axes[0]) == [(1, 1)] and outlined(live.axes[1]) == [], "patch 4 kept, nothing recovered"
+    assert live.axes[2].get_title() == "fastervlm: 6 -> 1 tokens"
+    assert len([i for i in live.axes[2].get_images() if i.get_gid() == "fates"]) == 1, "the old layer is gone"
+    assert live.png() != first
+    live.show(known_result)
+    assert live.png() == first, "the same result draws the same pixels"
 
 
 def test_method_grid_has_a_map_per_image_and_method(known_result):
@@ -193,7 +234,8 @@ def test_method_grid_has_a_map_per_image_and_method(known_result):
     assert figure.axes[0].get_title() == "rc: K = 4"
 
 
-def test_answers_panel_lists_answers_and_marks_the_truth():
-    figure = viz.answers_panel("what colour?", {"all tokens": ("red", 576), "rc": ("blue", 58)}, truth="red")
-    texts = [cell.get_text().get_text() for cell in figure.axes[0].tables[0].get_celld().values()]
-    assert {"red", "blue", "576", "58", "yes", "no"} <= set(texts)
+def test_many_labels_near_the_top_stay_inside_the_panel():
+    placed = viz.spread_labels([0.0] + [1.0] * 12, 0.065, -0.02, 1.02)
+    assert min(placed) >= -0.02 and max(placed) <= 1.02 + 1e-9
+    assert all(b - a >= 0.065 - 1e-9 for a, b in zip(sorted(placed), sorted(placed)[1:]))
+    assert placed[0] == 0.0, "the lone low label keeps its height"

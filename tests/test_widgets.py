@@ -3,12 +3,14 @@ import pytest
 
 from rclib.examples import EXAMPLE_METHODS, Example
 from rclib.methods import METHODS
-from rclib.widgets import OPTION_CONTROLS, Explorer
+from rclib.widgets import LABEL_WIDTH, OPTION_CONTROLS, READOUT_WIDTH, Explorer, answers_html
+
+N_TOKENS = 64  # the tiny model's visual tokens (tests/conftest.py)
 
 
 @pytest.fixture
 def explorer(tiny_model, tiny_images):
-    examples = [Example("first", tiny_images[0], "what color is the circle ?", answer="red"),
+    examples = [Example("first", tiny_images[0], "what color is the circle ?", answer="red", scene=True),
                 Example("second", tiny_images[1], "how many shapes ?")]
     return Explorer(tiny_model, examples, max_new_tokens=3)
 
@@ -17,8 +19,11 @@ def test_starts_with_rc_and_draws(explorer):
     assert explorer.error is None, explorer.errors.outputs
     assert explorer.state["method"] == "rc" and explorer.result.method == "rc"
     assert set(explorer.answers) == {"all tokens", "rc"}
-    assert bytes(explorer.figure.value[:4]) == bytes(explorer.answers_image.value[:4]) == b"\x89PNG"
+    assert bytes(explorer.figure.value[:4]) == b"\x89PNG"
     assert f"{explorer.result.counts(0)['n_output_tokens']} out" in explorer.summary.value
+    table = explorer.answers_table.value
+    assert table.startswith("<table") and f"{N_TOKENS} of {N_TOKENS}" in table and "true answer: red" in table
+    assert explorer.warnings == [] and explorer.warning.value == "", "a scene in the model's words: an answer"
 
 
 def test_moving_a_control_recompresses_without_reencoding(explorer, monkeypatch):
@@ -80,7 +85,7 @@ def test_iqr_factor_slider_changes_the_rc_iqr_count(explorer):
 def test_the_registry_says_which_controls_apply(explorer, method):
     spec = METHODS[method]
     explorer.controls["method"].value = method
-    if method == "fastv":  # its default layer 2 needs 3 decoder layers; the tiny LLM has 2: the error is shown
+    if method == "fastv":  # its layer K = 2 needs 3 decoder layers; the tiny LLM has 2: the error is shown
         assert "decoder layers" in str(explorer.error)
     else:
         assert explorer.error is None, explorer.errors.outputs
@@ -91,7 +96,9 @@ def test_the_registry_says_which_controls_apply(explorer, method):
     assert enabled == expected
     assert explorer.method_options() == {name: spec.options[name] for name in OPTION_CONTROLS if name in spec.options}
     assert explorer.controls["budget"].disabled == (not spec.takes_budget)
-    assert explorer.controls["budget"].description == ("budget (0: adaptive)" if spec.adaptive else "budget (0: default)")
+    labels = {(False, False): "budget (not used)", (True, True): "budget (0: adaptive)",
+              (True, False): "budget (0: default)"}
+    assert explorer.controls["budget"].description == labels[(spec.takes_budget, spec.adaptive)]
 
 
 def test_a_new_method_starts_from_its_defaults_and_recompresses_once(explorer, monkeypatch):
@@ -107,3 +114,35 @@ def test_a_new_method_starts_from_its_defaults_and_recompresses_once(explorer, m
 def test_no_examples_is_a_clear_error(tiny_model):
     with pytest.raises(ValueError, match="at least one example"):
         Explorer(tiny_model, [])
+
+
+def test_the_budget_slider_has_a_pixel_per_token(explorer):
+    track = int(explorer.controls["budget"].layout.width.removesuffix("px")) - LABEL_WIDTH - READOUT_WIDTH
+    assert explorer.controls["budget"].max == N_TOKENS and track >= N_TOKENS
+
+
+def test_full_greys_out_the_budget_and_says_why(explorer):
+    explorer.controls["method"].value = "full"
+    assert explorer.controls["budget"].disabled and explorer.controls["budget"].description == "budget (not used)"
+    assert f"all {N_TOKENS} visual tokens" in explorer.method_note.value
+    assert all(explorer.controls[name].disabled for name in OPTION_CONTROLS)
+
+
+def test_the_vocabulary_is_shown_and_unknown_words_are_warned_about(explorer):
+    assert "reads only these" in explorer.vocabulary.value and "<code>" in explorer.vocabulary.value
+    explorer.controls["question"].value = "what colour is the zebra ?"
+    assert len(explorer.warnings) == 1 and "“zebra”" in explorer.warnings[0]
+    assert "Not an answer" in explorer.warning.value and "not an answer" in explorer.answers_table.value
+    assert "correct" not in explorer.answers_table.value, "an output that is no answer is not marked right or wrong"
+
+
+def test_a_photo_on_a_closed_vocabulary_model_is_not_answered(explorer):
+    explorer.controls["example"].value = "second"  # not a ShapesWorld scene
+    assert any("trained on ShapesWorld scenes only" in w for w in explorer.warnings)
+    assert "llava-1.5-7b" in explorer.warning.value, "the warning says how to get a real checkpoint"
+
+
+def test_answers_html_escapes_and_judges():
+    table = answers_html("<b>?", {"all tokens": ("red", 576), "rc": ("<i>blue", 58)}, 576, "red", meaningful=True)
+    assert "&lt;b&gt;?" in table and "&lt;i&gt;blue" in table and "<b>?" not in table
+    assert table.count("<td") == 8 and ">yes<" in table and ">no<" in table and "58 of 576" in table

@@ -32,7 +32,7 @@ The mechanism is :mod:`rclib.models.llm_pruning`; this file is the decision.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -40,6 +40,7 @@ from rclib.filters import topk_mask
 from rclib.methods.common import budget_tensor, default_budget
 
 LAYERS = (3, 7, 16)  # prune before these decoder layers: the attention of layers 2, 6 and 15 decides (released)
+RELEASED_DEPTH = 32  # LAYERS are for LLaVA-1.5-7B's 32 decoder layers; other depths scale them (for_depth)
 RELEASED_N = 576  # image tokens of LLaVA-1.5, for which the released schedules are written
 RELEASED_COUNTS = {64: (66, 30, 17), 128: (303, 110, 36), 192: (300, 200, 110)}  # budget -> kept per stage
 RECYCLE_SHARE = 0.3  # share of a stage's pruned tokens (the best-scored) that recycling clusters
@@ -130,6 +131,16 @@ class SparseVLMPruner:
     counts: tuple[int, ...]  # visual tokens (image and recycled) kept at each stage, before recycling adds its own
     recycle_share: float = RECYCLE_SHARE
     cluster_share: float = CLUSTER_SHARE
+    depth: int | None = None  # the LLM depth ``layers`` are meant for (None: exactly these layers, any depth)
+
+    def for_depth(self, n_layers: int) -> SparseVLMPruner:
+        """The plan for an LLM of ``n_layers`` decoder layers: layers given for another ``depth`` move to the
+        same relative depth (within 1..n_layers-1); stages that land on one layer keep the later, smaller count."""
+        if self.depth is None or self.depth == n_layers or n_layers < 2:
+            return self
+        scaled = [min(n_layers - 1, max(1, round(layer * n_layers / self.depth))) for layer in self.layers]
+        stages = dict(zip(scaled, self.counts))  # a later stage on the same layer overwrites the earlier
+        return replace(self, layers=tuple(stages), counts=tuple(stages.values()), depth=n_layers)
 
     def queries(self, layer: int, sequence) -> torch.Tensor:
         """The places after each row's last visual place (the question and the answer prompt), -1 padded."""
@@ -181,13 +192,16 @@ class SparseVLMPruner:
 
 
 def sparsevlm(tokens: torch.Tensor, cls_attn=None, text_sim=None, keys=None, budget: int | None = None, *,
-              layers: tuple[int, ...] = LAYERS, counts: tuple[int, ...] | None = None,
+              layers: tuple[int, ...] | None = None, counts: tuple[int, ...] | None = None,
               recycle_share: float = RECYCLE_SHARE, cluster_share: float = CLUSTER_SHARE) -> SparseVLMPruner:
     """tokens [B, N, C] (the image tokens the LLM reads) -> SparseVLM's plan: prune before decoder ``layers``,
     keeping :func:`stage_counts` of ``budget`` (or ``counts``, one per layer) visual tokens at each, recycling
-    the best ``recycle_share`` of the pruned into ``cluster_share`` as many merged tokens. The LLM applies it."""
+    the best ``recycle_share`` of the pruned into ``cluster_share`` as many merged tokens. The LLM applies it.
+    layers None: the released layers (3, 7, 16) of a 32-layer LLM, moved to the same relative depth of the LLM
+    that runs the plan (:meth:`SparseVLMPruner.for_depth`)."""
     N = tokens.shape[1]
-    layers = tuple(layers)
+    depth = RELEASED_DEPTH if layers is None else None
+    layers = LAYERS if layers is None else tuple(layers)
     if not layers or any(int(l) != l or l < 1 for l in layers) or list(layers) != sorted(set(layers)):
         raise ValueError(f"sparsevlm's layers must be strictly ascending integers >= 1 (the attention of layer "
                          f"l-1 decides what layer l sees); got {layers}")
@@ -205,4 +219,4 @@ def sparsevlm(tokens: torch.Tensor, cls_attn=None, text_sim=None, keys=None, bud
     if len(counts) != len(layers) or min(counts) < 1:
         raise ValueError(f"sparsevlm's counts must be one integer >= 1 per layer {layers}; got {counts}")
     return SparseVLMPruner(layers=tuple(int(l) for l in layers), counts=counts, recycle_share=float(recycle_share),
-                           cluster_share=float(cluster_share))
+                           cluster_share=float(cluster_share), depth=depth)

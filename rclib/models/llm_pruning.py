@@ -24,8 +24,6 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
-from transformers.cache_utils import DynamicCache
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
 
 RECYCLED = -2  # Sequence.image of a place made by merging pruned image places
@@ -59,7 +57,7 @@ class Sequence:
 
     def insert(self, new: Sequence) -> Sequence:
         """The places of ``new`` (M per row) right after each row's last visual place, re-packed to the left."""
-        (B, L), M = self.real.shape, new.real.shape[1]
+        L, M = self.real.shape[1], new.real.shape[1]
         index = torch.arange(L, device=self.real.device)
         after = torch.where(self.visual, index, -1).max(1).values[:, None]  # [B, 1] the last visual place (-1: none)
         j = torch.arange(L + M, device=self.real.device)[None]  # [1, L + M] places of the longer row
@@ -138,6 +136,8 @@ def attention_rows(layer, layer_input: torch.Tensor, keys: torch.Tensor, rotary:
     picked = layer_input.gather(1, rows[:, :, None].expand(-1, -1, layer_input.shape[2]))  # [B, Q, H]
     query = attention.q_proj(layer.input_layernorm(picked)).view(B, Q, -1, attention.head_dim).transpose(1, 2)
     cos, sin = (t.gather(1, rows[:, :, None].expand(-1, -1, t.shape[2])) for t in rotary)  # [B, Q, d]
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv  # only when pruning runs
+
     query, _ = apply_rotary_pos_emb(query, query, cos, sin)  # [B, heads, Q, d]
     keys = repeat_kv(keys, query.shape[1] // keys.shape[1])  # [B, heads, L, d]
     logits = (query.float() @ keys.float().transpose(2, 3)) * attention.scaling  # [B, heads, Q, L]
@@ -158,18 +158,22 @@ def generate_pruned(language_model, lm_head, embeds: torch.Tensor, mask: torch.T
     batch; the KV cache of each layer holds the places that layer saw.
     """
     layers = language_model.layers
+    pruner = pruner.for_depth(len(layers)) if hasattr(pruner, "for_depth") else pruner  # plans made for another depth
     if not pruner.layers or pruner.layers[0] < 1 or pruner.layers[-1] >= len(layers):
         raise ValueError(f"pruning layers {pruner.layers} must lie in 1..{len(layers) - 1} for a language model of "
                          f"{len(layers)} decoder layers (the attention of the layer before decides)")
     real = mask.bool()
     sequence = Sequence(embeds, (mask.long().cumsum(1) - 1).clamp(min=0), real, image.masked_fill(~real, -1))
     next_position = sequence.position[:, -1] + 1  # [B] the first new token's position
+    from transformers.cache_utils import DynamicCache  # only when pruning runs: importing rclib stays light
+
     cache = DynamicCache(config=language_model.config)
     key_real = []  # per layer: [B, L_l] the real places of its cache
     seen, scores = [], {}
     rotary = language_model.rotary_emb(sequence.hidden, sequence.position)
     bias = causal_bias(sequence.real, embeds.dtype)
     recycle = getattr(pruner, "recycle", None)  # optional: pruners without it recycle nothing
+    layer_input = None  # what the previous layer read (set at the end of each step; pruning starts at layer 1)
     for index, layer in enumerate(layers):
         if index in pruner.layers:
             rows = pruner.queries(index, sequence)

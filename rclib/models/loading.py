@@ -175,16 +175,20 @@ def check_coverage(info: dict, folder: Path, what: str) -> None:
 
 def from_pretrained_checked(cls, folder: Path, what: str, **options):
     """``cls.from_pretrained(folder)`` from safetensors, refused unless the weights cover the model exactly.
-    transformers' own loading report is silenced: the refusal names the same keys."""
+    transformers' own loading report is silenced (the refusal names the same keys), and so is its "Loading
+    weights" bar (the folder is local: nothing to wait for)."""
     from transformers.utils import logging as transformers_logging
 
-    verbosity = transformers_logging.get_verbosity()
+    verbosity, bars = transformers_logging.get_verbosity(), transformers_logging.is_progress_bar_enabled()
     transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
     try:
         model, info = cls.from_pretrained(folder, output_loading_info=True, ignore_mismatched_sizes=True,
                                           use_safetensors=True, **options)
     finally:
         transformers_logging.set_verbosity(verbosity)
+        if bars:
+            transformers_logging.enable_progress_bar()
     check_coverage(info, folder, what)
     return model
 

@@ -21,7 +21,6 @@ from rclib.shapes.world import (
     DIGITS,
     FAMILIES,
     NUM_PATCHES,
-    PATTERNS,
     SHAPES,
     Scene,
     WorldConfig,
@@ -33,15 +32,14 @@ from rclib.shapes.world import (
 
 MAX_NAMED = 2  # named objects per question (position names two)
 # per-patch label sets of the vision tower's dense heads; each has a last "none" class
-LABELS: dict[str, int] = {"color": len(COLORS) + 1, "shape": len(SHAPES) + 1, "pattern": len(PATTERNS) + 1,
-                          "digit": len(DIGITS) + 1}
+LABELS: dict[str, int] = {"color": len(COLORS) + 1, "shape": len(SHAPES) + 1, "digit": len(DIGITS) + 1}
 
 
 @dataclass
 class SceneBank:
     images: torch.Tensor  # (N, H, W, 3) uint8
     patch_labels: dict[str, torch.Tensor]  # LABELS name -> (N, P) int64, last class = no object / no digit
-    captions: list[str]  # (N,) "a red striped circle and a blue solid square ..."
+    captions: list[str]  # (N,) "a red circle and a blue square ..."
     # one row per question, `per_scene` per scene:
     q_scene: torch.Tensor  # (Q,) int64, scene row
     q_text: list[str]  # (Q,) the question
@@ -50,6 +48,8 @@ class SceneBank:
     q_target: torch.Tensor  # (Q, P) bool, patches of the sample's target_pixel_mask
     q_name_end: torch.Tensor  # (Q, MAX_NAMED) int64, word index of each named object's last word, -1 = none
     q_named: torch.Tensor  # (Q, MAX_NAMED, P) bool, each named object's patches
+    q_coarse: torch.Tensor  # (Q, MAX_NAMED, P) bool, patches of every object sharing the name's last word
+    q_two_words: torch.Tensor  # (Q, MAX_NAMED) bool, the name is "{colour} {shape}" (its last word follows a colour)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -66,7 +66,6 @@ def scene_labels(scene: Scene) -> dict[str, np.ndarray]:
         wins = mask & (cover > best)
         labels["color"][wins] = list(COLORS).index(obj.color)
         labels["shape"][wins] = SHAPES.index(obj.shape)
-        labels["pattern"][wins] = PATTERNS.index(obj.pattern)
         best = np.where(wins, cover, best)
         if obj.digit is not None:
             labels["digit"][patch_mask(obj.glyph_mask, cover=1e-9).reshape(-1)] = DIGITS.index(obj.digit)
@@ -80,12 +79,19 @@ def _scene_rows(args: tuple[int, int, int, WorldConfig]):
     scene = samples[0].scene
     questions = []
     for s in samples:
+        words = s.question.split()
         ends = np.full(MAX_NAMED, -1, dtype=np.int64)
         named = np.zeros((MAX_NAMED, NUM_PATCHES), dtype=bool)
+        coarse = np.zeros((MAX_NAMED, NUM_PATCHES), dtype=bool)
+        two_words = np.zeros(MAX_NAMED, dtype=bool)
         for k, (end, mask) in enumerate(s.named):
             ends[k], named[k] = end, patch_mask(mask, config.patch_cover).reshape(-1)
+            for obj in scene.objects:
+                if words[end] in (obj.color, obj.shape):
+                    coarse[k] |= patch_mask(obj.pixel_mask, config.patch_cover).reshape(-1)
+            two_words[k] = words[end - 1] in COLORS
         target = patch_mask(s.target_pixel_mask, config.patch_cover).reshape(-1)
-        questions.append((s.question, s.answer, FAMILIES.index(s.family), target, ends, named))
+        questions.append((s.question, s.answer, FAMILIES.index(s.family), target, ends, named, coarse, two_words))
     return scene.image, scene_labels(scene), scene.caption, questions
 
 
@@ -109,6 +115,8 @@ def make_bank(seed: int, n: int, per_scene: int = 10, config: WorldConfig = Worl
         q_target=torch.from_numpy(np.stack([q[4] for q in q_rows])),
         q_name_end=torch.from_numpy(np.stack([q[5] for q in q_rows])),
         q_named=torch.from_numpy(np.stack([q[6] for q in q_rows])),
+        q_coarse=torch.from_numpy(np.stack([q[7] for q in q_rows])),
+        q_two_words=torch.from_numpy(np.stack([q[8] for q in q_rows])),
     )
 
 
@@ -133,6 +141,8 @@ class Conversations:
     image_start: torch.Tensor  # (B,) int64, position of the first image token
     name_pos: torch.Tensor  # (B, T, MAX_NAMED) int64, position of each named object's last word, -1 = none
     named: torch.Tensor  # (B, T, MAX_NAMED, P) bool, each named object's patches
+    coarse: torch.Tensor  # (B, T, MAX_NAMED, P) bool, every object sharing the name's last word
+    previous_pos: torch.Tensor  # (B, T, MAX_NAMED) int64, the name's first word when it has two, -1 = none
 
     @property
     def position_ids(self) -> torch.Tensor:
@@ -191,6 +201,8 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
         image_start=torch.zeros(B, dtype=torch.long),
         name_pos=torch.full((B, T, MAX_NAMED), -1, dtype=torch.long),
         named=torch.zeros((B, T, MAX_NAMED, NUM_PATCHES), dtype=torch.bool),
+        coarse=torch.zeros((B, T, MAX_NAMED, NUM_PATCHES), dtype=torch.bool),
+        previous_pos=torch.full((B, T, MAX_NAMED), -1, dtype=torch.long),
     )
     for b, (ids, positions, expected, name_pos, rows) in enumerate(built):
         pad = L - len(ids)  # left padding shifts every position of the row
@@ -202,4 +214,7 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
         stacked = torch.stack(name_pos)  # (t, MAX_NAMED)
         out.name_pos[b, : len(rows)] = torch.where(stacked >= 0, stacked + pad, -1)
         out.named[b, : len(rows)] = bank.q_named[torch.tensor(rows)]
+        out.coarse[b, : len(rows)] = bank.q_coarse[torch.tensor(rows)]
+        two_words = bank.q_two_words[torch.tensor(rows)] & (out.name_pos[b, : len(rows)] >= 0)
+        out.previous_pos[b, : len(rows)] = torch.where(two_words, out.name_pos[b, : len(rows)] - 1, -1)
     return out

@@ -8,7 +8,8 @@ default), the [CLS] attention the one every method reads (`encode_vision`).
   pointing (post-layernorm on and off) and RC's adaptive token count (metrics.json);
 - `compare`: methods at a fixed budget, per family, with evidence recall / kept of the targets.
 
-`python -m rclib.shapes.evaluate [--folder data/models] [--n 500] [--seed 1] [--budget 64]` prints both.
+`python -m rclib.shapes.evaluate [--folder data/models] [--n 500] [--seed 1] [--budget 64]` writes both
+into the folder's metrics.json (keeping what training wrote there) and prints them.
 """
 
 from __future__ import annotations
@@ -76,15 +77,15 @@ def measure(folder: Path | str = DEFAULT_FOLDER, n: int = 500, seed: int = EVAL_
     """The card's measures on `n` held-out samples of stream `seed` (families round-robin)."""
     model = load_folder(folder)
     samples = sample_vqa(seed, n)
-    answers, top, rc_tokens, lof_visual = [], [], [], []
+    answers, rc_counts = [], {"n_output": [], "n_visual": [], "n_text": [], "n_merged": []}
     hits = {True: [], False: []}
     concentration = []
     for batch in batches(samples, batch_size):
         encoded = model.encode([s.image for s in batch], [s.question for s in batch])
         answers += model.generate(encoded, model.compress(encoded, "full"), max_new_tokens=3)
         rc = model.compress(encoded, "rc")
-        rc_tokens.append(rc.n_output.float())
-        lof_visual.append(rc.n_visual.float())
+        for name, values in rc_counts.items():
+            values.append(getattr(rc, name).float())
         concentration.append(encoded.cls_attn)
         named = named_on_grid(batch)
         has_named = named.any(-1)
@@ -93,7 +94,8 @@ def measure(folder: Path | str = DEFAULT_FOLDER, n: int = 500, seed: int = EVAL_
         hits[False].append(pointing(plain.text_sim, named)[has_named])
     chance = named_on_grid(samples).float().sum(-1)
     chance = (chance[chance > 0] / NUM_PATCHES).mean().item()
-    rc_tokens = torch.cat(rc_tokens)
+    rc_counts = {name: torch.cat(values) for name, values in rc_counts.items()}
+    share = rc_counts["n_output"] / NUM_PATCHES
     return {
         "eval": {"seed": seed, "samples": n},
         "all_tokens": family_metrics(samples, answers),
@@ -101,8 +103,11 @@ def measure(folder: Path | str = DEFAULT_FOLDER, n: int = 500, seed: int = EVAL_
         "pointing": {"post_layernorm": torch.cat(hits[True]).float().mean().item(),
                      "no_post_layernorm": torch.cat(hits[False]).float().mean().item(),
                      "chance": chance},
-        "rc_adaptive": {"mean_tokens": rc_tokens.mean().item(), "share": rc_tokens.mean().item() / NUM_PATCHES,
-                        "mean_visual_kept": torch.cat(lof_visual).mean().item()},
+        "rc_adaptive": {"mean_tokens": rc_counts["n_output"].mean().item(), "share": share.mean().item(),
+                        "share_p10_p50_p90": share.quantile(torch.tensor([0.1, 0.5, 0.9])).tolist(),
+                        "mean_visual": rc_counts["n_visual"].mean().item(),
+                        "mean_text": rc_counts["n_text"].mean().item(),
+                        "mean_merged_slots": rc_counts["n_merged"].mean().item()},
     }
 
 
@@ -137,18 +142,18 @@ def compare(folder: Path | str = DEFAULT_FOLDER, n: int = 500, seed: int = EVAL_
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--folder", type=Path, default=DEFAULT_FOLDER)
+    parser.add_argument("--folder", type=Path, default=DEFAULT_FOLDER, help="holds shapes-llava/, shapes-clip/, metrics.json")
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--seed", type=int, default=EVAL_SEED)
     parser.add_argument("--budget", type=int, default=64)
-    parser.add_argument("--out", type=Path, default=None, help="also write the comparison as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    print(json.dumps(measure(args.folder, args.n, args.seed), indent=2))
-    rows = compare(args.folder, args.n, args.seed, args.budget)
-    print(json.dumps(rows, indent=2))
-    if args.out:
-        args.out.write_text(json.dumps(rows, indent=2))
+    path = args.folder / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    metrics.update(measure(args.folder, args.n, args.seed))
+    metrics[f"budget_{args.budget}"] = compare(args.folder, args.n, args.seed, args.budget)
+    path.write_text(json.dumps(metrics, indent=2))
+    print(json.dumps({k: v for k, v in metrics.items() if k != "config"}, indent=2))
 
 
 if __name__ == "__main__":

@@ -5,14 +5,14 @@ Recipe, on one precomputed bank of training scenes (world seed 0), every stage b
 out first), so a run always ends and saves:
 1. clip: the vision tower is pretrained as CLIP is, contrastively through its [CLS] token against
    the text tower's caption embedding (symmetric InfoNCE), plus linear heads that read each patch's
-   colour, shape, pattern, digit (penultimate and final layer) and grid position (penultimate), so the
+   colour, shape, digit (penultimate and final layer) and grid position (penultimate), so the
    patch tokens carry what the LLM and the text score must read;
 2. text (LiT): vision tower locked, the text tower and both projections learn the text score RC
    reads (`TransformersTextTower.embed_text` / `project_patches`, post-layernorm on, `text_similarity`):
    a question's softmax over the 576 patches must put its mass on the named object(s), plus the
    caption InfoNCE;
 3. llava: vision tower frozen (identical in both models), (a) the projector learns to map object
-   patches onto their colour / shape / pattern / digit word embeddings, then (b) the projector and the
+   patches onto their colour / shape / digit word embeddings, then (b) the projector and the
    Llama learn multi-turn VQA conversations (loss on the answer words and EOS), with a grounding loss
    that pulls one attention head of one LM layer, at each named object's last word, onto that
    object's image tokens (computed from the layer's own q / k projections: no attention switch).
@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import CLIPModel
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from rclib.filters import outlier_count
@@ -44,7 +45,7 @@ from rclib.models.vision import encode_vision
 from rclib.shapes.build import ShapesModelConfig, build_all, image_processor, tie_vision_towers
 from rclib.shapes.evaluate import EVAL_SEED, cls_concentration, measure
 from rclib.shapes.data import LABELS, PromptLayout, SceneBank, conversation_batch, make_bank, pixel_values
-from rclib.shapes.world import COLORS, DIGITS, FAMILIES, GRID_SIZE, NUM_PATCHES, PATTERNS, SHAPES, WorldConfig
+from rclib.shapes.world import COLORS, DIGITS, FAMILIES, GRID_SIZE, NUM_PATCHES, SHAPES, WorldConfig
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "data" / "models"
 
@@ -59,7 +60,7 @@ class TrainConfig:
     model: ShapesModelConfig = field(default_factory=ShapesModelConfig)
     total_minutes: float = 66.0  # the whole run, final measurement included
     measure_minutes: float = 5.0  # reserved at the end for `evaluate.measure`
-    clip_minutes: float = 15.0  # stage 1
+    clip_minutes: float = 14.0  # stage 1
     clip_steps: int = 100_000  # stage caps in steps (the minutes usually bind first)
     clip_batch: int = 24
     clip_lr: float = 2e-3
@@ -72,12 +73,15 @@ class TrainConfig:
     align_minutes: float = 2.0  # stage 3a
     align_steps: int = 400
     llava_steps: int = 100_000  # stage 3b runs until the total budget's deadline
-    llava_batch: int = 16  # conversations (scenes) per step
+    llava_batch: int = 12  # conversations (scenes) per step: small batches, more updates per CPU second
     turns: int = 5  # questions per conversation
     llava_lr: float = 2e-3
-    grounding_weight: float = 1.0  # weight of the attention-grounding loss (0 = off)
-    grounding_layer: int = 1  # LM layer whose head `grounding_head` is grounded (layer 0 joins the name's words)
-    grounding_head: int = 0
+    grounding_weight: float = 1.0  # weight of each attention-grounding loss (0 = off)
+    grounding_layer: int = 1  # LM layer whose head 0, at a name's last word, is pulled onto the named object
+    word_layer: int = 0  # LM layer whose head 0 is pulled onto every object sharing the name's last word and
+    # whose head 1 onto the name's first word ("red" of "red circle"), so layer 1 can join the two
+    answer_layer: int = 2  # LM layer whose head k, at the answer position, is pulled onto the k-th name's last word
+    clip_from: str | None = None  # a saved CLIPModel folder: skip stages 1-2 and start from it
     warmup_share: float = 0.05  # linear warmup share of every stage, then cosine decay to 0
     eval_every: int = 150  # LLaVA steps between held-out checks and checkpoints
 
@@ -299,9 +303,9 @@ def train_text(clip, tower: TransformersTextTower, bank: SceneBank, features: di
 
 
 def word_targets(tokenizer, bank: SceneBank, idx: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """(B, P, V) multi-hot: each object patch's colour, shape and pattern words, each glyph patch's digit."""
+    """(B, P, V) multi-hot: each object patch's colour and shape words, each glyph patch's digit."""
     target = torch.zeros(len(idx), NUM_PATCHES, vocab_size)
-    words = {"color": list(COLORS), "shape": list(SHAPES), "pattern": list(PATTERNS), "digit": list(DIGITS)}
+    words = {"color": list(COLORS), "shape": list(SHAPES), "digit": list(DIGITS)}
     for name, names in words.items():
         ids = torch.tensor(tokenizer.convert_tokens_to_ids(names))
         labels = bank.patch_labels[name][idx]  # (B, P)
@@ -345,42 +349,60 @@ def head_attention(attention, hidden: torch.Tensor, position_embeddings, query_p
     return scores.masked_fill(~allowed, float("-inf")).softmax(-1)
 
 
-def grounding_loss(attention: torch.Tensor, conv, image_start: torch.Tensor) -> torch.Tensor:
-    """-log of the attention mass (B, Q, L) each named word puts on its object's image tokens, over the
-    named words present (conv.name_pos (B, T, MAX_NAMED) >= 0)."""
+def grounding_loss(attention: torch.Tensor, image_start: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """-log of the attention mass (B, Q, L) that each valid query (B, Q) puts on its image patches masks (B, Q, P)."""
     B, Q, _ = attention.shape
     image_pos = (image_start[:, None, None] + torch.arange(NUM_PATCHES)).expand(B, Q, NUM_PATCHES)
-    on_image = attention.gather(2, image_pos)  # (B, Q, P)
-    named = conv.named.flatten(1, 2)  # (B, Q, P)
-    mass = (on_image * named).sum(-1)
-    valid = conv.name_pos.flatten(1) >= 0
+    mass = (attention.gather(2, image_pos) * masks).sum(-1)  # (B, Q)
     return -(mass[valid] + 1e-6).log().mean()
 
 
-def lm_forward(llava, conv, features: torch.Tensor, grounding_layer: int | None = None, head: int = 0):
-    """Next-token logits (B, 2T, V) at conv.target_pos and, if `grounding_layer` is set, that layer's head
-    attention (B, T * MAX_NAMED, L) at the named words. features (B, P, C): the vision tokens."""
+def previous_word_loss(attention: torch.Tensor, previous_pos: torch.Tensor) -> torch.Tensor:
+    """-log of the attention (B, Q, L) each query puts on its previous_pos (B, Q), over those >= 0."""
+    valid = previous_pos >= 0
+    picked = attention.gather(2, previous_pos.clamp(min=0)[..., None]).squeeze(-1)
+    return -(picked[valid] + 1e-6).log().mean() if valid.any() else attention.new_zeros(())
+
+
+def lm_forward(llava, conv, features: torch.Tensor, caught_layers: tuple[int, ...] = ()):
+    """Next-token logits (B, 2T, V) at conv.target_pos and, per layer in `caught_layers`, what its attention
+    read: (attention module, its input hidden states, its position embeddings). features (B, P, C)."""
     n_output = torch.full((len(features),), NUM_PATCHES)
     embeds, mask = splice_image_tokens(llava, conv.ids, conv.attention_mask, features, n_output, NUM_PATCHES)
     assert embeds.shape[1] == conv.ids.shape[1], "conversations are laid out left-padded with every image token"
     language_model = llava.model.language_model
-    caught = {}
-    hook = None
-    if grounding_layer is not None:
-        attention = language_model.layers[grounding_layer].self_attn
-        hook = attention.register_forward_pre_hook(lambda module, args, kwargs: caught.update(kwargs), with_kwargs=True)
+    caught = {layer: {} for layer in caught_layers}
+    hooks = [language_model.layers[layer].self_attn.register_forward_pre_hook(
+        lambda module, args, kwargs, into=into: into.update(kwargs), with_kwargs=True) for layer, into in caught.items()]
     try:
         hidden = language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=conv.position_ids).last_hidden_state
     finally:
-        if hook is not None:
+        for hook in hooks:
             hook.remove()
     picked = hidden.gather(1, conv.target_pos[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, 2T, D)
-    logits = llava.lm_head(picked)
-    if grounding_layer is None:
-        return logits, None
-    weights = head_attention(attention, caught["hidden_states"], caught["position_embeddings"],
-                             conv.name_pos.flatten(1), mask, head)
-    return logits, weights
+    reads = {layer: (language_model.layers[layer].self_attn, kw["hidden_states"], kw["position_embeddings"])
+             for layer, kw in caught.items()}
+    return llava.lm_head(picked), reads
+
+
+def grounding_losses(reads: dict, conv, cfg: TrainConfig) -> torch.Tensor:
+    """Word layer: head 0 at each name's last word onto every object sharing that word, head 1 onto the
+    name's first word; grounding layer: head 0 at the last word onto the named object; answer layer:
+    head k at each answer position onto the k-th name's last word (the hop that reads what was found)."""
+    query = conv.name_pos.flatten(1)  # (B, Q)
+    valid = query >= 0
+
+    def attention(layer: int, head: int, at: torch.Tensor) -> torch.Tensor:
+        module, hidden, position_embeddings = reads[layer]
+        return head_attention(module, hidden, position_embeddings, at, conv.attention_mask, head)
+
+    word_objects = grounding_loss(attention(cfg.word_layer, 0, query), conv.image_start, conv.coarse.flatten(1, 2), valid)
+    first_word = previous_word_loss(attention(cfg.word_layer, 1, query), conv.previous_pos.flatten(1))
+    named_object = grounding_loss(attention(cfg.grounding_layer, 0, query), conv.image_start, conv.named.flatten(1, 2), valid)
+    answer_pos = conv.target_pos[:, 0::2]  # (B, T) positions that predict each answer
+    to_names = sum(previous_word_loss(attention(cfg.answer_layer, k, answer_pos), conv.name_pos[..., k])
+                   for k in range(conv.name_pos.shape[-1]))
+    return word_objects + first_word + named_object + to_names
 
 
 @torch.no_grad()
@@ -410,7 +432,7 @@ def train_llava(llava, layout: PromptLayout, bank: SceneBank, features: torch.Te
     generator = torch.Generator().manual_seed(cfg.seed + 2)
     first_row = torch.searchsorted(bank.q_scene, torch.arange(len(bank) + 1))  # questions of scene s: [first_row[s], first_row[s+1])
     best, best_state = {"mean": -1.0}, None
-    grounding = cfg.grounding_layer if cfg.grounding_weight > 0 else None
+    caught = (cfg.word_layer, cfg.grounding_layer, cfg.answer_layer) if cfg.grounding_weight > 0 else ()
     llava.train()
     while not stage.done:
         scenes = torch.randint(len(bank), (cfg.llava_batch,), generator=generator)
@@ -419,11 +441,11 @@ def train_llava(llava, layout: PromptLayout, bank: SceneBank, features: torch.Te
             start, end = int(first_row[s]), int(first_row[s + 1])
             picked.append((start + torch.randperm(end - start, generator=generator)[: cfg.turns]).tolist())
         conv = conversation_batch(layout, bank, picked)
-        logits, attention = lm_forward(llava, conv, features[scenes].float(), grounding, cfg.grounding_head)
+        logits, reads = lm_forward(llava, conv, features[scenes].float(), caught)
         answer_loss = F.cross_entropy(logits.flatten(0, 1), conv.targets.flatten(), ignore_index=-100)
         loss = answer_loss
-        if attention is not None:
-            loss = loss + cfg.grounding_weight * grounding_loss(attention, conv, conv.image_start)
+        if reads:
+            loss = loss + cfg.grounding_weight * grounding_losses(reads, conv, cfg)
         stage.update(loss, params)
         if stage.step % cfg.eval_every == 0 or stage.done:
             llava.eval()
@@ -471,15 +493,20 @@ def train(out_dir: Path | str = DEFAULT_OUT, quick: bool = False, config: TrainC
     eval_bank = make_bank(EVAL_SEED, cfg.eval_scenes, 1, cfg.world, workers=workers)
     log(f"scenes: {len(bank)} train ({len(bank.q_scene)} questions), {len(eval_bank)} held-out (seed {EVAL_SEED})")
 
-    train_clip(clip, tower, bank, eval_bank, cfg, log)
+    if cfg.clip_from is None:
+        train_clip(clip, tower, bank, eval_bank, cfg, log)
+        clip.save_pretrained(checkpoint_dir / "clip-stage")
+    else:
+        clip = CLIPModel.from_pretrained(cfg.clip_from).eval().requires_grad_(False)
+        tower = TransformersTextTower(clip, clip_tokenizer)
+        log(f"stages 1-2 skipped: CLIP loaded from {cfg.clip_from}")
     tie_vision_towers(clip, llava)
-    clip.save_pretrained(checkpoint_dir / "clip-stage")
     features = encode_bank(clip.vision_model, bank)
     eval_features = encode_bank(clip.vision_model, eval_bank)
     log("encoded the scene banks")
-
-    train_text(clip, tower, bank, features, eval_bank, eval_features, cfg, log)
-    clip.save_pretrained(checkpoint_dir / "clip-text-stage")
+    if cfg.clip_from is None:
+        train_text(clip, tower, bank, features, eval_bank, eval_features, cfg, log)
+        clip.save_pretrained(checkpoint_dir / "clip-text-stage")
 
     layout = PromptLayout(processor.tokenizer)
     align_projector(llava, processor.tokenizer, bank, features["features"], cfg, log)
@@ -507,11 +534,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=None, help=f"output folder (default {DEFAULT_OUT}; a temp folder with --quick)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: a few steps of every stage")
     parser.add_argument("--total-minutes", type=float, default=None, help="wall-clock budget of the whole run")
+    parser.add_argument("--clip-from", default=None, help="a saved CLIPModel folder (e.g. a run's checkpoints/"
+                        "clip-text-stage): skip stages 1-2")
+    parser.add_argument("--train-scenes", type=int, default=None, help="precomputed training scenes")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     cfg = TrainConfig()
     if args.total_minutes is not None:
         cfg = replace(cfg, total_minutes=args.total_minutes)
+    if args.clip_from is not None:
+        cfg = replace(cfg, clip_from=args.clip_from)
+    if args.train_scenes is not None:
+        cfg = replace(cfg, train_scenes=args.train_scenes)
     out = args.out or (Path(tempfile.mkdtemp(prefix="shapes-quick-")) if args.quick else DEFAULT_OUT)
     train(out, quick=args.quick, config=cfg)
     print(f"saved to {out}")

@@ -2,18 +2,23 @@
 
 LLaVA-1.5's geometry: a 24 x 24 patch grid, 576 visual tokens (96 px images, 4 px patches).
 A scene is a textured background with grey specks (clutter that is no object) and 8-14 objects,
-each a distinct (colour, shape) pair (8 colours x 5 shapes) with a fill pattern (solid, striped,
-dotted, checked); large objects also carry a black digit (a 3 x 5 font drawn at 2x: 6 x 10 px, so
-it spans 2-3 x 3-4 patches). Many objects share a colour or a shape with the asked-about one.
+each a distinct (colour, shape) pair (8 colours x 5 shapes, one shape used once); each shape is filled with its own
+pattern in a darker shade (square solid, circle striped, triangle diagonal, diamond dotted, cross
+checked: every patch of an object shows its shape, as outlines alone do not train in time); large
+objects also carry a black digit (a 3 x 4 px font on a plain tile) in each of the 4 patches they
+cover fully nearest their centre: a fine detail that lives in a few specific patches. Many objects share a colour or a shape with the asked-about one.
 
-Question families (`FAMILIES`), each asked about objects named by two attributes:
-- `attribute`: the colour, shape or pattern of a named object (one word, VQAv2-like);
+Question families (`FAMILIES`), about objects named by their colour and shape, or by the one that
+is unique in the scene:
+- `attribute`: the colour of the only object of a shape, or the shape of the only object of a
+  colour (one word, VQAv2-like);
 - `existence`: "is there a red circle ?" yes / no; negatives are `random` (any absent pair),
   `popular` (an absent pair whose shape is the scene's most frequent one) or `adversarial` (an
   absent pair whose colour and shape both appear in the scene, on different objects) (POPE-like);
 - `glyph`: the digit on a named large object (TextVQA-like);
 - `position`: is object A left of / right of / above / below object B, yes / no (MME-like);
-- `choice`: the colour of a named object among four lettered options, answer a letter (MMBench-like).
+- `choice`: the colour of the only object of a shape among four lettered options, answer a letter
+  (MMBench-like).
 
 Scene `index` of `seed` is the same whatever else is generated: its random stream is
 `numpy.random.default_rng((seed, index))`, its questions' `default_rng((seed, index, 1 + k))`.
@@ -42,7 +47,6 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "pink": (250, 135, 200),
 }
 SHAPES: tuple[str, ...] = ("square", "circle", "triangle", "diamond", "cross")
-PATTERNS: tuple[str, ...] = ("solid", "striped", "dotted", "checked")
 DIGITS: tuple[str, ...] = tuple(string.digits)
 SIZE_CLASSES: tuple[str, ...] = ("small", "large")
 FAMILIES: tuple[str, ...] = ("attribute", "existence", "glyph", "position", "choice")
@@ -50,53 +54,52 @@ NEGATIVE_KINDS: tuple[str, ...] = ("random", "popular", "adversarial")
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
 LETTERS: tuple[str, ...] = ("a", "b", "c", "d")  # choice options, one per letter
 
-# Templates: the named object's two words always end the name, just before "?" or the options.
+# Templates: the name always ends just before "?" (or "one ?"), then come the options.
 TEMPLATES: dict[str, str] = {
-    "color": "what color is the {pattern} {shape} ?",
-    "shape": "what shape is the {color} {pattern} one ?",
-    "pattern": "what pattern is the {color} {shape} ?",
+    "color": "what color is the {shape} ?",
+    "shape": "what shape is the {color} one ?",
     "existence": "is there a {color} {shape} ?",
     "glyph": "what number is on the {color} {shape} ?",
     "position": "is the {first} {relation} the {second} ?",
-    "choice": "what color is the {pattern} {shape} ? a . {a} b . {b} c . {c} d . {d}",
+    "choice": "what color is the {shape} ? a . {a} b . {b} c . {c} d . {d}",
 }
-CAPTION_TEMPLATE = "a {color} {pattern} {shape}"  # one phrase per object, joined with " and "
+CAPTION_TEMPLATE = "a {color} {shape}"  # one phrase per object, joined with " and "
 ANSWER_WORDS = ("yes", "no")
 
 PIXEL_YS, PIXEL_XS = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE]  # (H, W) each, pixel coordinates
 RAMP = np.linspace(-1, 1, IMAGE_SIZE)  # (W,)
-# Fill patterns: the darker-shade pixels, period 4 px aligned to the patch grid, so every patch of an
-# object shows its pattern.
+# Fill patterns, one per shape: the darker-shade pixels, period 4 px aligned to the patch grid, so
+# every patch of an object shows its shape.
 FILL_SHADE = 0.5  # darker shade = FILL_SHADE * object colour
-FILL_PATTERNS: dict[str, np.ndarray] = {  # (H, W) bool, True where the shade is painted
-    "solid": np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=bool),
-    "striped": (PIXEL_YS // 2) % 2 == 1,  # horizontal stripes, 2 px
-    "dotted": (PIXEL_XS % 4 < 2) & (PIXEL_YS % 4 < 2),  # one 2 x 2 dot per patch
-    "checked": ((PIXEL_XS // 2) + (PIXEL_YS // 2)) % 2 == 1,  # 2 px checkerboard
+FILL_PATTERNS: dict[str, np.ndarray] = {  # shape -> (H, W) bool, True where the shade is painted
+    "square": np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=bool),  # solid
+    "circle": (PIXEL_YS // 2) % 2 == 1,  # horizontal stripes, 2 px
+    "triangle": ((PIXEL_XS + PIXEL_YS) // 2) % 2 == 1,  # diagonal stripes
+    "diamond": (PIXEL_XS % 4 < 2) & (PIXEL_YS % 4 < 2),  # one 2 x 2 dot per patch
+    "cross": ((PIXEL_XS // 2) + (PIXEL_YS // 2)) % 2 == 1,  # 2 px checkerboard
 }
 GLYPH_RGB = (15, 15, 15)
-GLYPH_SCALE = 2  # font pixels -> image pixels
-FONT: dict[str, tuple[str, ...]] = {  # 3 x 5 bitmaps, "#" = ink
-    "0": ("###", "#.#", "#.#", "#.#", "###"),
-    "1": (".#.", "##.", ".#.", ".#.", "###"),
-    "2": ("###", "..#", "###", "#..", "###"),
-    "3": ("###", "..#", ".##", "..#", "###"),
-    "4": ("#.#", "#.#", "###", "..#", "..#"),
-    "5": ("###", "#..", "###", "..#", "###"),
-    "6": ("###", "#..", "###", "#.#", "###"),
-    "7": ("###", "..#", ".#.", ".#.", ".#."),
-    "8": ("###", "#.#", "###", "#.#", "###"),
-    "9": ("###", "#.#", "###", "..#", "###"),
+GLYPH_TILES = 4  # patches a digit is drawn in (the fully covered ones nearest the centre)
+FONT: dict[str, tuple[str, ...]] = {  # 3 x 4 bitmaps, "#" = ink; drawn at a patch's top-left corner
+    "0": ("###", "#.#", "#.#", "###"),
+    "1": (".#.", "##.", ".#.", "###"),
+    "2": ("##.", "..#", ".#.", "###"),
+    "3": ("###", ".##", "..#", "###"),
+    "4": ("#.#", "#.#", "###", "..#"),
+    "5": ("###", "##.", "..#", "##."),
+    "6": ("#..", "###", "#.#", "###"),
+    "7": ("###", "..#", ".#.", ".#."),
+    "8": ("###", "###", "#.#", "###"),
+    "9": ("###", "#.#", "###", "..#"),
 }
-GLYPHS = {d: np.kron(np.array([[c == "#" for c in row] for row in rows]), np.ones((GLYPH_SCALE, GLYPH_SCALE), bool))
-          for d, rows in FONT.items()}  # digit -> (10, 6) bool
+GLYPHS = {d: np.array([[c == "#" for c in row] for row in rows]) for d, rows in FONT.items()}  # digit -> (4, 3) bool
 
 
 def vocabulary() -> list[str]:
     """Every word questions, answers, captions and the LLaVA prompt can contain, in a fixed order."""
     template_words = " ".join(list(TEMPLATES.values()) + [CAPTION_TEMPLATE, "and", "user : assistant :"])
     words = [w for w in template_words.split() if not w.startswith("{")]
-    words += list(COLORS) + list(SHAPES) + list(PATTERNS) + list(DIGITS) + list(LETTERS) + list(ANSWER_WORDS)
+    words += list(COLORS) + list(SHAPES) + list(DIGITS) + list(LETTERS) + list(ANSWER_WORDS)
     words += " ".join(RELATIONS).split()
     return list(dict.fromkeys(words))
 
@@ -125,7 +128,6 @@ class WorldConfig:
 class SceneObject:
     color: str
     shape: str
-    pattern: str
     digit: str | None  # the digit drawn on a large object, None on a small one
     size_class: str  # "small" or "large"
     center: tuple[int, int]  # (x, y) px
@@ -135,7 +137,7 @@ class SceneObject:
 
     @property
     def phrase(self) -> str:
-        return CAPTION_TEMPLATE.format(color=self.color, pattern=self.pattern, shape=self.shape)
+        return CAPTION_TEMPLATE.format(color=self.color, shape=self.shape)
 
 
 @dataclass
@@ -156,7 +158,7 @@ class VQASample:
     question: str  # exactly what the LLM is asked
     answer: str  # canonical short answer: one word (choice: a letter)
     family: str  # one of FAMILIES
-    kind: str  # attribute: "color" / "shape" / "pattern"; position: the relation; else the family
+    kind: str  # attribute: "color" / "shape" (the attribute asked); position: the relation; else the family
     target_pixel_mask: np.ndarray  # (H, W) bool: the named object(s); negative existence: the confusable
     # distractors (objects sharing the asked colour or shape), empty if none
     size: str  # "small" / "large" of the (first) named object; negative existence: "small"
@@ -240,17 +242,28 @@ def patch_mask(pixel_mask: np.ndarray, cover: float = WorldConfig.patch_cover) -
     return mask
 
 
+def glyph_tiles(pixel_mask: np.ndarray, center: tuple[int, int]) -> list[tuple[int, int]]:
+    """(row, column) of the GLYPH_TILES patches an object covers fully that lie nearest its centre."""
+    full = np.argwhere(patch_coverage(pixel_mask) == 1)  # (n, 2) grid (row, column)
+    middle = (full + 0.5) * PATCH_SIZE  # patch centres, px
+    distance = (middle[:, 0] - center[1]) ** 2 + (middle[:, 1] - center[0]) ** 2
+    return [tuple(int(v) for v in full[i]) for i in np.argsort(distance, kind="stable")[:GLYPH_TILES]]
+
+
 def make_scene(seed: int, index: int, config: WorldConfig = WorldConfig()) -> Scene:
     """Scene `index` of the stream `seed`: deterministic, independent of any other scene."""
     rng = np.random.default_rng((seed, index))
     canvas = textured_background(rng)
     add_clutter(canvas, rng, int(rng.integers(config.num_clutter[0], config.num_clutter[1] + 1)))
     placements = place_objects(rng, config)
-    pairs = rng.permutation(len(COLORS) * len(SHAPES))[: len(placements)]  # distinct (colour, shape) pairs
+    # distinct (colour, shape) pairs, one shape used exactly once (so every scene has a unique shape)
+    rare = int(rng.integers(len(SHAPES)))
+    others = [p for p in rng.permutation(len(COLORS) * len(SHAPES)) if p % len(SHAPES) != rare]
+    pairs = others[: len(placements) - 1]
+    pairs.insert(int(rng.integers(len(placements))), int(rng.integers(len(COLORS))) * len(SHAPES) + rare)
     objects = []
     for (x, y, radius, size_class), pair in zip(placements, pairs):
         color, shape = list(COLORS)[pair // len(SHAPES)], SHAPES[pair % len(SHAPES)]
-        pattern = PATTERNS[int(rng.integers(len(PATTERNS)))]
         x0, y0 = max(x - radius, 0), max(y - radius, 0)
         x1, y1 = min(x + radius + 1, IMAGE_SIZE), min(y + radius + 1, IMAGE_SIZE)
         dy, dx = np.mgrid[y0 - y : y1 - y, x0 - x : x1 - x]  # offsets from the centre, (h, w)
@@ -258,26 +271,25 @@ def make_scene(seed: int, index: int, config: WorldConfig = WorldConfig()) -> Sc
         pixel_mask[y0:y1, x0:x1] = shape_mask(shape, dx, dy, radius)
         rgb = np.array(COLORS[color]) + rng.integers(-config.color_jitter, config.color_jitter + 1, size=3)
         canvas[pixel_mask] = rgb
-        canvas[pixel_mask & FILL_PATTERNS[pattern]] = FILL_SHADE * rgb
+        canvas[pixel_mask & FILL_PATTERNS[shape]] = FILL_SHADE * rgb
         glyph_mask = np.zeros((IMAGE_SIZE, IMAGE_SIZE), dtype=bool)
         digit = None
         if size_class == "large":
             digit = DIGITS[int(rng.integers(len(DIGITS)))]
-            glyph = GLYPHS[digit]  # (10, 6)
-            top = y - glyph.shape[0] // 2 + (shape == "triangle")  # triangles are wider low down
-            left = x - glyph.shape[1] // 2
-            glyph_mask[top : top + glyph.shape[0], left : left + glyph.shape[1]] = glyph
-            glyph_mask &= pixel_mask
+            for gy, gx in glyph_tiles(pixel_mask, (x, y)):
+                top, left = gy * PATCH_SIZE, gx * PATCH_SIZE
+                canvas[top : top + PATCH_SIZE, left : left + PATCH_SIZE] = rgb  # a plain tile behind the ink
+                glyph_mask[top : top + 4, left : left + 3] = GLYPHS[digit]
             canvas[glyph_mask] = GLYPH_RGB
-        objects.append(SceneObject(color, shape, pattern, digit, size_class, (x, y), radius, pixel_mask, glyph_mask))
+        objects.append(SceneObject(color, shape, digit, size_class, (x, y), radius, pixel_mask, glyph_mask))
     image = np.clip(canvas, 0, 255).astype(np.uint8)
     return Scene(seed, index, image, objects)
 
 
-def unique_by(objects: list[SceneObject], first: str, second: str) -> list[int]:
-    """Indices of objects whose (first, second) attribute pair no other object of the scene shares."""
-    keys = [(getattr(o, first), getattr(o, second)) for o in objects]
-    return [i for i, key in enumerate(keys) if keys.count(key) == 1]
+def unique_by(objects: list[SceneObject], attribute: str) -> list[int]:
+    """Indices of objects whose `attribute` ("color" or "shape") no other object of the scene shares."""
+    values = [getattr(o, attribute) for o in objects]
+    return [i for i, value in enumerate(values) if values.count(value) == 1]
 
 
 def pick(rng: np.random.Generator, items: list):
@@ -296,15 +308,16 @@ def sample(scene: Scene, family: str, question: str, answer: str, kind: str, nam
 
 
 def ask_attribute(scene: Scene, rng: np.random.Generator) -> VQASample | None:
-    """Colour (named by pattern + shape), shape (colour + pattern) or pattern (colour + shape)."""
-    by_kind = {"color": unique_by(scene.objects, "pattern", "shape"), "shape": unique_by(scene.objects, "color", "pattern"),
-               "pattern": list(range(len(scene.objects)))}
+    """The colour of the only object of a shape, or the shape of the only object of a colour."""
+    by_kind = {"color": unique_by(scene.objects, "shape"), "shape": unique_by(scene.objects, "color")}
     kinds = [k for k, candidates in by_kind.items() if candidates]
+    if not kinds:
+        return None
     kind = pick(rng, kinds)
     i = pick(rng, by_kind[kind])
     obj = scene.objects[i]
-    question = TEMPLATES[kind].format(color=obj.color, shape=obj.shape, pattern=obj.pattern)
-    end = question.split().index("?") - 1 - (kind == "shape")  # "... {colour} {pattern} one ?"
+    question = TEMPLATES[kind].format(color=obj.color, shape=obj.shape)
+    end = question.split().index("?") - 1 - (kind == "shape")  # "... the {colour} one ?"
     return sample(scene, "attribute", question, getattr(obj, kind), kind, [i], [end])
 
 
@@ -364,8 +377,8 @@ def ask_position(scene: Scene, rng: np.random.Generator, min_offset: int) -> VQA
 
 
 def ask_choice(scene: Scene, rng: np.random.Generator) -> VQASample | None:
-    """The colour of an object named by pattern + shape, among four colours (the others from the scene first)."""
-    candidates = unique_by(scene.objects, "pattern", "shape")
+    """The colour of the only object of a shape, among four colours (the others from the scene first)."""
+    candidates = unique_by(scene.objects, "shape")
     if not candidates:
         return None
     i = pick(rng, candidates)
@@ -374,7 +387,7 @@ def ask_choice(scene: Scene, rng: np.random.Generator) -> VQASample | None:
     others += [c for c in COLORS if c != obj.color and c not in others]
     options = [obj.color] + [str(c) for c in rng.permutation(others[:6])[: len(LETTERS) - 1]]
     options = [options[k] for k in rng.permutation(len(LETTERS))]
-    question = TEMPLATES["choice"].format(pattern=obj.pattern, shape=obj.shape, **dict(zip(LETTERS, options)))
+    question = TEMPLATES["choice"].format(shape=obj.shape, **dict(zip(LETTERS, options)))
     answer = LETTERS[options.index(obj.color)]
     return sample(scene, "choice", question, answer, "choice", [i], [question.split().index("?") - 1])
 

@@ -155,9 +155,19 @@ def test_sparsevlm_refuses_bad_input(deep_model, deep_encoded, tiny_model):
         deep_model.run(deep_encoded, "sparsevlm", layers=(2, 1), counts=(4, 2))
     with pytest.raises(ValueError, match="recycle_share"):
         deep_model.run(deep_encoded, "sparsevlm", layers=(1,), counts=(4,), recycle_share=1.5)
-    with pytest.raises(ValueError, match=r"1\.\.3"):  # the default layers 3, 7, 16 need a deeper model
-        deep_model.run(deep_encoded, "sparsevlm", 8)
+    with pytest.raises(ValueError, match=r"1\.\.3"):  # explicit layers must fit the model
+        deep_model.run(deep_encoded, "sparsevlm", layers=(3, 7), counts=(8, 4))
     with pytest.raises(ValueError, match="budget must be >= 1"):
         deep_model.run(deep_encoded, "sparsevlm", 0)
     with pytest.raises(ValueError, match="no option"):
         deep_model.run(deep_encoded, "sparsevlm", 8, k=2)
+
+
+def test_default_layers_move_to_the_same_relative_depth(deep_model, deep_encoded):
+    plan = rclib.METHODS["sparsevlm"].fn(deep_encoded.features, budget=64)
+    assert (plan.layers, plan.depth) == ((3, 7, 16), 32)
+    assert (plan.for_depth(32), plan.for_depth(40).layers, plan.for_depth(8).layers) == (plan, (4, 9, 20), (1, 2, 4))
+    shallow = plan.for_depth(4)  # 3, 7, 16 of 32 -> 0.375, 0.875, 2 of 4: stages on one layer keep the later count
+    assert (shallow.layers, shallow.counts) == ((1, 2), plan.counts[1:])
+    run = deep_model.run(deep_encoded, "sparsevlm", 8)  # 4 decoder layers: runs with the moved layers
+    assert run.layer_seen.shape[1] == 4 and bool((run.layer_seen[:, 0].sum(1) == deep_encoded.n_tokens).all())

@@ -82,6 +82,9 @@ def test_unwritable_outputs_fail_before_the_model_loads(capsys, no_model_load, t
     (["eval", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
     (["eval", "--processes", "-2"], "--processes must be at least 1, got -2"),
     (["table", "no-such-results"], "no such folder 'no-such-results'"),
+    (["speed", "--repeats", "0"], "--repeats must be at least 1, got 0"),
+    (["speed", "--batches", "1", "0"], "--batches must be at least 1, got 0"),
+    (["speed", "--new-tokens", "-1"], "--new-tokens must be at least 1, got -1"),
 ])
 def test_numbers_and_folders_are_checked_before_anything_runs(capsys, no_model_load, tmp_path, argv, message):
     line = error_of(capsys, [*argv, "--out", str(tmp_path / "out")] if argv[0] != "table" else argv)

@@ -6,7 +6,7 @@ from PIL import Image
 from rclib.models.llava import splice_image_tokens
 from rclib.shapes.build import PROMPT_TEMPLATE, ShapesModelConfig, build_all
 from rclib.shapes.data import PromptLayout, conversation_batch, make_bank
-from rclib.shapes.train import grounding_loss, head_attention, lm_forward
+from rclib.shapes.train import grounding_loss, head_attention, lm_forward, previous_word_loss
 from rclib.shapes.world import NUM_PATCHES
 
 SMALL = ShapesModelConfig(vision_width=32, text_width=32, lm_width=32, lm_mlp=64, projection_dim=16)
@@ -78,10 +78,11 @@ def test_head_attention_equals_eager_attention_weights(setup):
                                                torch.full((2,), NUM_PATCHES), NUM_PATCHES)
             eager = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=conv.position_ids,
                        output_attentions=True).attentions[1]  # (B, H, L, L)
-            _, ours = lm_forward(llava, conv, features, grounding_layer=1, head=2)
+            _, reads = lm_forward(llava, conv, features, caught_layers=(1,))
+            query = conv.name_pos.flatten(1)
+            ours = head_attention(*reads[1], query, conv.attention_mask, head=2)
     finally:
         lm.config._attn_implementation = implementation
-    query = conv.name_pos.flatten(1)
     for b in range(2):
         for q, position in enumerate(query[b].tolist()):
             if position >= 0:
@@ -97,4 +98,19 @@ def test_grounding_loss_of_uniform_attention(setup):
     named = conv.named.flatten(1, 2)
     valid = conv.name_pos.flatten(1) >= 0
     expected = -torch.log(named.sum(-1)[valid].float() / L + 1e-6).mean()
-    torch.testing.assert_close(grounding_loss(uniform, conv, conv.image_start), expected)
+    torch.testing.assert_close(grounding_loss(uniform, conv.image_start, named, valid), expected)
+    previous = conv.previous_pos.flatten(1)
+    assert ((previous >= 0) <= valid).all()
+    if (previous >= 0).any():
+        torch.testing.assert_close(previous_word_loss(uniform, previous), torch.tensor(-torch.log(torch.tensor(1.0 / L + 1e-6)).item()))
+
+
+def test_coarse_masks_hold_the_named_object_and_first_words_are_colours(setup):
+    _, processor, bank, layout = setup
+    conv = conversation_batch(layout, bank, [[0, 1, 2, 3, 4]])
+    assert (conv.coarse | ~conv.named).all(), "the named object shares its own last word"
+    tokens = processor.tokenizer.convert_ids_to_tokens(conv.ids[0])
+    from rclib.shapes.world import COLORS
+    for position in conv.previous_pos[0].flatten().tolist():
+        if position >= 0:
+            assert tokens[position] in COLORS
