@@ -32,7 +32,7 @@ FIRST_METHOD = "rc"  # the method selected when the explorer opens
 OPTION_CONTROLS = ("rule", "n_neighbors", "iqr_factor", "text_stage", "knn_k")  # method options with a control
 RULE_OPTIONS = {"n_neighbors": "lof", "iqr_factor": "iqr"}  # options read only under one filter rule
 LABEL_WIDTH = 170  # px of a control's description
-READOUT_WIDTH = 60  # px of a slider's value
+READOUT_WIDTH = 110  # px of a slider's value and the margins around its track
 MIN_TRACK = 300  # px of a slider's track at least; the budget's is one px per token or more
 TEXT_WIDTH = "720px"  # the image list and the question box: long photo questions stay readable
 
@@ -202,13 +202,13 @@ class Explorer:
     @property
     def widget(self) -> widgets.Widget:
         c = self.controls
-        width = c["budget"].layout.width  # the widest control: every other slider has at most MIN_TRACK steps
-        method_box = widgets.VBox([c["method"], self.method_note, c["budget"], *(c[name] for name in OPTION_CONTROLS)],
+        width = slider_layout(MIN_TRACK).width  # the option sliders; the budget's own row is as wide as its tokens
+        method_box = widgets.VBox([c["method"], self.method_note, *(c[name] for name in OPTION_CONTROLS)],
                                   layout=widgets.Layout(width=width, margin="0 24px 0 0"))
         answers_box = widgets.VBox([self.answers_table, self.summary], layout=widgets.Layout(min_width="360px"))
         return widgets.VBox([c["example"], c["question"], self.vocabulary, self.warning,
                              widgets.HBox([method_box, answers_box], layout=widgets.Layout(flex_flow="row wrap")),
-                             self.legend, self.figure, self.errors]).add_class("rclib-explorer")
+                             c["budget"], self.legend, self.figure, self.errors]).add_class("rclib-explorer")
 
     def _ipython_display_(self):
         from IPython.display import display
