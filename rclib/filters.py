@@ -96,63 +96,50 @@ def outlier_count(scores: torch.Tensor, rule: str = "lof", n_neighbors: int = 20
     return filter_decision(scores, rule, n_neighbors, valid, iqr_factor).count
 
 
-def side_neighbours(values: torch.Tensor, k: int, left_fill: float, right_fill: float):
-    """The k values before and after each position of the rows of ``values`` [B, n], nearest first.
+def neighbour_windows(values: torch.Tensor, k: int, fill: float) -> torch.Tensor:
+    """[B, n, 2k + 1]: each position with its k neighbours on either side, ``fill`` past the ends.
 
-    Returns (before, after), each [B, n, k]: before[b, p, i] = values[b, p - 1 - i] (``left_fill``
-    past the start), after[b, p, i] = values[b, p + 1 + i] (``right_fill`` past the end).
+    window[b, p, k + o] = values[b, p + o] (a view of one padded copy of ``values`` [B, n]).
     """
-    B = values.shape[0]
-    padded = torch.cat([values.new_full((B, k), left_fill), values, values.new_full((B, k), right_fill)], 1)
-    window = padded.unfold(1, 2 * k + 1, 1)  # [B, n, 2k + 1], window[b, p, k + o] = values[b, p + o]
-    return window[..., :k].flip(-1), window[..., k + 1:]
+    return torch.nn.functional.pad(values, (k, k), value=fill).unfold(1, 2 * k + 1, 1)
 
 
 def lof_values(scores: torch.Tensor, n_neighbors: int, valid: torch.Tensor) -> torch.Tensor:
     """[B, n] float64: the Local Outlier Factor of each valid token, as sklearn computes it; NaN elsewhere.
 
     In 1-D the k nearest neighbours of a point are the j nearest below it and the k - j nearest above
-    it in sorted order, for some j. So every quantity is read from the k sorted neighbours on each
-    side (memory and time O(B n k), no sort of candidates): the k-distance is the smallest radius
-    that covers k of them, the neighbours are those strictly inside it plus, at equal distance, the
-    lower ones first. Rows with fewer than 2 valid tokens are NaN.
+    it in sorted order, for some j. So every quantity is read from a window of the K sorted neighbours
+    on either side (memory and time O(B n K), no sort of candidates): the k-distance is the narrowest
+    window that covers k of them, the neighbours are those strictly inside it plus, at equal distance,
+    the lower ones first. Rows with fewer than 2 valid tokens are NaN.
     """
     B, n = scores.shape
     inf = float("inf")
     x = scores.double().masked_fill(~valid, inf)  # invalid tokens sort to the end
     xs, order = x.sort(dim=1, stable=True)  # [B, n]
     m = valid.sum(1)  # [B] valid tokens per row
-    k = (m - 1).clamp(max=n_neighbors).clamp(min=1)  # [B] sklearn: max(1, min(k, n_samples - 1))
-    k_max = max(1, min(n_neighbors, n - 1))
-    below, above = side_neighbours(xs, k_max, -inf, inf)
-    below = xs[..., None] - below  # [B, n, k_max] distance to the i-th neighbour below, ascending in i
-    above = above - xs[..., None]  # [B, n, k_max] distance to the i-th neighbour above (NaN: invalid token)
+    k = (m - 1).clamp(min=1, max=n_neighbors)[:, None]  # [B, 1] sklearn: max(1, min(k, n_samples - 1))
+    K = max(1, min(n_neighbors, n - 1))  # window half-width
+    t = torch.arange(2 * K + 1, device=xs.device)  # window index; t = K is the point itself
+    # dist[b, p, t]: distance to the point t - K places away in sorted order (inf past the ends)
+    dist = (neighbour_windows(xs, K, inf) - xs[..., None]).abs()  # [B, n, 2K + 1]
 
-    # k-distance: min over j = 0..k of max(distance to the j-th below, to the (k - j)-th above)
-    zero = xs.new_zeros(B, n, 1)
-    below0, above0 = torch.cat([zero, below], 2), torch.cat([zero, above], 2)  # [B, n, k_max + 1], index j
-    j = torch.arange(k_max + 1, device=xs.device)
-    above_rest = above0.gather(2, (k[:, None] - j).clamp(min=0)[:, None, :].expand(B, n, k_max + 1))
-    radius = torch.maximum(below0, above_rest).masked_fill(j > k[:, None, None], inf)
-    k_distance = radius.min(2).values  # [B, n]
+    # k-distance: the narrowest window of k neighbours, from index s to s + k for s = K - k .. K
+    start = t[:K + 1]
+    far_end = dist.gather(2, (start + k).clamp(max=2 * K)[:, None, :].expand(B, n, K + 1))
+    radius = torch.maximum(dist[..., :K + 1], far_end).masked_fill((start < K - k)[:, None, :], inf)
+    k_distance = radius.min(2).values[..., None]  # [B, n, 1]
 
     # the neighbours: all strictly inside the k-distance, then ties at it, lower side first
-    inside_below = (below < k_distance[..., None]).sum(2)
-    inside_above = (above < k_distance[..., None]).sum(2)
-    tied_below = (below == k_distance[..., None]).sum(2)
-    n_below = inside_below + torch.minimum(tied_below, k[:, None] - inside_below - inside_above)  # [B, n]
-    i = torch.arange(k_max, device=xs.device)
-    skip_below = i >= n_below[..., None]  # [B, n, k_max] not among the neighbours
-    skip_above = i >= (k[:, None] - n_below)[..., None]
+    inside = dist < k_distance
+    inside_below, inside_above = inside[..., :K].sum(2), inside[..., K + 1:].sum(2)
+    tied_below = (dist[..., :K] == k_distance).sum(2)
+    lowest = K - inside_below - torch.minimum(tied_below, k - inside_below - inside_above)  # [B, n] first index taken
+    skip = (t < lowest[..., None]) | (t > (lowest + k)[..., None]) | (t == K)  # [B, n, 2K + 1] not a neighbour
 
-    def neighbour_sum(below_values, above_values):  # sum over the k neighbours of a [B, n, k_max] quantity
-        return below_values.masked_fill(skip_below, 0.0).sum(2) + above_values.masked_fill(skip_above, 0.0).sum(2)
-
-    kd_below, kd_above = side_neighbours(k_distance, k_max, 0.0, 0.0)
-    reach = neighbour_sum(torch.maximum(kd_below, below), torch.maximum(kd_above, above))  # [B, n]
-    lrd = 1.0 / (reach / k[:, None] + 1e-10)  # local reachability density
-    lrd_below, lrd_above = side_neighbours(lrd, k_max, 0.0, 0.0)
-    lof = neighbour_sum(lrd_below, lrd_above) / k[:, None] / lrd  # [B, n] sorted order
+    reach = torch.maximum(neighbour_windows(k_distance[..., 0], K, 0.0), dist).masked_fill(skip, 0.0).sum(2)
+    lrd = 1.0 / (reach / k + 1e-10)  # [B, n] local reachability density
+    lof = neighbour_windows(lrd, K, 0.0).masked_fill(skip, 0.0).sum(2) / k / lrd  # [B, n] sorted order
 
     taking_part = (torch.arange(n, device=xs.device) < m[:, None]) & (m[:, None] >= 2)  # valid tokens sit first
     lof = torch.where(taking_part, lof, float("nan"))
