@@ -24,13 +24,16 @@ EVAL_RESULTS = os.environ.get("RCLIB_EVAL_RESULTS", "out/eval")  # `rclib eval -
 
 # %%
 import pandas as pd
+from IPython.display import Markdown, display
 
 from rclib import cost, gallery, viz
+from rclib.bench import BenchConfig
 from rclib.eval.table import table_rows
-from rclib.examples import examples_for_model, shapes_examples
+from rclib.examples import accuracy_caveat, examples_for_model, shapes_examples
 from rclib.methods.common import ADAPTIVE
 from rclib.models import load
 from rclib.models.registry import REPO_ROOT
+from rclib.shapes.world import sample_vqa
 
 model = load(MODEL, TEXT_ENCODER)
 example = examples_for_model(MODEL)[EXAMPLE]
@@ -51,7 +54,8 @@ example = examples_for_model(MODEL)[EXAMPLE]
 gallery.overview_figure(model, example)
 
 # %% [markdown]
-# FINDING-OVERVIEW
+# The titles count each stage on this image, and the bottom row is the whole visual input of the LLM:
+# blue and orange squares are patches passed on as they are, each other colour one merged token.
 #
 # ## Cost of the prefill
 #
@@ -69,11 +73,14 @@ rc_share = float(rc.n_output.float().mean()) / encoded.n_tokens
 settings = {f"all {cost.LLAVA_IMAGE_TOKENS} tokens": cost.LLAVA_IMAGE_TOKENS, "RC, paper's average (~10%)": 58,
             f"RC, its share on this model ({rc_share:.0%})": round(cost.LLAVA_IMAGE_TOKENS * rc_share)}
 costs = pd.DataFrame([{"setting": name, **cost.cost_row(k)} for name, k in settings.items()]).set_index("setting")
-costs.round(2)
+display(costs.round(2))
+full_cost, paper_cost, own_cost = (costs.iloc[i] for i in range(3))
+Markdown(f"At the paper's 58 tokens the prefill of LLaVA-1.5-7B needs {full_cost['TFLOPs'] / paper_cost['TFLOPs']:.1f}x "
+         f"fewer FLOPs and {full_cost['activations (GiB)'] / paper_cost['activations (GiB)']:.1f}x less activation "
+         f"memory than at {cost.LLAVA_IMAGE_TOKENS}; at the share RC keeps on this model ({rc_share:.0%}) the FLOPs "
+         f"fall {full_cost['TFLOPs'] / own_cost['TFLOPs']:.1f}x.")
 
 # %% [markdown]
-# FINDING-COST
-#
 # The authors report, on an A100 in FP16: 8.5 → 1.5 TFLOPs, prefill 30.3 → 9.2 ms, total memory
 # 22.2 → 14.4 GB, activations 4.1 → 0.49 GB. The FLOPs match the formula; their memory accounting is
 # not stated, so compare ratios.
@@ -84,13 +91,15 @@ costs.round(2)
 # %%
 measured = {"all tokens": (full, cost.measure_prefill(model, encoded, full, PREFILL_REPEATS)),
             "rc": (rc, cost.measure_prefill(model, encoded, rc, PREFILL_REPEATS))}
-pd.DataFrame([{"setting": name, "mean visual tokens": float(res.n_output.float().mean()),
-               f"prefill of {len(scenes)} questions (ms)": seconds * 1000}
-              for name, (res, seconds) in measured.items()]).set_index("setting").round(1)
+display(pd.DataFrame([{"setting": name, "mean visual tokens": float(res.n_output.float().mean()),
+                       f"prefill of {len(scenes)} questions (ms)": seconds * 1000}
+                      for name, (res, seconds) in measured.items()]).set_index("setting").round(1))
+(_, t_full), (_, t_rc) = measured.values()
+Markdown(f"On this machine the prefill of this model takes {t_full / t_rc:.1f}x {'less' if t_rc < t_full else 'more'} "
+         f"time with RC's tokens than with all {encoded.n_tokens}: a small LLM on a CPU is not bound by its FLOPs "
+         "alone, so the time falls less than the token count.")
 
 # %% [markdown]
-# FINDING-PREFILL
-#
 # ## Accuracy against retained tokens (ShapesWorld)
 #
 # Held-out ShapesWorld questions of five families (attribute, existence, glyph, position, choice).
@@ -111,11 +120,19 @@ viz.accuracy_vs_tokens(rows, ("accuracy", "evidence_recall", "evidence_kept"),
 
 # %%
 table = pd.DataFrame(rows)
-table.pivot_table(index="method", columns="budget", values=["accuracy", "evidence_kept"], sort=False).round(2)
+display(table.pivot_table(index="method", columns="budget", values=["accuracy", "evidence_kept"], sort=False).round(2))
+tight = budgets[1] if len(budgets) > 1 else ADAPTIVE
+blending = [m for m, recall in table[table.method != "full"].groupby("method", sort=False).evidence_recall.min().items()
+            if recall == 1.0]
+caveat = accuracy_caveat(model, [s.question for s in sample_vqa(BenchConfig.seed, N_BENCH)])
+full_accuracy = table.loc[table.method == "full", "accuracy"].iloc[0]
+Markdown(f"With all {encoded.n_tokens} tokens the model answers {full_accuracy:.0%} of these questions. At the "
+         f"tightest budget, K = {tight}, accuracy: {gallery.ranking(rows, 'accuracy', tight)}; evidence kept: "
+         f"{gallery.ranking(rows, 'evidence_kept', tight)}. Evidence recall is 1.0 at every budget for "
+         f"{', '.join(blending) or 'no method'}: they drop nothing, they blend what they do not keep."
+         + (f"\n\n**Note:** {caveat}" if caveat else ""))
 
 # %% [markdown]
-# FINDING-BENCH
-#
 # ## The paper's benchmark table
 #
 # Rows labelled **reported** are the authors' numbers for LLaVA-1.5-7B, copied from their paper and
@@ -126,7 +143,9 @@ table.pivot_table(index="method", columns="budget", values=["accuracy", "evidenc
 found = [folder for folder in [REPO_ROOT / EVAL_RESULTS] if folder.is_dir()]
 paper_table = pd.DataFrame(table_rows(found, reported=True))
 for_this_model = (paper_table["source"] != "measured") | (paper_table["model"] == MODEL)
-paper_table[for_this_model].set_index(["source", "method"]).round(2)
-
-# %% [markdown]
-# FINDING-TABLE
+display(paper_table[for_this_model].set_index(["source", "method"]).round(2))
+n_measured = int((paper_table[for_this_model]["source"] == "measured").sum())
+Markdown(f"{n_measured} measured row(s) of {MODEL} found under {EVAL_RESULTS}." if n_measured else
+         f"No lmms-eval results of {MODEL} under {EVAL_RESULTS}: the table holds only the authors' reported numbers, "
+         "in their units (`share_of_full` is each row's mean share of the full model's scores, in percent). "
+         "`rclib eval` (docs/eval.md) adds measured rows.")

@@ -20,14 +20,18 @@ TIGHT_BUDGET = 64  # a fixed budget K in this model's visual tokens, where every
 
 # %%
 import pandas as pd
+from IPython.display import Markdown, display
 
 import rclib
 from rclib import experiments, gallery, viz
 from rclib.bench import Cell
-from rclib.examples import examples_for_model
+from rclib.examples import accuracy_caveat, examples_for_model
+from rclib.gallery import trend
 from rclib.models import load
 from rclib.result import Fate
-from rclib.shapes.world import FAMILIES
+from rclib.shapes.world import FAMILIES, sample_vqa
+
+SEED = 1234  # the held-out scenes of every experiment (rclib.experiments.run_experiment's default)
 
 model = load(MODEL, TEXT_ENCODER)
 example = examples_for_model(MODEL)[EXAMPLE]
@@ -53,7 +57,8 @@ result.counts(0)
 viz.score_maps(image, grid, encoded.cls_attn[0], encoded.text_sim[0])
 
 # %% [markdown]
-# FINDING-SCORES
+# Bright patches score high. The two maps rarely agree: the [CLS] token attends to what stands out in
+# the image as a whole, the text score to what the question names.
 #
 # ## Stage 1 · Visual filter
 #
@@ -66,7 +71,8 @@ viz.score_heatmap(image, encoded.cls_attn[0], grid, f"kept by the visual filter:
                   cmap="viridis", highlight=result.fate[0] == Fate.KEPT)
 
 # %% [markdown]
-# FINDING-VISUAL
+# The outlined patches are the top of the left map of Stage 0, as many as the filter counted
+# outliers: the visual filter alone decides nothing about the question.
 #
 # ## Stage 2 · Text information recovery
 #
@@ -78,7 +84,8 @@ viz.score_heatmap(image, encoded.text_sim[0], grid, f"recovered by the text stag
                   highlight=result.fate[0] == Fate.RECOVERED, highlight_colour=viz.FATE_COLOURS[Fate.RECOVERED])
 
 # %% [markdown]
-# FINDING-TEXT
+# The orange outlines sit where the text score is high among the patches the visual filter left:
+# this is the step that brings back what the question asks about when [CLS] attention missed it.
 #
 # ## Stage 3 · Secondary recovery: merging the rest
 #
@@ -117,14 +124,19 @@ viz.token_sequence(result)
 tight = min(TIGHT_BUDGET, encoded.n_tokens // 2)
 cells = [Cell("rc", "rc"), Cell("rc, no text stage", "rc", options={"text_stage": False}),
          Cell(f"rc @ {tight}", "rc", tight), Cell(f"rc @ {tight}, no text stage", "rc", tight, {"text_stage": False})]
-rows = experiments.run_experiment(model, cells, N_EXPERIMENT)
+rows = experiments.run_experiment(model, cells, N_EXPERIMENT, SEED)
 columns = ["budget", "mean_tokens", "accuracy", "evidence_recall", "evidence_kept",
            *(f"accuracy_{family}" for family in FAMILIES)]
-pd.DataFrame(rows).set_index("method")[columns].round(2)
+exp1 = pd.DataFrame(rows).set_index("method")
+display(exp1[columns].round(2))
+caveat = accuracy_caveat(model, [s.question for s in sample_vqa(SEED, N_EXPERIMENT)])
+with_text, without, with_text_k, without_k = (exp1.loc[c.label] for c in cells)
+Markdown(f"Without the text stage, evidence kept {trend(with_text.evidence_kept, without.evidence_kept)} at the "
+         f"adaptive budget and {trend(with_text_k.evidence_kept, without_k.evidence_kept)} at K = {tight}; accuracy "
+         f"{trend(with_text.accuracy, without.accuracy)} and {trend(with_text_k.accuracy, without_k.accuracy)}."
+         + (f"\n\n**Note:** {caveat}" if caveat else ""))
 
 # %% [markdown]
-# FINDING-EXP1
-#
 # ## Experiment 2 · What breaks when the kept tokens are shuffled?
 #
 # RC keeps the selected tokens in their original order ("keep the original order of tokens when
@@ -134,14 +146,21 @@ pd.DataFrame(rows).set_index("method")[columns].round(2)
 
 # %%
 cells = [Cell("rc", "rc"), experiments.shuffled("rc, kept tokens shuffled")]
-rows = [{"questions": "all families", **row} for row in experiments.run_experiment(model, cells, N_EXPERIMENT)]
+rows = [{"questions": "all families", **row} for row in experiments.run_experiment(model, cells, N_EXPERIMENT, SEED)]
 rows += [{"questions": "position only", **row}
-         for row in experiments.run_experiment(model, cells, N_EXPERIMENT, families=("position",))]
-pd.DataFrame(rows).set_index(["questions", "method"])[["mean_tokens", "accuracy", "evidence_kept"]].round(2)
+         for row in experiments.run_experiment(model, cells, N_EXPERIMENT, SEED, families=("position",))]
+exp2 = pd.DataFrame(rows).set_index(["questions", "method"])
+display(exp2[["mean_tokens", "accuracy", "evidence_kept"]].round(2))
+in_order, shuffled = (exp2.xs(c.label, level="method").accuracy for c in cells)
+caveat = accuracy_caveat(model, [s.question for s in sample_vqa(SEED, N_EXPERIMENT)]
+                         + [s.question for s in sample_vqa(SEED, N_EXPERIMENT, families=("position",))])
+Markdown(f"Shuffled, accuracy {trend(in_order['all families'], shuffled['all families'])} over all families and "
+         f"{trend(in_order['position only'], shuffled['position only'])} on position questions. Evidence kept cannot "
+         "change: the same tokens reach the LLM, only in another order. Each patch's vision features carry its place "
+         "(CLIP's position embeddings), so an LLM can find an object without the order; a drop shows it also "
+         "reads the order." + (f"\n\n**Note:** {caveat}" if caveat else ""))
 
 # %% [markdown]
-# FINDING-EXP2
-#
 # ## Experiment 3 · Where does the dynamic filter put its threshold?
 #
 # The filter never sees a threshold: it counts outliers and keeps that many of the top scores. LOF
@@ -152,11 +171,11 @@ pd.DataFrame(rows).set_index(["questions", "method"])[["mean_tokens", "accuracy"
 gallery.threshold_figure(model, example)
 
 # %%
-{rule: int(rclib.outlier_count(encoded.cls_attn[0], rule)) for rule in ("lof", "iqr")}
+counts = {rule: int(rclib.outlier_count(encoded.cls_attn[0], rule)) for rule in ("lof", "iqr")}
+Markdown(f"On this image LOF counts {counts['lof']} outliers and IQR {counts['iqr']}, so RC's visual filter keeps "
+         f"{counts['lof']} tokens under LOF and would keep {counts['iqr']} under IQR (`rule=\"iqr\"`).")
 
 # %% [markdown]
-# FINDING-EXP3
-#
 # ## Experiment 4 · The released code's text source
 #
 # The authors' released code does not embed the question: it embeds the first line of the LLM prompt
@@ -171,10 +190,17 @@ print("released text:", repr(model.encode(example.image, example.question, prese
 cells = [Cell("question text (paper)", "rc"), Cell("released text", "rc", encode_options=released),
          Cell("released text + released rc", "rc", options=released, encode_options=released)]
 rows = [{"family": family, **row} for family in FAMILIES
-        for row in experiments.run_experiment(model, cells, N_PER_FAMILY, families=(family,))]
+        for row in experiments.run_experiment(model, cells, N_PER_FAMILY, SEED, families=(family,))]
 by_family = pd.DataFrame(rows).pivot_table(index="method", columns="family", values=["accuracy", "evidence_kept"],
                                            sort=False)
-by_family.round(2)
-
-# %% [markdown]
-# FINDING-EXP4
+display(by_family.round(2))
+kept = by_family["evidence_kept"].mean(axis=1)  # over the families
+accuracy = by_family["accuracy"].mean(axis=1)
+paper, released_text, released_all = (c.label for c in cells)
+caveat = accuracy_caveat(model, [s.question for f in FAMILIES for s in sample_vqa(SEED, N_PER_FAMILY, families=(f,))])
+Markdown(f"Averaged over the families, evidence kept {trend(kept[paper], kept[released_text])} with the released "
+         f"text ({trend(kept[paper], kept[released_all])} with the released code as a whole), and accuracy "
+         f"{trend(accuracy[paper], accuracy[released_text])} ({trend(accuracy[paper], accuracy[released_all])}). "
+         "The released text is one constant line, so its text score cannot point at the object a question names: "
+         "the text stage recovers the same patches of an image whatever is asked about it."
+         + (f"\n\n**Note:** {caveat}" if caveat else ""))

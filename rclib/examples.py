@@ -113,3 +113,17 @@ def caveats(model, question: str, scene: bool) -> list[str]:
                      f"{'them' if len(unknown) > 1 else 'it'} as an unknown token, so its output does not "
                      "answer this question. Ask with the words it knows.")
     return found
+
+
+def accuracy_caveat(model, questions: list[str]) -> str | None:
+    """A sentence when the model never saw some words of ``questions`` (a benchmark's): its accuracy on them
+    measures nothing, while the evidence metrics, which only follow the tokens to the LLM, still do. None when
+    it reads every word."""
+    unread = [q for q in questions if unknown_words(model, q)]
+    if not unread:
+        return None
+    words = list(dict.fromkeys(w for q in unread for w in unknown_words(model, q)))
+    shown = ", ".join(f"“{w}”" for w in words[:8]) + (", ..." if len(words) > 8 else "")
+    return (f"This model never saw some words of {len(unread)} of these {len(questions)} questions ({shown}): its "
+            "accuracy on them measures nothing (it answers from the words it knows). The evidence columns, which "
+            "follow the asked-about patches to the LLM, do not depend on its words and still hold.")

@@ -1,9 +1,12 @@
-"""The gallery: the figures the notebooks, the CLI and ``figures/`` show, made by running a model.
+"""The gallery: the figures the notebooks, the CLI and ``figures/`` show, made by running a model, and the
+sentences that say what a result shows.
 
 Each function here runs a loaded model on examples (:mod:`rclib.examples`): encode once per batch,
 compress with each method, sometimes generate; it then hands images, results and scores to
 :mod:`rclib.viz`, which only draws. :func:`render_figures` writes the notebooks' main figures as PNGs
-(``make figures`` / ``rclib figures``), so ``figures/`` holds what the notebooks show.
+(``make figures`` / ``rclib figures``), so ``figures/`` holds what the notebooks show. :func:`trend` and
+:func:`ranking` put numbers into words, so that a notebook's sentence after a result is true of the model
+that ran it.
 """
 from __future__ import annotations
 
@@ -91,3 +94,21 @@ def render_figures(out_dir: Path | str, model="shapes", n_bench: int = 24) -> li
         figure.savefig(paths[-1], dpi=120, bbox_inches="tight")
         viz.close(figure)
     return paths
+
+
+SAME = 0.02  # differences up to this are read as no change (a few questions of a small benchmark)
+
+
+def trend(before: float, after: float, same: float = SAME) -> str:
+    """A change in words: "rises from 0.40 to 0.80", "falls from ...", "stays at 0.80" (within ``same``)."""
+    if abs(after - before) <= same:
+        return f"stays at {after:.2f}" if round(after, 2) == round(before, 2) else \
+            f"barely moves ({before:.2f} to {after:.2f})"
+    return f"{'rises' if after > before else 'falls'} from {before:.2f} to {after:.2f}"
+
+
+def ranking(rows: list[dict], metric: str, budget, top: int = 4) -> str:
+    """The methods of bench rows at one budget by ``metric``, best first: "divprune 0.81, rc 0.80, ..."."""
+    at_budget = sorted((r for r in rows if r["budget"] == budget and metric in r), key=lambda r: -r[metric])
+    shown = ", ".join(f"{r['method']} {r[metric]:.2f}" for r in at_budget[:top])
+    return shown + (f" (then {len(at_budget) - top} more)" if len(at_budget) > top else "")
