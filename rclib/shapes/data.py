@@ -24,7 +24,6 @@ from rclib.shapes.world import (
     SHAPES,
     Scene,
     WorldConfig,
-    make_scene,
     patch_coverage,
     patch_mask,
     scene_questions,

@@ -23,7 +23,13 @@ import torch
 
 from rclib.result import evidence_kept, evidence_recall
 from rclib.shapes.metrics import family_metrics
-from rclib.shapes.world import NUM_PATCHES, VQASample, WorldConfig, patch_mask, sample_vqa
+from rclib.shapes.world import (
+    NUM_PATCHES,
+    VQASample,
+    WorldConfig,
+    patch_mask,
+    sample_vqa,
+)
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "data" / "models"
 EVAL_SEED = 1  # held-out world stream; training uses seed 0
@@ -58,7 +64,7 @@ def cls_concentration(cls_attn: torch.Tensor) -> dict[str, float]:
     """Mean share of the [CLS] attention to patches that falls on the top 1% / 10% of patches; [B, N] -> floats."""
     ranked = cls_attn.float().sort(dim=-1, descending=True).values  # [B, N]
     total = ranked.sum(-1)
-    top = {f"top1": max(1, round(0.01 * cls_attn.shape[1])), "top10": max(1, round(0.1 * cls_attn.shape[1]))}
+    top = {"top1": max(1, round(0.01 * cls_attn.shape[1])), "top10": max(1, round(0.1 * cls_attn.shape[1]))}
     return {name: float((ranked[:, :k].sum(-1) / total).mean()) for name, k in top.items()}
 
 

@@ -42,10 +42,30 @@ from rclib.filters import outlier_count
 from rclib.models.llava import splice_image_tokens
 from rclib.models.text import TransformersTextTower, text_similarity
 from rclib.models.vision import encode_vision
-from rclib.shapes.build import ShapesModelConfig, build_all, image_processor, tie_vision_towers
+from rclib.shapes.build import (
+    ShapesModelConfig,
+    build_all,
+    image_processor,
+    tie_vision_towers,
+)
+from rclib.shapes.data import (
+    LABELS,
+    PromptLayout,
+    SceneBank,
+    conversation_batch,
+    make_bank,
+    pixel_values,
+)
 from rclib.shapes.evaluate import EVAL_SEED, cls_concentration, measure
-from rclib.shapes.data import LABELS, PromptLayout, SceneBank, conversation_batch, make_bank, pixel_values
-from rclib.shapes.world import COLORS, DIGITS, FAMILIES, GRID_SIZE, NUM_PATCHES, SHAPES, WorldConfig
+from rclib.shapes.world import (
+    COLORS,
+    DIGITS,
+    FAMILIES,
+    GRID_SIZE,
+    NUM_PATCHES,
+    SHAPES,
+    WorldConfig,
+)
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "data" / "models"
 

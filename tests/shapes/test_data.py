@@ -6,7 +6,12 @@ from PIL import Image
 from rclib.models.llava import splice_image_tokens
 from rclib.shapes.build import PROMPT_TEMPLATE, ShapesModelConfig, build_all
 from rclib.shapes.data import PromptLayout, conversation_batch, make_bank
-from rclib.shapes.train import grounding_loss, head_attention, lm_forward, previous_word_loss
+from rclib.shapes.train import (
+    grounding_loss,
+    head_attention,
+    lm_forward,
+    previous_word_loss,
+)
 from rclib.shapes.world import NUM_PATCHES
 
 SMALL = ShapesModelConfig(vision_width=32, text_width=32, lm_width=32, lm_mlp=64, projection_dim=16)
@@ -14,13 +19,13 @@ SMALL = ShapesModelConfig(vision_width=32, text_width=32, lm_width=32, lm_mlp=64
 
 @pytest.fixture(scope="module")
 def setup():
-    clip, clip_tokenizer, llava, processor = build_all(SMALL)
+    _, _, llava, processor = build_all(SMALL)
     bank = make_bank(5, 3, per_scene=5, workers=1)
     return llava, processor, bank, PromptLayout(processor.tokenizer)
 
 
 def test_first_turn_matches_the_processor_prompt_and_names_point_at_words(setup):
-    llava, processor, bank, layout = setup
+    _, processor, bank, layout = setup
     conv = conversation_batch(layout, bank, [[0], [6]])
     for b, row in enumerate((0, 6)):
         image = Image.fromarray(bank.images[bank.q_scene[row]].numpy())

@@ -1,8 +1,12 @@
-import numpy as np
 import pytest
 import torch
 
-from rclib.shapes.evaluate import cls_concentration, named_on_grid, pointing, targets_on_grid
+from rclib.shapes.evaluate import (
+    cls_concentration,
+    named_on_grid,
+    pointing,
+    targets_on_grid,
+)
 from rclib.shapes.world import NUM_PATCHES, patch_mask, sample_vqa
 
 

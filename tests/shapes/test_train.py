@@ -26,7 +26,7 @@ def test_fresh_models_have_tied_vision_towers():
 
 
 def test_quick_run_writes_safetensors_log_and_metrics(quick_run):
-    out, metrics = quick_run
+    out, _ = quick_run
     for name in ("shapes-clip", "shapes-llava"):
         files = {p.name for p in (out / name).iterdir()}
         assert "model.safetensors" in files, f"{name} must be saved with save_pretrained (safetensors)"
