@@ -66,20 +66,22 @@ explorer
 
 # %%
 import pandas as pd
+from IPython.display import Markdown, display
 
 counts = {}
 for text_stage in (True, False):
     explorer.controls["text_stage"].value = text_stage
-    counts[f"text stage {'on' if text_stage else 'off'}"] = {**explorer.result.counts(0),
-                                                              "answer": explorer.answers["rc"]}
+    counts["on" if text_stage else "off"] = {**explorer.result.counts(0), "model output": explorer.answers["rc"]}
 explorer.controls["text_stage"].value = True
-pd.DataFrame(counts).T
+display(pd.DataFrame(counts).T.rename_axis("text stage"))
+on, off = counts.values()
+Markdown(f"With the text stage off, no token is recovered and the visual filter keeps the same {off['n_visual']} "
+         "tokens (it reads only the [CLS] attention); what the text stage recovered is merged instead: "
+         f"{off['n_merged']} merged tokens instead of {on['n_merged']}, so the LLM reads {off['n_output_tokens']} "
+         f"tokens instead of {on['n_output_tokens']}."
+         + (" The model output is not an answer here: see the explorer's warning." if explorer.warnings else ""))
 
 # %% [markdown]
-# With the text stage off, no token is recovered (`n_text` is 0) while the visual filter keeps the
-# same tokens as before (`n_visual` does not change: it reads only the [CLS] attention); the tokens
-# the text stage would have recovered are merged instead, so the LLM reads fewer tokens.
-#
 # ## Your own image
 #
 # Add an example and pick it in the dropdown of a new explorer:

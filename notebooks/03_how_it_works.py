@@ -131,10 +131,10 @@ exp1 = pd.DataFrame(rows).set_index("method")
 display(exp1[columns].round(2))
 caveat = accuracy_caveat(model, [s.question for s in sample_vqa(SEED, N_EXPERIMENT)])
 with_text, without, with_text_k, without_k = (exp1.loc[c.label] for c in cells)
-Markdown(f"Without the text stage, evidence kept {trend(with_text.evidence_kept, without.evidence_kept)} at the "
+note = f"**Note:** {caveat}\n\n" if caveat else ""  # first: it qualifies what follows
+Markdown(note + f"Without the text stage, evidence kept {trend(with_text.evidence_kept, without.evidence_kept)} at the "
          f"adaptive budget and {trend(with_text_k.evidence_kept, without_k.evidence_kept)} at K = {tight}; accuracy "
-         f"{trend(with_text.accuracy, without.accuracy)} and {trend(with_text_k.accuracy, without_k.accuracy)}."
-         + (f"\n\n**Note:** {caveat}" if caveat else ""))
+         f"{trend(with_text.accuracy, without.accuracy)} and {trend(with_text_k.accuracy, without_k.accuracy)}.")
 
 # %% [markdown]
 # ## Experiment 2 · What breaks when the kept tokens are shuffled?
@@ -154,11 +154,12 @@ display(exp2[["mean_tokens", "accuracy", "evidence_kept"]].round(2))
 in_order, shuffled = (exp2.xs(c.label, level="method").accuracy for c in cells)
 caveat = accuracy_caveat(model, [s.question for s in sample_vqa(SEED, N_EXPERIMENT)]
                          + [s.question for s in sample_vqa(SEED, N_EXPERIMENT, families=("position",))])
-Markdown(f"Shuffled, accuracy {trend(in_order['all families'], shuffled['all families'])} over all families and "
+note = f"**Note:** {caveat}\n\n" if caveat else ""  # first: it qualifies what follows
+Markdown(note + f"Shuffled, accuracy {trend(in_order['all families'], shuffled['all families'])} over all families and "
          f"{trend(in_order['position only'], shuffled['position only'])} on position questions. Evidence kept cannot "
          "change: the same tokens reach the LLM, only in another order. Each patch's vision features carry its place "
          "(CLIP's position embeddings), so an LLM can find an object without the order; a drop shows it also "
-         "reads the order." + (f"\n\n**Note:** {caveat}" if caveat else ""))
+         "reads the order.")
 
 # %% [markdown]
 # ## Experiment 3 · Where does the dynamic filter put its threshold?
@@ -198,9 +199,9 @@ kept = by_family["evidence_kept"].mean(axis=1)  # over the families
 accuracy = by_family["accuracy"].mean(axis=1)
 paper, released_text, released_all = (c.label for c in cells)
 caveat = accuracy_caveat(model, [s.question for f in FAMILIES for s in sample_vqa(SEED, N_PER_FAMILY, families=(f,))])
-Markdown(f"Averaged over the families, evidence kept {trend(kept[paper], kept[released_text])} with the released "
-         f"text ({trend(kept[paper], kept[released_all])} with the released code as a whole), and accuracy "
+note = f"**Note:** {caveat}\n\n" if caveat else ""  # first: it qualifies what follows
+Markdown(note + f"Averaged over the families, evidence kept {trend(kept[paper], kept[released_text])} with the "
+         f"released text ({trend(kept[paper], kept[released_all])} with the released code as a whole), and accuracy "
          f"{trend(accuracy[paper], accuracy[released_text])} ({trend(accuracy[paper], accuracy[released_all])}). "
          "The released text is one constant line, so its text score cannot point at the object a question names: "
-         "the text stage recovers the same patches of an image whatever is asked about it."
-         + (f"\n\n**Note:** {caveat}" if caveat else ""))
+         "the text stage recovers the same patches of an image whatever is asked about it.")

@@ -73,11 +73,11 @@ tight = budgets[1] if len(budgets) > 1 else ADAPTIVE
 caveat = accuracy_caveat(model, [s.question for s in sample_vqa(BenchConfig.seed, N_BENCH)])
 full_accuracy = table.loc[table.method == "full", "accuracy"].iloc[0]
 oracle = table[(table.method == "oracle") & (table.budget == tight)]
-Markdown(f"With all {n_tokens} tokens the model answers {full_accuracy:.0%}. At K = {tight}, accuracy: "
+note = f"**Note:** {caveat}\n\n" if caveat else ""  # first: it qualifies what follows
+Markdown(note + f"With all {n_tokens} tokens the model answers {full_accuracy:.0%}. At K = {tight}, accuracy: "
          f"{gallery.ranking(rows, 'accuracy', tight, top=5)}; evidence kept: "
          f"{gallery.ranking(rows, 'evidence_kept', tight, top=5)}. The oracle, which keeps the asked-about patches "
-         f"first, reaches {oracle.accuracy.iloc[0]:.2f} there: the ceiling of any choice of {tight} tokens."
-         + (f"\n\n**Note:** {caveat}" if caveat else ""))
+         f"first, reaches {oracle.accuracy.iloc[0]:.2f} there: the ceiling of any choice of {tight} tokens.")
 
 # %% [markdown]
 # ## By question family
@@ -92,6 +92,6 @@ viz.accuracy_vs_tokens(rows, tuple(f"accuracy_{family}" for family in FAMILIES))
 # %%
 display(table.set_index(["method", "budget"])[["mean_tokens", *(f"accuracy_{family}" for family in FAMILIES),
                                                "evidence_kept", "seconds"]].round(2))
-Markdown("At K = {}, the best per family: {}.".format(tight, "; ".join(
-    f"{family}: {gallery.ranking(rows, f'accuracy_{family}', tight, top=2)}" for family in FAMILIES))
-         + (f"\n\n**Note:** {caveat}" if caveat else ""))
+note = f"**Note:** {caveat}\n\n" if caveat else ""  # first: it qualifies what follows
+best = "; ".join(f"{family}: {gallery.ranking(rows, f'accuracy_{family}', tight, top=2)}" for family in FAMILIES)
+Markdown(note + f"At K = {tight}, the two best per family: {best}.")

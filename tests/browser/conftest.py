@@ -74,6 +74,7 @@ def lab(tmp_path_factory) -> Lab:
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
         (settings / name).write_text(json.dumps(values))
     env = {key: value for key, value in os.environ.items() if key != "MPLBACKEND"}  # the notebook's inline plots
+    env.setdefault("OMP_NUM_THREADS", "1")  # 2 cores shared with JupyterLab and Chromium: torch threads would spin
     env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
                JUPYTER_CONFIG_PATH=str(NOTEBOOKS / ".jupyter"), JUPYTERLAB_SETTINGS_DIR=str(settings),
                JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"), JUPYTER_RUNTIME_DIR=str(base / "runtime"))
