@@ -30,6 +30,7 @@ import re
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -47,6 +48,9 @@ from rclib.models.text import SYSTEM_PROMPT, TransformersTextTower, text_similar
 from rclib.models.vision import cls_attention
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# "wall": elapsed time. "cpu": this thread's CPU time, with one torch thread on the CPU: the work done,
+# whatever else the machine runs (time the OS gives to other processes is not counted)
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 # every method that runs without a benchmark's ground truth (the oracle needs the asked-about objects)
 BENCH_METHODS = tuple(name for name, spec in METHODS.items() if "target" not in spec.needs)
 QUESTION = "What is the colour of the bus in this picture? Answer the question using a single word or phrase."
@@ -85,6 +89,7 @@ QUICK_SHAPES = ModelShapes(image_size=112, patch_size=8, vision_width=64, vision
 class SpeedConfig:
     device: str = "cpu"  # "cpu" or "cuda"
     dtype: str = "fp32"  # model and input dtype: fp32, fp16 or bf16
+    clock: str = "wall"  # a key of CLOCKS; "cpu" runs everything on one thread
     lm: str = "tinyllama"  # the end-to-end model's LLM shape: a key of rclib.cost.ARCHS
     threads: int | None = None  # torch threads for the end-to-end rows (None: torch's default)
     repeats: int = 3  # timed end-to-end runs per row, after one warm-up (compression rows: 10x)
@@ -105,6 +110,13 @@ class SpeedConfig:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.lm not in cost.ARCHS:
             raise ValueError(f"lm must be one of {sorted(cost.ARCHS)}, got {self.lm!r}")
+        if self.clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {self.clock!r}")
+        if self.clock == "cpu" and (self.device != "cpu" or self.threads not in (None, 1)):
+            raise ValueError("the cpu clock counts one thread's CPU time: use it on the CPU with --threads 1 "
+                             "(or leave --threads out); on a GPU use the wall clock")
+        if self.clock == "cpu":
+            self.threads = 1
         unknown = set(self.methods) - set(BENCH_METHODS)
         if unknown:
             raise ValueError(f"methods {sorted(unknown)} cannot be timed here; choose from {list(BENCH_METHODS)}")
@@ -123,6 +135,10 @@ class SpeedConfig:
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
 
+    @property
+    def stopwatch(self) -> Stopwatch:
+        return Stopwatch(self.torch_device, CLOCKS[self.clock])
+
 
 # ---------------------------------------------------------------- measuring
 
@@ -138,10 +154,32 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def wall_seconds(fn, repeats: int, device: torch.device) -> list[float]:
-    """Wall seconds of ``repeats`` runs of ``fn()`` after one warm-up, device synchronised."""
-    fn()
-    return [timed(device, fn)[1] for _ in range(repeats)]
+@dataclass(frozen=True)
+class Stopwatch:
+    """Times calls on one clock, the device synchronised on both ends (``rclib.models.llava.timed``)."""
+
+    device: torch.device
+    clock: Callable[[], float] = time.perf_counter  # a value of CLOCKS
+
+    def __call__(self, fn, *args, **kwargs) -> tuple:
+        """(fn(*args, **kwargs), seconds)."""
+        return timed(self.device, fn, *args, clock=self.clock, **kwargs)
+
+    def read(self) -> float:
+        """The clock, read once the device has finished its queued work."""
+        return timed(self.device, self.clock, clock=self.clock)[0]
+
+
+def round_robin(calls: dict[str, Callable], repeats: int, watch: Stopwatch) -> dict[str, list[float]]:
+    """Seconds of ``repeats`` runs of each call after one warm-up each, the calls taking turns so that a
+    change in the machine's load touches all of them alike."""
+    for call in calls.values():
+        call()
+    seconds = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            seconds[name].append(watch(call)[1])
+    return seconds
 
 
 def peak_extra_bytes(fn, device: torch.device) -> int:
@@ -240,18 +278,19 @@ def compress_rows(config: SpeedConfig) -> list[dict]:
     device, dtype = config.torch_device, config.torch_dtype
     one = llava_like_inputs(1, device=device, dtype=dtype)
     many = llava_like_inputs(config.memory_batch, device=device, dtype=dtype)
+    calls = {method: (lambda inputs=one, method=method: compress(*inputs, method=method))
+             for method in before_llm(config.methods)}
     rows = []
     with torch_threads(1):
-        for method in before_llm(config.methods):
-            run = lambda inputs=one: compress(*inputs, method=method)  # noqa: E731
-            seconds = wall_seconds(run, 10 * config.repeats, device)
+        seconds = round_robin(calls, 10 * config.repeats, config.stopwatch)
+        for method, call in calls.items():
             rows.append({
                 "method": method, "batch": 1, "threads": 1,
-                "ms": 1e3 * statistics.median(seconds), "ms_min": 1e3 * min(seconds),
-                "tokens": float(run().n_output.float().mean()),
-                "kernel_launches": kernel_launches(run, device),
+                "ms": 1e3 * statistics.median(seconds[method]), "ms_min": 1e3 * min(seconds[method]),
+                "tokens": float(call().n_output.float().mean()),
+                "kernel_launches": kernel_launches(call, device),
                 "memory_batch": config.memory_batch,
-                "peak_extra_mib": peak_extra_bytes(lambda: run(many), device) / 2**20,
+                "peak_extra_mib": peak_extra_bytes(lambda: call(many), device) / 2**20,
             })
     return rows
 
@@ -264,13 +303,11 @@ def before_llm(methods: tuple[str, ...]) -> list[str]:
 def filter_rows(config: SpeedConfig) -> list[dict]:
     """The dynamic scale filter alone on a 576-token [CLS] attention, B = 1, one thread."""
     _, cls_attn, _, _ = llava_like_inputs(1, device=config.torch_device)
-    rows = []
+    calls = {rule: (lambda rule=rule: outlier_count(cls_attn, rule, 20)) for rule in ("lof", "iqr")}
     with torch_threads(1):
-        for rule in ("lof", "iqr"):
-            seconds = wall_seconds(lambda: outlier_count(cls_attn, rule, 20), 10 * config.repeats, config.torch_device)
-            rows.append({"filter": rule, "batch": 1, "threads": 1, "ms": 1e3 * statistics.median(seconds),
-                         "ms_min": 1e3 * min(seconds)})
-    return rows
+        seconds = round_robin(calls, 10 * config.repeats, config.stopwatch)
+    return [{"filter": rule, "batch": 1, "threads": 1, "ms": 1e3 * statistics.median(values),
+             "ms_min": 1e3 * min(values)} for rule, values in seconds.items()]
 
 
 # Score vectors like those the filter meets, drawn continuous, then rounded to a low-precision dtype
@@ -436,11 +473,11 @@ def random_images(count: int, seed: int = 0) -> list[np.ndarray]:
 # ---------------------------------------------------------------- end to end
 
 class VisionProbe:
-    """Hooks on the vision tower during an encode: its wall time, its final tokens, the last layer's q and k."""
+    """Hooks on the vision tower during an encode: its time, its final tokens, the last layer's q and k."""
 
-    def __init__(self, model: CompressedLlava):
+    def __init__(self, model: CompressedLlava, watch: Stopwatch):
         self.tower = model.model.model.vision_tower
-        self.device = model.device
+        self.watch = watch
         self.seconds = 0.0
         self.caught: dict[str, torch.Tensor] = {}
 
@@ -448,12 +485,10 @@ class VisionProbe:
         attention = self.tower.encoder.layers[-1].self_attn
 
         def start(module, args):
-            timed(self.device, lambda: None)  # synchronise
-            self.started = time.perf_counter()
+            self.started = self.watch.read()
 
         def stop(module, args, out):
-            timed(self.device, lambda: None)
-            self.seconds = time.perf_counter() - self.started
+            self.seconds = self.watch.read() - self.started
             self.caught["last_hidden_state"] = out.last_hidden_state
 
         self.hooks = [self.tower.register_forward_pre_hook(start), self.tower.register_forward_hook(stop),
@@ -467,35 +502,34 @@ class VisionProbe:
 
 
 class TokenClock:
-    """A generation streamer that notes when the prompt went in and when each new token came out."""
+    """A generation streamer that notes when the prompt went in and when each new token came out (the
+    tokens reach it on the host, so the device has finished them)."""
 
-    def __init__(self):
+    def __init__(self, clock: Callable[[], float]):
+        self.clock = clock
         self.times: list[float] = []
 
     def put(self, value):  # transformers calls this with the prompt first, then with each new token
-        self.times.append(time.perf_counter())
+        self.times.append(self.clock())
 
     def end(self):
         pass
 
 
-def generate_timed(model: CompressedLlava, encoded, result, new_tokens: int) -> dict:
+def generate_timed(model: CompressedLlava, encoded, result, new_tokens: int, watch: Stopwatch) -> dict:
     """Splice + greedy generation of exactly ``new_tokens`` tokens, with the prefill and decode split."""
-    clock = TokenClock()
-    start = time.perf_counter()
-    ids = model.generate_ids(encoded, result, new_tokens, streamer=clock)
-    end = time.perf_counter()
-    assert ids.shape[1] == new_tokens and len(clock.times) == new_tokens + 1, "generation did not run its length"
-    prompt, first, last = clock.times[0], clock.times[1], clock.times[-1]
-    return {"splice_s": prompt - start, "prefill_s": first - prompt, "decode_s": last - first,
-            "generate_s": end - start,
+    tokens = TokenClock(watch.clock)
+    ids, seconds = watch(model.generate_ids, encoded, result, new_tokens, streamer=tokens)
+    assert ids.shape[1] == new_tokens and len(tokens.times) == new_tokens + 1, "generation did not run its length"
+    prompt, first, last = tokens.times[0], tokens.times[1], tokens.times[-1]
+    return {"prefill_s": first - prompt, "decode_s": last - first, "generate_s": seconds,
             "decode_tokens_per_s": len(encoded) * (new_tokens - 1) / max(last - first, 1e-9)}
 
 
-def encode_probed(model: CompressedLlava, images, questions) -> tuple:
-    """(encoded, its wall seconds, the vision tower's share of them, what the probe caught)."""
-    with VisionProbe(model) as probe:
-        encoded, seconds = timed(model.device, model.encode, images, questions)
+def encode_probed(model: CompressedLlava, images, questions, watch: Stopwatch) -> tuple:
+    """(encoded, its seconds, the vision tower's share of them, what the probe caught)."""
+    with VisionProbe(model, watch) as probe:
+        encoded, seconds = watch(model.encode, images, questions)
     return encoded, seconds, probe.seconds, probe.caught
 
 
@@ -517,57 +551,64 @@ def released_rc_work(model: CompressedLlava, encoded, caught: dict, text_embed: 
     return released_compress(caught["q"], caught["k"], encoded.features, patch_embeds, text_embed.to(second.dtype))
 
 
-def llm_run(model: CompressedLlava, encoded, method: str, new_tokens: int) -> tuple[int, float, dict]:
-    """(image tokens the last LLM layer reads, compression seconds, LLM timings) of one method on a batch.
+def llm_run(model: CompressedLlava, encoded, method: str, new_tokens: int, watch: Stopwatch) -> dict:
+    """One method on an encoded batch: the image tokens the last LLM layer reads, the compression's and the
+    LLM's seconds.
 
     Before-LLM methods: ``model.compress`` then :func:`generate_timed`. Inside-LLM methods prune while
     generating (``model.generate_inside``): the prefill is timed as a one-token generation, the decode as
     the rest of a full one.
     """
     if METHODS[method].stage == "before_llm":
-        result, seconds = timed(model.device, model.compress, encoded, method)
-        return int(result.n_output.max()), seconds, generate_timed(model, encoded, result, new_tokens)
-    _, prefill = timed(model.device, model.generate_inside, encoded, method, None, 1)
-    (result, ids, _), generate = timed(model.device, model.generate_inside, encoded, method, None, new_tokens)
+        result, seconds = watch(model.compress, encoded, method)
+        return {"tokens": int(result.n_output.max()), "compress_s": seconds,
+                **generate_timed(model, encoded, result, new_tokens, watch)}
+    _, prefill = watch(model.generate_inside, encoded, method, None, 1)
+    (result, ids, _), generate = watch(model.generate_inside, encoded, method, None, new_tokens)
     assert ids.shape[1] == new_tokens, "generation stopped early: the benchmark model has no EOS"
     decode = max(generate - prefill, 1e-9)
-    return int(result.n_output.max()), 0.0, {"splice_s": None, "prefill_s": prefill, "decode_s": decode,
-                                              "generate_s": generate,
-                                              "decode_tokens_per_s": len(encoded) * (new_tokens - 1) / decode}
+    return {"tokens": int(result.n_output.max()), "compress_s": 0.0, "prefill_s": prefill, "decode_s": decode,
+            "generate_s": generate, "decode_tokens_per_s": len(encoded) * (new_tokens - 1) / decode}
+
+
+RELEASED_WAY = "rc (released way)"  # the e2e row of the released code's way
+
+
+def stage(method: str) -> str:
+    """Where an end-to-end row's method prunes (the released way compresses before the LLM)."""
+    return "before_llm" if method == RELEASED_WAY else METHODS[method].stage
 
 
 def e2e_rows(model: CompressedLlava, config: SpeedConfig) -> tuple[list[dict], dict]:
     """B = 1 end to end per method (medians of ``config.repeats`` runs after a warm-up), and the
     released code's way against rclib's on the same inputs."""
-    device, images, questions = model.device, random_images(1), [QUESTION]
+    watch, images, questions = config.stopwatch, random_images(1), [QUESTION]
     text_embed = model.text_tower.embed_text(questions)  # common to both ways of RC's work: not timed
-    runs: dict[str, list[dict]] = {}
+    runs: list[dict[str, dict]] = []  # per repeat: method -> its row
     released: dict[str, list[float]] = {"rclib_s": [], "released_s": [], "tokens_rclib": [], "tokens_released": []}
     for repeat in range(config.repeats + 1):
-        encoded, t_encode, t_vision, caught = encode_probed(model, images, questions)
+        encoded, t_encode, t_vision, caught = encode_probed(model, images, questions, watch)
         if repeat == 0:  # a warm-up pass through the vision tower and the LLM, dropped
-            llm_run(model, encoded, "rc", config.new_tokens)
+            llm_run(model, encoded, "rc", config.new_tokens, watch)
             continue
-        stages = {"vision_s": t_vision, "text_s": t_encode - t_vision}
-        for method in config.methods:
-            tokens, t_compress, llm = llm_run(model, encoded, method, config.new_tokens)
-            runs.setdefault(method, []).append({"tokens": tokens, **stages, "compress_s": t_compress, **llm,
-                                                "total_s": t_encode + t_compress + llm["generate_s"]})
+        rows = {method: llm_run(model, encoded, method, config.new_tokens, watch) for method in config.methods}
         if importable("sklearn"):
-            ours, t_ours = timed(device, rclib_rc_work, model, encoded, caught, text_embed)
-            theirs, t_theirs = timed(device, released_rc_work, model, encoded, caught, text_embed)
+            ours, t_ours = watch(rclib_rc_work, model, encoded, caught, text_embed)
+            theirs, t_theirs = watch(released_rc_work, model, encoded, caught, text_embed)
             # the LLM after the released way: the cost of any input of its K tokens (at least one)
             same_k = model.compress(encoded, "fastervlm", budget=max(1, theirs.shape[1]))
-            llm = generate_timed(model, encoded, same_k, config.new_tokens)
-            runs.setdefault("rc (released way)", []).append({
-                "tokens": theirs.shape[1], **stages, "compress_s": t_theirs, **llm,
-                "total_s": t_encode + t_theirs + llm["generate_s"]})
+            rows[RELEASED_WAY] = {"tokens": theirs.shape[1], "compress_s": t_theirs,
+                                  **generate_timed(model, encoded, same_k, config.new_tokens, watch)}
             for name, value in (("rclib_s", t_ours), ("released_s", t_theirs), ("tokens_rclib", int(ours.n_output[0])),
                                 ("tokens_released", theirs.shape[1])):
                 released[name].append(value)
-    rows = [{"method": method, "batch": 1, "prunes": METHODS[method].stage if method in METHODS else "before_llm",
-             **median_row(measured)} for method, measured in runs.items()]
-    add_bounds(rows)
+        for row in rows.values():
+            row.update(vision_s=t_vision, text_s=t_encode - t_vision, total_s=t_encode + row["compress_s"]
+                       + row["generate_s"])
+        add_bounds(rows)
+        runs.append(rows)
+    rows = [{"method": method, "batch": 1, "prunes": stage(method), **median_row([run[method] for run in runs])}
+            for method in runs[0]]
     if released["released_s"]:
         released = {name: statistics.median(values) for name, values in released.items()}
         released["speedup"] = released["released_s"] / released["rclib_s"]
@@ -583,25 +624,26 @@ def importable(module: str) -> bool:
 
 
 def median_row(measured: list[dict]) -> dict:
-    """The median of each timing over runs (None stays None)."""
-    return {name: None if measured[0][name] is None else statistics.median(run[name] for run in measured)
-            for name in measured[0]}
+    """The median of each quantity over runs (None where a run has none)."""
+    return {name: None if any(run[name] is None for run in measured)
+            else statistics.median(run[name] for run in measured) for name in measured[0]}
 
 
-def add_bounds(rows: list[dict]) -> None:
-    """Each row's bound: the best total any compressor before the LLM keeping the same K could reach,
-    its vision and text time plus the LLM's time at K, with a compression that costs nothing.
+def add_bounds(rows: dict[str, dict]) -> None:
+    """Each row's bound, within one run (method -> row): the best total any compressor before the LLM
+    keeping the same K could reach, its vision and text time plus the LLM's time at K, with a
+    compression that costs nothing.
 
-    The LLM time at K is the median generation time of every before-LLM row with K tokens (the LLM
-    does not care which method chose them). ``bound_share`` = bound / total (1: the method costs
-    nothing beyond its K; inside-LLM methods also pay for every token in their early layers). None
+    The LLM time at K is the median generation time of the run's before-LLM rows with K tokens (the
+    LLM does not care which method chose them). ``bound_share`` = bound / total (1: the method costs
+    nothing beyond its K; inside-LLM methods also pay for every token in their early layers); None
     where no before-LLM row has that K.
     """
     by_tokens: dict[int, list[float]] = {}
-    for row in rows:
-        if row["prunes"] == "before_llm":
+    for method, row in rows.items():
+        if stage(method) == "before_llm":
             by_tokens.setdefault(row["tokens"], []).append(row["generate_s"])
-    for row in rows:
+    for row in rows.values():
         llm = by_tokens.get(row["tokens"])
         row["bound_s"] = row["vision_s"] + row["text_s"] + statistics.median(llm) if llm else None
         row["bound_share"] = row["bound_s"] / row["total_s"] if llm else None
@@ -610,13 +652,13 @@ def add_bounds(rows: list[dict]) -> None:
 
 def batch_rows(model: CompressedLlava, config: SpeedConfig) -> list[dict]:
     """Images per second at each batch size, all tokens vs rc (one timed run each, after the B = 1 warm-up)."""
-    rows = []
+    watch, rows = config.stopwatch, []
     for batch in config.batches:
         images, questions = random_images(batch, seed=batch), [QUESTION] * batch
         for method in ("full", "rc"):
-            encoded, t_encode, t_vision, _ = encode_probed(model, images, questions)
-            result, t_compress = timed(model.device, model.compress, encoded, method)
-            llm = generate_timed(model, encoded, result, config.new_tokens)
+            encoded, t_encode, t_vision, _ = encode_probed(model, images, questions, watch)
+            result, t_compress = watch(model.compress, encoded, method)
+            llm = generate_timed(model, encoded, result, config.new_tokens, watch)
             total = t_encode + t_compress + llm["generate_s"]
             rows.append({"method": method, "batch": batch, "tokens_per_sample": result.n_output.tolist(),
                          "vision_s": t_vision, "compress_s": t_compress, "prefill_s": llm["prefill_s"],
@@ -744,7 +786,7 @@ def summary(results: dict, rc_e2e: dict) -> dict:
     """The headline numbers (B = 1) and whether each target is met."""
     compress_ms = {row["method"]: row["ms"] for row in results["compress"]}
     full_e2e = next(row for row in results["e2e"] if row["method"] == "full")
-    released_row = next((row for row in results["e2e"] if row["method"] == "rc (released way)"), None)
+    released_row = next((row for row in results["e2e"] if row["method"] == RELEASED_WAY), None)
     has_fastervlm = "fastervlm" in compress_ms
     out = {
         "compress_ms_rc": compress_ms["rc"],
@@ -780,7 +822,8 @@ def markdown(results: dict) -> str:
     lines = [f"# rclib speed on {m['device'] if m['device'] != 'cpu' else m['cpu']}", "",
              f"{m['cores']} cores, {m['memory_gib']} GiB; torch {m['torch']}, transformers {m['transformers']}, "
              f"{config['dtype']}; {m['date']}; load average before {m['load_average_1_5_15']}, after "
-             f"{m['load_average_after']}. End to end on {m['e2e_threads']} thread(s), LLM {lm}, "
+             f"{m['load_average_after']}. Times on the {config['clock']} clock; end to end on {m['e2e_threads']} "
+             f"thread(s), LLM {lm}, "
              f"{config['new_tokens']} new tokens, median of {config['repeats']} runs after a warm-up.", "",
              "## Summary (B = 1)", ""]
     lines += table(["quantity", "value", "target", "met"],
@@ -837,9 +880,9 @@ def write_results(results: dict, out: Path) -> tuple[Path, Path]:
 
 
 def cmd_speed(args) -> None:
-    config = SpeedConfig(device=args.device, dtype=args.dtype, lm=args.lm, threads=args.threads, repeats=args.repeats,
-                         batches=tuple(args.batches), new_tokens=args.new_tokens, methods=tuple(args.methods),
-                         quick=args.quick)
+    config = SpeedConfig(device=args.device, dtype=args.dtype, clock=args.clock, lm=args.lm, threads=args.threads,
+                         repeats=args.repeats, batches=tuple(args.batches), new_tokens=args.new_tokens,
+                         methods=tuple(args.methods), quick=args.quick)
     results = run_speed(config)
     json_path, md_path = write_results(results, Path(args.out))
     print(md_path.read_text().split("## Compression step")[0])
@@ -854,6 +897,8 @@ def add_command(subparsers) -> None:
     sp.add_argument("--out", default=str(DEFAULT_OUT), help="folder for speed-<machine>.json and .md")
     sp.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     sp.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    sp.add_argument("--clock", default="wall", choices=list(CLOCKS), help="wall: elapsed time; cpu: this thread's "
+                    "CPU time on one thread, which other processes on a busy machine do not inflate")
     sp.add_argument("--lm", default="tinyllama", choices=list(cost.ARCHS), help="the end-to-end model's LLM shape")
     sp.add_argument("--threads", type=int, default=None, help="torch threads end to end (default: torch's)")
     sp.add_argument("--repeats", type=int, default=defaults["repeats"].default)

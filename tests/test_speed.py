@@ -19,11 +19,12 @@ SUMMARY = ("bound_share_rc", "compress_share_of_vision_rc", "speedup_vs_released
 def test_quick_run_writes_every_section(tmp_path):
     parser = argparse.ArgumentParser()
     add_command(parser.add_subparsers())
-    args = parser.parse_args(["speed", "--quick", "--out", str(tmp_path)])
+    args = parser.parse_args(["speed", "--quick", "--clock", "cpu", "--out", str(tmp_path)])
     args.run(args)
     [json_path] = tmp_path.glob("speed-*-quick.json")
     results = json.loads(json_path.read_text())
     assert all(isinstance(results["summary"][name], float) for name in SUMMARY)
+    assert results["config"]["clock"] == "cpu" and results["machine"]["e2e_threads"] == 1
     assert {row["method"] for row in results["compress"]} == {m for m in BENCH_METHODS if METHODS[m].stage == "before_llm"}
     assert [row["method"] for row in results["e2e"]] == [*BENCH_METHODS, "rc (released way)"]
     assert all(row["total_s"] > 0 and row["decode_tokens_per_s"] > 0 for row in results["e2e"])
@@ -67,24 +68,27 @@ def test_peak_extra_bytes_follows_allocations_and_frees():
 
 
 def test_bound_is_the_llm_time_at_the_same_k_with_free_compression():
-    rows = [{"method": "a", "prunes": "before_llm", "tokens": 64, "vision_s": 1.0, "text_s": 0.5, "compress_s": 0.5,
-             "generate_s": 2.0, "total_s": 4.0},
-            {"method": "b", "prunes": "before_llm", "tokens": 64, "vision_s": 1.0, "text_s": 0.5, "compress_s": 0.0,
-             "generate_s": 3.0, "total_s": 4.5},
-            {"method": "c", "prunes": "inside_llm", "tokens": 64, "vision_s": 1.0, "text_s": 0.5, "compress_s": 0.0,
-             "generate_s": 4.0, "total_s": 5.5},
-            {"method": "d", "prunes": "inside_llm", "tokens": 32, "vision_s": 1.0, "text_s": 0.5, "compress_s": 0.0,
-             "generate_s": 4.0, "total_s": 5.5}]
+    def row(tokens, compress_s, generate_s):
+        return {"tokens": tokens, "vision_s": 1.0, "text_s": 0.5, "compress_s": compress_s, "generate_s": generate_s,
+                "total_s": 1.5 + compress_s + generate_s}
+
+    rows = {"rc": row(64, 0.5, 2.0), "fastervlm": row(64, 0.0, 3.0), "fastv": row(64, 0.0, 4.0),
+            "rc (released way)": row(32, 1.0, 1.5)}
     add_bounds(rows)
-    assert [row["bound_s"] for row in rows] == [4.0, 4.0, 4.0, None]  # 1 + 0.5 + median(2, 3); none at K = 32
-    assert [row["bound_share"] for row in rows] == [1.0, 4.0 / 4.5, 4.0 / 5.5, None]
-    assert rows[0]["compress_share_of_vision"] == 0.5
+    # rc, fastervlm: 1 + 0.5 + median(2, 3); fastv prunes inside the LLM: not in the median, bound as the others'
+    assert [r["bound_s"] for r in rows.values()] == [4.0, 4.0, 4.0, 3.0]
+    assert [r["bound_share"] for r in rows.values()] == [1.0, 4.0 / 4.5, 4.0 / 5.5, 3.0 / 4.0]
+    assert rows["rc"]["compress_share_of_vision"] == 0.5
+    rows = {"fastv": row(10, 0.0, 4.0)}  # no before-LLM row keeps its K: no bound
+    add_bounds(rows)
+    assert rows["fastv"]["bound_s"] is None and rows["fastv"]["bound_share"] is None
 
 
 def test_bad_settings_say_what_to_do():
     for settings, message in (({"dtype": "fp8"}, "dtype must be one of"), ({"lm": "70b"}, "lm must be one of"),
                               ({"methods": ("oracle",)}, "cannot be timed here"),
-                              ({"repeats": 0}, "repeats and batches must be >= 1")):
+                              ({"repeats": 0}, "repeats and batches must be >= 1"),
+                              ({"clock": "cpu", "threads": 2}, "one thread's CPU time")):
         with pytest.raises(ValueError, match=message):
             SpeedConfig(**settings)
     if not torch.cuda.is_available():
