@@ -40,6 +40,22 @@ def reference_layer(layer, x, position, config):
     return x + (torch.nn.functional.silu(h @ m.gate_proj.weight.T) * (h @ m.up_proj.weight.T)) @ m.down_proj.weight.T, p
 
 
+def reference_greedy(model, embeds, max_new, forward):
+    """Greedy ids from embeds [L, H], recomputing everything at every step without a cache:
+    ``forward(sequence [L', H])`` runs the decoder layers (pruning as it likes) and returns their output."""
+    llm, config = model.model.model.language_model, model.model.config.text_config
+    eos = model.model.generation_config.eos_token_id
+    sequence, out = embeds, []
+    for _ in range(max_new):
+        x = forward(sequence)
+        token = int((rms_norm(x[-1], llm.norm.weight, config.rms_norm_eps) @ model.model.lm_head.weight.T).argmax())
+        out.append(token)
+        if token == eos:
+            break
+        sequence = torch.cat([sequence, llm.embed_tokens.weight[token][None]])
+    return out
+
+
 def reference_fastv(model, embeds, image_places, layer_k, count, max_new):
     """FastV on one unpadded sample embeds [L, H], recomputing everything at every step without a cache.
 
@@ -47,9 +63,10 @@ def reference_fastv(model, embeds, image_places, layer_k, count, max_new):
     token's head-mean attention in layer K-1, and stay fixed while decoding.
     """
     llm, config = model.model.model.language_model, model.model.config.text_config
-    eos = model.model.generation_config.eos_token_id
-    sequence, out, keep = embeds, [], None
-    for _ in range(max_new):
+    keep = None
+
+    def forward(sequence):
+        nonlocal keep
         L = sequence.shape[0]
         position = torch.arange(L)
         x = sequence
@@ -64,12 +81,9 @@ def reference_fastv(model, embeds, image_places, layer_k, count, max_new):
                 places = torch.cat([torch.nonzero(keep).flatten(), torch.arange(len(keep), L)])
                 x, position = x[places], position[places]
             x, attention = reference_layer(layer, x, position, config)
-        token = int((rms_norm(x[-1], llm.norm.weight, config.rms_norm_eps) @ model.model.lm_head.weight.T).argmax())
-        out.append(token)
-        if token == eos:
-            break
-        sequence = torch.cat([sequence, llm.embed_tokens.weight[token][None]])
-    return out
+        return x
+
+    return reference_greedy(model, embeds, max_new, forward)
 
 
 @torch.no_grad()

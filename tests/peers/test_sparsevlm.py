@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from test_fastv import reference_layer, rms_norm
+from test_fastv import reference_greedy, reference_layer
 
 import rclib
 from rclib.methods.sparsevlm import LAYERS, density_peak_clusters, stage_counts, token_schedule
@@ -40,9 +40,9 @@ def reference_sparsevlm(model, embeds, image_places, layers, counts, max_new, sh
     enters right after the visual places, at its centre's position.
     """
     llm, config = model.model.model.language_model, model.model.config.text_config
-    eos = model.model.generation_config.eos_token_id
-    sequence, out, plans = embeds, [], {}
-    for _ in range(max_new):
+    plans = {}
+
+    def forward(sequence):
         x, position = sequence, torch.arange(len(sequence))
         visual = torch.zeros(len(sequence), dtype=torch.bool)
         visual[image_places] = True
@@ -71,12 +71,9 @@ def reference_sparsevlm(model, embeds, image_places, layers, counts, max_new, sh
                 position = torch.cat([position[before], new_position, position[after]])
                 visual = torch.cat([visual[before], torch.ones(len(clusters), dtype=torch.bool), visual[after]])
             x, attention = reference_layer(layer, x, position, config)
-        token = int((rms_norm(x[-1], llm.norm.weight, config.rms_norm_eps) @ model.model.lm_head.weight.T).argmax())
-        out.append(token)
-        if token == eos:
-            break
-        sequence = torch.cat([sequence, llm.embed_tokens.weight[token][None]])
-    return out
+        return x
+
+    return reference_greedy(model, embeds, max_new, forward)
 
 
 @torch.no_grad()
