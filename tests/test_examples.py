@@ -2,7 +2,7 @@
 import json
 from types import SimpleNamespace
 
-from rclib.examples import (EXAMPLE_METHODS, caveats, examples_for_model, known_words, photo_examples,
+from rclib.examples import (EXAMPLE_METHODS, accuracy_caveat, caveats, examples_for_model, known_words, photo_examples,
                             shapes_examples, unknown_words)
 from rclib.methods import METHODS
 from rclib.shapes.world import FAMILIES
@@ -57,3 +57,9 @@ def test_a_subword_model_has_no_caveat():
     model = SimpleNamespace(processor=SimpleNamespace(tokenizer=bpe))  # what these functions read of a model
     assert known_words(model) is None and unknown_words(model, "zebra ?") == []
     assert caveats(model, "What animal is this?", scene=False) == []
+
+
+def test_accuracy_caveat_names_the_words_the_model_never_saw(tiny_model):
+    assert accuracy_caveat(tiny_model, ["what colour is the circle ?"]) is None
+    caveat = accuracy_caveat(tiny_model, ["what colour is the circle ?", "is the zebra striped ?"])
+    assert "1 of these 2 questions" in caveat and "“zebra”, “striped”" in caveat and "evidence" in caveat

@@ -58,3 +58,17 @@ def test_method_grid_figure_has_a_column_per_method(tiny_model, tiny_images):
     titles = [ax.get_title().split(":")[0] for ax in figure.axes]
     assert titles == ["rc", "fastervlm", "rc", "fastervlm"]
     viz.close(figure)
+
+
+def test_trend_puts_a_change_in_words():
+    assert gallery.trend(0.4, 0.8) == "rises from 0.40 to 0.80"
+    assert gallery.trend(0.66, 0.27) == "falls from 0.66 to 0.27"
+    assert gallery.trend(0.5, 0.5) == "stays at 0.50"
+    assert gallery.trend(0.50, 0.51) == "barely moves (0.50 to 0.51)"
+
+
+def test_ranking_orders_the_methods_at_one_budget():
+    rows = [{"method": "rc", "budget": 64, "accuracy": 0.7}, {"method": "divprune", "budget": 64, "accuracy": 0.8},
+            {"method": "random", "budget": 64, "accuracy": 0.2}, {"method": "rc", "budget": 128, "accuracy": 0.9}]
+    assert gallery.ranking(rows, "accuracy", 64) == "divprune 0.80, rc 0.70, random 0.20"
+    assert gallery.ranking(rows, "accuracy", 64, top=1) == "divprune 0.80 (then 2 more)"

@@ -39,6 +39,7 @@ LAB_SETTINGS = {"@jupyterlab/apputils-extension/notification.jupyterlab-settings
 class Lab:
     url: str  # http://127.0.0.1:port
     root: Path  # the folder it serves: a copy of notebooks/
+    copied: dict[str, bytes]  # file name -> its bytes when copied (what a save must leave as it is)
 
     def notebook_url(self, name: str) -> str:
         return f"{self.url}/lab/tree/{name}?token={TOKEN}&reset"
@@ -69,6 +70,7 @@ def lab(tmp_path_factory) -> Lab:
     base = tmp_path_factory.mktemp("lab")
     root = base / "notebooks"
     shutil.copytree(NOTEBOOKS, root, ignore=shutil.ignore_patterns(".jupyter", ".ipynb_checkpoints", "__pycache__"))
+    copied = {path.name: path.read_bytes() for path in root.iterdir() if path.is_file()}
     settings = base / "settings"
     for name, values in LAB_SETTINGS.items():
         (settings / name).parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +91,7 @@ def lab(tmp_path_factory) -> Lab:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_server(url, process, log)
-        yield Lab(url, root)
+        yield Lab(url, root, copied)
     finally:
         process.terminate()
         try:

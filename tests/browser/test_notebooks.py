@@ -79,10 +79,9 @@ def screenshot_explorer(page, path) -> None:
 
 
 def check_saved_as_committed(lab, name: str) -> None:
-    """After running and saving, both files of the pair are byte for byte the committed ones."""
+    """After running and saving, both files of the pair are byte for byte the committed ones (as copied)."""
     for path in (lab.root / name, (lab.root / name).with_suffix(".py")):
-        assert path.read_bytes() == (NOTEBOOKS / path.name).read_bytes(), \
-            f"saving {name} changed {path.name}: the working tree would be dirty"
+        assert path.read_bytes() == lab.copied[path.name], f"saving {name} changed {path.name}: a dirty working tree"
 
 
 def run_notebook(page, lab, name: str, screenshots) -> float:
