@@ -9,7 +9,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export MPLBACKEND ?= Agg
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lab figures bench train-shapes clean
+.PHONY: help setup demo test test-browser lab figures bench train-shapes clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -29,8 +29,11 @@ setup: $(STAMP) $(CHROMIUM) ## create .venv with the pinned packages (only when 
 demo: $(STAMP) ## answer the sample questions with all tokens and with RC; figures + result.json in out/
 	$(PY) -m rclib demo --out $(OUT)
 
-test: $(STAMP) $(CHROMIUM) ## run the whole test suite: notebooks executed headless and in JupyterLab in Chromium
-	$(PY) -m pytest
+test: $(STAMP) ## run the test suite, notebooks executed headless (the browser tests: make test-browser)
+	$(PY) -m pytest -m "not browser"
+
+test-browser: $(STAMP) $(CHROMIUM) ## the notebooks in JupyterLab in Debian's Chromium (Playwright), screenshots
+	$(PY) -m pytest -m browser tests/browser
 
 lab: $(STAMP) ## open jupyter lab on notebooks/ (saving keeps outputs out of the committed notebooks)
 	env -u MPLBACKEND JUPYTER_CONFIG_PATH=$(CURDIR)/notebooks/.jupyter $(VENV)/bin/jupyter lab notebooks/

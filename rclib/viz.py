@@ -390,6 +390,8 @@ def filter_histogram(scores, decision, b: int = 0, title: str | None = None, xla
         handles.append(lof_ax.axhline(threshold, color="black", linewidth=0.8,
                                       label=f"{decision.rule.upper()} > {threshold:g}: outlier"))
         lof_ax.set_yscale("log")  # ties give huge LOF values
+        lof_ax.yaxis.set_major_formatter(mpl.ticker.LogFormatter())  # plain "1e+05": no mathtext, no STIX fonts
+        lof_ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
         lof_ax.set_ylabel(f"{decision.rule.upper()} (dots)", fontsize=9)
     ax.set(xlabel=xlabel, ylabel="tokens")
     ax.set_title(title or f"{decision.rule.upper()} filter", fontsize=10)
