@@ -101,7 +101,7 @@ def new_axes(ax, size: tuple[float, float] = (4.2, 4.2)):
 def show_image(ax, image, grid: tuple[int, int], title: str = "") -> None:
     """The image stretched over the patch grid, in patch units, without ticks."""
     h, w = grid
-    ax.imshow(image, extent=(0, w, h, 0), interpolation="bilinear")
+    ax.imshow(image, extent=(0, w, h, 0), interpolation="bilinear", gid="image")
     ax.set(xlim=(0, w), ylim=(h, 0), xticks=[], yticks=[])
     ax.set_title(title, fontsize=10)
 
@@ -134,7 +134,7 @@ def score_heatmap(image, scores, grid: tuple[int, int], title: str = "score", ax
     h, w = grid
     show_image(ax, image, grid, title)
     heat = ax.imshow(as_numpy(scores).reshape(h, w), extent=(0, w, h, 0), cmap=cmap, alpha=0.65,
-                     interpolation="nearest")
+                     interpolation="nearest", gid="score")
     ax.figure.colorbar(heat, ax=ax, fraction=0.046, pad=0.02)
     if highlight is not None:
         outline_patches(ax, highlight, grid, highlight_colour)
@@ -200,10 +200,27 @@ class LiveScoreMaps:
         FigureCanvasAgg(self.figure)  # pixels to copy, whatever the notebook's backend
         self.figure.draw_without_rendering()  # constrained layout runs once, here
         self.figure.set_layout_engine("none")
+        self.render_background()
+        self.show(result)
+
+    def render_background(self) -> None:
+        """Render everything but the result and keep the pixels."""
         for artist in self.result_artists():
             artist.set_visible(False)
         self.figure.canvas.draw()
         self.background = self.figure.canvas.copy_from_bbox(self.figure.bbox)
+
+    def show_scores(self, image, cls_attn, text_sim, result: CompressionResult) -> None:
+        """Another image or question on the same patch grid: the image and both score maps change in place (their
+        colour bars follow), the layout stays, then ``result`` is drawn."""
+        h, w = self.grid
+        for ax in self.axes:
+            next(a for a in ax.images if a.get_gid() == "image").set_data(image)
+        for ax, scores in zip(self.axes[:2], (cls_attn, text_sim)):
+            heat = next(a for a in ax.images if a.get_gid() == "score")
+            heat.set_data(as_numpy(scores).reshape(h, w))
+            heat.autoscale()
+        self.render_background()
         self.show(result)
 
     def result_artists(self) -> list:

@@ -295,10 +295,13 @@ class Explorer:
         self.answers_table.value = answers_html(
             state["question"], {label: (text, n_read[label]) for label, text in self.answers.items()},
             encoded.n_tokens, truth, meaningful=not self.warnings)
-        if self.maps_key != key:
-            image = self.model.display_images(encoded)[0]
-            self.maps = viz.LiveScoreMaps(image, encoded.grid, encoded.cls_attn[0], encoded.text_sim[0], self.result)
-            self.maps_key = key
-        else:
+        if self.maps_key == key:
             self.maps.show(self.result)
+        else:  # another image or question: new scores on the same grid, or a new figure
+            scores = self.model.display_images(encoded)[0], encoded.cls_attn[0], encoded.text_sim[0]
+            if self.maps is not None and self.maps.grid == encoded.grid:
+                self.maps.show_scores(*scores, self.result)
+            else:
+                self.maps = viz.LiveScoreMaps(scores[0], encoded.grid, *scores[1:], self.result)
+            self.maps_key = key
         self.figure.value = self.maps.png()

@@ -239,3 +239,17 @@ def test_many_labels_near_the_top_stay_inside_the_panel():
     assert min(placed) >= -0.02 and max(placed) <= 1.02 + 1e-9
     assert all(b - a >= 0.065 - 1e-9 for a, b in zip(sorted(placed), sorted(placed)[1:]))
     assert placed[0] == 0.0, "the lone low label keeps its height"
+
+
+def test_live_score_maps_take_new_scores_in_place(known_result):
+    visual, text = known_result.scores["visual"][0], known_result.scores["text"][0]
+    live = viz.LiveScoreMaps(IMAGE, GRID, visual, text, known_result)
+    before = live.png()
+    live.show_scores(255 - IMAGE, text, visual, known_result)
+    for ax, scores in zip(live.axes, (text, visual)):
+        image, heat = ax.get_images()[:2]
+        assert np.array_equal(image.get_array(), 255 - IMAGE)
+        assert np.allclose(heat.get_array(), scores.numpy().reshape(GRID))
+        assert heat.get_clim() == pytest.approx((float(scores.min()), float(scores.max()))), "the colour bar follows"
+    assert np.array_equal(live.axes[2].get_images()[0].get_array(), 255 - IMAGE)
+    assert live.png() != before

@@ -79,7 +79,8 @@ def lab(tmp_path_factory) -> Lab:
     env.setdefault("OMP_NUM_THREADS", "1")  # 2 cores shared with JupyterLab and Chromium: torch threads would spin
     env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
                JUPYTER_CONFIG_PATH=str(NOTEBOOKS / ".jupyter"), JUPYTERLAB_SETTINGS_DIR=str(settings),
-               JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"), JUPYTER_RUNTIME_DIR=str(base / "runtime"))
+               JUPYTERLAB_WORKSPACES_DIR=str(base / "workspaces"), JUPYTER_RUNTIME_DIR=str(base / "runtime"),
+               MPLCONFIGDIR=str(base / "matplotlib"))  # a font cache of this matplotlib, not one left by another
     port = free_port()
     command = [sys.executable, "-m", "jupyterlab", f"--port={port}", "--ServerApp.ip=127.0.0.1",
                f"--IdentityProvider.token={TOKEN}", "--ServerApp.open_browser=False", f"--ServerApp.root_dir={root}"]
