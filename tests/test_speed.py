@@ -21,7 +21,7 @@ def test_quick_run_writes_every_section(tmp_path):
     add_command(parser.add_subparsers())
     args = parser.parse_args(["speed", "--quick", "--clock", "cpu", "--out", str(tmp_path)])
     args.run(args)
-    [json_path] = tmp_path.glob("speed-*-quick.json")
+    [json_path] = tmp_path.glob("speed-*-cpu-clock-quick.json")
     results = json.loads(json_path.read_text())
     assert all(isinstance(results["summary"][name], float) for name in SUMMARY)
     assert results["config"]["clock"] == "cpu" and results["machine"]["e2e_threads"] == 1
