@@ -29,10 +29,10 @@ setup: $(STAMP) $(CHROMIUM) ## create .venv with the pinned packages (only when 
 demo: $(STAMP) ## answer the sample questions with all tokens and with RC; figures + result.json in out/
 	$(PY) -m rclib demo --out $(OUT)
 
-test: $(STAMP) ## run the test suite, notebooks executed headless (the browser tests: make test-browser)
-	$(PY) -m pytest -m "not browser"
+test: $(STAMP) $(CHROMIUM) ## the whole suite: notebooks executed headless and in JupyterLab in Debian's Chromium
+	$(PY) -m pytest
 
-test-browser: $(STAMP) $(CHROMIUM) ## the notebooks in JupyterLab in Debian's Chromium (Playwright), screenshots
+test-browser: $(STAMP) $(CHROMIUM) ## only the browser tests (Playwright + Debian's Chromium), screenshots in out/browser
 	$(PY) -m pytest -m browser tests/browser
 
 lab: $(STAMP) ## open jupyter lab on notebooks/ (saving keeps outputs out of the committed notebooks)

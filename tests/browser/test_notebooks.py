@@ -11,7 +11,7 @@ pytestmark = pytest.mark.browser
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 RUN_TIMEOUT_S = 900  # one notebook's "Run All Cells" on 2 shared cores
-UPDATE_TIMEOUT_S = 60  # one explorer input until its new figure
+UPDATE_TIMEOUT_S = 120  # one explorer input until its new figure (about 0.1-0.2 s on a quiet machine)
 CURRENT = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 ALL_RAN = f"""() => {{
   const prompts = [...document.querySelectorAll('{CURRENT} .jp-CodeCell .jp-InputPrompt')]
