@@ -45,7 +45,7 @@ bench: $(STAMP) ## ShapesWorld benchmark (methods x budgets) to out/bench; rclib
 	$(PY) -m rclib bench --out $(OUT)/bench
 	$(PY) -m rclib speed
 
-train-shapes: $(STAMP) ## retrain the embedded ShapesWorld models into data/models (<= 70 min on 2 cores)
+train-shapes: $(STAMP) ## retrain the embedded ShapesWorld models into data/models (about 86 min on 2 cores)
 	$(PY) -m rclib train-shapes --out data/models
 
 clean: ## remove outputs and caches (keeps .venv)
