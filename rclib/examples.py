@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rclib.methods import METHODS
 from rclib.models.llava import Encoded
+from rclib.shapes.world import FAMILIES, question_family, sample_vqa
 
 SAMPLE_IMAGES = Path(__file__).resolve().parents[1] / "data" / "images"
 EXAMPLE_SEED = 7  # ShapesWorld stream of the example scenes (the shipped models train on other seeds)
@@ -24,6 +25,7 @@ EXAMPLE_SEED = 7  # ShapesWorld stream of the example scenes (the shipped models
 # which needs the true mask of the asked-about objects).
 ENCODER_OUTPUTS = {f.name for f in fields(Encoded)}
 EXAMPLE_METHODS = tuple(name for name, spec in METHODS.items() if set(spec.needs) <= ENCODER_OUTPUTS)
+LEARNED = 0.9  # all-token held-out accuracy from which a ShapesWorld model is said to answer a question family
 REAL_CHECKPOINT = ('a real checkpoint: load("llava-1.5-7b") (MODEL = "llava-1.5-7b" in a notebook, --model '
                    "llava-1.5-7b on the command line) with llava-hf/llava-1.5-7b-hf and "
                    "openai/clip-vit-large-patch14-336 in the Hugging Face cache (`hf download <id>` on a machine with "
@@ -44,8 +46,6 @@ class Example:
 def shapes_examples(n: int = 5, seed: int = EXAMPLE_SEED) -> list[Example]:
     """ShapesWorld scenes with their question and answer (the world the embedded model knows); the question
     families take turns, so five scenes ask one question of each."""
-    from rclib.shapes.world import sample_vqa
-
     return [Example(f"shapes scene {i} ({s.family})", s.image, s.question, s.answer, scene=True)
             for i, s in enumerate(sample_vqa(seed, n))]
 
@@ -96,8 +96,9 @@ def caveats(model, question: str, scene: bool) -> list[str]:
     when nothing is known against it.
 
     scene: whether the image is a ShapesWorld scene. A closed-vocabulary model (the embedded one) was trained
-    on those only; its figures on a photograph still show what each method keeps. Real answers need
-    :data:`REAL_CHECKPOINT`.
+    on those only; its figures on a photograph still show what each method keeps. On a scene, a question of a
+    family the model did not learn (all-token accuracy below :data:`LEARNED` in its ``metrics.json``) gets a
+    caveat too. Real answers need :data:`REAL_CHECKPOINT`.
     """
     words = known_words(model)
     if words is None:
@@ -106,6 +107,14 @@ def caveats(model, question: str, scene: bool) -> list[str]:
     if not scene:
         found.append(f"This model was trained on ShapesWorld scenes only and reads {len(words)} words: on a "
                      "photograph its output is not an answer (the figures still show which tokens each method keeps).")
+    family = question_family(question)
+    accuracy = family_accuracy(model)
+    if scene and family is not None and accuracy.get(family, 1.0) < LEARNED:
+        learned = [f for f, a in accuracy.items() if a >= LEARNED]
+        found.append(f"This model did not learn {family} questions: with all tokens it answers "
+                     f"only {accuracy[family]:.0%} of them on held-out scenes, so its output is "
+                     f"not an answer. It answers {' and '.join(learned) or 'none of its families'} questions "
+                     "(see data/models/README.md).")
     unknown = unknown_words(model, question)
     if unknown:
         listed = ", ".join(f"“{w}”" for w in unknown)
@@ -113,6 +122,16 @@ def caveats(model, question: str, scene: bool) -> list[str]:
                      f"{'them' if len(unknown) > 1 else 'it'} as an unknown token, so its output does not "
                      "answer this question. Ask with the words it knows.")
     return found
+
+
+def family_accuracy(model) -> dict[str, float]:
+    """A ShapesWorld model's all-token accuracy per question family, from the ``metrics.json`` its training wrote
+    next to its checkpoint folder; empty when there is none (a real checkpoint, a model without a card)."""
+    path = Path(model.model.name_or_path).parent / "metrics.json"
+    if not path.is_file():
+        return {}
+    measured = json.loads(path.read_text()).get("all_tokens", {})
+    return {family: measured[f"accuracy_{family}"] for family in FAMILIES if f"accuracy_{family}" in measured}
 
 
 def accuracy_caveat(model, questions: list[str]) -> str | None:

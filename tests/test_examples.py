@@ -63,3 +63,15 @@ def test_accuracy_caveat_names_the_words_the_model_never_saw(tiny_model):
     assert accuracy_caveat(tiny_model, ["what colour is the circle ?"]) is None
     caveat = accuracy_caveat(tiny_model, ["what colour is the circle ?", "is the zebra striped ?"])
     assert "1 of these 2 questions" in caveat and "“zebra”, “striped”" in caveat and "evidence" in caveat
+
+
+def test_a_question_of_a_family_the_model_did_not_learn_is_not_an_answer(tiny_model, tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"all_tokens": {"accuracy_attribute": 0.99,
+                                                                      "accuracy_glyph": 0.11}}))
+    model = SimpleNamespace(processor=tiny_model.processor, model=SimpleNamespace(name_or_path=str(tmp_path / "llava")))
+    glyph = caveats(model, "what number is on the red circle ?", scene=True)
+    assert any("did not learn glyph questions" in c and "11%" in c and "It answers attribute questions" in c
+               for c in glyph)
+    assert not any("did not learn" in c for c in caveats(model, "what color is the circle ?", scene=True))
+    assert not any("did not learn" in c for c in caveats(tiny_model, "what number is on the red circle ?", scene=True)), \
+        "no metrics.json beside the checkpoint: nothing is claimed"

@@ -26,6 +26,7 @@ Scene `index` of `seed` is the same whatever else is generated: its random strea
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass, field
 
@@ -93,6 +94,22 @@ FONT: dict[str, tuple[str, ...]] = {  # 3 x 4 bitmaps, "#" = ink; drawn at a pat
     "9": ("###", "#.#", "###", "..#"),
 }
 GLYPHS = {d: np.array([[c == "#" for c in row] for row in rows]) for d, rows in FONT.items()}  # digit -> (4, 3) bool
+
+
+TEMPLATE_FAMILY = {"color": "attribute", "shape": "attribute"}  # template -> family, where the names differ
+TEMPLATE_PATTERNS = {  # template -> its questions as a regular expression (a slot: one or more words)
+    kind: re.compile("^" + re.sub(r"\\\{\w+\\\}", ".+", re.escape(template)) + "$") for kind, template in TEMPLATES.items()
+}
+
+
+def question_family(question: str) -> str | None:
+    """The family (see `FAMILIES`) whose template ``question`` follows, None when it follows none (spaces
+    collapsed, case ignored): "is there a red circle ?" -> "existence"."""
+    words = " ".join(question.lower().split())
+    for kind, pattern in TEMPLATE_PATTERNS.items():
+        if pattern.match(words):
+            return TEMPLATE_FAMILY.get(kind, kind)
+    return None
 
 
 def vocabulary() -> list[str]:

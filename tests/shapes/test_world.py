@@ -18,6 +18,7 @@ from rclib.shapes.world import (
     TEMPLATES,
     WorldConfig,
     glyph_tiles,
+    question_family,
     make_scene,
     patch_mask,
     sample_vqa,
@@ -163,3 +164,10 @@ def test_vocabulary_has_every_answer_and_template_word():
     needed = set(COLORS) | set(SHAPES) | set("0123456789") | set(LETTERS) | {"yes", "no"}
     assert needed <= set(words)
     assert all(w in words for t in TEMPLATES.values() for w in t.split() if not w.startswith("{"))
+
+
+def test_question_family_reads_the_template_a_question_follows():
+    samples = sample_vqa(5, 60)
+    assert [question_family(s.question) for s in samples] == [s.family for s in samples]
+    assert question_family("Is there a  red circle ?") == "existence"
+    assert question_family("what animal is this ?") is None
