@@ -29,7 +29,7 @@ from IPython.display import Markdown, display
 from rclib import cost, gallery, viz
 from rclib.bench import BenchConfig
 from rclib.eval.table import table_rows
-from rclib.examples import accuracy_caveat, examples_for_model, shapes_examples
+from rclib.examples import accuracy_caveat, examples_for_model, learned_families, shapes_examples
 from rclib.methods.common import ADAPTIVE
 from rclib.models import load
 from rclib.models.registry import REPO_ROOT
@@ -105,8 +105,10 @@ Markdown(f"On this machine RC's {float(rc_result.n_output.float().mean()):.0f} t
 # %% [markdown]
 # ## Accuracy against retained tokens (ShapesWorld)
 #
-# Held-out ShapesWorld questions of five families (attribute, existence, glyph, position, choice).
-# Each method runs at fixed budgets K (the `BUDGETS` below this model's token count) and, for RC and
+# Held-out ShapesWorld questions of the families this model answers: `learned_families(model)` reads
+# the all-token accuracy its training measured (`metrics.json` beside the checkpoint) and keeps the
+# families at 90% or more (the shipped model: attribute and existence; a model without that file: all
+# five, attribute, existence, glyph, position, choice). Each method runs at fixed budgets K (the `BUDGETS` below this model's token count) and, for RC and
 # PruMerge, at the count they choose themselves (stars); the dashed line is the model with all
 # tokens. `N_BENCH` is kept small so that the notebook runs in a few minutes; `rclib bench` runs the
 # full benchmark.
@@ -117,9 +119,10 @@ Markdown(f"On this machine RC's {float(rc_result.n_output.float().mean()):.0f} t
 
 # %%
 budgets = (ADAPTIVE, *(k for k in BUDGETS if k < encoded.n_tokens))
-rows = gallery.bench_rows(model, N_BENCH, budgets=budgets)
+families = learned_families(model)
+rows = gallery.bench_rows(model, N_BENCH, budgets=budgets, families=families)
 viz.accuracy_vs_tokens(rows, ("accuracy", "evidence_recall", "evidence_kept"),
-                       title=f"ShapesWorld, {N_BENCH} questions, {encoded.n_tokens} visual tokens per image")
+                       title=f"ShapesWorld ({', '.join(families)}), {N_BENCH} questions, {encoded.n_tokens} visual tokens")
 
 # %%
 table = pd.DataFrame(rows)
@@ -127,7 +130,7 @@ display(table.pivot_table(index="method", columns="budget", values=["accuracy", 
 tight = budgets[1] if len(budgets) > 1 else ADAPTIVE
 blending = [m for m, recall in table[table.method != "full"].groupby("method", sort=False).evidence_recall.min().items()
             if recall == 1.0]
-caveat = accuracy_caveat(model, [s.question for s in sample_vqa(BenchConfig.seed, N_BENCH)])
+caveat = accuracy_caveat(model, [s.question for s in sample_vqa(BenchConfig.seed, N_BENCH, families=families)])
 full_accuracy = table.loc[table.method == "full", "accuracy"].iloc[0]
 note = f"**Note:** {caveat}\n\n" if caveat else ""  # first: it qualifies what follows
 Markdown(note + f"With all {encoded.n_tokens} tokens the model answers {full_accuracy:.0%} of these questions. At the "

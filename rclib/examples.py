@@ -134,15 +134,31 @@ def family_accuracy(model) -> dict[str, float]:
     return {family: measured[f"accuracy_{family}"] for family in FAMILIES if f"accuracy_{family}" in measured}
 
 
+def learned_families(model) -> tuple[str, ...]:
+    """The ShapesWorld families ``model`` answers (all-token accuracy at least :data:`LEARNED` in its
+    ``metrics.json``); every family when it has no such file (a real checkpoint is not measured here)."""
+    accuracy = family_accuracy(model)
+    return tuple(f for f in FAMILIES if accuracy.get(f, 1.0) >= LEARNED)
+
+
 def accuracy_caveat(model, questions: list[str]) -> str | None:
-    """A sentence when the model never saw some words of ``questions`` (a benchmark's): its accuracy on them
-    measures nothing, while the evidence metrics, which only follow the tokens to the LLM, still do. None when
-    it reads every word."""
+    """What a benchmark's accuracy on ``questions`` cannot mean for this model: words it never saw (the evidence
+    metrics, which only follow the tokens to the LLM, still hold) and question families it did not learn. None
+    when neither applies."""
+    found = []
     unread = [q for q in questions if unknown_words(model, q)]
-    if not unread:
-        return None
-    words = list(dict.fromkeys(w for q in unread for w in unknown_words(model, q)))
-    shown = ", ".join(f"“{w}”" for w in words[:8]) + (", ..." if len(words) > 8 else "")
-    return (f"This model never saw some words of {len(unread)} of these {len(questions)} questions ({shown}): its "
-            "accuracy on them measures nothing (it answers from the words it knows). The evidence columns, which "
-            "follow the asked-about patches to the LLM, do not depend on its words and still hold.")
+    if unread:
+        words = list(dict.fromkeys(w for q in unread for w in unknown_words(model, q)))
+        shown = ", ".join(f"“{w}”" for w in words[:8]) + (", ..." if len(words) > 8 else "")
+        found.append(f"This model never saw some words of {len(unread)} of these {len(questions)} questions ({shown}): "
+                     "its accuracy on them measures nothing (it answers from the words it knows). The evidence columns, "
+                     "which follow the asked-about patches to the LLM, do not depend on its words and still hold.")
+    accuracy, learned = family_accuracy(model), learned_families(model)
+    asked = dict.fromkeys(question_family(q) for q in questions)
+    untrained = [f for f in asked if f is not None and f not in learned]
+    if untrained:
+        shown = ", ".join(f"{f} {accuracy[f]:.0%}" for f in untrained)
+        found.append(f"This model did not learn {' and '.join(untrained)} questions (all-token accuracy on held-out "
+                     f"scenes: {shown}): its accuracy on them, and any mean over them, measures nothing. It answers "
+                     f"{' and '.join(learned) or 'none of its families'} questions.")
+    return " ".join(found) or None

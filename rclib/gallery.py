@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rclib import viz
 from rclib.bench import BenchConfig, run_bench
-from rclib.examples import EXAMPLE_METHODS, Example, examples_for_model
+from rclib.examples import EXAMPLE_METHODS, Example, examples_for_model, learned_families
 from rclib.filters import RULES, filter_decision
 from rclib.methods import METHODS
 
@@ -62,10 +62,12 @@ def answer_figures(model, run, b: int = 0) -> dict:
     return figures
 
 
-def bench_rows(model, n: int = 24, methods=CURVE_METHODS, budgets=CURVE_BUDGETS, seed: int = 1234) -> list[dict]:
-    """A small ShapesWorld bench (``rclib.bench``): one row per method and budget."""
-    return run_bench(model, BenchConfig(methods=tuple(methods), budgets=tuple(budgets), n=n, seed=seed),
-                     progress=False)
+def bench_rows(model, n: int = 24, methods=CURVE_METHODS, budgets=CURVE_BUDGETS, seed: int = 1234,
+               families=None) -> list[dict]:
+    """A small ShapesWorld bench (``rclib.bench``): one row per method and budget; ``families`` None: all."""
+    config = BenchConfig(methods=tuple(methods), budgets=tuple(budgets), families=families and tuple(families), n=n,
+                         seed=seed)
+    return run_bench(model, config, progress=False)
 
 
 def render_figures(out_dir: Path | str, model="shapes", n_bench: int = 24) -> list[Path]:
@@ -80,7 +82,7 @@ def render_figures(out_dir: Path | str, model="shapes", n_bench: int = 24) -> li
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = examples_for_model(str(name))
-    rows = bench_rows(model, n_bench)
+    rows = bench_rows(model, n_bench, families=learned_families(model))
     figures = {
         "overview": overview_figure(model, cases[0]),
         "filter_thresholds": threshold_figure(model, cases[0]),

@@ -2,8 +2,8 @@
 import json
 from types import SimpleNamespace
 
-from rclib.examples import (EXAMPLE_METHODS, accuracy_caveat, caveats, examples_for_model, known_words, photo_examples,
-                            shapes_examples, unknown_words)
+from rclib.examples import (EXAMPLE_METHODS, accuracy_caveat, caveats, examples_for_model, known_words, learned_families,
+                            photo_examples, shapes_examples, unknown_words)
 from rclib.methods import METHODS
 from rclib.shapes.world import FAMILIES
 
@@ -75,3 +75,14 @@ def test_a_question_of_a_family_the_model_did_not_learn_is_not_an_answer(tiny_mo
     assert not any("did not learn" in c for c in caveats(model, "what color is the circle ?", scene=True))
     assert not any("did not learn" in c for c in caveats(tiny_model, "what number is on the red circle ?", scene=True)), \
         "no metrics.json beside the checkpoint: nothing is claimed"
+
+
+def test_a_benchmark_of_untrained_families_says_its_accuracy_means_nothing(tiny_model, tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"all_tokens": {"accuracy_attribute": 0.99,
+                                                                      "accuracy_glyph": 0.11}}))
+    model = SimpleNamespace(processor=tiny_model.processor, model=SimpleNamespace(name_or_path=str(tmp_path / "llava")))
+    assert learned_families(model) == tuple(f for f in FAMILIES if f != "glyph"), "unmeasured families count as learned"
+    assert learned_families(tiny_model) == FAMILIES
+    caveat = accuracy_caveat(model, ["what color is the circle ?", "what number is on the red circle ?"])
+    assert "did not learn glyph questions" in caveat and "glyph 11%" in caveat
+    assert accuracy_caveat(model, ["what color is the circle ?"]) is None

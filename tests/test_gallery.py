@@ -45,7 +45,7 @@ def test_threshold_figure_cuts_where_the_filter_does(tiny_model, example):
 def test_render_figures_writes_the_notebooks_figures(tiny_model, tmp_path, monkeypatch):
     rows = [{"method": m, "budget": b, "mean_tokens": t, "accuracy": 0.5, "accuracy_small": 0.4, "accuracy_large": 0.6}
             for m, b, t in (("full", "all", 64), ("rc", "adaptive", 9), ("rc", "8", 8), ("fastervlm", "8", 8))]
-    monkeypatch.setattr(gallery, "bench_rows", lambda model, n: rows)  # the bench itself is tested with rclib.bench
+    monkeypatch.setattr(gallery, "bench_rows", lambda model, n, families: rows)  # the bench itself is tested with rclib.bench
     paths = gallery.render_figures(tmp_path, tiny_model)
     assert {p.name for p in paths} == {"overview.png", "filter_thresholds.png", "method_grid.png",
                                        "accuracy_vs_tokens.png", "accuracy_breakdown.png"}
