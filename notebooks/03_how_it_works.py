@@ -25,15 +25,16 @@ from IPython.display import Markdown, display
 import rclib
 from rclib import experiments, gallery, viz
 from rclib.bench import Cell
-from rclib.examples import accuracy_caveat, examples_for_model
+from rclib.examples import accuracy_caveat, examples_for_model, learned_families
 from rclib.gallery import trend
 from rclib.models import load
 from rclib.result import Fate
-from rclib.shapes.world import FAMILIES, sample_vqa
+from rclib.shapes.world import sample_vqa
 
 SEED = 1234  # the held-out scenes of every experiment (rclib.experiments.run_experiment's default)
 
 model = load(MODEL, TEXT_ENCODER)
+families = learned_families(model)  # the ShapesWorld families this model answers: the experiments ask those
 example = examples_for_model(MODEL)[EXAMPLE]
 encoded = model.encode(example.image, example.question)
 image, grid = model.display_images(encoded)[0], encoded.grid
@@ -114,7 +115,8 @@ viz.token_sequence(result)
 #
 # ## Experiment 1 · What does the text stage add?
 #
-# RC with and without text recovery on held-out ShapesWorld questions, at its adaptive budget and at a
+# RC with and without text recovery on held-out ShapesWorld questions (of the families this model
+# answers, `families`; see its card for the others), at its adaptive budget and at a
 # tight fixed budget (`TIGHT_BUDGET` of this model's tokens). RC drops nothing: every patch reaches the
 # LLM in some form, so *evidence recall* is 1.0 for every variant and tells nothing here. What the text
 # stage changes is **evidence kept**: the share of the asked-about objects' patches that reach the LLM
@@ -124,12 +126,12 @@ viz.token_sequence(result)
 tight = min(TIGHT_BUDGET, encoded.n_tokens // 2)
 cells = [Cell("rc", "rc"), Cell("rc, no text stage", "rc", options={"text_stage": False}),
          Cell(f"rc @ {tight}", "rc", tight), Cell(f"rc @ {tight}, no text stage", "rc", tight, {"text_stage": False})]
-rows = experiments.run_experiment(model, cells, N_EXPERIMENT, SEED)
+rows = experiments.run_experiment(model, cells, N_EXPERIMENT, SEED, families=families)
 columns = ["budget", "mean_tokens", "accuracy", "evidence_recall", "evidence_kept",
-           *(f"accuracy_{family}" for family in FAMILIES)]
+           *(f"accuracy_{family}" for family in families)]
 exp1 = pd.DataFrame(rows).set_index("method")
 display(exp1[columns].round(2))
-caveat = accuracy_caveat(model, [s.question for s in sample_vqa(SEED, N_EXPERIMENT)])
+caveat = accuracy_caveat(model, [s.question for s in sample_vqa(SEED, N_EXPERIMENT, families=families)])
 with_text, without, with_text_k, without_k = (exp1.loc[c.label] for c in cells)
 note = f"**Note:** {caveat}\n\n" if caveat else ""  # first: it qualifies what follows
 Markdown(note + f"Without the text stage, evidence kept {trend(with_text.evidence_kept, without.evidence_kept)} at the "
@@ -142,24 +144,23 @@ Markdown(note + f"Without the text stage, evidence kept {trend(with_text.evidenc
 # RC keeps the selected tokens in their original order ("keep the original order of tokens when
 # merging them from Steps 1 and 2"). Here the kept and recovered tokens reach the LLM in a random
 # order instead; the token set is the same, only the positions change. Questions about where objects
-# are (the *position* family) are where order could matter, so they are measured on their own too.
+# are (the *position* family) are where order could matter, so they are measured on their own too
+# when the model answers them.
 
 # %%
 cells = [Cell("rc", "rc"), experiments.shuffled("rc, kept tokens shuffled")]
-rows = [{"questions": "all families", **row} for row in experiments.run_experiment(model, cells, N_EXPERIMENT, SEED)]
-rows += [{"questions": "position only", **row}
-         for row in experiments.run_experiment(model, cells, N_EXPERIMENT, SEED, families=("position",))]
+groups = {", ".join(families): families} | ({"position only": ("position",)} if "position" in families else {})
+rows = [{"questions": name, **row} for name, asked in groups.items()
+        for row in experiments.run_experiment(model, cells, N_EXPERIMENT, SEED, families=asked)]
 exp2 = pd.DataFrame(rows).set_index(["questions", "method"])
 display(exp2[["mean_tokens", "accuracy", "evidence_kept"]].round(2))
 in_order, shuffled = (exp2.xs(c.label, level="method").accuracy for c in cells)
-caveat = accuracy_caveat(model, [s.question for s in sample_vqa(SEED, N_EXPERIMENT)]
-                         + [s.question for s in sample_vqa(SEED, N_EXPERIMENT, families=("position",))])
-note = f"**Note:** {caveat}\n\n" if caveat else ""  # first: it qualifies what follows
-Markdown(note + f"Shuffled, accuracy {trend(in_order['all families'], shuffled['all families'])} over all families and "
-         f"{trend(in_order['position only'], shuffled['position only'])} on position questions. Evidence kept cannot "
-         "change: the same tokens reach the LLM, only in another order. Each patch's vision features carry its place "
-         "(CLIP's position embeddings), so an LLM can find an object without the order; a drop shows it also "
-         "reads the order.")
+changes = "; ".join(f"{trend(in_order[name], shuffled[name])} on {name} questions" for name in groups)
+Markdown(f"Shuffled, accuracy {changes}"
+         + ("" if "position" in families else " (this model did not learn position questions, so they are not asked)")
+         + ". Evidence kept cannot change: the same tokens reach the LLM, only in another order. Each patch's vision "
+         "features carry its place (CLIP's position embeddings), so an LLM can find an object without the order; a "
+         "drop shows it also reads the order, no change that it finds objects by what their tokens hold.")
 
 # %% [markdown]
 # ## Experiment 3 · Where does the dynamic filter put its threshold?
@@ -181,7 +182,7 @@ Markdown(f"On this image LOF counts {counts['lof']} outliers and IQR {counts['iq
 #
 # The authors' released code does not embed the question: it embeds the first line of the LLM prompt
 # (see docs/released.md), which is the same for every question. With this model's chat template that
-# line is printed below. Three variants per question family: the paper's text score (the question),
+# line is printed below. Three variants per question family (those this model answers): the paper's text score (the question),
 # the released text score with the paper's RC (`model.encode(..., preset="released")` only), and the
 # released code as a whole (`preset="released"` for the text and for RC's switches).
 
@@ -190,7 +191,7 @@ released = {"preset": "released"}
 print("released text:", repr(model.encode(example.image, example.question, preset="released").texts[0]))
 cells = [Cell("question text (paper)", "rc"), Cell("released text", "rc", encode_options=released),
          Cell("released text + released rc", "rc", options=released, encode_options=released)]
-rows = [{"family": family, **row} for family in FAMILIES
+rows = [{"family": family, **row} for family in families
         for row in experiments.run_experiment(model, cells, N_PER_FAMILY, SEED, families=(family,))]
 by_family = pd.DataFrame(rows).pivot_table(index="method", columns="family", values=["accuracy", "evidence_kept"],
                                            sort=False)
@@ -198,9 +199,7 @@ display(by_family.round(2))
 kept = by_family["evidence_kept"].mean(axis=1)  # over the families
 accuracy = by_family["accuracy"].mean(axis=1)
 paper, released_text, released_all = (c.label for c in cells)
-caveat = accuracy_caveat(model, [s.question for f in FAMILIES for s in sample_vqa(SEED, N_PER_FAMILY, families=(f,))])
-note = f"**Note:** {caveat}\n\n" if caveat else ""  # first: it qualifies what follows
-Markdown(note + f"Averaged over the families, evidence kept {trend(kept[paper], kept[released_text])} with the "
+Markdown(f"Averaged over the families, evidence kept {trend(kept[paper], kept[released_text])} with the "
          f"released text ({trend(kept[paper], kept[released_all])} with the released code as a whole), and accuracy "
          f"{trend(accuracy[paper], accuracy[released_text])} ({trend(accuracy[paper], accuracy[released_all])}). "
          "The released text is one constant line, so its text score cannot point at the object a question names: "
