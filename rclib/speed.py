@@ -834,7 +834,7 @@ def markdown(results: dict) -> str:
     lines += table(["quantity", "value", "target", "met"],
                    [[name, value, " ".join(map(fmt, TARGETS[name])) if name in TARGETS else "",
                      s["targets_met"].get(name, "")] for name, value in s.items() if name != "targets_met"])
-    lines += ["", f"## Compression step (N = 576, C = 1024, one thread)", ""]
+    lines += ["", "## Compression step (N = 576, C = 1024, one thread)", ""]
     lines += table(["method", "ms (B = 1, median)", "ms (min)", "tokens", f"extra MiB at B = {config['memory_batch']}",
                     "GPU kernels"],
                    [[r["method"], r["ms"], r["ms_min"], r["tokens"], r["peak_extra_mib"],
