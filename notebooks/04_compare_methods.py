@@ -3,7 +3,7 @@
 #
 # The same images through every method rclib implements, then a small ShapesWorld benchmark:
 # accuracy against retained tokens, overall and by question family, with the oracle (the asked-about
-# objects' own patches first) as the ceiling of any selection of K tokens.
+# objects' own patches first): no selection of K tokens keeps more of the evidence.
 
 # %% tags=["parameters"]
 import os
@@ -55,7 +55,8 @@ gallery.method_grid_figure(model, examples)
 #
 # Every registered method at fixed budgets K (the `BUDGETS` below this model's token count) and, for
 # the adaptive methods, at the count they choose (stars). `full` is the dashed line; `oracle` keeps the
-# asked-about objects' patches first, the ceiling of any K-token selection; `fastv` prunes inside the
+# asked-about objects' patches first (no K-token selection keeps more evidence; whether it also answers
+# best depends on how much context the LLM needs besides); `fastv` prunes inside the
 # LLM, from layer 2 on. **Evidence kept**: the share of the asked-about objects' patches that reach
 # the LLM as themselves (kept, recovered or a centre), not blended into a merge.
 
@@ -69,7 +70,8 @@ viz.accuracy_vs_tokens(rows, ("accuracy", "evidence_kept"),
 
 # %%
 table = pd.DataFrame(rows)
-display(table.pivot_table(index="method", columns="budget", values=["accuracy", "evidence_kept"], sort=False).round(2))
+display(table.pivot_table(index="method", columns="budget", values=["accuracy", "evidence_kept"], sort=False)
+        .round(2).fillna(""))  # blank: a budget the method does not take
 tight = budgets[1] if len(budgets) > 1 else ADAPTIVE
 caveat = accuracy_caveat(model, [s.question for s in sample_vqa(BenchConfig.seed, N_BENCH, families=families)])
 full_accuracy = table.loc[table.method == "full", "accuracy"].iloc[0]

@@ -52,8 +52,8 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                "text relevance", "Zhang et al., CDPruner, NeurIPS 2025 (arXiv 2506.10967)", needs=("text_sim",)),
     MethodSpec("tome", tome, "rounds of bipartite soft matching by key cosine until K tokens, each the mean of "
                "its sources", "Bolya et al., Token Merging, ICLR 2023 (arXiv 2210.09461)", needs=("keys",)),
-    MethodSpec("oracle", oracle, "the asked-about objects' patches first, then top [CLS] attention: the ceiling "
-               "of any K-token selection (needs the ground-truth mask)", "", needs=("cls_attn", "target")),
+    MethodSpec("oracle", oracle, "the asked-about objects' patches first, then top [CLS] attention: no K-token "
+               "selection keeps more of the evidence (needs the ground-truth mask)", "", needs=("cls_attn", "target")),
     MethodSpec("sparsevlm", sparsevlm, "at LLM layers 3, 7, 16 only the image tokens the question's rater tokens "
                "attended to most, the best pruned ones recycled into a few cluster means",
                "Zhang et al., SparseVLM, ICML 2025 (arXiv 2410.04417)", stage="inside_llm"),
