@@ -23,10 +23,11 @@ import ipywidgets as widgets
 from matplotlib.colors import to_hex
 
 from rclib import viz
-from rclib.examples import EXAMPLE_METHODS, REAL_CHECKPOINT, caveats, known_words
+from rclib.examples import EXAMPLE_METHODS, REAL_CHECKPOINT, caveats, known_words, learned_families
 from rclib.filters import RULES
 from rclib.methods import METHODS
 from rclib.result import Fate
+from rclib.shapes.world import FAMILIES
 
 FIRST_METHOD = "rc"  # the method selected when the explorer opens
 OPTION_CONTROLS = ("rule", "n_neighbors", "iqr_factor", "text_stage", "knn_k")  # method options with a control
@@ -87,13 +88,17 @@ def method_note(spec, n_tokens: int) -> str:
     return f"<small><b>{spec.name}</b>: {html.escape(spec.summary)}.{where} {budget}.</small>"
 
 
-def vocabulary_note(words: list[str] | None) -> str:
-    """The words a closed-vocabulary model reads, for beside the question box ("" for an open vocabulary)."""
+def vocabulary_note(words: list[str] | None, learned: tuple[str, ...] = FAMILIES) -> str:
+    """The words a closed-vocabulary model reads, for beside the question box ("" for an open vocabulary), and the
+    ShapesWorld question families it answers when it did not learn them all."""
     if words is None:
         return ""
     listed = " ".join(html.escape(w) for w in words)
+    families = "" if set(FAMILIES) <= set(learned) else (
+        f" It answers {' and '.join(learned) or 'none of the'} questions of its world "
+        f"({', '.join(f for f in FAMILIES if f not in learned)}: not learned).")
     return (f"<small>This model reads only these {len(words)} words (any other word is unknown to it): "
-            f"<code>{listed}</code></small>")
+            f"<code>{listed}</code>.{families}</small>")
 
 
 def warnings_box(found: list[str]) -> str:
@@ -165,7 +170,7 @@ class Explorer:
         self.controls = make_controls(examples, self.n_tokens)
         for name, control in self.controls.items():
             control.add_class(f"rclib-{name}")  # what the browser tests (tests/browser) find them by
-        self.vocabulary = widgets.HTML(vocabulary_note(known_words(model)))
+        self.vocabulary = widgets.HTML(vocabulary_note(known_words(model), learned_families(model)))
         self.warning = widgets.HTML()
         self.method_note = widgets.HTML()
         self.summary = widgets.HTML()

@@ -3,7 +3,7 @@ import pytest
 
 from rclib.examples import EXAMPLE_METHODS, Example
 from rclib.methods import METHODS
-from rclib.widgets import LABEL_WIDTH, OPTION_CONTROLS, READOUT_WIDTH, Explorer, answers_html
+from rclib.widgets import LABEL_WIDTH, OPTION_CONTROLS, READOUT_WIDTH, Explorer, answers_html, vocabulary_note
 
 N_TOKENS = 64  # the tiny model's visual tokens (tests/conftest.py)
 
@@ -146,3 +146,10 @@ def test_answers_html_escapes_and_judges():
     table = answers_html("<b>?", {"all tokens": ("red", 576), "rc": ("<i>blue", 58)}, 576, "red", meaningful=True)
     assert "&lt;b&gt;?" in table and "&lt;i&gt;blue" in table and "<b>?" not in table
     assert table.count("<td") == 8 and ">yes<" in table and ">no<" in table and "58 of 576" in table
+
+
+def test_the_vocabulary_note_names_the_families_a_model_did_not_learn():
+    assert "not learned" not in vocabulary_note(["red", "circle"])
+    note = vocabulary_note(["red", "circle"], ("attribute", "existence"))
+    assert "It answers attribute and existence questions" in note and "glyph, position, choice: not learned" in note
+    assert vocabulary_note(None, ("attribute",)) == "", "an open vocabulary (a real checkpoint) gets no note"
