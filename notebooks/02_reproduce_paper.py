@@ -127,7 +127,7 @@ viz.accuracy_vs_tokens(rows, ("accuracy", "evidence_recall", "evidence_kept"),
 # %%
 table = pd.DataFrame(rows)
 display(table.pivot_table(index="method", columns="budget", values=["accuracy", "evidence_kept"], sort=False)
-        .round(2).fillna(""))  # blank: a budget the method does not take
+        .style.format("{:.2f}", na_rep=""))  # blank: a budget the method does not take
 tight = budgets[1] if len(budgets) > 1 else ADAPTIVE
 blending = [m for m, recall in table[table.method != "full"].groupby("method", sort=False).evidence_recall.min().items()
             if recall == 1.0]

@@ -71,7 +71,7 @@ viz.accuracy_vs_tokens(rows, ("accuracy", "evidence_kept"),
 # %%
 table = pd.DataFrame(rows)
 display(table.pivot_table(index="method", columns="budget", values=["accuracy", "evidence_kept"], sort=False)
-        .round(2).fillna(""))  # blank: a budget the method does not take
+        .style.format("{:.2f}", na_rep=""))  # blank: a budget the method does not take
 tight = budgets[1] if len(budgets) > 1 else ADAPTIVE
 caveat = accuracy_caveat(model, [s.question for s in sample_vqa(BenchConfig.seed, N_BENCH, families=families)])
 full_accuracy = table.loc[table.method == "full", "accuracy"].iloc[0]
