@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -73,7 +74,15 @@ def command(config: GridConfig, method: str, budget: str, include_path: Path | N
     if config.processes == 1:
         return [sys.executable, *lmms_eval]
     return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(config.processes),
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *lmms_eval]
+            "--num_machines", "1", "--main_process_port", str(free_port()),  # not the fixed 29500: runs side by side
+            "--mixed_precision", "no", "--dynamo_backend", "no", *lmms_eval]
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now (for the processes' rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def launch_env(config: GridConfig) -> dict[str, str]:

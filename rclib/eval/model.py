@@ -177,9 +177,18 @@ class RclibModel(lmms):
         self.cache_folder.mkdir(parents=True, exist_ok=True)
         datasets = {task: "|".join(getattr(split, "_fingerprint", "") for split in splits.values())
                     for task, splits in self.task_dict.items()}  # a regenerated dataset invalidates its answers
-        return ResponseCache(db_path=str(self.cache_folder / "responses.db"),
-                             audit_path=str(self.cache_folder / f"rank{self.rank}.audit.jsonl"),
-                             model_fingerprint=self.fingerprint, task_fingerprints=datasets)
+
+        def opened() -> ResponseCache:
+            return ResponseCache(db_path=str(self.cache_folder / "responses.db"),
+                                 audit_path=str(self.cache_folder / f"rank{self.rank}.audit.jsonl"),
+                                 model_fingerprint=self.fingerprint, task_fingerprints=datasets)
+
+        if self._world_size == 1:
+            return opened()
+        # The first open sets the SQLite file up (WAL journal); processes doing it at once find it locked.
+        cache = opened() if self.rank == 0 else None
+        self.accelerator.wait_for_everyone()
+        return cache or opened()
 
     def generate_until(self, requests: list) -> list[str]:
         """Greedy answers, batch by batch; with ``cache``, each batch is stored as soon as it is answered."""

@@ -44,7 +44,7 @@ def save(page) -> None:
     page.click(f"{CURRENT} .jp-Notebook-ExecutionIndicator")  # focus the notebook, not a cell's editor
     page.keyboard.press("Control+s")
     page.wait_for_function("() => !document.querySelector('.lm-TabBar-tab.jp-mod-current.jp-mod-dirty')",
-                           timeout=30_000)
+                           timeout=120_000)  # a save waits for the kernel's busy moments on 2 cores
 
 
 def screenshot_notebook(page, path) -> None:

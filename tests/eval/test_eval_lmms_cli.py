@@ -78,6 +78,8 @@ def test_two_cpu_processes_score_like_one(lmms_env, shapes_tasks, one_process, t
     done = subprocess.run(command(config, "rc", "adaptive", shapes_tasks), env={**lmms_env, **launch_env(config)},
                           capture_output=True, text=True, timeout=900)  # rclib eval's cell: accelerate launch
     assert done.returncode == 0, done.stderr[-3000:]
+    assert list((tmp_path / "rc_adaptive").rglob("*_results.json")), f"no results (lmms-eval exits 0 on errors):\n" \
+        f"{done.stderr[-3000:]}"
     two = results_in(tmp_path / "rc_adaptive")
     assert family_scores(two) == family_scores(one_process["rc"])
     assert two["throughput"]["avg_visual_tokens"] == pytest.approx(one_process["rc"]["throughput"]["avg_visual_tokens"])
