@@ -123,16 +123,18 @@ def cmd_answer(args) -> None:
 def cmd_demo(args) -> None:
     """RC against all tokens on the example scenes and photographs; on a model that cannot answer about an example
     (the embedded one on a photograph) its figures are written and its outputs are labelled as no answers."""
-    from rclib.examples import caveats, examples_for_model, family_accuracy, known_words, learned_families
+    from rclib.examples import caveats, examples_for_model, known_words, learned_families
+    from rclib.shapes.world import FAMILIES
 
     model = load_model(args)
     print(f"model {model.name} with text tower {model.text_encoder_name}; method {args.method}")
     words = known_words(model)
     if words is not None:
         print(f"this model reads only these {len(words)} words and knows only ShapesWorld scenes: {' '.join(words)}")
-        untrained = [f for f in family_accuracy(model) if f not in learned_families(model)]
+        learned = learned_families(model)
+        untrained = [f for f in FAMILIES if f not in learned]
         if untrained:
-            print(f"it answers {' and '.join(learned_families(model))} questions; it did not learn {', '.join(untrained)} "
+            print(f"it answers {' and '.join(learned)} questions; it did not learn {', '.join(untrained)} "
                   "(see data/models/README.md)")
     print()
     for i, example in enumerate(examples_for_model(args.model, n_scenes=3)):
