@@ -150,13 +150,17 @@ def cmd_demo(args) -> None:
     print(f"\nwrote result.json and figures for each example under {args.out}/")
 
 
-def table_lines(rows: list[dict]) -> list[str]:
-    """Bench rows as a fixed-width text table: every metric column the rows have, in their order."""
+def table_lines(rows: list[dict], markdown: bool = False) -> list[str]:
+    """Bench rows as a table, every metric column the rows have in their order: fixed-width text, or
+    Markdown (`results.md`, the form benchmarks/results/ keeps)."""
     columns = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in ("method", "budget", "n")]
-    head = f"{'method':<12} {'budget':>8} " + " ".join(f"{c.removeprefix('accuracy_'):>9.9}" for c in columns)
-    cells = [f"{r['method']:<12} {r['budget']!s:>8} " + " ".join(
-        f"{r[c]:9.3f}" if c in r else f"{'-':>9}" for c in columns) for r in rows]
-    return [head, *cells]
+    names = ["method", "budget", *(c.removeprefix("accuracy_") for c in columns)]
+    cells = [[r["method"], str(r["budget"]), *(f"{r[c]:.3f}" if c in r else "-" for c in columns)] for r in rows]
+    if markdown:
+        return ["| " + " | ".join(names) + " |", "|" + "---|" * len(names), *("| " + " | ".join(c) + " |" for c in cells)]
+    widths = [-12, 8, *[9] * len(columns)]  # negative: left-aligned
+    return [" ".join(f"{v[:abs(w)]:{'<' if w < 0 else '>'}{abs(w)}}" for v, w in zip(line, widths))
+            for line in (names, *cells)]
 
 
 def cmd_bench(args) -> None:
@@ -175,9 +179,10 @@ def cmd_bench(args) -> None:
             writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
             writer.writeheader()
             writer.writerows(rows)
+        (folder / "results.md").write_text("\n".join(table_lines(rows, markdown=True)) + "\n")
         viz.accuracy_vs_tokens(rows).savefig(folder / "accuracy_vs_tokens.png", dpi=110, bbox_inches="tight")
     print("\n".join(table_lines(rows)))
-    print(f"wrote {out}/results.json, results.csv, config.json, accuracy_vs_tokens.png")
+    print(f"wrote {out}/results.json, results.csv, results.md, config.json, accuracy_vs_tokens.png")
 
 
 def cmd_methods(args) -> None:

@@ -56,6 +56,9 @@ def test_bench_writes_rows_for_every_run(tmp_path, tiny_args):
     assert fastervlm8["mean_tokens"] == 8 and fastervlm8["evidence_recall"] == fastervlm8["evidence_kept"]
     assert rc8["mean_tokens"] <= 8
     assert (out / "results.csv").exists() and (out / "accuracy_vs_tokens.png").exists()
+    table = (out / "results.md").read_text().splitlines()
+    assert len(table) == 2 + len(rows) and table[0].startswith("| method | budget | mean_tokens | accuracy |")
+    assert table[4].startswith(f"| rc | 8 | {rc8['mean_tokens']:.3f} | {rc8['accuracy']:.3f} |")
 
 
 def test_bench_refuses_bad_numbers_before_loading(tmp_path, capsys):
