@@ -13,9 +13,11 @@ out first), so a run always ends and saves:
    caption InfoNCE;
 3. llava: vision tower frozen (identical in both models), (a) the projector learns to map object
    patches onto their colour / shape / digit word embeddings, then (b) the projector and the
-   Llama learn multi-turn VQA conversations (loss on the answer words and EOS), with a grounding loss
-   that pulls one attention head of one LM layer, at each named object's last word, onto that
-   object's image tokens (computed from the layer's own q / k projections: no attention switch).
+   Llama learn multi-turn VQA conversations (loss on the answer words and EOS), with attention
+   targets for the hops an answer takes (`grounding_losses`: a name's words onto the named object's
+   image tokens and onto its digit patches, the answer position onto the names and a position
+   question's relation word, each option of a choice question onto its letter; computed from the
+   layers' own q / k projections: no attention switch).
 Held-out scenes (seed EVAL_SEED) measure every stage; the best LLaVA checkpoint is shipped, then
 `rclib.shapes.evaluate.measure` writes metrics.json through the real loading and generation path.
 """
@@ -102,6 +104,11 @@ class TrainConfig:
     word_layer: int = 0  # LM layer whose head 0 is pulled onto every object sharing the name's last word and
     # whose head 1 onto the name's first word ("red" of "red circle"), so layer 1 can join the two
     answer_layer: int = 2  # LM layer whose head k, at the answer position, is pulled onto the k-th name's last word
+    # (k = 0, 1) and whose head 2 onto a position question's relation word
+    # the word layer's head 2 pulls each option word of a choice question onto its letter, the grounding
+    # layer's head 1 a name's last word onto that object's digit patches. Tried and dropped (each slowed
+    # every family down, attribute at 0.10-0.25 after 1,650-1,950 steps instead of 0.95): pulling the
+    # answer position onto the chosen option, and linear probes reading the named objects' centres.
     clip_from: str | None = None  # a saved CLIPModel folder: skip stages 1-2 and start from it
     warmup_share: float = 0.05  # linear warmup share of every stage, then cosine decay to 0
     eval_every: int = 150  # LLaVA steps between held-out checks and checkpoints
@@ -375,13 +382,13 @@ def grounding_loss(attention: torch.Tensor, image_start: torch.Tensor, masks: to
     B, Q, _ = attention.shape
     image_pos = (image_start[:, None, None] + torch.arange(NUM_PATCHES)).expand(B, Q, NUM_PATCHES)
     mass = (attention.gather(2, image_pos) * masks).sum(-1)  # (B, Q)
-    return -(mass[valid] + 1e-6).log().mean()
+    return -(mass[valid] + 1e-6).log().mean() if valid.any() else attention.new_zeros(())
 
 
-def previous_word_loss(attention: torch.Tensor, previous_pos: torch.Tensor) -> torch.Tensor:
-    """-log of the attention (B, Q, L) each query puts on its previous_pos (B, Q), over those >= 0."""
-    valid = previous_pos >= 0
-    picked = attention.gather(2, previous_pos.clamp(min=0)[..., None]).squeeze(-1)
+def onto_position_loss(attention: torch.Tensor, target_pos: torch.Tensor) -> torch.Tensor:
+    """-log of the attention (B, Q, L) each query puts on its target position (B, Q), over those >= 0."""
+    valid = target_pos >= 0
+    picked = attention.gather(2, target_pos.clamp(min=0)[..., None]).squeeze(-1)
     return -(picked[valid] + 1e-6).log().mean() if valid.any() else attention.new_zeros(())
 
 
@@ -407,9 +414,12 @@ def lm_forward(llava, conv, features: torch.Tensor, caught_layers: tuple[int, ..
 
 
 def grounding_losses(reads: dict, conv, cfg: TrainConfig) -> torch.Tensor:
-    """Word layer: head 0 at each name's last word onto every object sharing that word, head 1 onto the
-    name's first word; grounding layer: head 0 at the last word onto the named object; answer layer:
-    head k at each answer position onto the k-th name's last word (the hop that reads what was found)."""
+    """Attention targets, each one hop of the answer (-log of the attention mass on the target):
+    word layer: head 0 at each name's last word onto every object sharing that word, head 1 onto the
+    name's first word, head 2 at each option word of a choice question onto its letter;
+    grounding layer: head 0 at the last word onto the named object, head 1 onto its digit patches;
+    answer layer: head k at each answer position onto the k-th name's last word, head 2 onto a position
+    question's relation word."""
     query = conv.name_pos.flatten(1)  # (B, Q)
     valid = query >= 0
 
@@ -418,12 +428,17 @@ def grounding_losses(reads: dict, conv, cfg: TrainConfig) -> torch.Tensor:
         return head_attention(module, hidden, position_embeddings, at, conv.attention_mask, head)
 
     word_objects = grounding_loss(attention(cfg.word_layer, 0, query), conv.image_start, conv.coarse.flatten(1, 2), valid)
-    first_word = previous_word_loss(attention(cfg.word_layer, 1, query), conv.previous_pos.flatten(1))
+    first_word = onto_position_loss(attention(cfg.word_layer, 1, query), conv.previous_pos.flatten(1))
+    options = conv.option_pos.flatten(1)  # (B, T * letters)
+    option_letter = onto_position_loss(attention(cfg.word_layer, 2, options), conv.letter_pos.flatten(1))
     named_object = grounding_loss(attention(cfg.grounding_layer, 0, query), conv.image_start, conv.named.flatten(1, 2), valid)
+    glyph = conv.glyph.flatten(1, 2)  # (B, Q, P)
+    digit = grounding_loss(attention(cfg.grounding_layer, 1, query), conv.image_start, glyph, valid & glyph.any(-1))
     answer_pos = conv.target_pos[:, 0::2]  # (B, T) positions that predict each answer
-    to_names = sum(previous_word_loss(attention(cfg.answer_layer, k, answer_pos), conv.name_pos[..., k])
+    to_names = sum(onto_position_loss(attention(cfg.answer_layer, k, answer_pos), conv.name_pos[..., k])
                    for k in range(conv.name_pos.shape[-1]))
-    return word_objects + first_word + named_object + to_names
+    relation = onto_position_loss(attention(cfg.answer_layer, 2, answer_pos), conv.relation_pos)
+    return word_objects + first_word + option_letter + named_object + digit + to_names + relation
 
 
 @torch.no_grad()
