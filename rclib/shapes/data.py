@@ -52,6 +52,7 @@ class SceneBank:
     q_coarse: torch.Tensor  # (Q, MAX_NAMED, P) bool, patches of every object sharing the name's last word
     q_two_words: torch.Tensor  # (Q, MAX_NAMED) bool, the name is "{colour} {shape}" (its last word follows a colour)
     q_glyph: torch.Tensor  # (Q, MAX_NAMED, P) bool, patches the named object's digit is drawn in (none: empty)
+    q_digit: torch.Tensor  # (Q, MAX_NAMED) int64, index in DIGITS of the named object's digit, -1 = none
 
     def __len__(self) -> int:
         return len(self.images)
@@ -87,18 +88,20 @@ def _scene_rows(args: tuple[int, int, int, WorldConfig]):
         coarse = np.zeros((MAX_NAMED, NUM_PATCHES), dtype=bool)
         two_words = np.zeros(MAX_NAMED, dtype=bool)
         glyph = np.zeros((MAX_NAMED, NUM_PATCHES), dtype=bool)
+        digit = np.full(MAX_NAMED, -1, dtype=np.int64)
         for k, (end, mask) in enumerate(s.named):
             ends[k], named[k] = end, patch_mask(mask, config.patch_cover).reshape(-1)
             obj = next(o for o in scene.objects if o.pixel_mask is mask)
             if obj.digit is not None:
                 glyph[k] = patch_mask(obj.glyph_mask, cover=1e-9).reshape(-1)
+                digit[k] = DIGITS.index(obj.digit)
             for obj in scene.objects:
                 if words[end] in (obj.color, obj.shape):
                     coarse[k] |= patch_mask(obj.pixel_mask, config.patch_cover).reshape(-1)
             two_words[k] = words[end - 1] in COLORS
         target = patch_mask(s.target_pixel_mask, config.patch_cover).reshape(-1)
         questions.append((s.question, s.answer, FAMILIES.index(s.family), target, ends, named, coarse, two_words,
-                          glyph))
+                          glyph, digit))
     return scene.image, scene_labels(scene), scene.caption, questions
 
 
@@ -125,6 +128,7 @@ def make_bank(seed: int, n: int, per_scene: int = 10, config: WorldConfig = Worl
         q_coarse=torch.from_numpy(np.stack([q[7] for q in q_rows])),
         q_two_words=torch.from_numpy(np.stack([q[8] for q in q_rows])),
         q_glyph=torch.from_numpy(np.stack([q[9] for q in q_rows])),
+        q_digit=torch.from_numpy(np.stack([q[10] for q in q_rows])),
     )
 
 
@@ -152,6 +156,7 @@ class Conversations:
     coarse: torch.Tensor  # (B, T, MAX_NAMED, P) bool, every object sharing the name's last word
     previous_pos: torch.Tensor  # (B, T, MAX_NAMED) int64, the name's first word when it has two, -1 = none
     glyph: torch.Tensor  # (B, T, MAX_NAMED, P) bool, the named object's digit patches (empty: no digit)
+    digit: torch.Tensor  # (B, T, MAX_NAMED) int64, index in DIGITS of the named object's digit, -1 = none
     relation_pos: torch.Tensor  # (B, T) int64, a position question's relation word ("left", "above", ...), -1 = none
     option_pos: torch.Tensor  # (B, T, len(LETTERS)) int64, a choice question's option words, -1 = none
     letter_pos: torch.Tensor  # (B, T, len(LETTERS)) int64, each option's letter, -1 = none
@@ -233,6 +238,7 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
         coarse=torch.zeros((B, T, MAX_NAMED, NUM_PATCHES), dtype=torch.bool),
         previous_pos=torch.full((B, T, MAX_NAMED), -1, dtype=torch.long),
         glyph=torch.zeros((B, T, MAX_NAMED, NUM_PATCHES), dtype=torch.bool),
+        digit=torch.full((B, T, MAX_NAMED), -1, dtype=torch.long),
         relation_pos=torch.full((B, T), -1, dtype=torch.long),
         option_pos=torch.full((B, T, len(LETTERS)), -1, dtype=torch.long),
         letter_pos=torch.full((B, T, len(LETTERS)), -1, dtype=torch.long),
@@ -252,6 +258,7 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
         two_words = bank.q_two_words[torch.tensor(rows)] & (out.name_pos[b, : len(rows)] >= 0)
         out.previous_pos[b, : len(rows)] = torch.where(two_words, out.name_pos[b, : len(rows)] - 1, -1)
         out.glyph[b, : len(rows)] = bank.q_glyph[torch.tensor(rows)]
+        out.digit[b, : len(rows)] = bank.q_digit[torch.tensor(rows)]
         slot = torch.stack(slots)  # (t, 1 + 2n): relation, n letters, n options
         slot = torch.where(slot >= 0, slot + pad, -1)
         out.relation_pos[b, : len(rows)] = slot[:, 0]

@@ -145,5 +145,6 @@ def test_slots_point_at_relation_options_letters_and_the_digit(setup):
             assert bank.q_answer[r] in LETTERS
         assert not (conv.glyph[0, t] & ~conv.named[0, t]).any(), "digit patches lie on the named object"
         if family == "glyph":
-            assert int(conv.glyph[0, t, 0].sum()) == 4 and bank.q_answer[r] in DIGITS
+            assert int(conv.glyph[0, t, 0].sum()) == 4 and DIGITS[int(conv.digit[0, t, 0])] == bank.q_answer[r]
+        assert ((conv.digit[0, t] >= 0) == conv.glyph[0, t].any(-1)).all(), "a digit exactly where there are digit patches"
     assert families == set(FAMILIES)
