@@ -32,8 +32,9 @@ from rclib.shapes.world import (
 )
 
 MAX_NAMED = 2  # named objects per question (position names two)
+OBJECT_WORDS: dict[str, tuple[str, ...]] = {"color": tuple(COLORS), "shape": SHAPES, "digit": DIGITS}  # an object's words
 # per-patch label sets of the vision tower's dense heads; each has a last "none" class
-LABELS: dict[str, int] = {"color": len(COLORS) + 1, "shape": len(SHAPES) + 1, "digit": len(DIGITS) + 1}
+LABELS: dict[str, int] = {name: len(words) + 1 for name, words in OBJECT_WORDS.items()}
 
 
 @dataclass
@@ -52,7 +53,8 @@ class SceneBank:
     q_coarse: torch.Tensor  # (Q, MAX_NAMED, P) bool, patches of every object sharing the name's last word
     q_two_words: torch.Tensor  # (Q, MAX_NAMED) bool, the name is "{colour} {shape}" (its last word follows a colour)
     q_glyph: torch.Tensor  # (Q, MAX_NAMED, P) bool, patches the named object's digit is drawn in (none: empty)
-    q_digit: torch.Tensor  # (Q, MAX_NAMED) int64, index in DIGITS of the named object's digit, -1 = none
+    q_object_words: torch.Tensor  # (Q, MAX_NAMED, 3) int64, the named object's index in COLORS, SHAPES, DIGITS
+    # (OBJECT_WORDS order), -1 = no such object / no digit
 
     def __len__(self) -> int:
         return len(self.images)
@@ -88,20 +90,21 @@ def _scene_rows(args: tuple[int, int, int, WorldConfig]):
         coarse = np.zeros((MAX_NAMED, NUM_PATCHES), dtype=bool)
         two_words = np.zeros(MAX_NAMED, dtype=bool)
         glyph = np.zeros((MAX_NAMED, NUM_PATCHES), dtype=bool)
-        digit = np.full(MAX_NAMED, -1, dtype=np.int64)
+        object_words = np.full((MAX_NAMED, len(OBJECT_WORDS)), -1, dtype=np.int64)
         for k, (end, mask) in enumerate(s.named):
             ends[k], named[k] = end, patch_mask(mask, config.patch_cover).reshape(-1)
             obj = next(o for o in scene.objects if o.pixel_mask is mask)
+            object_words[k] = [words.index(w) if w is not None else -1
+                               for words, w in zip(OBJECT_WORDS.values(), (obj.color, obj.shape, obj.digit))]
             if obj.digit is not None:
                 glyph[k] = patch_mask(obj.glyph_mask, cover=1e-9).reshape(-1)
-                digit[k] = DIGITS.index(obj.digit)
             for obj in scene.objects:
                 if words[end] in (obj.color, obj.shape):
                     coarse[k] |= patch_mask(obj.pixel_mask, config.patch_cover).reshape(-1)
             two_words[k] = words[end - 1] in COLORS
         target = patch_mask(s.target_pixel_mask, config.patch_cover).reshape(-1)
         questions.append((s.question, s.answer, FAMILIES.index(s.family), target, ends, named, coarse, two_words,
-                          glyph, digit))
+                          glyph, object_words))
     return scene.image, scene_labels(scene), scene.caption, questions
 
 
@@ -128,7 +131,7 @@ def make_bank(seed: int, n: int, per_scene: int = 10, config: WorldConfig = Worl
         q_coarse=torch.from_numpy(np.stack([q[7] for q in q_rows])),
         q_two_words=torch.from_numpy(np.stack([q[8] for q in q_rows])),
         q_glyph=torch.from_numpy(np.stack([q[9] for q in q_rows])),
-        q_digit=torch.from_numpy(np.stack([q[10] for q in q_rows])),
+        q_object_words=torch.from_numpy(np.stack([q[10] for q in q_rows])),
     )
 
 
@@ -156,7 +159,7 @@ class Conversations:
     coarse: torch.Tensor  # (B, T, MAX_NAMED, P) bool, every object sharing the name's last word
     previous_pos: torch.Tensor  # (B, T, MAX_NAMED) int64, the name's first word when it has two, -1 = none
     glyph: torch.Tensor  # (B, T, MAX_NAMED, P) bool, the named object's digit patches (empty: no digit)
-    digit: torch.Tensor  # (B, T, MAX_NAMED) int64, index in DIGITS of the named object's digit, -1 = none
+    object_words: torch.Tensor  # (B, T, MAX_NAMED, 3) int64, see SceneBank.q_object_words
     relation_pos: torch.Tensor  # (B, T) int64, a position question's relation word ("left", "above", ...), -1 = none
     option_pos: torch.Tensor  # (B, T, len(LETTERS)) int64, a choice question's option words, -1 = none
     letter_pos: torch.Tensor  # (B, T, len(LETTERS)) int64, each option's letter, -1 = none
@@ -238,7 +241,7 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
         coarse=torch.zeros((B, T, MAX_NAMED, NUM_PATCHES), dtype=torch.bool),
         previous_pos=torch.full((B, T, MAX_NAMED), -1, dtype=torch.long),
         glyph=torch.zeros((B, T, MAX_NAMED, NUM_PATCHES), dtype=torch.bool),
-        digit=torch.full((B, T, MAX_NAMED), -1, dtype=torch.long),
+        object_words=torch.full((B, T, MAX_NAMED, len(OBJECT_WORDS)), -1, dtype=torch.long),
         relation_pos=torch.full((B, T), -1, dtype=torch.long),
         option_pos=torch.full((B, T, len(LETTERS)), -1, dtype=torch.long),
         letter_pos=torch.full((B, T, len(LETTERS)), -1, dtype=torch.long),
@@ -258,7 +261,7 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
         two_words = bank.q_two_words[torch.tensor(rows)] & (out.name_pos[b, : len(rows)] >= 0)
         out.previous_pos[b, : len(rows)] = torch.where(two_words, out.name_pos[b, : len(rows)] - 1, -1)
         out.glyph[b, : len(rows)] = bank.q_glyph[torch.tensor(rows)]
-        out.digit[b, : len(rows)] = bank.q_digit[torch.tensor(rows)]
+        out.object_words[b, : len(rows)] = bank.q_object_words[torch.tensor(rows)]
         slot = torch.stack(slots)  # (t, 1 + 2n): relation, n letters, n options
         slot = torch.where(slot >= 0, slot + pad, -1)
         out.relation_pos[b, : len(rows)] = slot[:, 0]

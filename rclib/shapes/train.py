@@ -52,6 +52,7 @@ from rclib.shapes.build import (
 )
 from rclib.shapes.data import (
     LABELS,
+    OBJECT_WORDS,
     PromptLayout,
     SceneBank,
     conversation_batch,
@@ -60,12 +61,9 @@ from rclib.shapes.data import (
 )
 from rclib.shapes.evaluate import EVAL_SEED, cls_concentration, measure
 from rclib.shapes.world import (
-    COLORS,
-    DIGITS,
     FAMILIES,
     GRID_SIZE,
     NUM_PATCHES,
-    SHAPES,
     WorldConfig,
 )
 
@@ -111,7 +109,7 @@ class TrainConfig:
     # answer position onto the chosen option, and linear probes reading the named objects' centres.
     lens_weight: float = 1.0  # logit-lens loss on the value path: lm_head on the hidden state at a name's last word
     # after the grounding layer, and at the answer position after the answer layer, must score the named
-    # object's digit (warm-started from a run without it, glyph went from 0.10 to 0.42 in 900 steps)
+    # object's colour, shape and digit (the digit alone took glyph to 0.88 but held attribute at 0.2)
     clip_from: str | None = None  # a saved CLIPModel folder: skip stages 1-2 and start from it
     warmup_share: float = 0.05  # linear warmup share of every stage, then cosine decay to 0
     eval_every: int = 150  # LLaVA steps between held-out checks and checkpoints
@@ -336,9 +334,8 @@ def train_text(clip, tower: TransformersTextTower, bank: SceneBank, features: di
 def word_targets(tokenizer, bank: SceneBank, idx: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """(B, P, V) multi-hot: each object patch's colour and shape words, each glyph patch's digit."""
     target = torch.zeros(len(idx), NUM_PATCHES, vocab_size)
-    words = {"color": list(COLORS), "shape": list(SHAPES), "digit": list(DIGITS)}
-    for name, names in words.items():
-        ids = torch.tensor(tokenizer.convert_tokens_to_ids(names))
+    for name, names in OBJECT_WORDS.items():
+        ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(names)))
         labels = bank.patch_labels[name][idx]  # (B, P)
         on = labels < len(names)
         b, p = torch.nonzero(on, as_tuple=True)
@@ -444,18 +441,21 @@ def grounding_losses(reads: dict, conv, cfg: TrainConfig) -> torch.Tensor:
     return word_objects + first_word + option_letter + named_object + digit + to_names + relation
 
 
-def lens_loss(llava, reads: dict, conv, cfg: TrainConfig, digit_ids: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of lm_head over the digit words on the hidden state entering the layer after the
-    grounding layer at each name's last word (that name's object) and entering the layer after the answer
-    layer at each answer position (the first named object), where that object carries a digit."""
+def lens_loss(llava, reads: dict, conv, cfg: TrainConfig, word_ids: list[torch.Tensor]) -> torch.Tensor:
+    """Logit lens on the value path: lm_head on the hidden state entering the layer after the grounding
+    layer at each name's last word, and entering the layer after the answer layer at each answer position
+    (for the first named object), must score that object's colour among the colours, its shape among the
+    shapes and its digit among the digits (cross-entropy each; word_ids in OBJECT_WORDS order)."""
     loss = conv.name_pos.new_zeros((), dtype=torch.float)
-    for layer, at, digit in ((cfg.grounding_layer, conv.name_pos.flatten(1), conv.digit.flatten(1)),
-                             (cfg.answer_layer, conv.target_pos[:, 0::2], conv.digit[..., 0])):
+    for layer, at, words in ((cfg.grounding_layer, conv.name_pos.flatten(1), conv.object_words.flatten(1, 2)),
+                             (cfg.answer_layer, conv.target_pos[:, 0::2], conv.object_words[:, :, 0])):
         hidden = reads[layer + 1][1]  # (B, L, D) after that layer, normalised as the next layer reads it
         picked = hidden.gather(1, at.clamp(min=0)[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, Q, D)
-        valid = (at >= 0) & (digit >= 0)
-        if valid.any():
-            loss = loss + F.cross_entropy(llava.lm_head(picked[valid])[:, digit_ids], digit[valid])
+        for kind, ids in enumerate(word_ids):
+            target = words[..., kind]  # (B, Q)
+            valid = (at >= 0) & (target >= 0)
+            if valid.any():
+                loss = loss + F.cross_entropy(llava.lm_head(picked[valid])[:, ids], target[valid])
     return loss
 
 
@@ -489,7 +489,7 @@ def train_llava(llava, layout: PromptLayout, bank: SceneBank, features: torch.Te
     caught = (cfg.word_layer, cfg.grounding_layer, cfg.answer_layer) if cfg.grounding_weight > 0 else ()
     if cfg.lens_weight > 0:
         caught = tuple(sorted(set(caught) | {cfg.grounding_layer + 1, cfg.answer_layer + 1}))
-    digit_ids = torch.tensor(layout.tokenizer.convert_tokens_to_ids(list(DIGITS)))
+    word_ids = [torch.tensor(layout.tokenizer.convert_tokens_to_ids(list(words))) for words in OBJECT_WORDS.values()]
     llava.train()
     while not stage.done:
         scenes = torch.randint(len(bank), (cfg.llava_batch,), generator=generator)
@@ -504,7 +504,7 @@ def train_llava(llava, layout: PromptLayout, bank: SceneBank, features: torch.Te
         if cfg.grounding_weight > 0:
             loss = loss + cfg.grounding_weight * grounding_losses(reads, conv, cfg)
         if cfg.lens_weight > 0:
-            loss = loss + cfg.lens_weight * lens_loss(llava, reads, conv, cfg, digit_ids)
+            loss = loss + cfg.lens_weight * lens_loss(llava, reads, conv, cfg, word_ids)
         stage.update(loss, params)
         if stage.step % cfg.eval_every == 0 or stage.done:
             llava.eval()

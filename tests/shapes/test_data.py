@@ -121,9 +121,10 @@ def test_coarse_masks_hold_the_named_object_and_first_words_are_colours(setup):
             assert tokens[position] in COLORS
 
 
-def test_slots_point_at_relation_options_letters_and_the_digit(setup):
+def test_slots_point_at_relation_options_letters_and_object_words(setup):
     """One question of each family in one conversation: each slot names the word (or patches) it claims."""
-    from rclib.shapes.world import COLORS, DIGITS, FAMILIES, LETTERS, RELATIONS
+    from rclib.shapes.data import OBJECT_WORDS
+    from rclib.shapes.world import COLORS, DIGITS, FAMILIES, LETTERS, RELATIONS, SHAPES
 
     _, processor, bank, layout = setup
     rows = list(range(5))  # one question of each family (round-robin)
@@ -145,6 +146,14 @@ def test_slots_point_at_relation_options_letters_and_the_digit(setup):
             assert bank.q_answer[r] in LETTERS
         assert not (conv.glyph[0, t] & ~conv.named[0, t]).any(), "digit patches lie on the named object"
         if family == "glyph":
-            assert int(conv.glyph[0, t, 0].sum()) == 4 and DIGITS[int(conv.digit[0, t, 0])] == bank.q_answer[r]
-        assert ((conv.digit[0, t] >= 0) == conv.glyph[0, t].any(-1)).all(), "a digit exactly where there are digit patches"
+            assert int(conv.glyph[0, t, 0].sum()) == 4 and DIGITS[int(conv.object_words[0, t, 0, 2])] == bank.q_answer[r]
+        if family == "attribute":
+            assert bank.q_answer[r] in [words[int(i)] for words, i in zip(OBJECT_WORDS.values(), conv.object_words[0, t, 0, :2])]
+        digit = conv.object_words[0, t, :, 2]
+        assert ((digit >= 0) == conv.glyph[0, t].any(-1)).all(), "a digit exactly where there are digit patches"
+        for k, position in enumerate(conv.name_pos[0, t].tolist()):
+            color, shape = conv.object_words[0, t, k, :2].tolist()
+            assert (position >= 0) == (color >= 0) == (shape >= 0), "words exactly for the named objects"
+            if position >= 0:
+                assert tokens[position] in (list(COLORS)[color], SHAPES[shape]), "the name's last word is the object's"
     assert families == set(FAMILIES)
