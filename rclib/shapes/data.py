@@ -20,7 +20,9 @@ from rclib.shapes.world import (
     COLORS,
     DIGITS,
     FAMILIES,
+    LETTERS,
     NUM_PATCHES,
+    RELATIONS,
     SHAPES,
     Scene,
     WorldConfig,
@@ -30,8 +32,9 @@ from rclib.shapes.world import (
 )
 
 MAX_NAMED = 2  # named objects per question (position names two)
+OBJECT_WORDS: dict[str, tuple[str, ...]] = {"color": tuple(COLORS), "shape": SHAPES, "digit": DIGITS}  # an object's words
 # per-patch label sets of the vision tower's dense heads; each has a last "none" class
-LABELS: dict[str, int] = {"color": len(COLORS) + 1, "shape": len(SHAPES) + 1, "digit": len(DIGITS) + 1}
+LABELS: dict[str, int] = {name: len(words) + 1 for name, words in OBJECT_WORDS.items()}
 
 
 @dataclass
@@ -49,6 +52,9 @@ class SceneBank:
     q_named: torch.Tensor  # (Q, MAX_NAMED, P) bool, each named object's patches
     q_coarse: torch.Tensor  # (Q, MAX_NAMED, P) bool, patches of every object sharing the name's last word
     q_two_words: torch.Tensor  # (Q, MAX_NAMED) bool, the name is "{colour} {shape}" (its last word follows a colour)
+    q_glyph: torch.Tensor  # (Q, MAX_NAMED, P) bool, patches the named object's digit is drawn in (none: empty)
+    q_object_words: torch.Tensor  # (Q, MAX_NAMED, 3) int64, the named object's index in COLORS, SHAPES, DIGITS
+    # (OBJECT_WORDS order), -1 = no such object / no digit
 
     def __len__(self) -> int:
         return len(self.images)
@@ -83,14 +89,22 @@ def _scene_rows(args: tuple[int, int, int, WorldConfig]):
         named = np.zeros((MAX_NAMED, NUM_PATCHES), dtype=bool)
         coarse = np.zeros((MAX_NAMED, NUM_PATCHES), dtype=bool)
         two_words = np.zeros(MAX_NAMED, dtype=bool)
+        glyph = np.zeros((MAX_NAMED, NUM_PATCHES), dtype=bool)
+        object_words = np.full((MAX_NAMED, len(OBJECT_WORDS)), -1, dtype=np.int64)
         for k, (end, mask) in enumerate(s.named):
             ends[k], named[k] = end, patch_mask(mask, config.patch_cover).reshape(-1)
+            obj = next(o for o in scene.objects if o.pixel_mask is mask)
+            object_words[k] = [words.index(w) if w is not None else -1
+                               for words, w in zip(OBJECT_WORDS.values(), (obj.color, obj.shape, obj.digit))]
+            if obj.digit is not None:
+                glyph[k] = patch_mask(obj.glyph_mask, cover=1e-9).reshape(-1)
             for obj in scene.objects:
                 if words[end] in (obj.color, obj.shape):
                     coarse[k] |= patch_mask(obj.pixel_mask, config.patch_cover).reshape(-1)
             two_words[k] = words[end - 1] in COLORS
         target = patch_mask(s.target_pixel_mask, config.patch_cover).reshape(-1)
-        questions.append((s.question, s.answer, FAMILIES.index(s.family), target, ends, named, coarse, two_words))
+        questions.append((s.question, s.answer, FAMILIES.index(s.family), target, ends, named, coarse, two_words,
+                          glyph, object_words))
     return scene.image, scene_labels(scene), scene.caption, questions
 
 
@@ -116,6 +130,8 @@ def make_bank(seed: int, n: int, per_scene: int = 10, config: WorldConfig = Worl
         q_named=torch.from_numpy(np.stack([q[6] for q in q_rows])),
         q_coarse=torch.from_numpy(np.stack([q[7] for q in q_rows])),
         q_two_words=torch.from_numpy(np.stack([q[8] for q in q_rows])),
+        q_glyph=torch.from_numpy(np.stack([q[9] for q in q_rows])),
+        q_object_words=torch.from_numpy(np.stack([q[10] for q in q_rows])),
     )
 
 
@@ -142,6 +158,11 @@ class Conversations:
     named: torch.Tensor  # (B, T, MAX_NAMED, P) bool, each named object's patches
     coarse: torch.Tensor  # (B, T, MAX_NAMED, P) bool, every object sharing the name's last word
     previous_pos: torch.Tensor  # (B, T, MAX_NAMED) int64, the name's first word when it has two, -1 = none
+    glyph: torch.Tensor  # (B, T, MAX_NAMED, P) bool, the named object's digit patches (empty: no digit)
+    object_words: torch.Tensor  # (B, T, MAX_NAMED, 3) int64, see SceneBank.q_object_words
+    relation_pos: torch.Tensor  # (B, T) int64, a position question's relation word ("left", "above", ...), -1 = none
+    option_pos: torch.Tensor  # (B, T, len(LETTERS)) int64, a choice question's option words, -1 = none
+    letter_pos: torch.Tensor  # (B, T, len(LETTERS)) int64, each option's letter, -1 = none
 
     @property
     def position_ids(self) -> torch.Tensor:
@@ -172,24 +193,41 @@ class PromptLayout:
         return ids
 
 
+RELATION_WORDS = {relation.split()[0] for relation in RELATIONS}  # "left", "right", "above", "below"
+
+
+def question_slots(question: str) -> tuple[int, list[int], list[int]]:
+    """Word indices in `question` of its relation word and of its options' letters and words (choice:
+    "? a . red b . blue ..." after the "?"); -1 / [] where none."""
+    words = question.split()
+    end = words.index("?") if "?" in words else len(words)
+    relation = next((i for i, w in enumerate(words[:end]) if w in RELATION_WORDS), -1)
+    letters = [i for i in range(end + 1, len(words) - 2) if words[i] in LETTERS and words[i + 1] == "."]
+    return relation, letters, [i + 2 for i in letters]
+
+
 def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: list[list[int]]) -> Conversations:
     """One conversation per list of question rows (all about one scene), answers scored as word + EOS."""
     tokenizer = layout.tokenizer
     eos = tokenizer.eos_token_id
     built = []
     for rows in rows_per_scene:
-        ids, positions, expected, name_pos = [], [], [], []
+        ids, positions, expected, name_pos, slots = [], [], [], [], []
         for turn, r in enumerate(rows):
             ids += layout.first_prefix if turn == 0 else layout.follow_prefix
             question_start = len(ids)
             ids += layout.words(bank.q_text[r]) + layout.suffix
             ends = bank.q_name_end[r]
             name_pos.append(torch.where(ends >= 0, ends + question_start, -1))
+            relation, letters, options = question_slots(bank.q_text[r])
+            pad_options = [-1] * (len(LETTERS) - len(options))
+            slots.append(torch.tensor([relation] + letters + pad_options + options + pad_options))
+            slots[-1] = torch.where(slots[-1] >= 0, slots[-1] + question_start, -1)
             answer = layout.words(bank.q_answer[r])[0]
             positions += [len(ids) - 1, len(ids)]  # predict the answer, then EOS after it
             expected += [answer, eos]
             ids += [answer, eos]
-        built.append((ids, positions, expected, name_pos, rows))
+        built.append((ids, positions, expected, name_pos, rows, slots))
     B, L = len(built), max(len(b[0]) for b in built)
     T = max(len(b[4]) for b in built)
     out = Conversations(
@@ -202,8 +240,14 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
         named=torch.zeros((B, T, MAX_NAMED, NUM_PATCHES), dtype=torch.bool),
         coarse=torch.zeros((B, T, MAX_NAMED, NUM_PATCHES), dtype=torch.bool),
         previous_pos=torch.full((B, T, MAX_NAMED), -1, dtype=torch.long),
+        glyph=torch.zeros((B, T, MAX_NAMED, NUM_PATCHES), dtype=torch.bool),
+        object_words=torch.full((B, T, MAX_NAMED, len(OBJECT_WORDS)), -1, dtype=torch.long),
+        relation_pos=torch.full((B, T), -1, dtype=torch.long),
+        option_pos=torch.full((B, T, len(LETTERS)), -1, dtype=torch.long),
+        letter_pos=torch.full((B, T, len(LETTERS)), -1, dtype=torch.long),
     )
-    for b, (ids, positions, expected, name_pos, rows) in enumerate(built):
+    n = len(LETTERS)
+    for b, (ids, positions, expected, name_pos, rows, slots) in enumerate(built):
         pad = L - len(ids)  # left padding shifts every position of the row
         out.ids[b, pad:] = torch.tensor(ids)
         out.attention_mask[b, pad:] = 1
@@ -216,4 +260,11 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
         out.coarse[b, : len(rows)] = bank.q_coarse[torch.tensor(rows)]
         two_words = bank.q_two_words[torch.tensor(rows)] & (out.name_pos[b, : len(rows)] >= 0)
         out.previous_pos[b, : len(rows)] = torch.where(two_words, out.name_pos[b, : len(rows)] - 1, -1)
+        out.glyph[b, : len(rows)] = bank.q_glyph[torch.tensor(rows)]
+        out.object_words[b, : len(rows)] = bank.q_object_words[torch.tensor(rows)]
+        slot = torch.stack(slots)  # (t, 1 + 2n): relation, n letters, n options
+        slot = torch.where(slot >= 0, slot + pad, -1)
+        out.relation_pos[b, : len(rows)] = slot[:, 0]
+        out.letter_pos[b, : len(rows)] = slot[:, 1 : 1 + n]
+        out.option_pos[b, : len(rows)] = slot[:, 1 + n :]
     return out

@@ -13,9 +13,11 @@ out first), so a run always ends and saves:
    caption InfoNCE;
 3. llava: vision tower frozen (identical in both models), (a) the projector learns to map object
    patches onto their colour / shape / digit word embeddings, then (b) the projector and the
-   Llama learn multi-turn VQA conversations (loss on the answer words and EOS), with a grounding loss
-   that pulls one attention head of one LM layer, at each named object's last word, onto that
-   object's image tokens (computed from the layer's own q / k projections: no attention switch).
+   Llama learn multi-turn VQA conversations (loss on the answer words and EOS), with attention
+   targets for the hops an answer takes (`grounding_losses`: a name's words onto the named object's
+   image tokens and onto its digit patches, the answer position onto the names and a position
+   question's relation word, each option of a choice question onto its letter; computed from the
+   layers' own q / k projections: no attention switch).
 Held-out scenes (seed EVAL_SEED) measure every stage; the best LLaVA checkpoint is shipped, then
 `rclib.shapes.evaluate.measure` writes metrics.json through the real loading and generation path.
 """
@@ -50,6 +52,7 @@ from rclib.shapes.build import (
 )
 from rclib.shapes.data import (
     LABELS,
+    OBJECT_WORDS,
     PromptLayout,
     SceneBank,
     conversation_batch,
@@ -58,12 +61,9 @@ from rclib.shapes.data import (
 )
 from rclib.shapes.evaluate import EVAL_SEED, cls_concentration, measure
 from rclib.shapes.world import (
-    COLORS,
-    DIGITS,
     FAMILIES,
     GRID_SIZE,
     NUM_PATCHES,
-    SHAPES,
     WorldConfig,
 )
 
@@ -102,6 +102,14 @@ class TrainConfig:
     word_layer: int = 0  # LM layer whose head 0 is pulled onto every object sharing the name's last word and
     # whose head 1 onto the name's first word ("red" of "red circle"), so layer 1 can join the two
     answer_layer: int = 2  # LM layer whose head k, at the answer position, is pulled onto the k-th name's last word
+    # (k = 0, 1) and whose head 2 onto a position question's relation word
+    # the word layer's head 2 pulls each option word of a choice question onto its letter, the grounding
+    # layer's head 1 a name's last word onto that object's digit patches. Tried and dropped (each slowed
+    # every family down, attribute at 0.10-0.25 after 1,650-1,950 steps instead of 0.95): pulling the
+    # answer position onto the chosen option, and linear probes reading the named objects' centres.
+    lens_weight: float = 1.0  # logit-lens loss on the value path: lm_head on the hidden state at a name's last word
+    # after the grounding layer, and at the answer position after the answer layer, must score the named
+    # object's colour, shape and digit (the digit alone took glyph to 0.88 but held attribute at 0.2)
     clip_from: str | None = None  # a saved CLIPModel folder: skip stages 1-2 and start from it
     warmup_share: float = 0.05  # linear warmup share of every stage, then cosine decay to 0
     eval_every: int = 150  # LLaVA steps between held-out checks and checkpoints
@@ -326,9 +334,8 @@ def train_text(clip, tower: TransformersTextTower, bank: SceneBank, features: di
 def word_targets(tokenizer, bank: SceneBank, idx: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """(B, P, V) multi-hot: each object patch's colour and shape words, each glyph patch's digit."""
     target = torch.zeros(len(idx), NUM_PATCHES, vocab_size)
-    words = {"color": list(COLORS), "shape": list(SHAPES), "digit": list(DIGITS)}
-    for name, names in words.items():
-        ids = torch.tensor(tokenizer.convert_tokens_to_ids(names))
+    for name, names in OBJECT_WORDS.items():
+        ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(names)))
         labels = bank.patch_labels[name][idx]  # (B, P)
         on = labels < len(names)
         b, p = torch.nonzero(on, as_tuple=True)
@@ -375,13 +382,13 @@ def grounding_loss(attention: torch.Tensor, image_start: torch.Tensor, masks: to
     B, Q, _ = attention.shape
     image_pos = (image_start[:, None, None] + torch.arange(NUM_PATCHES)).expand(B, Q, NUM_PATCHES)
     mass = (attention.gather(2, image_pos) * masks).sum(-1)  # (B, Q)
-    return -(mass[valid] + 1e-6).log().mean()
+    return -(mass[valid] + 1e-6).log().mean() if valid.any() else attention.new_zeros(())
 
 
-def previous_word_loss(attention: torch.Tensor, previous_pos: torch.Tensor) -> torch.Tensor:
-    """-log of the attention (B, Q, L) each query puts on its previous_pos (B, Q), over those >= 0."""
-    valid = previous_pos >= 0
-    picked = attention.gather(2, previous_pos.clamp(min=0)[..., None]).squeeze(-1)
+def onto_position_loss(attention: torch.Tensor, target_pos: torch.Tensor) -> torch.Tensor:
+    """-log of the attention (B, Q, L) each query puts on its target position (B, Q), over those >= 0."""
+    valid = target_pos >= 0
+    picked = attention.gather(2, target_pos.clamp(min=0)[..., None]).squeeze(-1)
     return -(picked[valid] + 1e-6).log().mean() if valid.any() else attention.new_zeros(())
 
 
@@ -407,9 +414,12 @@ def lm_forward(llava, conv, features: torch.Tensor, caught_layers: tuple[int, ..
 
 
 def grounding_losses(reads: dict, conv, cfg: TrainConfig) -> torch.Tensor:
-    """Word layer: head 0 at each name's last word onto every object sharing that word, head 1 onto the
-    name's first word; grounding layer: head 0 at the last word onto the named object; answer layer:
-    head k at each answer position onto the k-th name's last word (the hop that reads what was found)."""
+    """Attention targets, each one hop of the answer (-log of the attention mass on the target):
+    word layer: head 0 at each name's last word onto every object sharing that word, head 1 onto the
+    name's first word, head 2 at each option word of a choice question onto its letter;
+    grounding layer: head 0 at the last word onto the named object, head 1 onto its digit patches;
+    answer layer: head k at each answer position onto the k-th name's last word, head 2 onto a position
+    question's relation word."""
     query = conv.name_pos.flatten(1)  # (B, Q)
     valid = query >= 0
 
@@ -418,12 +428,35 @@ def grounding_losses(reads: dict, conv, cfg: TrainConfig) -> torch.Tensor:
         return head_attention(module, hidden, position_embeddings, at, conv.attention_mask, head)
 
     word_objects = grounding_loss(attention(cfg.word_layer, 0, query), conv.image_start, conv.coarse.flatten(1, 2), valid)
-    first_word = previous_word_loss(attention(cfg.word_layer, 1, query), conv.previous_pos.flatten(1))
+    first_word = onto_position_loss(attention(cfg.word_layer, 1, query), conv.previous_pos.flatten(1))
+    options = conv.option_pos.flatten(1)  # (B, T * letters)
+    option_letter = onto_position_loss(attention(cfg.word_layer, 2, options), conv.letter_pos.flatten(1))
     named_object = grounding_loss(attention(cfg.grounding_layer, 0, query), conv.image_start, conv.named.flatten(1, 2), valid)
+    glyph = conv.glyph.flatten(1, 2)  # (B, Q, P)
+    digit = grounding_loss(attention(cfg.grounding_layer, 1, query), conv.image_start, glyph, valid & glyph.any(-1))
     answer_pos = conv.target_pos[:, 0::2]  # (B, T) positions that predict each answer
-    to_names = sum(previous_word_loss(attention(cfg.answer_layer, k, answer_pos), conv.name_pos[..., k])
+    to_names = sum(onto_position_loss(attention(cfg.answer_layer, k, answer_pos), conv.name_pos[..., k])
                    for k in range(conv.name_pos.shape[-1]))
-    return word_objects + first_word + named_object + to_names
+    relation = onto_position_loss(attention(cfg.answer_layer, 2, answer_pos), conv.relation_pos)
+    return word_objects + first_word + option_letter + named_object + digit + to_names + relation
+
+
+def lens_loss(llava, reads: dict, conv, cfg: TrainConfig, word_ids: list[torch.Tensor]) -> torch.Tensor:
+    """Logit lens on the value path: lm_head on the hidden state entering the layer after the grounding
+    layer at each name's last word, and entering the layer after the answer layer at each answer position
+    (for the first named object), must score that object's colour among the colours, its shape among the
+    shapes and its digit among the digits (cross-entropy each; word_ids in OBJECT_WORDS order)."""
+    loss = conv.name_pos.new_zeros((), dtype=torch.float)
+    for layer, at, words in ((cfg.grounding_layer, conv.name_pos.flatten(1), conv.object_words.flatten(1, 2)),
+                             (cfg.answer_layer, conv.target_pos[:, 0::2], conv.object_words[:, :, 0])):
+        hidden = reads[layer + 1][1]  # (B, L, D) after that layer, normalised as the next layer reads it
+        picked = hidden.gather(1, at.clamp(min=0)[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, Q, D)
+        for kind, ids in enumerate(word_ids):
+            target = words[..., kind]  # (B, Q)
+            valid = (at >= 0) & (target >= 0)
+            if valid.any():
+                loss = loss + F.cross_entropy(llava.lm_head(picked[valid])[:, ids], target[valid])
+    return loss
 
 
 @torch.no_grad()
@@ -454,6 +487,9 @@ def train_llava(llava, layout: PromptLayout, bank: SceneBank, features: torch.Te
     first_row = torch.searchsorted(bank.q_scene, torch.arange(len(bank) + 1))  # questions of scene s: [first_row[s], first_row[s+1])
     best, best_state = {"mean": -1.0}, None
     caught = (cfg.word_layer, cfg.grounding_layer, cfg.answer_layer) if cfg.grounding_weight > 0 else ()
+    if cfg.lens_weight > 0:
+        caught = tuple(sorted(set(caught) | {cfg.grounding_layer + 1, cfg.answer_layer + 1}))
+    word_ids = [torch.tensor(layout.tokenizer.convert_tokens_to_ids(list(words))) for words in OBJECT_WORDS.values()]
     llava.train()
     while not stage.done:
         scenes = torch.randint(len(bank), (cfg.llava_batch,), generator=generator)
@@ -465,8 +501,10 @@ def train_llava(llava, layout: PromptLayout, bank: SceneBank, features: torch.Te
         logits, reads = lm_forward(llava, conv, features[scenes].float(), caught)
         answer_loss = F.cross_entropy(logits.flatten(0, 1), conv.targets.flatten(), ignore_index=-100)
         loss = answer_loss
-        if reads:
+        if cfg.grounding_weight > 0:
             loss = loss + cfg.grounding_weight * grounding_losses(reads, conv, cfg)
+        if cfg.lens_weight > 0:
+            loss = loss + cfg.lens_weight * lens_loss(llava, reads, conv, cfg, word_ids)
         stage.update(loss, params)
         if stage.step % cfg.eval_every == 0 or stage.done:
             llava.eval()

@@ -10,7 +10,7 @@ from rclib.shapes.train import (
     grounding_loss,
     head_attention,
     lm_forward,
-    previous_word_loss,
+    onto_position_loss,
 )
 from rclib.shapes.world import NUM_PATCHES
 
@@ -107,7 +107,7 @@ def test_grounding_loss_of_uniform_attention(setup):
     previous = conv.previous_pos.flatten(1)
     assert ((previous >= 0) <= valid).all()
     if (previous >= 0).any():
-        torch.testing.assert_close(previous_word_loss(uniform, previous), torch.tensor(-torch.log(torch.tensor(1.0 / L + 1e-6)).item()))
+        torch.testing.assert_close(onto_position_loss(uniform, previous), torch.tensor(-torch.log(torch.tensor(1.0 / L + 1e-6)).item()))
 
 
 def test_coarse_masks_hold_the_named_object_and_first_words_are_colours(setup):
@@ -119,3 +119,41 @@ def test_coarse_masks_hold_the_named_object_and_first_words_are_colours(setup):
     for position in conv.previous_pos[0].flatten().tolist():
         if position >= 0:
             assert tokens[position] in COLORS
+
+
+def test_slots_point_at_relation_options_letters_and_object_words(setup):
+    """One question of each family in one conversation: each slot names the word (or patches) it claims."""
+    from rclib.shapes.data import OBJECT_WORDS
+    from rclib.shapes.world import COLORS, DIGITS, FAMILIES, LETTERS, RELATIONS, SHAPES
+
+    _, processor, bank, layout = setup
+    rows = list(range(5))  # one question of each family (round-robin)
+    conv = conversation_batch(layout, bank, [rows])
+    tokens = processor.tokenizer.convert_ids_to_tokens(conv.ids[0])
+    families = set()
+    for t, r in enumerate(rows):
+        family = FAMILIES[int(bank.q_family[r])]
+        families.add(family)
+        relation = int(conv.relation_pos[0, t])
+        assert (relation >= 0) == (family == "position")
+        if relation >= 0:
+            assert tokens[relation] in {rel.split()[0] for rel in RELATIONS}
+        letters, options = conv.letter_pos[0, t].tolist(), conv.option_pos[0, t].tolist()
+        assert (min(letters + options) >= 0) == (family == "choice") and (max(letters + options) >= 0) == (family == "choice")
+        if family == "choice":
+            assert [tokens[p] for p in letters] == list(LETTERS)
+            assert all(tokens[p] in COLORS for p in options) and all(o == l + 2 for l, o in zip(letters, options))
+            assert bank.q_answer[r] in LETTERS
+        assert not (conv.glyph[0, t] & ~conv.named[0, t]).any(), "digit patches lie on the named object"
+        if family == "glyph":
+            assert int(conv.glyph[0, t, 0].sum()) == 4 and DIGITS[int(conv.object_words[0, t, 0, 2])] == bank.q_answer[r]
+        if family == "attribute":
+            assert bank.q_answer[r] in [words[int(i)] for words, i in zip(OBJECT_WORDS.values(), conv.object_words[0, t, 0, :2])]
+        digit = conv.object_words[0, t, :, 2]
+        assert ((digit >= 0) == conv.glyph[0, t].any(-1)).all(), "a digit exactly where there are digit patches"
+        for k, position in enumerate(conv.name_pos[0, t].tolist()):
+            color, shape = conv.object_words[0, t, k, :2].tolist()
+            assert (position >= 0) == (color >= 0) == (shape >= 0), "words exactly for the named objects"
+            if position >= 0:
+                assert tokens[position] in (list(COLORS)[color], SHAPES[shape]), "the name's last word is the object's"
+    assert families == set(FAMILIES)
