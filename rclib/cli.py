@@ -123,7 +123,7 @@ def cmd_answer(args) -> None:
 def cmd_demo(args) -> None:
     """RC against all tokens on the example scenes and photographs; on a model that cannot answer about an example
     (the embedded one on a photograph) its figures are written and its outputs are labelled as no answers."""
-    from rclib.examples import caveats, examples_for_model, known_words, learned_families
+    from rclib.examples import caveats, english_list, examples_for_model, known_words, learned_families
     from rclib.shapes.world import FAMILIES
 
     model = load_model(args)
@@ -134,7 +134,7 @@ def cmd_demo(args) -> None:
         learned = learned_families(model)
         untrained = [f for f in FAMILIES if f not in learned]
         if untrained:
-            print(f"it answers {' and '.join(learned)} questions; it did not learn {', '.join(untrained)} "
+            print(f"it answers {english_list(learned)} questions; it did not learn {english_list(untrained)} "
                   "(see data/models/README.md)")
     print()
     for i, example in enumerate(examples_for_model(args.model, n_scenes=3)):

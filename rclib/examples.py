@@ -113,7 +113,7 @@ def caveats(model, question: str, scene: bool) -> list[str]:
         learned = [f for f, a in accuracy.items() if a >= LEARNED]
         found.append(f"This model did not learn {family} questions: with all tokens it answers "
                      f"only {accuracy[family]:.0%} of them on held-out scenes, so its output is "
-                     f"not an answer. It answers {' and '.join(learned) or 'none of its families'} questions "
+                     f"not an answer. It answers {english_list(learned, 'none of its families')} questions "
                      "(see data/models/README.md).")
     unknown = unknown_words(model, question)
     if unknown:
@@ -132,6 +132,14 @@ def family_accuracy(model) -> dict[str, float]:
         return {}
     measured = json.loads(path.read_text()).get("all_tokens", {})
     return {family: measured[f"accuracy_{family}"] for family in FAMILIES if f"accuracy_{family}" in measured}
+
+
+def english_list(items, empty: str = "none") -> str:
+    """Items in an English list: "a", "a and b", "a, b and c"; `empty` when there is none."""
+    items = list(items)
+    if not items:
+        return empty
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def learned_families(model) -> tuple[str, ...]:
@@ -158,7 +166,7 @@ def accuracy_caveat(model, questions: list[str]) -> str | None:
     untrained = [f for f in asked if f is not None and f not in learned]
     if untrained:
         shown = ", ".join(f"{f} {accuracy[f]:.0%}" for f in untrained)
-        found.append(f"This model did not learn {' and '.join(untrained)} questions (all-token accuracy on held-out "
+        found.append(f"This model did not learn {english_list(untrained)} questions (all-token accuracy on held-out "
                      f"scenes: {shown}): its accuracy on them, and any mean over them, measures nothing. It answers "
-                     f"{' and '.join(learned) or 'none of its families'} questions.")
+                     f"{english_list(learned, 'none of its families')} questions.")
     return " ".join(found) or None

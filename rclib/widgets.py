@@ -23,7 +23,7 @@ import ipywidgets as widgets
 from matplotlib.colors import to_hex
 
 from rclib import viz
-from rclib.examples import EXAMPLE_METHODS, REAL_CHECKPOINT, caveats, known_words, learned_families
+from rclib.examples import EXAMPLE_METHODS, REAL_CHECKPOINT, caveats, english_list, known_words, learned_families
 from rclib.filters import RULES
 from rclib.methods import METHODS
 from rclib.result import Fate
@@ -95,7 +95,7 @@ def vocabulary_note(words: list[str] | None, learned: tuple[str, ...] = FAMILIES
         return ""
     listed = " ".join(html.escape(w) for w in words)
     families = "" if set(FAMILIES) <= set(learned) else (
-        f" It answers {' and '.join(learned) or 'none of the'} questions of its world "
+        f" It answers {english_list(learned, 'none of the')} questions of its world "
         f"({', '.join(f for f in FAMILIES if f not in learned)}: not learned).")
     return (f"<small>This model reads only these {len(words)} words (any other word is unknown to it): "
             f"<code>{listed}</code>.{families}</small>")

@@ -2,10 +2,15 @@
 import json
 from types import SimpleNamespace
 
-from rclib.examples import (EXAMPLE_METHODS, accuracy_caveat, caveats, examples_for_model, known_words, learned_families,
-                            photo_examples, shapes_examples, unknown_words)
+from rclib.examples import (EXAMPLE_METHODS, accuracy_caveat, caveats, english_list, examples_for_model, known_words,
+                            learned_families, photo_examples, shapes_examples, unknown_words)
 from rclib.methods import METHODS
 from rclib.shapes.world import FAMILIES
+
+
+def test_english_list():
+    assert [english_list(x) for x in ([], ["a"], ["a", "b"], ("a", "b", "c"))] == ["none", "a", "a and b", "a, b and c"]
+    assert english_list([], "nothing") == "nothing"
 
 
 def test_shapes_examples_know_their_answer_and_ask_every_family():

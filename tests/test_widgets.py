@@ -150,6 +150,6 @@ def test_answers_html_escapes_and_judges():
 
 def test_the_vocabulary_note_names_the_families_a_model_did_not_learn():
     assert "not learned" not in vocabulary_note(["red", "circle"])
-    note = vocabulary_note(["red", "circle"], ("attribute", "existence"))
-    assert "It answers attribute and existence questions" in note and "glyph, position, choice: not learned" in note
+    note = vocabulary_note(["red", "circle"], ("attribute", "existence", "glyph"))
+    assert "It answers attribute, existence and glyph questions" in note and "(position, choice: not learned)" in note
     assert vocabulary_note(None, ("attribute",)) == "", "an open vocabulary (a real checkpoint) gets no note"
