@@ -35,6 +35,7 @@ MAX_NAMED = 2  # named objects per question (position names two)
 OBJECT_WORDS: dict[str, tuple[str, ...]] = {"color": tuple(COLORS), "shape": SHAPES, "digit": DIGITS}  # an object's words
 # per-patch label sets of the vision tower's dense heads; each has a last "none" class
 LABELS: dict[str, int] = {name: len(words) + 1 for name, words in OBJECT_WORDS.items()}
+PAIR_SIDES: tuple[tuple[str, str], ...] = (("left", "right"), ("above", "below"))  # per axis (x, y), smaller first
 
 
 @dataclass
@@ -55,6 +56,8 @@ class SceneBank:
     q_glyph: torch.Tensor  # (Q, MAX_NAMED, P) bool, patches the named object's digit is drawn in (none: empty)
     q_object_words: torch.Tensor  # (Q, MAX_NAMED, 3) int64, the named object's index in COLORS, SHAPES, DIGITS
     # (OBJECT_WORDS order), -1 = no such object / no digit
+    q_pair_sides: torch.Tensor  # (Q, 2) int64, per axis of PAIR_SIDES the first named object's side of the second
+    # (0 = left / above), -1 = fewer than two named objects or closer than min_offset along that axis
 
     def __len__(self) -> int:
         return len(self.images)
@@ -91,20 +94,27 @@ def _scene_rows(args: tuple[int, int, int, WorldConfig]):
         two_words = np.zeros(MAX_NAMED, dtype=bool)
         glyph = np.zeros((MAX_NAMED, NUM_PATCHES), dtype=bool)
         object_words = np.full((MAX_NAMED, len(OBJECT_WORDS)), -1, dtype=np.int64)
+        centers = np.zeros((MAX_NAMED, 2), dtype=np.int64)
         for k, (end, mask) in enumerate(s.named):
             ends[k], named[k] = end, patch_mask(mask, config.patch_cover).reshape(-1)
             obj = next(o for o in scene.objects if o.pixel_mask is mask)
-            object_words[k] = [words.index(w) if w is not None else -1
-                               for words, w in zip(OBJECT_WORDS.values(), (obj.color, obj.shape, obj.digit))]
+            object_words[k] = [vocab.index(w) if w is not None else -1
+                               for vocab, w in zip(OBJECT_WORDS.values(), (obj.color, obj.shape, obj.digit))]
+            centers[k] = obj.center
             if obj.digit is not None:
                 glyph[k] = patch_mask(obj.glyph_mask, cover=1e-9).reshape(-1)
             for obj in scene.objects:
                 if words[end] in (obj.color, obj.shape):
                     coarse[k] |= patch_mask(obj.pixel_mask, config.patch_cover).reshape(-1)
             two_words[k] = words[end - 1] in COLORS
+        sides = np.full(len(PAIR_SIDES), -1, dtype=np.int64)
+        if len(s.named) == 2:
+            offset = centers[0] - centers[1]  # (2,) x, y of the first named object relative to the second
+            clear = np.abs(offset) >= config.min_offset
+            sides[clear] = (offset[clear] > 0).astype(np.int64)
         target = patch_mask(s.target_pixel_mask, config.patch_cover).reshape(-1)
         questions.append((s.question, s.answer, FAMILIES.index(s.family), target, ends, named, coarse, two_words,
-                          glyph, object_words))
+                          glyph, object_words, sides))
     return scene.image, scene_labels(scene), scene.caption, questions
 
 
@@ -132,6 +142,7 @@ def make_bank(seed: int, n: int, per_scene: int = 10, config: WorldConfig = Worl
         q_two_words=torch.from_numpy(np.stack([q[8] for q in q_rows])),
         q_glyph=torch.from_numpy(np.stack([q[9] for q in q_rows])),
         q_object_words=torch.from_numpy(np.stack([q[10] for q in q_rows])),
+        q_pair_sides=torch.from_numpy(np.stack([q[11] for q in q_rows])),
     )
 
 
@@ -163,6 +174,8 @@ class Conversations:
     relation_pos: torch.Tensor  # (B, T) int64, a position question's relation word ("left", "above", ...), -1 = none
     option_pos: torch.Tensor  # (B, T, len(LETTERS)) int64, a choice question's option words, -1 = none
     letter_pos: torch.Tensor  # (B, T, len(LETTERS)) int64, each option's letter, -1 = none
+    chosen_pos: torch.Tensor  # (B, T) int64, the option word of a choice question's answer, -1 = none
+    pair_sides: torch.Tensor  # (B, T, 2) int64, see SceneBank.q_pair_sides
 
     @property
     def position_ids(self) -> torch.Tensor:
@@ -245,6 +258,8 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
         relation_pos=torch.full((B, T), -1, dtype=torch.long),
         option_pos=torch.full((B, T, len(LETTERS)), -1, dtype=torch.long),
         letter_pos=torch.full((B, T, len(LETTERS)), -1, dtype=torch.long),
+        chosen_pos=torch.full((B, T), -1, dtype=torch.long),
+        pair_sides=torch.full((B, T, len(PAIR_SIDES)), -1, dtype=torch.long),
     )
     n = len(LETTERS)
     for b, (ids, positions, expected, name_pos, rows, slots) in enumerate(built):
@@ -267,4 +282,8 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
         out.relation_pos[b, : len(rows)] = slot[:, 0]
         out.letter_pos[b, : len(rows)] = slot[:, 1 : 1 + n]
         out.option_pos[b, : len(rows)] = slot[:, 1 + n :]
+        for t, r in enumerate(rows):
+            if bank.q_answer[r] in LETTERS and out.option_pos[b, t, 0] >= 0:
+                out.chosen_pos[b, t] = out.option_pos[b, t, LETTERS.index(bank.q_answer[r])]
+        out.pair_sides[b, : len(rows)] = bank.q_pair_sides[torch.tensor(rows)]
     return out

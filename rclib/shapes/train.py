@@ -15,9 +15,11 @@ out first), so a run always ends and saves:
    patches onto their colour / shape / digit word embeddings, then (b) the projector and the
    Llama learn multi-turn VQA conversations (loss on the answer words and EOS), with attention
    targets for the hops an answer takes (`grounding_losses`: a name's words onto the named object's
-   image tokens and onto its digit patches, the answer position onto the names and a position
-   question's relation word, each option of a choice question onto its letter; computed from the
-   layers' own q / k projections: no attention switch).
+   image tokens and onto its digit patches, the answer position onto the names, a position
+   question's relation word and a choice question's chosen option, each option onto its letter;
+   computed from the layers' own q / k projections: no attention switch) and a logit lens on what
+   those hops must carry (`lens_loss`: the LM's own lm_head, on the hidden state after a hop, must
+   score the named object's words, the first named object's side of the second, an option's letter).
 Held-out scenes (seed EVAL_SEED) measure every stage; the best LLaVA checkpoint is shipped, then
 `rclib.shapes.evaluate.measure` writes metrics.json through the real loading and generation path.
 """
@@ -53,6 +55,7 @@ from rclib.shapes.build import (
 from rclib.shapes.data import (
     LABELS,
     OBJECT_WORDS,
+    PAIR_SIDES,
     PromptLayout,
     SceneBank,
     conversation_batch,
@@ -62,6 +65,7 @@ from rclib.shapes.data import (
 from rclib.shapes.evaluate import EVAL_SEED, cls_concentration, measure
 from rclib.shapes.world import (
     FAMILIES,
+    LETTERS,
     GRID_SIZE,
     NUM_PATCHES,
     WorldConfig,
@@ -103,13 +107,16 @@ class TrainConfig:
     # whose head 1 onto the name's first word ("red" of "red circle"), so layer 1 can join the two
     answer_layer: int = 2  # LM layer whose head k, at the answer position, is pulled onto the k-th name's last word
     # (k = 0, 1) and whose head 2 onto a position question's relation word
+    option_layer: int = 3  # LM layer whose head 0, at the answer position, is pulled onto the chosen option word
     # the word layer's head 2 pulls each option word of a choice question onto its letter, the grounding
     # layer's head 1 a name's last word onto that object's digit patches. Tried and dropped (each slowed
-    # every family down, attribute at 0.10-0.25 after 1,650-1,950 steps instead of 0.95): pulling the
-    # answer position onto the chosen option, and linear probes reading the named objects' centres.
+    # every family down, attribute at 0.10-0.25 after 1,650-1,950 steps instead of 0.95): pulling the answer
+    # position onto the chosen option in the answer layer (before it knows the colour), and linear probes
+    # reading the named objects' centres.
     lens_weight: float = 1.0  # logit-lens loss on the value path: lm_head on the hidden state at a name's last word
     # after the grounding layer, and at the answer position after the answer layer, must score the named
-    # object's colour, shape and digit (the digit alone took glyph to 0.88 but held attribute at 0.2)
+    # object's colour, shape and digit (the digit alone took glyph to 0.88 but held attribute at 0.2), and
+    # more words where the answer needs them: see lens_loss
     clip_from: str | None = None  # a saved CLIPModel folder: skip stages 1-2 and start from it
     warmup_share: float = 0.05  # linear warmup share of every stage, then cosine decay to 0
     eval_every: int = 150  # LLaVA steps between held-out checks and checkpoints
@@ -419,7 +426,8 @@ def grounding_losses(reads: dict, conv, cfg: TrainConfig) -> torch.Tensor:
     name's first word, head 2 at each option word of a choice question onto its letter;
     grounding layer: head 0 at the last word onto the named object, head 1 onto its digit patches;
     answer layer: head k at each answer position onto the k-th name's last word, head 2 onto a position
-    question's relation word."""
+    question's relation word; option layer: head 0 at the answer position onto a choice question's option
+    word that names the object's colour."""
     query = conv.name_pos.flatten(1)  # (B, Q)
     valid = query >= 0
 
@@ -438,25 +446,38 @@ def grounding_losses(reads: dict, conv, cfg: TrainConfig) -> torch.Tensor:
     to_names = sum(onto_position_loss(attention(cfg.answer_layer, k, answer_pos), conv.name_pos[..., k])
                    for k in range(conv.name_pos.shape[-1]))
     relation = onto_position_loss(attention(cfg.answer_layer, 2, answer_pos), conv.relation_pos)
-    return word_objects + first_word + option_letter + named_object + digit + to_names + relation
+    chosen = onto_position_loss(attention(cfg.option_layer, 0, answer_pos), conv.chosen_pos)
+    return word_objects + first_word + option_letter + named_object + digit + to_names + relation + chosen
 
 
-def lens_loss(llava, reads: dict, conv, cfg: TrainConfig, word_ids: list[torch.Tensor]) -> torch.Tensor:
-    """Logit lens on the value path: lm_head on the hidden state entering the layer after the grounding
-    layer at each name's last word, and entering the layer after the answer layer at each answer position
-    (for the first named object), must score that object's colour among the colours, its shape among the
-    shapes and its digit among the digits (cross-entropy each; word_ids in OBJECT_WORDS order)."""
+def lens_loss(llava, reads: dict, conv, cfg: TrainConfig, word_ids) -> torch.Tensor:
+    """Logit lens on the value path, each term a cross-entropy of lm_head over a few words, on the hidden
+    state entering the layer after the one named:
+    grounding layer, at each name's last word: that object's colour, shape and digit;
+    answer layer, at each answer position: the first named object's colour, shape and digit, and, when two
+    objects are named, the first one's side of the second along x ("left" / "right") and y ("above" / "below");
+    word layer, at each option word of a choice question: its letter.
+    word_ids(words) -> their token ids."""
+    def hidden_at(layer: int, at: torch.Tensor) -> torch.Tensor:
+        hidden = reads[layer + 1][1]  # (B, L, D) after `layer`, normalised as the next layer reads it
+        return hidden.gather(1, at.clamp(min=0)[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, Q, D)
+
+    def term(picked: torch.Tensor, valid: torch.Tensor, words, target: torch.Tensor) -> torch.Tensor:
+        valid = valid & (target >= 0)
+        if not valid.any():
+            return picked.new_zeros(())
+        return F.cross_entropy(llava.lm_head(picked[valid])[:, word_ids(words)], target[valid])
+
+    names, answers, options = conv.name_pos.flatten(1), conv.target_pos[:, 0::2], conv.option_pos.flatten(1)
+    at_names, at_answers = hidden_at(cfg.grounding_layer, names), hidden_at(cfg.answer_layer, answers)
     loss = conv.name_pos.new_zeros((), dtype=torch.float)
-    for layer, at, words in ((cfg.grounding_layer, conv.name_pos.flatten(1), conv.object_words.flatten(1, 2)),
-                             (cfg.answer_layer, conv.target_pos[:, 0::2], conv.object_words[:, :, 0])):
-        hidden = reads[layer + 1][1]  # (B, L, D) after that layer, normalised as the next layer reads it
-        picked = hidden.gather(1, at.clamp(min=0)[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, Q, D)
-        for kind, ids in enumerate(word_ids):
-            target = words[..., kind]  # (B, Q)
-            valid = (at >= 0) & (target >= 0)
-            if valid.any():
-                loss = loss + F.cross_entropy(llava.lm_head(picked[valid])[:, ids], target[valid])
-    return loss
+    for kind, words in enumerate(OBJECT_WORDS.values()):
+        loss = loss + term(at_names, names >= 0, words, conv.object_words.flatten(1, 2)[..., kind])
+        loss = loss + term(at_answers, answers >= 0, words, conv.object_words[:, :, 0, kind])
+    for axis, sides in enumerate(PAIR_SIDES):
+        loss = loss + term(at_answers, answers >= 0, sides, conv.pair_sides[..., axis])
+    letters = torch.arange(len(LETTERS)).repeat(conv.option_pos.shape[1])  # option k's letter is LETTERS[k]
+    return loss + term(hidden_at(cfg.word_layer, options), options >= 0, LETTERS, letters.expand_as(options))
 
 
 @torch.no_grad()
@@ -486,10 +507,11 @@ def train_llava(llava, layout: PromptLayout, bank: SceneBank, features: torch.Te
     generator = torch.Generator().manual_seed(cfg.seed + 2)
     first_row = torch.searchsorted(bank.q_scene, torch.arange(len(bank) + 1))  # questions of scene s: [first_row[s], first_row[s+1])
     best, best_state = {"mean": -1.0}, None
-    caught = (cfg.word_layer, cfg.grounding_layer, cfg.answer_layer) if cfg.grounding_weight > 0 else ()
+    caught = (cfg.word_layer, cfg.grounding_layer, cfg.answer_layer, cfg.option_layer) if cfg.grounding_weight > 0 else ()
     if cfg.lens_weight > 0:
-        caught = tuple(sorted(set(caught) | {cfg.grounding_layer + 1, cfg.answer_layer + 1}))
-    word_ids = [torch.tensor(layout.tokenizer.convert_tokens_to_ids(list(words))) for words in OBJECT_WORDS.values()]
+        caught = tuple(sorted(set(caught) | {cfg.word_layer + 1, cfg.grounding_layer + 1, cfg.answer_layer + 1}))
+    def word_ids(words) -> torch.Tensor:
+        return torch.tensor(layout.tokenizer.convert_tokens_to_ids(list(words)))
     llava.train()
     while not stage.done:
         scenes = torch.randint(len(bank), (cfg.llava_batch,), generator=generator)

@@ -5,14 +5,14 @@ from PIL import Image
 
 from rclib.models.llava import splice_image_tokens
 from rclib.shapes.build import PROMPT_TEMPLATE, ShapesModelConfig, build_all
-from rclib.shapes.data import PromptLayout, conversation_batch, make_bank
+from rclib.shapes.data import OBJECT_WORDS, PAIR_SIDES, PromptLayout, conversation_batch, make_bank
 from rclib.shapes.train import (
     grounding_loss,
     head_attention,
     lm_forward,
     onto_position_loss,
 )
-from rclib.shapes.world import NUM_PATCHES
+from rclib.shapes.world import COLORS, DIGITS, FAMILIES, LETTERS, NUM_PATCHES, RELATIONS, SHAPES
 
 SMALL = ShapesModelConfig(vision_width=32, text_width=32, lm_width=32, lm_mlp=64, projection_dim=16)
 
@@ -115,7 +115,6 @@ def test_coarse_masks_hold_the_named_object_and_first_words_are_colours(setup):
     conv = conversation_batch(layout, bank, [[0, 1, 2, 3, 4]])
     assert (conv.coarse | ~conv.named).all(), "the named object shares its own last word"
     tokens = processor.tokenizer.convert_ids_to_tokens(conv.ids[0])
-    from rclib.shapes.world import COLORS
     for position in conv.previous_pos[0].flatten().tolist():
         if position >= 0:
             assert tokens[position] in COLORS
@@ -123,14 +122,17 @@ def test_coarse_masks_hold_the_named_object_and_first_words_are_colours(setup):
 
 def test_slots_point_at_relation_options_letters_and_object_words(setup):
     """One question of each family in one conversation: each slot names the word (or patches) it claims."""
-    from rclib.shapes.data import OBJECT_WORDS
-    from rclib.shapes.world import COLORS, DIGITS, FAMILIES, LETTERS, RELATIONS, SHAPES
-
     _, processor, bank, layout = setup
-    rows = list(range(5))  # one question of each family (round-robin)
-    conv = conversation_batch(layout, bank, [rows])
-    tokens = processor.tokenizer.convert_ids_to_tokens(conv.ids[0])
     families = set()
+    for scene in range(len(bank)):  # each scene's questions, one of each family (round-robin), in one conversation
+        rows = torch.nonzero(bank.q_scene == scene).flatten().tolist()
+        conv = conversation_batch(layout, bank, [rows])
+        tokens = processor.tokenizer.convert_ids_to_tokens(conv.ids[0])
+        check_slots(conv, tokens, bank, rows, families)
+    assert families == set(FAMILIES)
+
+
+def check_slots(conv, tokens, bank, rows, families):
     for t, r in enumerate(rows):
         family = FAMILIES[int(bank.q_family[r])]
         families.add(family)
@@ -144,6 +146,16 @@ def test_slots_point_at_relation_options_letters_and_object_words(setup):
             assert [tokens[p] for p in letters] == list(LETTERS)
             assert all(tokens[p] in COLORS for p in options) and all(o == l + 2 for l, o in zip(letters, options))
             assert bank.q_answer[r] in LETTERS
+            assert tokens[int(conv.chosen_pos[0, t])] == list(COLORS)[int(conv.object_words[0, t, 0, 0])], "the answer's option names the object's colour"
+        else:
+            assert conv.chosen_pos[0, t] == -1
+        sides = conv.pair_sides[0, t].tolist()
+        if family == "position":  # the asked axis is always clear (min_offset apart): its side decides the answer
+            word = tokens[relation]
+            axis = next(a for a, pair in enumerate(PAIR_SIDES) if word in pair)
+            assert (PAIR_SIDES[axis][sides[axis]] == word) == (bank.q_answer[r] == "yes")
+        else:
+            assert sides == [-1, -1], "sides only between two named objects"
         assert not (conv.glyph[0, t] & ~conv.named[0, t]).any(), "digit patches lie on the named object"
         if family == "glyph":
             assert int(conv.glyph[0, t, 0].sum()) == 4 and DIGITS[int(conv.object_words[0, t, 0, 2])] == bank.q_answer[r]
@@ -156,4 +168,3 @@ def test_slots_point_at_relation_options_letters_and_object_words(setup):
             assert (position >= 0) == (color >= 0) == (shape >= 0), "words exactly for the named objects"
             if position >= 0:
                 assert tokens[position] in (list(COLORS)[color], SHAPES[shape]), "the name's last word is the object's"
-    assert families == set(FAMILIES)
