@@ -158,9 +158,10 @@ def table_lines(rows: list[dict], markdown: bool = False) -> list[str]:
     cells = [[r["method"], str(r["budget"]), *(f"{r[c]:.3f}" if c in r else "-" for c in columns)] for r in rows]
     if markdown:
         return ["| " + " | ".join(names) + " |", "|" + "---|" * len(names), *("| " + " | ".join(c) + " |" for c in cells)]
-    widths = [-12, 8, *[9] * len(columns)]  # negative: left-aligned
-    return [" ".join(f"{v[:abs(w)]:{'<' if w < 0 else '>'}{abs(w)}}" for v, w in zip(line, widths))
-            for line in (names, *cells)]
+    widths = [-12, 8, *[9] * len(columns)]  # negative: left-aligned; column names are cut to the width
+    def line(values: list[str], cut: bool) -> str:
+        return " ".join(f"{v[:abs(w)] if cut else v:{'<' if w < 0 else '>'}{abs(w)}}" for v, w in zip(values, widths))
+    return [line(names, cut=True), *(line(c, cut=False) for c in cells)]
 
 
 def cmd_bench(args) -> None:

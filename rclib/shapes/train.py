@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import math
 import tempfile
@@ -65,8 +66,8 @@ from rclib.shapes.data import (
 from rclib.shapes.evaluate import EVAL_SEED, cls_concentration, measure
 from rclib.shapes.world import (
     FAMILIES,
-    LETTERS,
     GRID_SIZE,
+    LETTERS,
     NUM_PATCHES,
     WorldConfig,
 )
@@ -457,7 +458,7 @@ def lens_loss(llava, reads: dict, conv, cfg: TrainConfig, word_ids) -> torch.Ten
     answer layer, at each answer position: the first named object's colour, shape and digit, and, when two
     objects are named, the first one's side of the second along x ("left" / "right") and y ("above" / "below");
     word layer, at each option word of a choice question: its letter.
-    word_ids(words) -> their token ids."""
+    word_ids(words: tuple) -> their token ids."""
     def hidden_at(layer: int, at: torch.Tensor) -> torch.Tensor:
         hidden = reads[layer + 1][1]  # (B, L, D) after `layer`, normalised as the next layer reads it
         return hidden.gather(1, at.clamp(min=0)[..., None].expand(-1, -1, hidden.shape[-1]))  # (B, Q, D)
@@ -510,8 +511,11 @@ def train_llava(llava, layout: PromptLayout, bank: SceneBank, features: torch.Te
     caught = (cfg.word_layer, cfg.grounding_layer, cfg.answer_layer, cfg.option_layer) if cfg.grounding_weight > 0 else ()
     if cfg.lens_weight > 0:
         caught = tuple(sorted(set(caught) | {cfg.word_layer + 1, cfg.grounding_layer + 1, cfg.answer_layer + 1}))
-    def word_ids(words) -> torch.Tensor:
+
+    @functools.cache
+    def word_ids(words: tuple[str, ...]) -> torch.Tensor:  # looked up once per word group, not every step
         return torch.tensor(layout.tokenizer.convert_tokens_to_ids(list(words)))
+
     llava.train()
     while not stage.done:
         scenes = torch.randint(len(bank), (cfg.llava_batch,), generator=generator)
