@@ -27,7 +27,7 @@ from rclib.examples import EXAMPLE_METHODS, REAL_CHECKPOINT, caveats, english_li
 from rclib.filters import RULES
 from rclib.methods import METHODS
 from rclib.result import Fate
-from rclib.shapes.world import FAMILIES
+from rclib.shapes.world import FAMILIES, normalize_answer
 
 FIRST_METHOD = "rc"  # the method selected when the explorer opens
 OPTION_CONTROLS = ("rule", "n_neighbors", "iqr_factor", "text_stage", "knn_k")  # method options with a control
@@ -115,7 +115,8 @@ def answers_html(question: str, answers: dict[str, tuple[str, int]], n_tokens: i
                  meaningful: bool) -> str:
     """The answers as an HTML table: one row per setting (label -> (output, visual tokens it read)).
 
-    truth: the true answer (a ShapesWorld scene) adds a "correct" column; meaningful=False (see
+    truth: the true answer (a ShapesWorld scene) adds a "correct" column, judged as the bench scores
+    (`normalize_answer`: the output's first word); meaningful=False (see
     :func:`rclib.examples.caveats`) labels the outputs as not answers.
     """
     head = ["setting", "visual tokens", "answer" if meaningful else "model output (not an answer)"]
@@ -126,7 +127,7 @@ def answers_html(question: str, answers: dict[str, tuple[str, int]], n_tokens: i
         cells = [html.escape(label), f"{n_read} of {n_tokens}",
                  shown if meaningful else f'<span style="color: #868e96">{shown}</span>']
         if judged:
-            cells.append("yes" if text.strip().lower() == truth.lower() else "no")
+            cells.append("yes" if normalize_answer(text) == normalize_answer(truth) else "no")
         rows.append("".join(f"<td style='text-align: left; padding: 2px 10px'>{c}</td>" for c in cells))
     head += ["correct"] if judged else []
     header = "".join(f"<th style='text-align: left; padding: 2px 10px'>{h}</th>" for h in head)

@@ -146,6 +146,8 @@ def test_answers_html_escapes_and_judges():
     table = answers_html("<b>?", {"all tokens": ("red", 576), "rc": ("<i>blue", 58)}, 576, "red", meaningful=True)
     assert "&lt;b&gt;?" in table and "&lt;i&gt;blue" in table and "<b>?" not in table
     assert table.count("<td") == 8 and ">yes<" in table and ">no<" in table and "58 of 576" in table
+    stutter = answers_html("q", {"rc": ("Square square square", 91), "fastv": ("circle square", 64)}, 576, "square", True)
+    assert stutter.count(">yes<") == 1 and stutter.count(">no<") == 1, "judged by the first word, as the bench scores"
 
 
 def test_the_vocabulary_note_names_the_families_a_model_did_not_learn():
