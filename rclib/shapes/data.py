@@ -20,6 +20,7 @@ from rclib.shapes.world import (
     COLORS,
     DIGITS,
     FAMILIES,
+    IMAGE_SIZE,
     LETTERS,
     NUM_PATCHES,
     RELATIONS,
@@ -58,6 +59,8 @@ class SceneBank:
     # (OBJECT_WORDS order), -1 = no such object / no digit
     q_pair_sides: torch.Tensor  # (Q, 2) int64, per axis of PAIR_SIDES the first named object's side of the second
     # (0 = left / above), -1 = fewer than two named objects or closer than min_offset along that axis
+    q_name_halves: torch.Tensor  # (Q, MAX_NAMED, 2) int64, per axis of PAIR_SIDES the half of the image the named
+    # object's centre lies in (0 = left / upper), -1 = no such object or within min_offset / 2 of the middle
 
     def __len__(self) -> int:
         return len(self.images)
@@ -107,6 +110,9 @@ def _scene_rows(args: tuple[int, int, int, WorldConfig]):
                 if words[end] in (obj.color, obj.shape):
                     coarse[k] |= patch_mask(obj.pixel_mask, config.patch_cover).reshape(-1)
             two_words[k] = words[end - 1] in COLORS
+        offset = centers - IMAGE_SIZE / 2  # (MAX_NAMED, 2) from the image's middle
+        halves = np.where(np.abs(offset) >= config.min_offset / 2, (offset > 0).astype(np.int64), -1)
+        halves[len(s.named):] = -1
         sides = np.full(len(PAIR_SIDES), -1, dtype=np.int64)
         if len(s.named) == 2:
             offset = centers[0] - centers[1]  # (2,) x, y of the first named object relative to the second
@@ -114,7 +120,7 @@ def _scene_rows(args: tuple[int, int, int, WorldConfig]):
             sides[clear] = (offset[clear] > 0).astype(np.int64)
         target = patch_mask(s.target_pixel_mask, config.patch_cover).reshape(-1)
         questions.append((s.question, s.answer, FAMILIES.index(s.family), target, ends, named, coarse, two_words,
-                          glyph, object_words, sides))
+                          glyph, object_words, sides, halves))
     return scene.image, scene_labels(scene), scene.caption, questions
 
 
@@ -143,6 +149,7 @@ def make_bank(seed: int, n: int, per_scene: int = 10, config: WorldConfig = Worl
         q_glyph=torch.from_numpy(np.stack([q[9] for q in q_rows])),
         q_object_words=torch.from_numpy(np.stack([q[10] for q in q_rows])),
         q_pair_sides=torch.from_numpy(np.stack([q[11] for q in q_rows])),
+        q_name_halves=torch.from_numpy(np.stack([q[12] for q in q_rows])),
     )
 
 
@@ -176,6 +183,7 @@ class Conversations:
     letter_pos: torch.Tensor  # (B, T, len(LETTERS)) int64, each option's letter, -1 = none
     chosen_pos: torch.Tensor  # (B, T) int64, the option word of a choice question's answer, -1 = none
     pair_sides: torch.Tensor  # (B, T, 2) int64, see SceneBank.q_pair_sides
+    name_halves: torch.Tensor  # (B, T, MAX_NAMED, 2) int64, see SceneBank.q_name_halves
 
     @property
     def position_ids(self) -> torch.Tensor:
@@ -260,6 +268,7 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
         letter_pos=torch.full((B, T, len(LETTERS)), -1, dtype=torch.long),
         chosen_pos=torch.full((B, T), -1, dtype=torch.long),
         pair_sides=torch.full((B, T, len(PAIR_SIDES)), -1, dtype=torch.long),
+        name_halves=torch.full((B, T, MAX_NAMED, len(PAIR_SIDES)), -1, dtype=torch.long),
     )
     n = len(LETTERS)
     for b, (ids, positions, expected, name_pos, rows, slots) in enumerate(built):
@@ -286,4 +295,5 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
             if bank.q_answer[r] in LETTERS and out.option_pos[b, t, 0] >= 0:
                 out.chosen_pos[b, t] = out.option_pos[b, t, LETTERS.index(bank.q_answer[r])]
         out.pair_sides[b, : len(rows)] = bank.q_pair_sides[torch.tensor(rows)]
+        out.name_halves[b, : len(rows)] = bank.q_name_halves[torch.tensor(rows)]
     return out

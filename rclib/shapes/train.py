@@ -12,14 +12,16 @@ out first), so a run always ends and saves:
    a question's softmax over the 576 patches must put its mass on the named object(s), plus the
    caption InfoNCE;
 3. llava: vision tower frozen (identical in both models), (a) the projector learns to map object
-   patches onto their colour / shape / digit word embeddings, then (b) the projector and the
+   patches onto their colour / shape / digit word embeddings and, graded, onto "left" / "right" /
+   "above" / "below" by where they lie (`word_targets`), then (b) the projector and the
    Llama learn multi-turn VQA conversations (loss on the answer words and EOS), with attention
    targets for the hops an answer takes (`grounding_losses`: a name's words onto the named object's
    image tokens and onto its digit patches, the answer position onto the names, a position
    question's relation word and a choice question's chosen option, each option onto its letter;
    computed from the layers' own q / k projections: no attention switch) and a logit lens on what
    those hops must carry (`lens_loss`: the LM's own lm_head, on the hidden state after a hop, must
-   score the named object's words, the first named object's side of the second, an option's letter).
+   score the named object's words and its half of the image, the first named object's side of the second,
+   an option's letter).
 Held-out scenes (seed EVAL_SEED) measure every stage; the best LLaVA checkpoint is shipped, then
 `rclib.shapes.evaluate.measure` writes metrics.json through the real loading and generation path.
 """
@@ -96,7 +98,7 @@ class TrainConfig:
     text_lr: float = 2e-3
     caption_weight: float = 0.5  # weight of the caption InfoNCE in stage 2
     align_minutes: float = 2.0  # stage 3a
-    align_steps: int = 400
+    align_steps: int = 2000  # ~0.5 min: fewer (400) leave the projected patches without their position
     llava_steps: int = 100_000  # stage 3b runs until the total budget's deadline
     llava_batch: int = 8  # conversations (scenes) per step: small batches, more updates per CPU second
     turns: int = 10  # questions per conversation: the 576 image tokens dominate a step's cost, so every
@@ -340,7 +342,10 @@ def train_text(clip, tower: TransformersTextTower, bank: SceneBank, features: di
 
 
 def word_targets(tokenizer, bank: SceneBank, idx: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """(B, P, V) multi-hot: each object patch's colour and shape words, each glyph patch's digit."""
+    """(B, P, V) targets: each object patch's colour and shape words, each glyph patch's digit (1), and, graded,
+    where the patch lies: "right" / "below" its column / row over the grid's last (0 to 1), "left" / "above" the
+    rest, so the projected patches keep their position for the name to gather (without it the projector drops
+    it and position questions stay at chance)."""
     target = torch.zeros(len(idx), NUM_PATCHES, vocab_size)
     for name, names in OBJECT_WORDS.items():
         ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(names)))
@@ -348,12 +353,18 @@ def word_targets(tokenizer, bank: SceneBank, idx: torch.Tensor, vocab_size: int)
         on = labels < len(names)
         b, p = torch.nonzero(on, as_tuple=True)
         target[b, p, ids[labels[on]]] = 1
+    objects = bank.patch_labels["color"][idx] < len(OBJECT_WORDS["color"])  # (B, P)
+    grid = torch.arange(NUM_PATCHES)
+    for sides, coordinate in zip(PAIR_SIDES, (grid % GRID_SIZE, grid // GRID_SIZE)):  # x, y
+        later = coordinate / (GRID_SIZE - 1)  # (P,) 0 at the left / top edge, 1 at the right / bottom one
+        for side_id, share in zip(tokenizer.convert_tokens_to_ids(list(sides)), (1 - later, later)):
+            target[..., side_id] = torch.where(objects, share, 0.0)
     return target
 
 
 def align_projector(llava, tokenizer, bank: SceneBank, features: torch.Tensor, cfg: TrainConfig, log: Logger) -> None:
-    """Stage 3a (LLaVA's feature alignment, dense): each projected patch must score its words against the
-    LM's input embeddings, background patches none."""
+    """Stage 3a (LLaVA's feature alignment, dense): each projected patch must score its words (`word_targets`)
+    against the LM's input embeddings, background patches none."""
     projector, embeddings = llava.model.multi_modal_projector, llava.get_input_embeddings()
     params = list(projector.parameters()) + list(embeddings.parameters())
     stage = Stage(torch.optim.AdamW(params, lr=cfg.llava_lr, weight_decay=0.01), cfg.align_minutes, cfg.align_steps,
@@ -454,7 +465,8 @@ def grounding_losses(reads: dict, conv, cfg: TrainConfig) -> torch.Tensor:
 def lens_loss(llava, reads: dict, conv, cfg: TrainConfig, word_ids) -> torch.Tensor:
     """Logit lens on the value path, each term a cross-entropy of lm_head over a few words, on the hidden
     state entering the layer after the one named:
-    grounding layer, at each name's last word: that object's colour, shape and digit;
+    grounding layer, at each name's last word: that object's colour, shape and digit, and the half of the image
+    it lies in along x ("left" / "right") and y ("above" / "below"), so the name carries where the object is;
     answer layer, at each answer position: the first named object's colour, shape and digit, and, when two
     objects are named, the first one's side of the second along x ("left" / "right") and y ("above" / "below");
     word layer, at each option word of a choice question: its letter.
@@ -476,6 +488,7 @@ def lens_loss(llava, reads: dict, conv, cfg: TrainConfig, word_ids) -> torch.Ten
         loss = loss + term(at_names, names >= 0, words, conv.object_words.flatten(1, 2)[..., kind])
         loss = loss + term(at_answers, answers >= 0, words, conv.object_words[:, :, 0, kind])
     for axis, sides in enumerate(PAIR_SIDES):
+        loss = loss + term(at_names, names >= 0, sides, conv.name_halves.flatten(1, 2)[..., axis])
         loss = loss + term(at_answers, answers >= 0, sides, conv.pair_sides[..., axis])
     letters = torch.arange(len(LETTERS)).repeat(conv.option_pos.shape[1])  # option k's letter is LETTERS[k]
     return loss + term(hidden_at(cfg.word_layer, options), options >= 0, LETTERS, letters.expand_as(options))

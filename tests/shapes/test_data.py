@@ -5,14 +5,15 @@ from PIL import Image
 
 from rclib.models.llava import splice_image_tokens
 from rclib.shapes.build import PROMPT_TEMPLATE, ShapesModelConfig, build_all
-from rclib.shapes.data import OBJECT_WORDS, PAIR_SIDES, PromptLayout, conversation_batch, make_bank
+from rclib.shapes.data import MAX_NAMED, OBJECT_WORDS, PAIR_SIDES, PromptLayout, conversation_batch, make_bank
 from rclib.shapes.train import (
     grounding_loss,
     head_attention,
     lm_forward,
     onto_position_loss,
+    word_targets,
 )
-from rclib.shapes.world import COLORS, DIGITS, FAMILIES, LETTERS, NUM_PATCHES, RELATIONS, SHAPES
+from rclib.shapes.world import COLORS, DIGITS, FAMILIES, GRID_SIZE, LETTERS, NUM_PATCHES, RELATIONS, SHAPES
 
 SMALL = ShapesModelConfig(vision_width=32, text_width=32, lm_width=32, lm_mlp=64, projection_dim=16)
 
@@ -156,6 +157,17 @@ def check_slots(conv, tokens, bank, rows, families):
             assert (PAIR_SIDES[axis][sides[axis]] == word) == (bank.q_answer[r] == "yes")
         else:
             assert sides == [-1, -1], "sides only between two named objects"
+        halves = conv.name_halves[0, t]  # (MAX_NAMED, 2): each named object's half of the image per axis
+        assert ((halves >= 0).any(-1) <= (conv.name_pos[0, t] >= 0)).all(), "halves only of named objects"
+        grid = torch.arange(NUM_PATCHES)
+        for k in range(MAX_NAMED):
+            mask = conv.named[0, t, k].float()
+            if mask.sum() == 0:
+                continue
+            centre = [(mask * (grid % GRID_SIZE)).sum() / mask.sum(), (mask * (grid // GRID_SIZE)).sum() / mask.sum()]
+            for axis in range(2):  # the patch mask's centre (in patches) lies in the half the target names
+                if halves[k, axis] >= 0:
+                    assert (centre[axis] + 0.5 > GRID_SIZE / 2) == bool(halves[k, axis]), (k, axis, centre)
         assert not (conv.glyph[0, t] & ~conv.named[0, t]).any(), "digit patches lie on the named object"
         if family == "glyph":
             assert int(conv.glyph[0, t, 0].sum()) == 4 and DIGITS[int(conv.object_words[0, t, 0, 2])] == bank.q_answer[r]
@@ -168,3 +180,21 @@ def check_slots(conv, tokens, bank, rows, families):
             assert (position >= 0) == (color >= 0) == (shape >= 0), "words exactly for the named objects"
             if position >= 0:
                 assert tokens[position] in (list(COLORS)[color], SHAPES[shape]), "the name's last word is the object's"
+
+
+def test_word_targets_name_each_object_patch_and_grade_its_position(setup):
+    """Stage 3a's targets: an object patch scores its colour and shape words, background patches nothing; the
+    side words split 1 between "left" / "right" (and "above" / "below"), "right" growing with the column."""
+    _, processor, bank, _ = setup
+    tokenizer = processor.tokenizer
+    target = word_targets(tokenizer, bank, torch.arange(len(bank)), len(tokenizer))  # (S, P, V)
+    objects = bank.patch_labels["color"] < len(COLORS)
+    assert objects.any() and (~objects).any()
+    assert (target[~objects] == 0).all(), "background patches score no word"
+    color_ids = torch.tensor(tokenizer.convert_tokens_to_ids(list(COLORS)))
+    s, p = torch.nonzero(objects, as_tuple=True)
+    assert (target[s, p, color_ids[bank.patch_labels["color"][s, p]]] == 1).all()
+    for (first, second), coordinate in zip(PAIR_SIDES, (p % GRID_SIZE, p // GRID_SIZE)):
+        low, high = tokenizer.convert_tokens_to_ids([first, second])
+        assert torch.allclose(target[s, p, low] + target[s, p, high], torch.ones(len(p)))
+        assert torch.allclose(target[s, p, high], coordinate / (GRID_SIZE - 1))
