@@ -119,8 +119,10 @@ def _scene_rows(args: tuple[int, int, int, WorldConfig]):
             clear = np.abs(offset) >= config.min_offset
             sides[clear] = (offset[clear] > 0).astype(np.int64)
         target = patch_mask(s.target_pixel_mask, config.patch_cover).reshape(-1)
-        questions.append((s.question, s.answer, FAMILIES.index(s.family), target, ends, named, coarse, two_words,
-                          glyph, object_words, sides, halves))
+        questions.append({"q_text": s.question, "q_answer": s.answer, "q_family": FAMILIES.index(s.family),
+                          "q_target": target, "q_name_end": ends, "q_named": named, "q_coarse": coarse,
+                          "q_two_words": two_words, "q_glyph": glyph, "q_object_words": object_words,
+                          "q_pair_sides": sides, "q_name_halves": halves})  # SceneBank field -> value
     return scene.image, scene_labels(scene), scene.caption, questions
 
 
@@ -132,24 +134,18 @@ def make_bank(seed: int, n: int, per_scene: int = 10, config: WorldConfig = Worl
             rows = pool.map(_scene_rows, jobs, chunksize=64)
     else:
         rows = [_scene_rows(job) for job in jobs]
-    q_rows = [(s, *q) for s, row in enumerate(rows) for q in row[3]]
+    questions = [{**q, "q_scene": s} for s, row in enumerate(rows) for q in row[3]]
+    arrays = {name: torch.from_numpy(np.stack([q[name] for q in questions])) for name in questions[0]
+              if isinstance(questions[0][name], np.ndarray)}  # per-question masks, ids and sides
     return SceneBank(
         images=torch.from_numpy(np.stack([r[0] for r in rows])),
         patch_labels={name: torch.from_numpy(np.stack([r[1][name] for r in rows])) for name in LABELS},
         captions=[r[2] for r in rows],
-        q_scene=torch.tensor([q[0] for q in q_rows]),
-        q_text=[q[1] for q in q_rows],
-        q_answer=[q[2] for q in q_rows],
-        q_family=torch.tensor([q[3] for q in q_rows]),
-        q_target=torch.from_numpy(np.stack([q[4] for q in q_rows])),
-        q_name_end=torch.from_numpy(np.stack([q[5] for q in q_rows])),
-        q_named=torch.from_numpy(np.stack([q[6] for q in q_rows])),
-        q_coarse=torch.from_numpy(np.stack([q[7] for q in q_rows])),
-        q_two_words=torch.from_numpy(np.stack([q[8] for q in q_rows])),
-        q_glyph=torch.from_numpy(np.stack([q[9] for q in q_rows])),
-        q_object_words=torch.from_numpy(np.stack([q[10] for q in q_rows])),
-        q_pair_sides=torch.from_numpy(np.stack([q[11] for q in q_rows])),
-        q_name_halves=torch.from_numpy(np.stack([q[12] for q in q_rows])),
+        q_scene=torch.tensor([q["q_scene"] for q in questions]),
+        q_text=[q["q_text"] for q in questions],
+        q_answer=[q["q_answer"] for q in questions],
+        q_family=torch.tensor([q["q_family"] for q in questions]),
+        **arrays,
     )
 
 
@@ -280,12 +276,11 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
         out.image_start[b] = layout.image_start + pad
         stacked = torch.stack(name_pos)  # (t, MAX_NAMED)
         out.name_pos[b, : len(rows)] = torch.where(stacked >= 0, stacked + pad, -1)
-        out.named[b, : len(rows)] = bank.q_named[torch.tensor(rows)]
-        out.coarse[b, : len(rows)] = bank.q_coarse[torch.tensor(rows)]
-        two_words = bank.q_two_words[torch.tensor(rows)] & (out.name_pos[b, : len(rows)] >= 0)
+        picked = torch.tensor(rows)
+        for name in ("named", "coarse", "glyph", "object_words", "pair_sides", "name_halves"):  # copied per question
+            getattr(out, name)[b, : len(rows)] = getattr(bank, f"q_{name}")[picked]
+        two_words = bank.q_two_words[picked] & (out.name_pos[b, : len(rows)] >= 0)
         out.previous_pos[b, : len(rows)] = torch.where(two_words, out.name_pos[b, : len(rows)] - 1, -1)
-        out.glyph[b, : len(rows)] = bank.q_glyph[torch.tensor(rows)]
-        out.object_words[b, : len(rows)] = bank.q_object_words[torch.tensor(rows)]
         slot = torch.stack(slots)  # (t, 1 + 2n): relation, n letters, n options
         slot = torch.where(slot >= 0, slot + pad, -1)
         out.relation_pos[b, : len(rows)] = slot[:, 0]
@@ -294,6 +289,4 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
         for t, r in enumerate(rows):
             if bank.q_answer[r] in LETTERS and out.option_pos[b, t, 0] >= 0:
                 out.chosen_pos[b, t] = out.option_pos[b, t, LETTERS.index(bank.q_answer[r])]
-        out.pair_sides[b, : len(rows)] = bank.q_pair_sides[torch.tensor(rows)]
-        out.name_halves[b, : len(rows)] = bank.q_name_halves[torch.tensor(rows)]
     return out
