@@ -17,6 +17,7 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from rclib.shapes.build import PROMPT_TEMPLATE
 from rclib.shapes.world import (
+    ANSWER_WORDS,
     COLORS,
     DIGITS,
     FAMILIES,
@@ -178,6 +179,8 @@ class Conversations:
     option_pos: torch.Tensor  # (B, T, len(LETTERS)) int64, a choice question's option words, -1 = none
     letter_pos: torch.Tensor  # (B, T, len(LETTERS)) int64, each option's letter, -1 = none
     chosen_pos: torch.Tensor  # (B, T) int64, the option word of a choice question's answer, -1 = none
+    verdict_pos: torch.Tensor  # (B, T) int64, a position question's relation word when the relation holds, else its
+    # answer position (the query itself), -1 = not a position question
     pair_sides: torch.Tensor  # (B, T, 2) int64, see SceneBank.q_pair_sides
     name_halves: torch.Tensor  # (B, T, MAX_NAMED, 2) int64, see SceneBank.q_name_halves
 
@@ -263,6 +266,7 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
         option_pos=torch.full((B, T, len(LETTERS)), -1, dtype=torch.long),
         letter_pos=torch.full((B, T, len(LETTERS)), -1, dtype=torch.long),
         chosen_pos=torch.full((B, T), -1, dtype=torch.long),
+        verdict_pos=torch.full((B, T), -1, dtype=torch.long),
         pair_sides=torch.full((B, T, len(PAIR_SIDES)), -1, dtype=torch.long),
         name_halves=torch.full((B, T, MAX_NAMED, len(PAIR_SIDES)), -1, dtype=torch.long),
     )
@@ -289,4 +293,7 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
         for t, r in enumerate(rows):
             if bank.q_answer[r] in LETTERS and out.option_pos[b, t, 0] >= 0:
                 out.chosen_pos[b, t] = out.option_pos[b, t, LETTERS.index(bank.q_answer[r])]
+            if out.relation_pos[b, t] >= 0:
+                holds = bank.q_answer[r] == ANSWER_WORDS[0]  # "yes"
+                out.verdict_pos[b, t] = out.relation_pos[b, t] if holds else out.target_pos[b, 2 * t]
     return out

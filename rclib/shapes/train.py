@@ -17,7 +17,8 @@ out first), so a run always ends and saves:
    Llama learn multi-turn VQA conversations (loss on the answer words and EOS), with attention
    targets for the hops an answer takes (`grounding_losses`: a name's words onto the named object's
    image tokens and onto its digit patches, the answer position onto the names, a position
-   question's relation word and a choice question's chosen option, each option onto its letter;
+   question's relation word and a choice question's chosen option, each option onto its letter, a
+   position question's answer position onto its relation word when the relation holds, else onto itself;
    computed from the layers' own q / k projections: no attention switch) and a logit lens on what
    those hops must carry (`lens_loss`: the LM's own lm_head, on the hidden state after a hop, must
    score the named object's words and its half of the image, the first named object's side of the second,
@@ -111,6 +112,7 @@ class TrainConfig:
     answer_layer: int = 2  # LM layer whose head k, at the answer position, is pulled onto the k-th name's last word
     # (k = 0, 1) and whose head 2 onto a position question's relation word
     option_layer: int = 3  # LM layer whose head 0, at the answer position, is pulled onto the chosen option word
+    # and whose head 1 (the verdict) onto a position question's relation word when it holds, else onto itself;
     # the word layer's head 2 pulls each option word of a choice question onto its letter, the grounding
     # layer's head 1 a name's last word onto that object's digit patches. Tried and dropped (each slowed
     # every family down, attribute at 0.10-0.25 after 1,650-1,950 steps instead of 0.95): pulling the answer
@@ -439,7 +441,10 @@ def grounding_losses(reads: dict, conv, cfg: TrainConfig) -> torch.Tensor:
     grounding layer: head 0 at the last word onto the named object, head 1 onto its digit patches;
     answer layer: head k at each answer position onto the k-th name's last word, head 2 onto a position
     question's relation word; option layer: head 0 at the answer position onto a choice question's option
-    word that names the object's colour."""
+    word that names the object's colour, head 1 at a position question's answer position onto its relation
+    word when the relation holds and onto itself when not (the verdict: the side-of lens has put the first
+    object's side there, and a query carrying "left" meets the key of the word "left", so the yes / no
+    becomes a match of two words instead of a mapping the MLPs must find)."""
     query = conv.name_pos.flatten(1)  # (B, Q)
     valid = query >= 0
 
@@ -459,7 +464,8 @@ def grounding_losses(reads: dict, conv, cfg: TrainConfig) -> torch.Tensor:
                    for k in range(conv.name_pos.shape[-1]))
     relation = onto_position_loss(attention(cfg.answer_layer, 2, answer_pos), conv.relation_pos)
     chosen = onto_position_loss(attention(cfg.option_layer, 0, answer_pos), conv.chosen_pos)
-    return word_objects + first_word + option_letter + named_object + digit + to_names + relation + chosen
+    verdict = onto_position_loss(attention(cfg.option_layer, 1, answer_pos), conv.verdict_pos)
+    return word_objects + first_word + option_letter + named_object + digit + to_names + relation + chosen + verdict
 
 
 def lens_loss(llava, reads: dict, conv, cfg: TrainConfig, word_ids) -> torch.Tensor:

@@ -155,8 +155,12 @@ def check_slots(conv, tokens, bank, rows, families):
             word = tokens[relation]
             axis = next(a for a, pair in enumerate(PAIR_SIDES) if word in pair)
             assert (PAIR_SIDES[axis][sides[axis]] == word) == (bank.q_answer[r] == "yes")
+            verdict = relation if bank.q_answer[r] == "yes" else int(conv.target_pos[0, 2 * t])
+            assert conv.verdict_pos[0, t] == verdict, "the relation word when it holds, else the answer position"
+            assert tokens[int(conv.target_pos[0, 2 * t]) + 1] == bank.q_answer[r]
         else:
             assert sides == [-1, -1], "sides only between two named objects"
+            assert conv.verdict_pos[0, t] == -1
         halves = conv.name_halves[0, t]  # (MAX_NAMED, 2): each named object's half of the image per axis
         assert ((halves >= 0).any(-1) <= (conv.name_pos[0, t] >= 0)).all(), "halves only of named objects"
         grid = torch.arange(NUM_PATCHES)
