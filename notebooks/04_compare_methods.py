@@ -57,7 +57,8 @@ gallery.method_grid_figure(model, examples)
 # the adaptive methods, at the count they choose (stars). `full` is the dashed line; `oracle` keeps the
 # asked-about objects' patches first (no K-token selection keeps more evidence; whether it also answers
 # best depends on how much context the LLM needs besides); `fastv` prunes inside the
-# LLM, from layer 2 on. **Evidence kept**: the share of the asked-about objects' patches that reach
+# LLM, from layer K on (the paper's K = 2 of 32 decoder layers, at the same relative depth of this
+# model's LLM). **Evidence kept**: the share of the asked-about objects' patches that reach
 # the LLM as themselves (kept, recovered or a centre), not blended into a merge.
 
 # %%

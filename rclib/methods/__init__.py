@@ -45,8 +45,8 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                "Alvar et al., DivPrune, CVPR 2025 (arXiv 2503.02175)"),
     MethodSpec("random", random_tokens, "K uniformly random tokens, original order", ""),
     MethodSpec("pool", pool, "average pooling of the patch grid to g x g cells, g = floor(sqrt(K))", ""),
-    MethodSpec("fastv", fastv, "from LLM layer K = 2 on, only the image tokens the last prompt token attended to "
-               "most in layer K-1",
+    MethodSpec("fastv", fastv, "from LLM layer K = 2 of 32 on (the same relative depth in other LLMs), only the "
+               "image tokens the last prompt token attended to most in layer K-1",
                "Chen et al., FastV, ECCV 2024 (arXiv 2403.06764)", stage="inside_llm"),
     MethodSpec("cdpruner", cdpruner, "the K tokens of a greedy conditional DPP: feature cosine weighted by CLIP "
                "text relevance", "Zhang et al., CDPruner, NeurIPS 2025 (arXiv 2506.10967)", needs=("text_sim",)),

@@ -146,6 +146,12 @@ ADAPTIVE = "adaptive"  # the budget word for "the method chooses K" (budget=None
 DEFAULT_SHARE = (64, 576)  # LLaVA-1.5's usual 64-token setting, as a share of the 576 CLIP-L/336 tokens
 
 
+def layer_at_depth(layer: int, depth: int, n_layers: int) -> int:
+    """Decoder layer ``layer`` of an LLM ``depth`` layers deep, moved to the same relative depth of one
+    ``n_layers`` deep, within 1..n_layers-1 (where a pruning step can go: the layer before decides)."""
+    return min(n_layers - 1, max(1, round(layer * n_layers / depth)))
+
+
 def default_budget(n_tokens: int) -> int:
     """K for a fixed-budget method given no budget: 64 of 576, the same share of other grids."""
     return max(1, round(n_tokens * DEFAULT_SHARE[0] / DEFAULT_SHARE[1]))

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from rclib.filters import topk_mask
-from rclib.methods.common import budget_tensor, default_budget
+from rclib.methods.common import budget_tensor, default_budget, layer_at_depth
 
 LAYERS = (3, 7, 16)  # prune before these decoder layers: the attention of layers 2, 6 and 15 decides (released)
 RELEASED_DEPTH = 32  # LAYERS are for LLaVA-1.5-7B's 32 decoder layers; other depths scale them (for_depth)
@@ -138,7 +138,7 @@ class SparseVLMPruner:
         same relative depth (within 1..n_layers-1); stages that land on one layer keep the later, smaller count."""
         if self.depth is None or self.depth == n_layers or n_layers < 2:
             return self
-        scaled = [min(n_layers - 1, max(1, round(layer * n_layers / self.depth))) for layer in self.layers]
+        scaled = [layer_at_depth(layer, self.depth, n_layers) for layer in self.layers]
         stages = dict(zip(scaled, self.counts))  # a later stage on the same layer overwrites the earlier
         return replace(self, layers=tuple(stages), counts=tuple(stages.values()), depth=n_layers)
 

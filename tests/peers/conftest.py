@@ -9,7 +9,7 @@ QUESTIONS = ["what colour is the circle ?", "how many shapes are there in this p
 
 @pytest.fixture(scope="session")
 def deep_model(tiny_model):
-    """The tiny LLaVA with 4 decoder layers (layers 2 and 3 new, seeded), so that FastV's K = 2 is valid."""
+    """The tiny LLaVA with 4 decoder layers (layers 2 and 3 new, seeded), so that FastV with K = 2 (an explicit layer) runs."""
     from transformers import LlavaForConditionalGeneration
 
     from rclib.models import CompressedLlava

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import rclib
+from rclib.methods.fastv import fastv
 
 MAX_NEW = 8
 
@@ -112,13 +113,13 @@ def test_fastv_batch_equals_single_samples_and_layer_provenance(deep_model, deep
     batch = deep_model.run(deep_encoded, "fastv", 7, MAX_NEW)
     N = deep_encoded.n_tokens
     seen = batch.layer_seen
-    assert seen.shape == (3, 4, N)
-    assert seen[:, :2].all() and seen[:, 2:].sum(2).tolist() == [[7, 7]] * 3
-    assert torch.equal(seen[:, 2], seen[:, 3]) and torch.equal(batch.result.fate == rclib.Fate.KEPT, seen[:, 3])
+    assert seen.shape == (3, 4, N)  # 4 decoder layers: the paper's K = 2 of 32 moves to K = 1
+    assert seen[:, :1].all() and seen[:, 1:].sum(2).tolist() == [[7, 7, 7]] * 3
+    assert torch.equal(seen[:, 1], seen[:, 3]) and torch.equal(batch.result.fate == rclib.Fate.KEPT, seen[:, 3])
     assert batch.result.n_output.tolist() == [7, 7, 7] and batch.seconds.keys() == {"generate"}
-    attention = batch.result.scores["llm_attention_layer1"]
+    attention = batch.result.scores["llm_attention_layer0"]
     for b in range(3):  # the kept tokens are the 7 most attended
-        assert torch.equal(seen[b, 2], attention[b] >= attention[b].topk(7).values[-1])
+        assert torch.equal(seen[b, 1], attention[b] >= attention[b].topk(7).values[-1])
         single = deep_model.answer(tiny_images[b], questions[b], method="fastv", budget=7, max_new_tokens=MAX_NEW)
         assert single.texts[0] == batch.texts[b]
         assert torch.equal(single.layer_seen[0], seen[b])
@@ -141,8 +142,15 @@ def test_fastv_refuses_bad_input(deep_model, deep_encoded, tiny_model):
     with pytest.raises(ValueError, match=r"1\.\.3"):
         deep_model.run(deep_encoded, "fastv", 8, layer=4)
     with pytest.raises(ValueError, match=r"1\.\.1"):  # the shared tiny model has 2 decoder layers
-        tiny_model.run(deep_encoded, "fastv", 8)
+        tiny_model.run(deep_encoded, "fastv", 8, layer=2)
     with pytest.raises(ValueError, match="budget must be >= 1"):
         deep_model.run(deep_encoded, "fastv", 0)
     with pytest.raises(ValueError, match="no option"):
         deep_model.run(deep_encoded, "fastv", 8, k=2)
+
+
+def test_fastv_default_layer_keeps_the_papers_relative_depth(deep_encoded):
+    plan = fastv(deep_encoded.features, budget=7)  # the paper's K = 2 of LLaVA-1.5's 32 decoder layers
+    assert [plan.for_depth(n).layer for n in (32, 64, 40, 4, 2)] == [2, 4, 2, 1, 1]
+    explicit = fastv(deep_encoded.features, budget=7, layer=2)
+    assert explicit.for_depth(4) == explicit and explicit.for_depth(64).layer == 2, "an explicit K is exact"
