@@ -108,9 +108,10 @@ Markdown(f"On this machine RC's {float(rc_result.n_output.float().mean()):.0f} t
 # Held-out ShapesWorld questions of the families this model answers: `learned_families(model)` reads
 # the all-token accuracy its training measured (`metrics.json` beside the checkpoint) and keeps the
 # families at 90% or more (the shipped model answers all five; a model without that file is asked all
-# five). Each method runs at fixed budgets K (the `BUDGETS` below this model's token count) and, for RC and PruMerge, at the count they choose themselves (stars); the
-# dashed line is the model with all tokens. `N_BENCH` is kept small so that the notebook runs in a few
-# minutes; `rclib bench` runs the full benchmark.
+# five). Each method runs at fixed budgets K (the `BUDGETS` below this model's token count) and, for RC
+# and PruMerge, at the count they choose themselves (stars); the dashed line is the model with all
+# tokens. `N_BENCH` is kept small so that the notebook runs in a few minutes; `rclib bench` runs the
+# full benchmark.
 #
 # Besides accuracy: **evidence recall**, the share of the asked-about objects' patches that reach the
 # LLM in any form (kept, recovered, a centre, or merged into a cluster or the extra token), and

@@ -111,8 +111,8 @@ def _scene_rows(args: tuple[int, int, int, WorldConfig]):
                 if words[end] in (obj.color, obj.shape):
                     coarse[k] |= patch_mask(obj.pixel_mask, config.patch_cover).reshape(-1)
             two_words[k] = words[end - 1] in COLORS
-        offset = centers - IMAGE_SIZE / 2  # (MAX_NAMED, 2) from the image's middle
-        halves = np.where(np.abs(offset) >= config.min_offset / 2, (offset > 0).astype(np.int64), -1)
+        from_middle = centers - IMAGE_SIZE / 2  # (MAX_NAMED, 2) x, y of each named object from the image's middle
+        halves = np.where(np.abs(from_middle) >= config.min_offset / 2, (from_middle > 0).astype(np.int64), -1)
         halves[len(s.named):] = -1
         sides = np.full(len(PAIR_SIDES), -1, dtype=np.int64)
         if len(s.named) == 2:

@@ -356,8 +356,7 @@ def word_targets(tokenizer, bank: SceneBank, idx: torch.Tensor, vocab_size: int)
         b, p = torch.nonzero(on, as_tuple=True)
         target[b, p, ids[labels[on]]] = 1
     objects = bank.patch_labels["color"][idx] < len(OBJECT_WORDS["color"])  # (B, P)
-    grid = torch.arange(NUM_PATCHES)
-    for sides, coordinate in zip(PAIR_SIDES, (grid % GRID_SIZE, grid // GRID_SIZE)):  # x, y
+    for sides, coordinate in zip(PAIR_SIDES, (GRID_X, GRID_Y)):
         later = coordinate / (GRID_SIZE - 1)  # (P,) 0 at the left / top edge, 1 at the right / bottom one
         for side_id, share in zip(tokenizer.convert_tokens_to_ids(list(sides)), (1 - later, later)):
             target[..., side_id] = torch.where(objects, share, 0.0)
