@@ -2,29 +2,35 @@
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+LOCK   := requirements/lock.txt# every package of the dev + eval environment, exact versions and hashes (`make lock`)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 OUT    ?= out
 CHROMIUM := /usr/bin/chromium# the browser of tests/browser: Debian's package (Playwright never downloads one)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export MPLBACKEND ?= Agg
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test test-browser lab figures bench train-shapes clean
+.PHONY: help setup lock demo test test-browser lab figures bench train-shapes clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,eval]"
+	$(PY) -m pip install --quiet pip==26.3
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -q
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 
-setup: $(STAMP) $(CHROMIUM) ## create .venv with the pinned packages (only when missing or pyproject changed), apt's chromium
+setup: $(STAMP) $(CHROMIUM) ## create .venv from requirements/lock.txt (only when missing or the lock changed), apt's chromium
+
+lock: $(STAMP) ## regenerate requirements/lock.txt from pyproject.toml's ranges (keeps locked versions; UPGRADE=--upgrade moves them)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra eval --python-version 3.11.7 \
+		--python-platform x86_64-manylinux_2_28 --generate-hashes -c requirements/constraints.txt $(UPGRADE) -o $(LOCK)
 
 demo: $(STAMP) ## answer the sample questions with all tokens and with RC; figures + result.json in out/
 	$(PY) -m rclib demo --out $(OUT)
