@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -20,8 +21,6 @@ from rclib.eval.commands import add_commands
 from rclib.methods import METHODS, method_table
 from rclib.models.llava import IMAGE_PREPROCESS, PROMPT_FORMATS
 from rclib.speed import add_command as add_speed_command
-
-DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 def record(model, run, b: int = 0, image: str = "<array>", full_text: str | None = None) -> dict:
@@ -49,13 +48,13 @@ def answer_one(model, image, question: str, method: str = "rc", budget: int | No
     return record(model, run, 0, str(image) if isinstance(image, (str, Path)) else "<array>", full_text), run
 
 
-def write_outputs(model, out: Path, entry: dict, run) -> None:
+def write_outputs(model, out: Path, entry: dict, run, command: str = "answer") -> None:
     """result.json and the figures (score heatmaps, token-fate map) of one answered question."""
     from rclib import viz
     from rclib.gallery import answer_figures
     from rclib.outputs import output_folder, write_json
 
-    with output_folder(out) as folder:  # all or nothing: the previous complete folder stays until this one is
+    with output_folder(out, command) as folder:  # all or nothing: the previous complete folder stays until this one is
         write_json(folder / "result.json", entry)
         for name, figure in answer_figures(model, run).items():
             figure.savefig(folder / f"{name}.png", dpi=110, bbox_inches="tight")
@@ -107,7 +106,7 @@ def cmd_answer(args) -> None:
 
     model = load_model(args)
     question = check_question(model, args.question)  # fits the LLM, no chat markers; CLIP truncation reported
-    image = open_image(args.image)
+    image = args.image_read if hasattr(args, "image_read") else open_image(args.image)  # read once (a pipe)
     entry, run = answer_one(model, image.image, args.question, args.method, args.budget, args.compare,
                             **method_options(args))
     entry.update(image=args.image, image_notes=image.notes, question_check=question.record())
@@ -123,7 +122,7 @@ def cmd_answer(args) -> None:
 def cmd_demo(args) -> None:
     """RC against all tokens on the example scenes and photographs; on a model that cannot answer about an example
     (the embedded one on a photograph) its figures are written and its outputs are labelled as no answers."""
-    from rclib.examples import caveats, english_list, examples_for_model, known_words, learned_families
+    from rclib.examples import caveats, english_list, known_words, learned_families
     from rclib.shapes.world import FAMILIES
 
     model = load_model(args)
@@ -137,17 +136,24 @@ def cmd_demo(args) -> None:
             print(f"it answers {english_list(learned)} questions; it did not learn {english_list(untrained)} "
                   "(see data/models/README.md)")
     print()
-    for i, example in enumerate(examples_for_model(args.model, n_scenes=3)):
-        name = f"{i:02d}-" + "".join(c if c.isalnum() else "-" for c in example.name.split(":")[0]).strip("-")
+    for name, example in demo_examples(args.model):
         entry, run = answer_one(model, example.image, example.question, args.method, args.budget, compare=True)
         entry["image"] = str(example.image) if isinstance(example.image, Path) else example.name
         if example.answer is not None:
             entry["answer_truth"] = example.answer
         entry["caveats"] = caveats(model, example.question, example.scene)
-        write_outputs(model, Path(args.out) / name, entry, run)
+        write_outputs(model, Path(args.out) / name, entry, run, "demo")
         print(f"[{name}]", end=" ")
         print_record(entry)
     print(f"\nwrote result.json and figures for each example under {args.out}/")
+
+
+def demo_examples(model: str) -> list[tuple[str, object]]:
+    """(output subfolder, example) of every example ``rclib demo`` answers for ``model``."""
+    from rclib.examples import examples_for_model
+
+    return [(f"{i:02d}-" + "".join(c if c.isalnum() else "-" for c in example.name.split(":")[0]).strip("-"), example)
+            for i, example in enumerate(examples_for_model(model, n_scenes=3))]
 
 
 def table_lines(rows: list[dict], markdown: bool = False) -> list[str]:
@@ -173,7 +179,7 @@ def cmd_bench(args) -> None:
                          families=tuple(args.families) if args.families else None, n=args.n, seed=args.seed)
     rows = run_bench(load_model(args), config)
     out = Path(args.out)
-    with output_folder(out) as folder:
+    with output_folder(out, "bench") as folder:
         write_json(folder / "results.json", rows)
         write_json(folder / "config.json", vars(config))
         with open(folder / "results.csv", "w", newline="") as f:
@@ -192,9 +198,12 @@ def cmd_methods(args) -> None:
 
 def cmd_figures(args) -> None:
     from rclib.gallery import render_figures
+    from rclib.outputs import output_folder
 
-    for path in render_figures(Path(args.out), model=args.model):
-        print(path)
+    with output_folder(Path(args.out), "figures") as folder:  # all or nothing: no half-written PNG
+        paths = render_figures(folder, model=args.model)
+    for path in paths:
+        print(Path(args.out) / path.name)
 
 
 def cmd_train_shapes(args) -> None:
@@ -219,8 +228,9 @@ def parser() -> argparse.ArgumentParser:
                         help="vicuna_v1: LLaVA-1.5's evaluation prompt with its system prompt; chat_template: the "
                         "checkpoint's (default: the registry's setting)")
         if method:
-            sp.add_argument("--method", default="rc", choices=list(METHODS),
-                            help="compression method (`rclib methods` describes each)")
+            sp.add_argument("--method", default="rc", choices=[m for m in METHODS if "target" not in METHODS[m].needs],
+                            help="compression method (`rclib methods` describes each; oracle needs a scene's "
+                            "ground truth: rclib bench)")
             sp.add_argument("--budget", type=int, default=None, help="fixed number of output tokens (default adaptive)")
             sp.add_argument("--preset", choices=("paper", "released"), default=None,
                             help="rc only: 'released' reproduces the authors' released code (docs/released.md)")
@@ -260,7 +270,8 @@ def parser() -> argparse.ArgumentParser:
     sp.set_defaults(run=cmd_figures)
 
     sp = sub.add_parser("train-shapes", help="train the embedded ShapesWorld models from scratch")
-    sp.add_argument("--out", default=str(DATA / "models"))
+    sp.add_argument("--out", default="out/shapes-models", help="a new or empty folder (never the shipped "
+                    "data/models: rclib.shapes.train.install_models puts a finished run there)")
     sp.add_argument("--quick", action="store_true", help="a few steps only (CI smoke test)")
     sp.set_defaults(run=cmd_train_shapes)
 
@@ -272,10 +283,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-POSITIVE = ("budget", "n", "processes", "batch_size", "limit", "shapes_n", "threads", "repeats", "batches",
-            "new_tokens")  # numeric options that count something (one number or a list)
-WHOLE_FOLDER_OUTPUTS = ("answer", "bench", "table")  # commands whose --out is replaced as a whole (rclib.outputs)
+MAX_TOKENS = 100_000  # a budget above any vision tower's token count
+LIMITS = {  # numeric options (one number or a list) -> (least, most); the most bounds memory and time
+    "budget": (1, MAX_TOKENS), "n": (1, 20_000), "shapes_n": (1, 20_000),  # a held-out question takes ~40 kB
+    "processes": (1, 1024), "batch_size": (1, 4096), "limit": (1, 10**9), "threads": (1, os.cpu_count() or 1),
+    "repeats": (1, 10_000), "batches": (1, 4096), "new_tokens": (1, 4096), "seed": (0, 2**32 - 1)}
+WHOLE_FOLDER_OUTPUTS = ("answer", "bench", "table", "figures")  # --out replaced as a whole (rclib.outputs)
+RESERVED_MODEL_ARGS = {"pretrained": "--model", "method": "--methods", "budget": "--budgets"}  # rclib eval sets them
 HINTS = {  # error types that do not say what to do, and what to do
+    "MemoryError": "out of memory: free memory, or use a smaller image, model or --n",
     "SafetensorError": "a safetensors file is damaged or truncated: download or save it again",
     "JSONDecodeError": "a JSON file is not valid JSON",
     "UnicodeDecodeError": "a file or argument is not UTF-8 text",
@@ -289,22 +305,74 @@ def preflight(args) -> None:
     from rclib.outputs import check_output_folder, check_writable
     from rclib.questions import check_question_text
 
-    for name in POSITIVE:
-        value = getattr(args, name, None)
-        for number in value if isinstance(value, list) else [value]:
-            if number is not None and number < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {number}")
-    if getattr(args, "seed", 0) < 0:
-        raise ValueError(f"--seed must be 0 or more, got {args.seed}")
+    check_numbers(args)
+    check_method_choice(args)
     if getattr(args, "question", None) is not None:
         check_question_text(args.question)
     if getattr(args, "image", None) is not None:
-        open_image(args.image)
+        args.image_read = open_image(args.image)  # read once: a pipe cannot be read again
     for folder in getattr(args, "folders", None) or ():
         if not Path(folder).is_dir():
             raise ValueError(f"no such folder {folder!r}: pass the folders rclib eval (or lmms-eval) wrote")
-    if getattr(args, "out", None):
-        (check_output_folder if args.command in WHOLE_FOLDER_OUTPUTS else check_writable)(args.out)
+    if getattr(args, "out", None) is not None:
+        if args.command in WHOLE_FOLDER_OUTPUTS:
+            check_output_folder(args.out, args.command)
+        else:
+            check_writable(args.out)
+    if args.command == "demo":
+        for name, _ in demo_examples(args.model):
+            check_output_folder(Path(args.out) / name, "demo")
+
+
+def check_numbers(args) -> None:
+    """Every numeric option within its LIMITS; budgets as text ('adaptive', 64, 64/576) parsed and bounded."""
+    from rclib.methods import parse_budget
+
+    for name, (least, most) in LIMITS.items():
+        value = getattr(args, name, None)
+        for number in value if isinstance(value, list) else [value]:
+            if number is not None and not least <= number <= most:
+                raise ValueError(f"--{name.replace('_', '-')} must be from {least} to {most:,}, got {number}")
+    for budget in getattr(args, "budgets", None) or ():
+        tokens = parse_budget(budget, 576)
+        if tokens is not None and tokens > MAX_TOKENS:
+            raise ValueError(f"budget {budget!r} is over {MAX_TOKENS:,} tokens: pass a count or a share of N up to 1")
+
+
+def check_method_choice(args) -> None:
+    """What the method options say together: a budget a method takes, rc's preset on rc, known families, each
+    method and budget once, bench cells that exist, eval model_args that do not override the cell."""
+    from rclib.shapes.world import check_families
+
+    method = getattr(args, "method", None)
+    if method and args.budget is not None and not METHODS[method].takes_budget:
+        raise ValueError(f"--method {method} uses every token: drop --budget {args.budget} or choose another method")
+    if method and getattr(args, "preset", None) and method != "rc":
+        raise ValueError(f"--preset is an option of rc, not of {method}: drop it or pass --method rc")
+    for option in ("methods", "budgets", "families"):
+        values = list(getattr(args, option, None) or ())
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise ValueError(f"--{option} lists {', '.join(twice)} more than once: give each once")
+    if getattr(args, "families", None):
+        check_families(args.families)
+    if args.command == "bench" and all(METHODS[m].takes_budget and not METHODS[m].adaptive for m in args.methods) \
+            and set(args.budgets) == {"adaptive"}:
+        raise ValueError(f"{', '.join(args.methods)} take a fixed budget, not 'adaptive': add a --budgets count "
+                         "like 64, or a method that adapts (rc, prumerge)")
+    if args.command == "eval":
+        check_model_args(args.model_args)
+
+
+def check_model_args(text: str) -> None:
+    """``rclib eval --model-args``: comma-separated key=value pairs that leave each cell's model and method alone."""
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, equals, value = part.partition("=")
+        if not equals or not key.strip() or not value.strip():
+            raise ValueError(f"--model-args: {part!r} is not key=value; pass e.g. text_encoder=NAME,preset=released")
+        if key.strip() in RESERVED_MODEL_ARGS:
+            raise ValueError(f"--model-args may not set {key.strip()}: each cell sets it; use "
+                             f"{RESERVED_MODEL_ARGS[key.strip()]}")
 
 
 def error_line(error: BaseException) -> str:

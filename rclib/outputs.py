@@ -5,8 +5,11 @@
 - :func:`output_folder`: the files of one output folder (an answered example, a benchmark) are
   written into a temporary folder beside the target, which then replaces the target as a whole.
   An interrupt leaves the previous complete folder (or none); a lock makes a second writer of the
-  same folder fail at once instead of mixing files. rclib replaces only folders it wrote (they hold
-  ``MARKER``) or empty ones, never a folder of someone else's files.
+  same folder fail at once instead of mixing files. rclib replaces only what it wrote: ``MARKER``
+  lists the command and every file of the folder; a folder holding anything else, or the output of
+  another command, is refused with the names of what is in the way.
+- Paths are followed: an output path that is a symbolic link writes into the folder it points to.
+  Files and folders get the permissions the umask gives (as ``open`` and ``mkdir`` do).
 - :func:`to_json`: NaN and infinities become ``null`` (most JSON readers reject NaN).
 
 The lock is ``fcntl.flock`` (POSIX): it ends with the process, so a killed run leaves no stale lock.
@@ -23,8 +26,9 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-MARKER = ".rclib-output"  # in every folder output_folder writes: the next run may replace that folder
-MARKER_TEXT = "Written by rclib. The next rclib run writing here replaces this folder as a whole.\n"
+MARKER = ".rclib-output"  # in every folder output_folder writes: the command and the files it wrote there
+MARKER_NOTE = "Written by rclib. The next rclib run of the same command replaces these files as a whole."
+SHOWN = 5  # entries an error names before "..."
 
 
 class OutputBusy(ValueError):
@@ -50,12 +54,26 @@ def to_json(value, indent: int = 2) -> str:
         raise ValueError(f"cannot write {type(value).__name__} as JSON: {error}") from error
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def follow(path: str | Path) -> Path:
+    """``path`` made absolute, a symbolic link (also one in its parents) replaced by what it points to."""
+    return Path(path).expanduser().resolve()
+
+
 @contextmanager
 def atomic_file(path: str | Path, mode: str = "w", **open_options):
     """Open a temporary file beside ``path`` for writing; on success it is flushed to disk and renamed to
-    ``path`` (replacing it at once), on any error removed. Yields the open file."""
-    path = Path(path)
+    ``path`` (replacing it at once), on any error removed. Yields the open file. A link at ``path`` is
+    followed: the file it points to is replaced; the new file's permissions come from the umask."""
+    path = follow(path)
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())
     try:
         with os.fdopen(fd, mode, **open_options) as file:
             yield file
@@ -95,21 +113,51 @@ def probe(folder: Path, target: Path) -> None:
 
 def check_writable(target: str | Path) -> Path:
     """Raise a ValueError saying what to do unless a folder can be written at ``target``: it is no file, and it
-    (or its closest existing ancestor, where it would be made) is a folder this process can write in."""
-    target = Path(target).absolute()
+    (or its closest existing ancestor, where it would be made) is a folder this process can write in.
+    Returns the folder, links followed."""
+    if not str(target).strip():
+        raise ValueError("the output path is empty: pass a folder path")
+    target = follow(target)
     if target.exists() and not target.is_dir():
         raise ValueError(f"output {str(target)!r} is a file, not a folder: pass a folder path")
     probe(nearest_existing(target), target)
     return target
 
 
-def check_output_folder(target: str | Path) -> Path:
-    """:func:`check_writable`, and rclib may replace ``target`` as a whole: it is absent, empty or an earlier
-    rclib output, and the folder beside it (where the new one is written first) is writable."""
+def entries(folder: Path) -> list[str]:
+    """Every file and folder under ``folder`` but the marker, as sorted relative POSIX paths."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.name != MARKER)
+
+
+def read_marker(folder: Path) -> dict:
+    """What ``folder``'s marker says: {"command": the rclib command or None, "files": what it wrote}. Without a
+    marker, or with one of an older rclib (plain text) or a damaged one, rclib claims no file there."""
+    try:
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        marker = {}
+    marker = marker if isinstance(marker, dict) else {}
+    files = marker.get("files")
+    return {"command": marker.get("command"), "files": files if isinstance(files, list) else []}
+
+
+def named(paths: list[str]) -> str:
+    return ", ".join(paths[:SHOWN]) + (f", ... ({len(paths)} in all)" if len(paths) > SHOWN else "")
+
+
+def check_output_folder(target: str | Path, command: str | None = None) -> Path:
+    """:func:`check_writable`, and rclib may replace ``target`` as a whole: it is absent, empty, or holds only
+    what an earlier run of ``command`` wrote there (its marker lists the files); the folder beside it (where the
+    new one is written first) is writable. Returns the folder, links followed."""
     target = check_writable(target)
-    if target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file():
-        raise ValueError(f"output folder {str(target)!r} holds files rclib did not write: pass a new or empty folder "
-                         "(rclib replaces its output folder as a whole)")
+    marker = read_marker(target)
+    if marker["command"] not in (None, command):
+        raise ValueError(f"output folder {str(target)!r} holds the output of `rclib {marker['command']}`: pass "
+                         f"another folder (or move that output away)")
+    foreign = [p for p in entries(target) if p not in set(marker["files"])] if target.is_dir() else []
+    if foreign:
+        raise ValueError(f"output folder {str(target)!r} holds what rclib did not write ({named(foreign)}): pass "
+                         "a new or empty folder, or move those away (rclib replaces its output folder as a whole)")
     probe(nearest_existing(target.parent), target)
     return target
 
@@ -163,23 +211,25 @@ def sync_tree(folder: Path) -> None:
 
 
 @contextmanager
-def output_folder(target: str | Path):
+def output_folder(target: str | Path, command: str | None = None):
     """Write an output folder all or nothing. Yields a temporary folder to write every file into; when the
     block ends without error it replaces ``target`` (the previous output until then), else it is removed.
+    command: the rclib command writing (its marker says so; another command's output is never replaced).
 
     ValueError before anything is written if ``target`` may not be written (see
     :func:`check_output_folder`); :class:`OutputBusy` if another process writes it now.
     """
-    target = check_output_folder(target)
+    target = check_output_folder(target, command)
     target.parent.mkdir(parents=True, exist_ok=True)
     with folder_lock(target):
-        check_output_folder(target)  # again, now that no one else can change it
+        check_output_folder(target, command)  # again, now that no one else can change it
         recover(target)
         temp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        temp.chmod(0o777 & ~current_umask())
         old = None
         try:
             yield temp
-            (temp / MARKER).write_text(MARKER_TEXT)
+            (temp / MARKER).write_text(to_json({"note": MARKER_NOTE, "command": command, "files": entries(temp)}))
             sync_tree(temp)
             if target.exists():
                 old = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"

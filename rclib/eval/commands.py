@@ -51,8 +51,12 @@ def cmd_eval(args) -> None:
         raise ValueError("pass --out DIR, the folder of the cells' lmms-eval results")
     from rclib.eval.grid import run_grid
     from rclib.eval.table import markdown, table_rows
+    from rclib.outputs import folder_lock, follow
 
-    done, failed = run_grid(grid_config(args))
+    out = follow(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out):  # a second eval into the same folder fails at once instead of doubling the samples
+        done, failed = run_grid(grid_config(args))
     if done:
         print(markdown(table_rows(done)))
     if failed:
@@ -73,7 +77,7 @@ def cmd_table(args) -> None:
     if args.out:
         from rclib.outputs import output_folder
 
-        with output_folder(Path(args.out)) as folder:
+        with output_folder(Path(args.out), "table") as folder:
             (folder / "table.md").write_text(text)
             write_csv(rows, folder / "table.csv")
         print(f"wrote {args.out}/table.md and table.csv")

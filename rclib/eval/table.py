@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import inspect
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,12 +128,28 @@ def row_order(model: str, method: str, budget: str) -> tuple:
     return model, position, method, budget_order(budget)
 
 
+def read_results(path: Path) -> dict | None:
+    """An lmms-eval results file, or None (with one line on stderr naming it and why) if it is damaged."""
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(results, dict) or not isinstance(results.get("config"), dict) or \
+                not isinstance(results.get("results"), dict) or "model" not in results["config"]:
+            raise ValueError("no 'config' with a 'model', or no 'results': not an lmms-eval results file")
+        return results
+    except (OSError, UnicodeDecodeError, ValueError) as error:  # json.JSONDecodeError is a ValueError
+        reason = " ".join(str(error).split())
+        print(f"skipped {str(path)!r}: {reason}; rerun the cell that wrote it, or move the file away",
+              file=sys.stderr)
+        return None
+
+
 def measured_rows(folders: list[str | Path]) -> list[dict]:
-    """One row per (model, method, budget) found in the lmms-eval result folders."""
+    """One row per (model, method, budget) found in the lmms-eval result folders; damaged files are skipped."""
     found: dict[tuple[str, str, str], Row] = {}
     for path in result_files(folders):
-        results = json.loads(path.read_text())
-        found.setdefault(row_key(results["config"]), Row()).add(results)
+        results = read_results(path)
+        if results is not None:
+            found.setdefault(row_key(results["config"]), Row()).add(results)
     rows = [{"source": MEASURED, "model": model, "method": method, "budget": budget,
              "visual_tokens": row.visual_tokens(), **{c: value for c, (_, value) in row.scores.items()}}
             for (model, method, budget), row in sorted(found.items(), key=lambda item: row_order(*item[0]))]

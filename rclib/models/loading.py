@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from rclib.models.llava import CompressedLlava, check_input_format
+from rclib.models.manifest import check_pair
 from rclib.models.registry import MODELS, TEXT_TOWERS, ModelSpec, TextTowerSpec, resolve
 from rclib.models.text import OpenClipTextTower, TextTower, TransformersTextTower
 
@@ -243,11 +244,15 @@ def text_tower_spec(text_encoder: str | Path) -> TextTowerSpec:
     return TextTowerSpec("open_clip" if is_open_clip else "transformers", text_encoder)
 
 
-def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtype) -> TextTower:
-    """Load the text tower a spec names, on device. A missing checkpoint fails before the heavy imports."""
+def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtype,
+                    paired_with: Path | None = None) -> TextTower:
+    """Load the text tower a spec names, on device. A missing checkpoint fails before the heavy imports.
+    paired_with: the LLaVA folder it is loaded for; their manifests must agree (:mod:`rclib.models.manifest`)."""
     source = resolve(spec.source)
     if spec.kind == "transformers":
         folder = checkpoint_folder(source, "CLIP text tower")
+        if paired_with is not None:
+            check_pair(paired_with, folder)
         check_kind(folder, "CLIP text tower", "clip")
         check_weight_files(folder)
         from transformers import AutoTokenizer, CLIPModel
@@ -256,6 +261,8 @@ def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtyp
         tower = TransformersTextTower(clip, AutoTokenizer.from_pretrained(folder))
         return tower.to(device).eval()
 
+    if paired_with is not None:
+        check_pair(paired_with, None)
     import open_clip
 
     if spec.pretrained is None:  # a folder saved by open_clip (open_clip_config.json + safetensors weights)
@@ -302,7 +309,7 @@ def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = 
     dtype = torch_dtype(dtype, device)
     llava_folder = checkpoint_folder(resolve(registered.llava) if registered else name_or_path, "LLaVA checkpoint")
     check_llava_folder(llava_folder)
-    text_tower = load_text_tower(text_tower_spec(text_encoder), device, dtype)
+    text_tower = load_text_tower(text_tower_spec(text_encoder), device, dtype, paired_with=llava_folder)
     from transformers import AutoProcessor
 
     model = load_llava(llava_folder, dtype)

@@ -564,17 +564,47 @@ def train_llava(llava, layout: PromptLayout, bank: SceneBank, features: torch.Te
     return best
 
 
+RUN_OUT = Path("out/shapes-models")  # where a run writes by default: never the shipped DEFAULT_OUT
+RUN_OUTPUTS = ("shapes-clip", "shapes-llava", "checkpoints", "train-log.txt", "metrics.json")  # a run's files
+
+
+def check_new_run(out_dir: Path) -> None:
+    """Refuse an ``out_dir`` holding what a run writes (models, checkpoints, log, metrics), before training: a run
+    never writes over models it did not make."""
+    taken = [name for name in RUN_OUTPUTS if (out_dir / name).exists()]
+    if taken:
+        raise ValueError(f"{str(out_dir)!r} already holds {', '.join(taken)} of another run: pass a new or empty "
+                         f"folder (to ship a finished run, copy its shapes-clip/ and shapes-llava/ into {DEFAULT_OUT})")
+
+
 def save_models(clip, clip_tokenizer, llava, processor, out_dir: Path) -> None:
-    """`shapes-clip/` (CLIPModel, its tokenizer, image processor) and `shapes-llava/` (LLaVA, processor)."""
-    clip.save_pretrained(out_dir / "shapes-clip")
-    clip_tokenizer.save_pretrained(out_dir / "shapes-clip")
-    image_processor().save_pretrained(out_dir / "shapes-clip")
-    llava.save_pretrained(out_dir / "shapes-llava")
-    processor.save_pretrained(out_dir / "shapes-llava")
+    """`shapes-clip/` (CLIPModel, its tokenizer, image processor) and `shapes-llava/` (LLaVA, processor), bound by
+    one manifest (`rclib.models.manifest`). Both are written into a staging folder and then moved into `out_dir`, so
+    an interrupt leaves no half-written model; a model folder already there is never replaced."""
+    import shutil
+
+    from rclib.models.manifest import LLAVA, TEXT_TOWER, write_manifest
+
+    staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=out_dir))
+    try:
+        clip.save_pretrained(staging / TEXT_TOWER)
+        clip_tokenizer.save_pretrained(staging / TEXT_TOWER)
+        image_processor().save_pretrained(staging / TEXT_TOWER)
+        llava.save_pretrained(staging / LLAVA)
+        processor.save_pretrained(staging / LLAVA)
+        write_manifest(staging)
+        for name in (TEXT_TOWER, LLAVA):
+            if (out_dir / name).exists():
+                raise ValueError(f"{str(out_dir / name)!r} appeared while training: this run's models stay unsaved "
+                                 "rather than replace it; pass a new folder")
+            (staging / name).rename(out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
-def train(out_dir: Path | str = DEFAULT_OUT, quick: bool = False, config: TrainConfig | None = None) -> dict:
-    """Trains both models from scratch, saves them under `out_dir`, returns the held-out metrics.
+def train(out_dir: Path | str = RUN_OUT, quick: bool = False, config: TrainConfig | None = None) -> dict:
+    """Trains both models from scratch, saves them under `out_dir` (new or empty of a run's files), returns the
+    held-out metrics.
 
     `quick` shrinks every stage for CI (seconds, meaningless weights, same files).
     """
@@ -582,6 +612,7 @@ def train(out_dir: Path | str = DEFAULT_OUT, quick: bool = False, config: TrainC
     if quick:
         cfg = replace(cfg, **QUICK)
     out_dir = Path(out_dir)
+    check_new_run(out_dir)
     checkpoint_dir = out_dir / "checkpoints"
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     log = Logger(out_dir / "train-log.txt")
@@ -634,7 +665,8 @@ def train(out_dir: Path | str = DEFAULT_OUT, quick: bool = False, config: TrainC
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=None, help=f"output folder (default {DEFAULT_OUT}; a temp folder with --quick)")
+    parser.add_argument("--out", type=Path, default=None, help=f"a new output folder (default {RUN_OUT}; a temp folder "
+                        "with --quick)")
     parser.add_argument("--quick", action="store_true", help="CI smoke run: a few steps of every stage")
     parser.add_argument("--total-minutes", type=float, default=None, help="wall-clock budget of the whole run")
     parser.add_argument("--clip-from", default=None, help="a saved CLIPModel folder (e.g. a run's checkpoints/"
@@ -649,7 +681,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = replace(cfg, clip_from=args.clip_from)
     if args.train_scenes is not None:
         cfg = replace(cfg, train_scenes=args.train_scenes)
-    out = args.out or (Path(tempfile.mkdtemp(prefix="shapes-quick-")) if args.quick else DEFAULT_OUT)
+    out = args.out or (Path(tempfile.mkdtemp(prefix="shapes-quick-")) if args.quick else RUN_OUT)
     train(out, quick=args.quick, config=cfg)
     print(f"saved to {out}")
 

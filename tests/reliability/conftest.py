@@ -1,8 +1,13 @@
-"""Shared by the reliability tests: a PNG that only claims its size (the shape of a decompression bomb)."""
+"""Shared by the reliability tests: a PNG that only claims its size (the shape of a decompression bomb), the
+command line's one-line errors, a guard that fails a test if a model loads."""
 import struct
 import zlib
 
 import pytest
+from PIL import Image
+
+import rclib.models
+from rclib.cli import main
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -21,3 +26,37 @@ def claimed_png(tmp_path):
         path.write_bytes(png_header_only(width, height))
         return path
     return write
+
+
+@pytest.fixture
+def tiny_args(tiny_llava_dir, tiny_clip_dir):
+    return ["--model", str(tiny_llava_dir), "--text-encoder", str(tiny_clip_dir)]
+
+
+@pytest.fixture
+def image(tmp_path, tiny_images):
+    path = tmp_path / "image.png"
+    Image.fromarray(tiny_images[0]).save(path)
+    return str(path)
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Fail the test if the command gets as far as loading a model."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the input was checked")
+    monkeypatch.setattr(rclib.models, "load", refuse)
+
+
+@pytest.fixture
+def error_of(capsys):
+    """Run the CLI on argv; it must exit with 2 and print exactly one line, which is returned."""
+    def run(argv) -> str:
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, f"expected one line, got:\n{err}"
+        assert lines[0].startswith(f"rclib {argv[0]}: error: ")
+        return lines[0]
+    return run

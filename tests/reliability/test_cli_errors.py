@@ -4,41 +4,9 @@ import re
 import shutil
 
 import pytest
-from PIL import Image
 
 import rclib.models
 from rclib.cli import main
-
-
-@pytest.fixture
-def tiny_args(tiny_llava_dir, tiny_clip_dir):
-    return ["--model", str(tiny_llava_dir), "--text-encoder", str(tiny_clip_dir)]
-
-
-@pytest.fixture
-def image(tmp_path, tiny_images):
-    path = tmp_path / "image.png"
-    Image.fromarray(tiny_images[0]).save(path)
-    return str(path)
-
-
-@pytest.fixture
-def no_model_load(monkeypatch):
-    """Fail the test if the command gets as far as loading a model."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded before the input was checked")
-    monkeypatch.setattr(rclib.models, "load", refuse)
-
-
-def error_of(capsys, argv) -> str:
-    """Run the CLI; it must exit with 2 and print exactly one line, which is returned."""
-    code = main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, f"expected one line, got:\n{err}"
-    assert lines[0].startswith(f"rclib {argv[0]}: error: ")
-    return lines[0]
 
 
 @pytest.mark.parametrize("question, message", [
@@ -46,8 +14,8 @@ def error_of(capsys, argv) -> str:
     ("   \t", "the question is empty"),
     (b"what \xff colour ?".decode("utf-8", "surrogateescape"), r"not valid UTF-8 \(at character 5\)"),
 ])
-def test_unusable_questions_fail_before_the_model_loads(capsys, no_model_load, tiny_args, image, question, message):
-    line = error_of(capsys, ["answer", "--image", image, "--question", question, *tiny_args])
+def test_unusable_questions_fail_before_the_model_loads(error_of, capsys, no_model_load, tiny_args, image, question, message):
+    line = error_of(["answer", "--image", image, "--question", question, *tiny_args])
     assert re.search(message, line), line
 
 
@@ -56,67 +24,67 @@ def test_unusable_questions_fail_before_the_model_loads(capsys, no_model_load, t
     (lambda d: (d / "broken.jpg").write_bytes(b"not a jpeg") and str(d / "broken.jpg"), "not an image format"),
     (lambda d: str(d / "bomb.png"), "too large to decode safely"),
 ])
-def test_unreadable_images_fail_before_the_model_loads(capsys, no_model_load, tiny_args, tmp_path, claimed_png,
+def test_unreadable_images_fail_before_the_model_loads(error_of, capsys, no_model_load, tiny_args, tmp_path, claimed_png,
                                                        make, message):
     claimed_png("bomb.png", 30_000, 30_000)
-    line = error_of(capsys, ["answer", "--image", make(tmp_path), "--question", "what colour ?", *tiny_args])
+    line = error_of(["answer", "--image", make(tmp_path), "--question", "what colour ?", *tiny_args])
     assert re.search(message, line), line
 
 
 # Issue case 4: `--out` pointing at a file or a read-only place ended in a traceback after the model load.
-def test_unwritable_outputs_fail_before_the_model_loads(capsys, no_model_load, tiny_args, image, tmp_path):
+def test_unwritable_outputs_fail_before_the_model_loads(error_of, capsys, no_model_load, tiny_args, image, tmp_path):
     (tmp_path / "taken").write_text("a file")
     ask = ["answer", "--image", image, "--question", "what colour ?", *tiny_args]
-    assert "is a file, not a folder: pass a folder path" in error_of(capsys, [*ask, "--out", str(tmp_path / "taken")])
-    assert "'/proc' is not writable" in error_of(capsys, [*ask, "--out", "/proc/rclib-out"])
-    assert "'/proc' is not writable" in error_of(capsys, ["bench", *tiny_args, "--out", "/proc/rclib-bench"])
+    assert "is a file, not a folder: pass a folder path" in error_of([*ask, "--out", str(tmp_path / "taken")])
+    assert "'/proc' is not writable" in error_of([*ask, "--out", "/proc/rclib-out"])
+    assert "'/proc' is not writable" in error_of(["bench", *tiny_args, "--out", "/proc/rclib-bench"])
 
 
 # Issue cases 4 and 6: `bench --budgets 64/0` ended in a traceback; `bench --n 0` wrote NaN.
 @pytest.mark.parametrize("argv, message", [
-    (["bench", "--n", "0"], "--n must be at least 1, got 0"),
-    (["bench", "--seed", "-1"], "--seed must be 0 or more, got -1"),
+    (["bench", "--n", "0"], "--n must be from 1 to 20,000, got 0"),
+    (["bench", "--seed", "-1"], "--seed must be from 0 to 4,294,967,295, got -1"),
     (["bench", "--budgets", "64/0"], "the denominator of a share must be a positive token count"),
     (["bench", "--budgets", "lots"], "is not 'adaptive', a token count like 64, or a share like 64/576"),
-    (["answer", "--image", "x.png", "--question", "q", "--budget", "0"], "--budget must be at least 1, got 0"),
-    (["eval", "--batch-size", "0"], "--batch-size must be at least 1, got 0"),
-    (["eval", "--processes", "-2"], "--processes must be at least 1, got -2"),
+    (["answer", "--image", "x.png", "--question", "q", "--budget", "0"], "--budget must be from 1 to 100,000, got 0"),
+    (["eval", "--batch-size", "0"], "--batch-size must be from 1 to 4,096, got 0"),
+    (["eval", "--processes", "-2"], "--processes must be from 1 to 1,024, got -2"),
     (["table", "no-such-results"], "no such folder 'no-such-results'"),
-    (["speed", "--repeats", "0"], "--repeats must be at least 1, got 0"),
-    (["speed", "--batches", "1", "0"], "--batches must be at least 1, got 0"),
-    (["speed", "--new-tokens", "-1"], "--new-tokens must be at least 1, got -1"),
+    (["speed", "--repeats", "0"], "--repeats must be from 1 to 10,000, got 0"),
+    (["speed", "--batches", "1", "0"], "--batches must be from 1 to 4,096, got 0"),
+    (["speed", "--new-tokens", "-1"], "--new-tokens must be from 1 to 4,096, got -1"),
 ])
-def test_numbers_and_folders_are_checked_before_anything_runs(capsys, no_model_load, tmp_path, argv, message):
-    line = error_of(capsys, [*argv, "--out", str(tmp_path / "out")] if argv[0] != "table" else argv)
+def test_numbers_and_folders_are_checked_before_anything_runs(error_of, capsys, no_model_load, tmp_path, argv, message):
+    line = error_of([*argv, "--out", str(tmp_path / "out")] if argv[0] != "table" else argv)
     assert message in line, line
 
 
 # Issue case 4: a corrupt safetensors file, a config.json that is not JSON, a CLIP folder given as --model.
-def test_checkpoint_errors_are_one_line(capsys, tiny_llava_dir, tiny_clip_dir, image, tmp_path):
+def test_checkpoint_errors_are_one_line(error_of, capsys, tiny_llava_dir, tiny_clip_dir, image, tmp_path):
     ask = ["answer", "--image", image, "--question", "what colour ?"]
-    line = error_of(capsys, [*ask, "--model", str(tiny_clip_dir), "--text-encoder", str(tiny_clip_dir)])
+    line = error_of([*ask, "--model", str(tiny_clip_dir), "--text-encoder", str(tiny_clip_dir)])
     assert "holds a 'clip' checkpoint" in line and "pass it as text_encoder= (--text-encoder)" in line
     damaged = shutil.copytree(tiny_llava_dir, tmp_path / "damaged")
     (damaged / "model.safetensors").write_bytes(b"\x00" * 100)
-    line = error_of(capsys, [*ask, "--model", str(damaged), "--text-encoder", str(tiny_clip_dir)])
+    line = error_of([*ask, "--model", str(damaged), "--text-encoder", str(tiny_clip_dir)])
     assert "model.safetensors' is not a readable safetensors file" in line
     (damaged / "config.json").write_text("{")
-    assert "config.json' is not valid JSON" in error_of(capsys, [*ask, "--model", str(damaged), "--text-encoder",
+    assert "config.json' is not valid JSON" in error_of([*ask, "--model", str(damaged), "--text-encoder",
                                                                  str(tiny_clip_dir)])
 
 
 # Issue case 8: `--model no-such-name` said that the text tower was unknown.
-def test_an_unknown_model_name_is_named(capsys, image):
-    line = error_of(capsys, ["answer", "--image", image, "--question", "what colour ?", "--model", "no-such-name"])
+def test_an_unknown_model_name_is_named(error_of, capsys, image):
+    line = error_of(["answer", "--image", image, "--question", "what colour ?", "--model", "no-such-name"])
     assert "'no-such-name' is not available: no such folder, registry name or hub id" in line
 
 
-def test_any_other_error_is_one_line_and_debug_shows_the_traceback(capsys, monkeypatch, image):
+def test_any_other_error_is_one_line_and_debug_shows_the_traceback(error_of, capsys, monkeypatch, image):
     def broken_load(*args, **kwargs):
         raise RuntimeError("something\nunforeseen")
     monkeypatch.setattr(rclib.models, "load", broken_load)
     ask = ["answer", "--image", image, "--question", "what colour ?"]
-    line = error_of(capsys, ask)
+    line = error_of(ask)
     assert line == ("rclib answer: error: RuntimeError: something unforeseen (if the input is right, this is a bug in "
                     "rclib; --debug shows the traceback)")
     for argv in (["--debug", *ask], [*ask, "--debug"]):

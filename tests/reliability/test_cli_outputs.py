@@ -48,7 +48,7 @@ def test_a_folder_of_other_files_is_refused_before_the_model_loads(ask, tmp_path
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     assert main([*ask, "--question", "what colour ?", "--out", str(mine), "--model", "no-such-model"]) == 2
-    assert "holds files rclib did not write: pass a new or empty folder" in capsys.readouterr().err
+    assert "holds what rclib did not write (notes.txt): pass a new or empty folder" in capsys.readouterr().err
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
 
@@ -86,5 +86,5 @@ def test_bench_results_are_strict_json_in_a_whole_folder(tmp_path, tiny_llava_di
     rows = strict_json(out / "results.json")
     assert [r["budget"] for r in rows] == [8] and (out / MARKER).is_file()
     assert main([*argv[:-4], "--n", "0", "--out", str(out)]) == 2
-    assert "--n must be at least 1, got 0" in capsys.readouterr().err
+    assert "--n must be from 1 to 20,000, got 0" in capsys.readouterr().err
     assert strict_json(out / "results.json") == rows

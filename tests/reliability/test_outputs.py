@@ -116,7 +116,7 @@ def test_a_reader_sees_the_previous_result_until_the_new_one_is_complete(tmp_pat
 def test_a_folder_of_other_files_is_never_replaced(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("years of work")
-    with pytest.raises(ValueError, match="holds files rclib did not write: pass a new or empty folder"):
+    with pytest.raises(ValueError, match=r"holds what rclib did not write \(thesis.tex\): pass a new or empty folder"):
         write_version(tmp_path / "mine", "v1")
     assert contents(tmp_path / "mine") == {"thesis.tex": "years of work"}
     (tmp_path / "empty").mkdir()
