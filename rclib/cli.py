@@ -158,16 +158,32 @@ def demo_examples(model: str) -> list[tuple[str, object]]:
 
 def table_lines(rows: list[dict], markdown: bool = False) -> list[str]:
     """Bench rows as a table, every metric column the rows have in their order: fixed-width text, or
-    Markdown (`results.md`, the form benchmarks/results/ keeps)."""
-    columns = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in ("method", "budget", "n")]
+    Markdown (`results.md`, the form benchmarks/results/ keeps) with the 95% interval of every accuracy and
+    share beside it, and n."""
+    columns = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in ("method", "budget", "n", "ci")]
     names = ["method", "budget", *(c.removeprefix("accuracy_") for c in columns)]
-    cells = [[r["method"], str(r["budget"]), *(f"{r[c]:.3f}" if c in r else "-" for c in columns)] for r in rows]
     if markdown:
+        def value(r: dict, c: str) -> str:
+            if c not in r:
+                return "-"
+            low_high = r.get("ci", {}).get(c)
+            return f"{r[c]:.3f} [{low_high[0]:.2f}, {low_high[1]:.2f}]" if low_high else f"{r[c]:.3f}"
+        cells = [[r["method"], str(r["budget"]), str(r["n"]), *(value(r, c) for c in columns)] for r in rows]
+        names.insert(2, "n")
         return ["| " + " | ".join(names) + " |", "|" + "---|" * len(names), *("| " + " | ".join(c) + " |" for c in cells)]
+    cells = [[r["method"], str(r["budget"]), *(f"{r[c]:.3f}" if c in r else "-" for c in columns)] for r in rows]
     widths = [-12, 8, *[9] * len(columns)]  # negative: left-aligned; column names are cut to the width
     def line(values: list[str], cut: bool) -> str:
         return " ".join(f"{v[:abs(w)] if cut else v:{'<' if w < 0 else '>'}{abs(w)}}" for v, w in zip(values, widths))
     return [line(names, cut=True), *(line(c, cut=False) for c in cells)]
+
+
+def flat_row(row: dict) -> dict:
+    """A bench row for CSV: each interval as <metric>_ci_low / <metric>_ci_high columns."""
+    flat = {k: v for k, v in row.items() if k != "ci"}
+    for name, (low, high) in row.get("ci", {}).items():
+        flat[f"{name}_ci_low"], flat[f"{name}_ci_high"] = low, high
+    return flat
 
 
 def cmd_bench(args) -> None:
@@ -182,10 +198,11 @@ def cmd_bench(args) -> None:
     with output_folder(out, "bench") as folder:
         write_json(folder / "results.json", rows)
         write_json(folder / "config.json", vars(config))
+        flat = [flat_row(r) for r in rows]
         with open(folder / "results.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in flat for k in r)))
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(flat)
         (folder / "results.md").write_text("\n".join(table_lines(rows, markdown=True)) + "\n")
         viz.accuracy_vs_tokens(rows).savefig(folder / "accuracy_vs_tokens.png", dpi=110, bbox_inches="tight")
     print("\n".join(table_lines(rows)))

@@ -110,7 +110,14 @@ def trend(before: float, after: float, same: float = SAME) -> str:
 
 
 def ranking(rows: list[dict], metric: str, budget, top: int = 4) -> str:
-    """The methods of bench rows at one budget by ``metric``, best first: "divprune 0.81, rc 0.80, ..."."""
-    at_budget = sorted((r for r in rows if r["budget"] == budget and metric in r), key=lambda r: -r[metric])
-    shown = ", ".join(f"{r['method']} {r[metric]:.2f}" for r in at_budget[:top])
-    return shown + (f" (then {len(at_budget) - top} more)" if len(at_budget) > top else "")
+    """The methods of bench rows at one budget by ``metric``, best first: "divprune 0.81 > rc 0.70 ~ random 0.69".
+    ">" where the 95% intervals (``row["ci"]``) separate the two neighbours, "~" where they overlap (or a row has
+    no interval): a ranking is stated only where the data separate it."""
+    at_budget = sorted((r for r in rows if r["budget"] == budget and metric in r), key=lambda r: -r[metric])[:top + 1]
+    shown = f"{at_budget[0]['method']} {at_budget[0][metric]:.2f}" if at_budget else ""
+    for better, worse in zip(at_budget, at_budget[1:top]):
+        high, low = better.get("ci", {}).get(metric), worse.get("ci", {}).get(metric)
+        separated = high is not None and low is not None and low[1] < high[0]
+        shown += f" {'>' if separated else '~'} {worse['method']} {worse[metric]:.2f}"
+    more = sum(1 for r in rows if r["budget"] == budget and metric in r) - top
+    return shown + (f" (then {more} more)" if more > 0 else "")

@@ -503,10 +503,17 @@ def accuracy_vs_tokens(rows: list[dict], metrics: tuple[str, ...] = ("accuracy",
                 continue
             if method == "full":
                 ax.axhline(mine[0][metric], color=colour, linestyle=line, linewidth=1.2, zorder=1)
+                if metric in mine[0].get("ci", {}):
+                    ax.axhspan(*mine[0]["ci"][metric], color=colour, alpha=0.08, linewidth=0, zorder=0)
                 ends[f"all {mine[0]['mean_tokens']:.0f} tokens"] = (x_max, mine[0][metric], colour)
                 continue
             fixed = [r for r in mine if r["budget"] != "adaptive"]
             adaptive = [r for r in mine if r["budget"] == "adaptive"]
+            with_ci = [r for r in mine if metric in r.get("ci", {})]
+            ax.errorbar([x_of[id(r)] for r in with_ci], [r[metric] for r in with_ci],
+                        yerr=[[r[metric] - r["ci"][metric][0] for r in with_ci],
+                              [r["ci"][metric][1] - r[metric] for r in with_ci]],
+                        fmt="none", ecolor=colour, elinewidth=0.8, capsize=2, alpha=0.7, zorder=1)
             ax.plot([x_of[id(r)] for r in fixed], [r[metric] for r in fixed], color=colour, marker=marker,
                     linestyle=line, linewidth=2.0 if method == "rc" else 1.3, markersize=6, label=method,
                     markerfacecolor="white" if index % 2 else colour, zorder=2)
@@ -525,6 +532,9 @@ def accuracy_vs_tokens(rows: list[dict], metrics: tuple[str, ...] = ("accuracy",
         ax.grid(alpha=0.3)
     star = Line2D([], [], marker="*", linestyle="none", markersize=11, markerfacecolor="white", markeredgecolor="black")
     caption = f"star: the method chose K itself (adaptive). Markers at equal values are spread {x_step:.0f} tokens apart"
+    sizes = sorted({r["n"] for r in rows if "n" in r})
+    if sizes:
+        caption += f". n = {'/'.join(map(str, sizes))} questions; bars: 95% intervals"
     figure.legend([star], [caption], loc="outside lower center", fontsize=8, frameon=False)
     if title:
         figure.suptitle(title)

@@ -57,8 +57,13 @@ def test_bench_writes_rows_for_every_run(tmp_path, tiny_args):
     assert rc8["mean_tokens"] <= 8
     assert (out / "results.csv").exists() and (out / "accuracy_vs_tokens.png").exists()
     table = (out / "results.md").read_text().splitlines()
-    assert len(table) == 2 + len(rows) and table[0].startswith("| method | budget | mean_tokens | accuracy |")
-    assert table[4].startswith(f"| rc | 8 | {rc8['mean_tokens']:.3f} | {rc8['accuracy']:.3f} |")
+    assert len(table) == 2 + len(rows) and table[0].startswith("| method | budget | n | mean_tokens | accuracy |")
+    low, high = rc8["ci"]["accuracy"]
+    assert low <= rc8["accuracy"] <= high
+    assert table[4].startswith(f"| rc | 8 | 4 | {rc8['mean_tokens']:.3f} | {rc8['accuracy']:.3f} [{low:.2f}, {high:.2f}] |")
+    assert all(r["share_of_full"] == r["accuracy"] / full["accuracy"] for r in rows) if full["accuracy"] else True
+    header = (out / "results.csv").read_text().splitlines()[0].split(",")
+    assert "accuracy_ci_low" in header and "ci" not in header
 
 
 def test_bench_refuses_bad_numbers_before_loading(tmp_path, capsys):

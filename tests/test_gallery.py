@@ -68,7 +68,11 @@ def test_trend_puts_a_change_in_words():
 
 
 def test_ranking_orders_the_methods_at_one_budget():
-    rows = [{"method": "rc", "budget": 64, "accuracy": 0.7}, {"method": "divprune", "budget": 64, "accuracy": 0.8},
-            {"method": "random", "budget": 64, "accuracy": 0.2}, {"method": "rc", "budget": 128, "accuracy": 0.9}]
-    assert gallery.ranking(rows, "accuracy", 64) == "divprune 0.80, rc 0.70, random 0.20"
+    rows = [{"method": "rc", "budget": 64, "accuracy": 0.7, "ci": {"accuracy": [0.65, 0.75]}},
+            {"method": "divprune", "budget": 64, "accuracy": 0.8, "ci": {"accuracy": [0.72, 0.86]}},
+            {"method": "random", "budget": 64, "accuracy": 0.2, "ci": {"accuracy": [0.15, 0.26]}},
+            {"method": "rc", "budget": 128, "accuracy": 0.9}]
+    assert gallery.ranking(rows, "accuracy", 64) == "divprune 0.80 ~ rc 0.70 > random 0.20"
     assert gallery.ranking(rows, "accuracy", 64, top=1) == "divprune 0.80 (then 2 more)"
+    del rows[0]["ci"]
+    assert gallery.ranking(rows, "accuracy", 64) == "divprune 0.80 ~ rc 0.70 ~ random 0.20", "no interval: no order claimed"

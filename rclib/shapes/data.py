@@ -7,7 +7,7 @@ scene (families round-robin), so training loops index tensors instead of drawing
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import Pool
 
 import numpy as np
@@ -297,3 +297,39 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
                 holds = bank.q_answer[r] == ANSWER_WORDS[0]  # "yes"
                 out.verdict_pos[b, t] = out.relation_pos[b, t] if holds else out.target_pos[b, 2 * t]
     return out
+
+
+def shorten(conv: Conversations, weights: torch.Tensor) -> Conversations:
+    """The conversations as the LM reads them when row b's image is cut to K_b tokens, token k the mix
+    weights[b, k] (B, K, P) of the patches (rows of zeros past K_b): `splice_image_tokens` drops the row's
+    last P - K_b placeholders and pads on the left again, so every position after the image moves by the
+    same amount (left padding right-aligns the rows) and the image starts P - K_b later in row b. Patch masks
+    become token masks (B, ..., K): a token is on an object when any of its patches is."""
+    B, L = conv.ids.shape
+    n_output = (weights.sum(-1) > 0).sum(-1)  # (B,) K_b
+    cut = NUM_PATCHES - n_output
+    positions = torch.arange(L)
+    start = conv.image_start[:, None]
+    kept = conv.attention_mask.bool() & ~((positions >= start + n_output[:, None]) & (positions < start + NUM_PATCHES))
+    length = int(kept.sum(-1).max())
+    shift = length - L  # <= 0
+    padding = conv.ids[conv.attention_mask == 0]
+    ids = torch.full((B, length), int(padding[0]) if len(padding) else 0, dtype=torch.long)
+    attention_mask = torch.zeros((B, length), dtype=torch.long)
+    for b in range(B):
+        row = conv.ids[b][kept[b]]
+        ids[b, length - len(row):], attention_mask[b, length - len(row):] = row, 1
+    on = (weights > 0).float()  # (B, K, P)
+
+    def moved(pos: torch.Tensor) -> torch.Tensor:
+        return torch.where(pos >= 0, pos + shift, pos)
+
+    def to_tokens(mask: torch.Tensor) -> torch.Tensor:  # (B, T, N, P) -> (B, T, N, K)
+        return torch.einsum("btnp,bkp->btnk", mask.float(), on) > 0
+
+    return replace(
+        conv, ids=ids, attention_mask=attention_mask, target_pos=(conv.target_pos + shift).clamp(min=0),
+        image_start=conv.image_start + shift + cut, name_pos=moved(conv.name_pos), named=to_tokens(conv.named),
+        coarse=to_tokens(conv.coarse), previous_pos=moved(conv.previous_pos), glyph=to_tokens(conv.glyph),
+        relation_pos=moved(conv.relation_pos), option_pos=moved(conv.option_pos), letter_pos=moved(conv.letter_pos),
+        chosen_pos=moved(conv.chosen_pos), verdict_pos=moved(conv.verdict_pos))

@@ -5,15 +5,20 @@ from __future__ import annotations
 from rclib.shapes.world import FAMILIES, VQASample, normalize_answer, score_answer
 
 
-def family_metrics(samples: list[VQASample], answers: list[str]) -> dict[str, float]:
-    """`accuracy` over all samples, `accuracy_<family>` per family present and, when existence questions
-    are present, `existence_f1` (yes = positive) and `existence_yes_ratio`. JSON-safe: a key whose value
-    would be undefined (F1 without any yes, predicted or true) is left out."""
+def scored(samples: list[VQASample], answers: list[str]) -> list[bool]:
+    """Whether each answer is right, by the world's rule (`score_answer`)."""
     if len(samples) != len(answers):
         raise ValueError(f"got {len(answers)} answers for {len(samples)} samples; pass one answer per sample")
     if not samples:
         raise ValueError("no samples to score; pass at least one")
-    correct = [score_answer(s, a) for s, a in zip(samples, answers)]
+    return [score_answer(s, a) for s, a in zip(samples, answers)]
+
+
+def family_metrics(samples: list[VQASample], answers: list[str]) -> dict[str, float]:
+    """`accuracy` over all samples, `accuracy_<family>` per family present and, when existence questions
+    are present, `existence_f1` (yes = positive) and `existence_yes_ratio`. JSON-safe: a key whose value
+    would be undefined (F1 without any yes, predicted or true) is left out."""
+    correct = scored(samples, answers)
     metrics = {"accuracy": sum(correct) / len(correct)}
     for family in FAMILIES:
         picked = [c for s, c in zip(samples, correct) if s.family == family]

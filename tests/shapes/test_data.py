@@ -84,7 +84,7 @@ def test_head_attention_equals_eager_attention_weights(setup):
                                                torch.full((2,), NUM_PATCHES), NUM_PATCHES)
             eager = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=conv.position_ids,
                        output_attentions=True).attentions[1]  # (B, H, L, L)
-            _, reads = lm_forward(llava, conv, features, caught_layers=(1,))
+            _, reads, _ = lm_forward(llava, conv, features, caught_layers=(1,))
             query = conv.name_pos.flatten(1)
             ours = head_attention(*reads[1], query, conv.attention_mask, head=2)
     finally:
@@ -202,3 +202,47 @@ def test_word_targets_name_each_object_patch_and_grade_its_position(setup):
         low, high = tokenizer.convert_tokens_to_ids([first, second])
         assert torch.allclose(target[s, p, low] + target[s, p, high], torch.ones(len(p)))
         assert torch.allclose(target[s, p, high], coordinate / (GRID_SIZE - 1))
+
+
+def test_shortened_conversations_point_at_the_same_words_and_tokens(setup):
+    from dataclasses import replace
+
+    from rclib.shapes.data import shorten
+    from rclib.shapes.train import TrainConfig, random_shortening
+
+    llava, processor, bank, layout = setup
+    conv = conversation_batch(layout, bank, [[0, 1, 2], [5], [7, 8]])
+    generator = torch.Generator().manual_seed(3)
+    weights = random_shortening(3, generator, replace(TrainConfig(), shorten_share=1.0, merge_share=0.5))
+    short = shorten(conv, weights)
+    n_output = (weights.sum(-1) > 0).sum(-1)
+    features = torch.randn(3, NUM_PATCHES, SMALL.vision_width)
+    _, mask = splice_image_tokens(llava, conv.ids, conv.attention_mask, weights @ features, n_output, NUM_PATCHES)
+    assert torch.equal(mask, short.attention_mask)
+    image = processor.tokenizer.convert_tokens_to_ids("<image>")
+    for b in range(3):
+        assert int((short.ids[b] == image).sum()) == n_output[b]
+        assert short.ids[b, short.image_start[b]] == image and short.ids[b, short.image_start[b] - 1] != image
+        for field in ("target_pos", "name_pos", "relation_pos", "option_pos", "verdict_pos"):
+            old, new = getattr(conv, field)[b], getattr(short, field)[b]
+            on = old >= 0 if field != "target_pos" else conv.targets[b] != -100
+            assert torch.equal(conv.ids[b][old[on]], short.ids[b][new[on]]), field
+    on = (weights > 0).float()
+    expected = torch.einsum("tnp,kp->tnk", conv.named[0].float(), on[0]) > 0
+    assert torch.equal(short.named[0], expected) and short.named.shape[-1] == weights.shape[1]
+
+
+def test_random_shortening_keeps_order_and_mixes_means(setup):
+    from dataclasses import replace
+
+    from rclib.shapes.train import TrainConfig, random_shortening
+
+    weights = random_shortening(16, torch.Generator().manual_seed(0), replace(TrainConfig(), shorten_share=0.5))
+    full = [b for b in range(16) if weights.shape[1] == NUM_PATCHES and torch.equal(weights[b], torch.eye(NUM_PATCHES))]
+    assert 0 < len(full) < 16, "a share of the rows keeps every patch, the rest are shortened"
+    for b in range(16):
+        rows = weights[b][weights[b].sum(-1) > 0]
+        torch.testing.assert_close(rows.sum(-1), torch.ones(len(rows)))  # each token a mean of its group
+        if ((rows > 0).sum(-1) == 1).all():  # a subset: its patches in raster order
+            assert (rows.argmax(-1).diff() > 0).all(), "tokens keep the patches' raster order"
+        assert ((weights[b] > 0).sum(0) <= 1).all(), "a patch belongs to one token at most"
