@@ -125,7 +125,7 @@ class RclibModel(lmms):
         self.fingerprint = "rclib|" + json.dumps(
             {"pretrained": pretrained, "text_encoder": text_encoder, "method": method, "budget": self.budget,
              "dtype": dtype, **options}, sort_keys=True, default=str)
-        self.visual_tokens: dict[str, list[int]] = defaultdict(list)  # task -> K of each request answered
+        self.visual_tokens: dict[str, list[float]] = defaultdict(list)  # task -> equivalent tokens of each request
         self.generated_tokens, self.seconds = 0, 0.0
         self.check_options()
 
@@ -155,8 +155,9 @@ class RclibModel(lmms):
                              "about exactly one image per question")
         return visuals[0].convert("RGB")
 
-    def answer_batch(self, requests: list) -> list[tuple[str, int]]:
-        """(answer, visual tokens the LLM saw) for requests sharing their generation settings."""
+    def answer_batch(self, requests: list) -> list[tuple[str, float]]:
+        """(answer, visual tokens the LLM read: the equivalent tokens, their mean over its layers) for requests
+        sharing their generation settings."""
         start = time.perf_counter()
         gen_kwargs = requests[0].args[1]
         max_new_tokens = greedy_length(gen_kwargs, requests[0].task_name)
@@ -168,7 +169,7 @@ class RclibModel(lmms):
         tokenizer = self.model.processor.tokenizer
         self.generated_tokens += sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
         self.seconds += time.perf_counter() - start
-        return [(text, int(k)) for text, k in zip(texts, run.result.n_output)]
+        return [(text, k) for text, k in zip(texts, run.equivalent_tokens.tolist())]
 
     def open_cache(self) -> ResponseCache | None:
         """lmms-eval's response cache in the ``cache`` folder: one SQLite file for all processes, one log each."""

@@ -13,16 +13,19 @@ from rclib.methods.baselines import full, pool, random_tokens
 from rclib.methods.cdpruner import cdpruner
 from rclib.methods.checks import check_inputs
 from rclib.methods.common import default_budget, parse_budget
+from rclib.methods.dart import dart
 from rclib.methods.divprune import divprune
 from rclib.methods.fastervlm import fastervlm
 from rclib.methods.fastv import fastv
 from rclib.methods.oracle import oracle
+from rclib.methods.pdrop import pdrop
 from rclib.methods.prumerge import prumerge, prumerge_plus
 from rclib.methods.rc import RCConfig, recoverable_compression
 from rclib.methods.sparsevlm import sparsevlm
 from rclib.methods.tome import tome
 from rclib.methods.registry import MethodSpec, method_table
 from rclib.methods.visionzip import visionzip
+from rclib.methods.vispruner import vispruner
 from rclib.result import CompressionResult
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
@@ -37,10 +40,10 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("prumerge+", prumerge_plus, "PruMerge with spatially uniform extra centres",
                "Shang et al., LLaVA-PruMerge, 2024 (arXiv 2403.15388)", needs=("cls_attn", "keys"), adaptive=True),
     MethodSpec("fastervlm", fastervlm, "top-K tokens by [CLS] attention, original order, nothing merged",
-               "Zhang et al., FasterVLM, 2024 (arXiv 2412.01818)", needs=("cls_attn",)),
+               "Zhang et al., FasterVLM, 2024 (arXiv 2412.01818)", needs=("cls_attn",), scores="feature_layer"),
     MethodSpec("visionzip", visionzip, "dominant tokens by [CLS] attention + contextual tokens merged by key "
                "similarity (54 + 10 at K = 64)", "Yang et al., VisionZip, CVPR 2025 (arXiv 2412.04467)",
-               needs=("cls_attn", "keys")),
+               needs=("cls_attn", "keys"), scores="feature_layer"),
     MethodSpec("divprune", divprune, "the K most mutually diverse tokens (greedy max-min cosine distance)",
                "Alvar et al., DivPrune, CVPR 2025 (arXiv 2503.02175)"),
     MethodSpec("random", random_tokens, "K uniformly random tokens, original order", ""),
@@ -57,6 +60,15 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("sparsevlm", sparsevlm, "at LLM layers 3, 7, 16 only the image tokens the question's rater tokens "
                "attended to most, the best pruned ones recycled into a few cluster means",
                "Zhang et al., SparseVLM, ICML 2025 (arXiv 2410.04417)", stage="inside_llm"),
+    MethodSpec("vispruner", vispruner, "half the budget by [CLS] attention, the other half the most diverse of the "
+               "rest (rounds dropping near-duplicates by feature cosine)", "Zhang et al., VisPruner, ICCV 2025",
+               needs=("cls_attn",), scores="feature_layer"),
+    MethodSpec("dart", dart, "from LLM layer K = 2 of 32 on, 4 image + 4 text pivots (largest key norm) and the "
+               "image tokens least duplicated with them (no attention weights read)",
+               "Wen et al., DART, EMNLP 2025 (arXiv 2502.11494)", stage="inside_llm"),
+    MethodSpec("pdrop", pdrop, "at LLM layers 8, 16, 24 of 32, a share lambda of the image tokens the last "
+               "instruction token attends to most; a budget sets the mean image tokens over the layers",
+               "Xing et al., PyramidDrop, CVPR 2025 (arXiv 2410.17247)", stage="inside_llm"),
 )}
 
 
@@ -72,11 +84,19 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor | None = None, text_si
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     spec = METHODS[method]
+    check_takes_budget(spec, budget)
     if spec.stage == "inside_llm":
         raise ValueError(f"method {method!r} prunes inside the LLM, from its attention: run it through "
                          f"CompressedLlava.answer / run (method={method!r}); compress covers the methods before the LLM")
     budget = check_inputs(spec, tokens, cls_attn, text_sim, keys, budget, options)
     return spec.fn(tokens, cls_attn, text_sim, keys, budget, **options)
+
+
+def check_takes_budget(spec: MethodSpec, budget) -> None:
+    """Raise a ValueError if ``budget`` is given to a method that keeps every token (``full``)."""
+    if budget is not None and not spec.takes_budget:
+        raise ValueError(f"method {spec.name!r} keeps every token and takes no budget (got {budget}): leave the "
+                         "budget out")
 
 
 __all__ = ["METHODS", "MethodSpec", "compress", "default_budget", "method_table", "parse_budget", "RCConfig"]
