@@ -100,12 +100,14 @@ class Tally:
     tokens: list[int] = field(default_factory=list)
     seconds: float = 0.0
 
-    def add(self, texts: list[str], result: CompressionResult, targets: torch.Tensor, seconds: float) -> None:
+    def add(self, texts: list[str], result: CompressionResult, targets: torch.Tensor, seconds: float,
+            tokens: torch.Tensor) -> None:
+        """tokens [B]: each sample's equivalent tokens (``Run.equivalent_tokens``, the one cost in tokens)."""
         fate = result.fate.cpu()
         self.answers += texts
         self.recall += evidence_recall(fate, targets).tolist()
         self.as_itself += evidence_kept(fate, targets).tolist()
-        self.tokens += result.n_output.tolist()
+        self.tokens += tokens.tolist()
         self.seconds += seconds
 
     def row(self, cell: Cell, samples: list, n_tokens: int) -> dict:

@@ -31,6 +31,7 @@ def record(model, run, b: int = 0, image: str = "<array>", full_text: str | None
         "model": model.name, "text_encoder": model.text_encoder_name, "method": run.method, "budget": run.budget, "options": run.options,
         "image": image, "question": run.encoded.questions[b],
         **result.counts(0),
+        "tokens_per_layer": run.tokens_per_layer[b].tolist(), "equivalent_tokens": float(run.equivalent_tokens[b]),
         "kept_indices": result.kept_indices[0].tolist(), "recovered_indices": result.recovered_indices[0].tolist(),
         "answer": run.texts[b],
         "seconds": run.seconds,

@@ -18,8 +18,11 @@ down, residual: 8 n d; k, v: 2 n d_kv; scores and probabilities: 2 h n^2; gate, 
 ``FlopCounterMode`` counts it (:func:`counted_prefill_flops` checks the formula against it).
 
 Methods that compress before the LLM give every layer the same n; methods that prune inside the LLM
-(FastV, SparseVLM) pay for all tokens in the early layers: a *schedule* ``((0, 576), (2, 64))`` says
-"576 image tokens from layer 0, 64 from layer 2 on" (:func:`layer_tokens`).
+(FastV, SparseVLM, DART, PyramidDrop) pay for all tokens in the early layers: a *schedule* ``((0, 576), (2, 64))``
+says "576 image tokens from layer 0, 64 from layer 2 on" (:func:`layer_tokens`). A method's cost in tokens is
+the visual tokens each layer reads and their mean over the layers, its *equivalent tokens*: the run reports
+them (``CompressionResult.layer_counts``, ``Run.tokens_per_layer``), :func:`method_schedule` computes them
+from a method's own plan for any architecture.
 
 On Vicuna-7B with 60 text tokens this gives 8.45 TFLOPs and 4.35 GiB of activations at 576 image
 tokens, 1.54 TFLOPs and 0.57 GiB at 58: the paper reports 8.5 -> 1.5 TFLOPs and 4.1 -> 0.49 GB without
@@ -37,7 +40,11 @@ from dataclasses import dataclass
 
 import torch
 
+from rclib.methods import METHODS
 from rclib.methods.fastv import LAYER as FASTV_LAYER
+from rclib.methods.pdrop import PDropPruner
+from rclib.methods.pdrop import schedule as stage_schedule
+from rclib.methods.sparsevlm import SparseVLMPruner, token_schedule
 
 
 @dataclass(frozen=True)
@@ -81,22 +88,33 @@ LLAVA_IMAGE_TOKENS = 576  # LLaVA-1.5: 24 x 24 patches of CLIP ViT-L/14 at 336 p
 
 Schedule = Sequence[tuple[int, int]]  # ((from_layer, image_tokens), ...): what each layer reads from that layer on
 
-# Methods that prune inside the LLM. FastV (rclib.methods.fastv): all image tokens in layers 0 .. K-1,
-# its budget from layer K on. SparseVLM (arXiv 2410.04417, not in rclib): the image tokens kept from
-# layers 2, 6 and 15 on, from its repository's LLaVA-1.5-7B table, per budget (the mean over the 32
-# layers is about the budget).
-
-
 def fastv_schedule(k: int, layer: int = FASTV_LAYER) -> Schedule:
     """FastV keeping ``k`` image tokens from decoder layer ``layer`` on."""
     return ((0, LLAVA_IMAGE_TOKENS), (layer, k))
 
 
-SPARSEVLM_7B_SCHEDULES = {
-    64: ((0, LLAVA_IMAGE_TOKENS), (2, 65), (6, 30), (15, 15)),
-    128: ((0, LLAVA_IMAGE_TOKENS), (2, 300), (6, 110), (15, 35)),
-    192: ((0, LLAVA_IMAGE_TOKENS), (2, 300), (6, 200), (15, 110)),
-}
+def method_schedule(method: str, budget: int | None, arch: DecoderArch = VICUNA_7B,
+                    n_image: int = LLAVA_IMAGE_TOKENS, **options) -> Schedule:
+    """The schedule of visual tokens ``method`` gives the decoder layers of ``arch`` at ``budget`` (its options as
+    given): the method's own plan for that depth inside the LLM (SparseVLM's recycled tokens counted), the budget
+    in every layer before it (all tokens for ``full``; an adaptive method needs a budget here)."""
+    spec = METHODS[method]
+    if spec.stage == "before_llm":
+        if spec.takes_budget and budget is None:
+            raise ValueError(f"{method!r} chooses K per image: give the budget (or the K it chose) to cost it")
+        return ((0, budget if spec.takes_budget else n_image),)
+    plan = spec.fn(torch.zeros(1, n_image, 1), budget=budget, **options).for_depth(arch.layers)
+    if isinstance(plan, SparseVLMPruner):
+        per_layer = token_schedule(n_image, arch.layers, plan.layers, plan.counts, plan.recycle_share,
+                                   plan.cluster_share)
+    elif isinstance(plan, PDropPruner):
+        per_layer = plan.schedule(arch.layers)
+    else:  # FastV, DART: one pruning step
+        per_layer = stage_schedule(n_image, arch.layers, plan.layers, (int(plan.count.max()),))
+    return tuple((layer, n) for layer, n in enumerate(per_layer) if layer == 0 or n != per_layer[layer - 1])
+
+
+SPARSEVLM_7B_SCHEDULES = {k: method_schedule("sparsevlm", k) for k in (64, 128, 192)}  # rclib's SparseVLM plans
 
 
 def layer_tokens(image_tokens: int | Schedule, n_text: int, layers: int) -> list[int]:

@@ -48,12 +48,15 @@ class CompressionResult:
     slot: torch.Tensor  # [B, K] long, a Slot per output slot
     method: str = "full"
     scores: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> [B, N] scores it used
+    tokens_per_layer: torch.Tensor | None = None  # [B, n_layers] long: the visual tokens each LLM layer read, for
+    # methods that prune inside the LLM (the result is then what the last layer saw); None: every layer reads n_output
 
     def __post_init__(self):
         B, K, N = self.weights.shape
         assert self.tokens.shape[:2] == (B, K), f"tokens {tuple(self.tokens.shape)} vs weights {(B, K, N)}"
         assert self.mask.shape == (B, K) and self.slot.shape == (B, K), "mask and slot must be [B, K]"
         assert self.fate.shape == (B, N), f"fate must be [B, N] = {(B, N)}, got {tuple(self.fate.shape)}"
+        assert self.tokens_per_layer is None or self.tokens_per_layer.shape[0] == B, "tokens_per_layer must be [B, L]"
 
     def __len__(self) -> int:
         return self.weights.shape[0]
@@ -69,6 +72,7 @@ class CompressionResult:
             slot=self.slot[b : b + 1, :k],
             method=self.method,
             scores={name: s[b : b + 1] for name, s in self.scores.items()},
+            tokens_per_layer=None if self.tokens_per_layer is None else self.tokens_per_layer[b : b + 1],
         )
 
     # Everything below is derived from the fields above.
@@ -113,8 +117,24 @@ class CompressionResult:
 
         For merged tokens this is their cluster; a figure colours clusters by it.
         """
+        if self.weights.shape[1] == 0:  # no output slot (an inside-LLM method whose last layer read no image token)
+            return torch.full_like(self.fate, -1)
         share, slot = self.weights.max(dim=1)  # over output slots: [B, N]
         return torch.where(share > 0, slot, torch.full_like(slot, -1))
+
+    def layer_counts(self, n_layers: int) -> torch.Tensor:
+        """[B, n_layers] long: the visual tokens each of the LLM's ``n_layers`` layers reads, the one definition of
+        a method's cost in tokens (constant n_output for methods before the LLM)."""
+        if self.tokens_per_layer is not None:
+            assert self.tokens_per_layer.shape[1] == n_layers, \
+                f"this result was pruned in an LLM of {self.tokens_per_layer.shape[1]} layers, not {n_layers}"
+            return self.tokens_per_layer
+        return self.n_output[:, None].expand(-1, n_layers)
+
+    def equivalent_tokens(self, n_layers: int) -> torch.Tensor:
+        """[B] float: the mean over the LLM's layers of the visual tokens each reads (see :meth:`layer_counts`);
+        n_output for methods before the LLM."""
+        return self.layer_counts(n_layers).float().mean(1)
 
     def counts(self, b: int = 0) -> dict[str, int]:
         """Token counts of sample ``b``: in -> visual kept / text recovered / merged -> out."""

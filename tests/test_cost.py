@@ -53,8 +53,14 @@ def test_pruning_inside_the_llm_pays_for_the_early_layers():
     before = cost.cost_row(64)
     assert fastv["image_tokens"] == 64 and fastv["mean_image_tokens"] == (2 * 576 + 30 * 64) / 32
     assert fastv["TFLOPs"] > before["TFLOPs"] and fastv["KV cache (MiB)"] > before["KV cache (MiB)"]
-    for budget, schedule in cost.SPARSEVLM_7B_SCHEDULES.items():  # its per-layer mean is about its budget
-        assert cost.cost_row(schedule)["mean_image_tokens"] == pytest.approx(budget, rel=0.06)
+    # SparseVLM's released counts at 64 (66, 30, 17 before layers 3, 7, 16) plus its recycled cluster means
+    assert cost.SPARSEVLM_7B_SCHEDULES[64] == ((0, 576), (3, 66 + 16), (7, 30 + 2), (16, 17 + 1))
+    for budget in (64, 128, 192):  # PyramidDrop's budget is its mean over the layers; DART's K is FastV's
+        assert cost.cost_row(cost.method_schedule("pdrop", budget))["mean_image_tokens"] == pytest.approx(budget, abs=1)
+        assert cost.method_schedule("dart", budget) == cost.fastv_schedule(budget)
+    assert cost.method_schedule("vispruner", 64) == ((0, 64),) and cost.method_schedule("full", None) == ((0, 576),)
+    with pytest.raises(ValueError, match="chooses K per image"):
+        cost.method_schedule("rc", None)
 
 
 @pytest.mark.parametrize("arch", [TINY, TINY_GQA])

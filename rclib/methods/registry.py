@@ -15,6 +15,8 @@ from rclib.result import CompressionResult
 INPUTS = ("cls_attn", "text_sim", "keys", "target")  # what a method may need besides the tokens; target (the
 # ground-truth mask of the asked-about objects, [B, N] bool) is passed as an option: only a benchmark has it
 STAGES = ("before_llm", "inside_llm")  # where a method prunes
+SCORE_SOURCES = ("shared", "feature_layer")  # the [CLS] scores a method reads by default: "shared", RC's (the
+# last vision layer, all heads as one); "feature_layer", LLaVA's feature layer (the penultimate), per head, mean
 SIGNATURE = ("tokens", "cls_attn", "text_sim", "keys", "budget")  # every method's first five parameters
 
 
@@ -32,11 +34,14 @@ class MethodSpec:
     takes_budget: bool = True  # False: K is fixed by the method (all tokens)
     stage: str = "before_llm"  # one of STAGES
     config: type | None = None  # a dataclass whose fields are options too (RC's RCConfig), beside keyword-only args
+    scores: str = "shared"  # one of SCORE_SOURCES: the cls_attn / keys its authors read (CompressedLlava passes them;
+    # the run option scores="shared" gives it RC's instead, for ablations)
     options: dict[str, object] = field(init=False)  # option name -> default, derived from fn or config
 
     def __post_init__(self):
         unknown = set(self.needs) - set(INPUTS)
-        assert not unknown and self.stage in STAGES, f"{self.name}: needs {unknown or ''} stage {self.stage!r}"
+        assert not unknown and self.stage in STAGES and self.scores in SCORE_SOURCES, \
+            f"{self.name}: needs {unknown or ''} stage {self.stage!r} scores {self.scores!r}"
         object.__setattr__(self, "options", option_defaults(self.fn, self.config))
 
     def check_options(self, options: dict) -> None:

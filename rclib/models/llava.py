@@ -18,6 +18,7 @@ from PIL import Image
 from rclib.images import read_image
 from rclib.methods import METHODS
 from rclib.methods import compress as compress_tokens
+from rclib.methods.checks import check_budget
 from rclib.methods.common import keep_and_drop
 from rclib.models.llm_pruning import generate_pruned
 from rclib.models.text import SYSTEM_PROMPT, TextOptions, TextTower, text_similarity
@@ -73,9 +74,20 @@ class Run:
     options: dict  # the method's options as given
     layer_seen: torch.Tensor | None = None  # [B, n_layers, N] bool: image token n entered LLM layer l (inside-LLM
     # methods; ``result`` is then what the last layer saw). None: every layer saw ``result``'s tokens
+    n_layers: int = 0  # the LLM's decoder layers
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @property
+    def tokens_per_layer(self) -> torch.Tensor:
+        """[B, n_layers] long: the visual tokens each LLM layer read (see CompressionResult.layer_counts)."""
+        return self.result.layer_counts(self.n_layers)
+
+    @property
+    def equivalent_tokens(self) -> torch.Tensor:
+        """[B] float: their mean over the layers, what the prefill pays for (n_output before the LLM)."""
+        return self.result.equivalent_tokens(self.n_layers)
 
 
 PROMPT_FORMATS = ("vicuna_v1", "chat_template")
@@ -184,6 +196,17 @@ def check_llava_config(config) -> None:
                          f"{config.vision_feature_select_strategy!r}")
 
 
+SCORES = ("own", "shared")  # the [CLS] scores a method gets: its authors' (MethodSpec.scores) or RC's, for all
+
+
+def scored(encoded: Encoded, method: str, scores: str) -> Encoded:
+    """``encoded`` with the scores ``method`` reads: its own (``METHODS[method].scores``) or RC's shared ones."""
+    if scores not in SCORES:
+        raise ValueError(f"scores must be one of {SCORES} (the method's own scores or RC's for all), got {scores!r}")
+    own = method in METHODS and METHODS[method].scores == "feature_layer"
+    return encoded.with_feature_layer_scores() if scores == "own" and own else encoded
+
+
 def timed(device: torch.device, fn, *args, clock=time.perf_counter, **kwargs):
     """(fn(*args, **kwargs), seconds on ``clock``, wall time by default), waiting for the GPU on both ends."""
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -222,6 +245,11 @@ class CompressedLlava:
     def dtype(self) -> torch.dtype:
         return self.model.dtype
 
+    @property
+    def n_llm_layers(self) -> int:
+        """The language model's decoder layers."""
+        return len(self.model.model.language_model.layers)
+
     @torch.no_grad()
     def encode(self, images, questions, preset: str | None = None, **text_options) -> Encoded:
         """Images (PIL, numpy, tensor or path) and questions -> the encoders' outputs, for a batch.
@@ -249,14 +277,17 @@ class CompressedLlava:
                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        pixel_values=pixel_values, cls_attn_heads=vision.cls_attn_heads, keys_heads=vision.keys_heads)
 
-    def compress(self, encoded: Encoded, method: str = "rc", budget: int | None = None,
+    def compress(self, encoded: Encoded, method: str = "rc", budget: int | None = None, scores: str = "own",
                  **options) -> CompressionResult:
         """Compress the encoded batch with any rclib method (see ``rclib.compress``).
 
-        rc's text weight reads this model's CLIP joint width (``text_dim``) unless given.
+        scores: "own" gives a method the [CLS] scores its authors read (``MethodSpec.scores``: FasterVLM, VisionZip
+        and VisPruner the feature layer's, per head), "shared" gives every method RC's (for the ablation that
+        isolates the selection rule). rc's text weight reads this model's CLIP joint width (``text_dim``) unless given.
         """
         if method == "rc":
             options.setdefault("text_dim", self.text_tower.projection_dim)
+        encoded = scored(encoded, method, scores)
         return compress_tokens(encoded.features, encoded.cls_attn, encoded.text_sim, encoded.keys,
                                method=method, budget=budget, **options)
 
@@ -311,14 +342,17 @@ class CompressedLlava:
 
     @torch.no_grad()
     def generate_inside(self, encoded: Encoded, method: str, budget: int | None = None, max_new_tokens: int = 32,
-                        **options) -> tuple[CompressionResult, torch.Tensor, torch.Tensor]:
+                        scores: str = "own", **options) -> tuple[CompressionResult, torch.Tensor, torch.Tensor]:
         """Greedy decoding with an inside-LLM method (fastv...) pruning the image tokens between decoder layers.
 
-        Returns the result (what the last decoder layer saw, as a selection of the N image tokens), the new
-        token ids [B, T] and the per-layer provenance [B, n_layers, N] (image token n entered layer l).
+        Returns the result (what the last decoder layer saw, as a selection of the N image tokens, with the visual
+        tokens every layer read in ``tokens_per_layer``), the new token ids [B, T] and the per-layer provenance
+        [B, n_layers, N] (image token n entered layer l). scores: as in :meth:`compress`.
         """
+        encoded = scored(encoded, method, scores)
         spec = METHODS[method]
         spec.check_options(options)
+        budget = check_budget(budget)  # the same refusals as rclib.compress (a budget per sample, zero, a float)
         pruner = spec.fn(encoded.features, encoded.cls_attn, encoded.text_sim, encoded.keys, budget, **options)
         embeds, mask = self.llm_inputs(encoded, compress_tokens(encoded.features, method="full"))
         eos = self.model.generation_config.eos_token_id
@@ -327,7 +361,7 @@ class CompressedLlava:
                                      max_new_tokens, [eos] if isinstance(eos, int) else list(eos or ()),
                                      self.pad_token_id)
         result = keep_and_drop(encoded.features, generation.seen[:, -1], method, generation.scores)
-        return result, generation.ids, generation.seen
+        return replace(result, tokens_per_layer=generation.visual_tokens), generation.ids, generation.seen
 
     def run(self, encoded: Encoded, method: str = "rc", budget: int | None = None, max_new_tokens: int = 32,
             transform=None, **options) -> Run:
@@ -343,11 +377,13 @@ class CompressedLlava:
                 raise ValueError(f"{method!r} prunes inside the LLM: there is no result to transform before it reads it")
             (result, ids, seen), t_generate = timed(self.device, self.generate_inside, encoded, method, budget,
                                                     max_new_tokens, **options)
-            return Run(encoded, result, self.decode(ids), {"generate": t_generate}, method, budget, options, seen)
+            return Run(encoded, result, self.decode(ids), {"generate": t_generate}, method, budget, options, seen,
+                       self.n_llm_layers)
         result, t_compress = timed(self.device, self.compress, encoded, method, budget, **options)
         result = transform(result) if transform else result
         texts, t_generate = timed(self.device, self.generate, encoded, result, max_new_tokens)
-        return Run(encoded, result, texts, {"compress": t_compress, "generate": t_generate}, method, budget, options)
+        return Run(encoded, result, texts, {"compress": t_compress, "generate": t_generate}, method, budget, options,
+                   None, self.n_llm_layers)
 
     def answer(self, images, questions, method: str = "rc", budget: int | None = None, max_new_tokens: int = 32,
                **options) -> Run:

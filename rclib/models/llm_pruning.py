@@ -16,7 +16,12 @@ language model's own modules (decoder layers, rotary embedding, final norm, ``lm
 - a batch is left-padded, each row prunes its own count, rows are re-packed to the left after pruning.
   With nothing pruned the answers equal ``LlavaForConditionalGeneration.generate``'s;
 - a pruner may also *recycle*: merge some pruned places into a few new image places (SparseVLM), which
-  enter the next layer right after the last image place, at the rotary position of a place they chose.
+  enter the next layer right after the last image place, at the rotary position of a place they chose;
+- what a pruner reads is its ``source``: the attention rows of the layer before (FastV, SparseVLM; the default),
+  the rows of the layer about to run, from its own q and k projections of its input (PyramidDrop), or no
+  attention at all: the layer before's cached keys and the hidden states entering the layer (DART).
+
+Every layer's count of visual places (image tokens and recycled ones) is recorded: the tokens it read.
 """
 from __future__ import annotations
 
@@ -84,17 +89,31 @@ class Sequence:
         return out.scatter_(1, torch.where(self.image < 0, n_image, self.image), values)[:, :n_image]
 
 
+SOURCES = ("attention", "own_attention", "states")  # what a pruner reads at a pruning step (Pruner.source)
+
+
+@dataclass
+class States:
+    """What a pruner with ``source = "states"`` reads before decoder layer ``layer``: no attention weights."""
+
+    keys: torch.Tensor  # [B, kv_heads, L, d] the rotated keys layer ``layer - 1`` cached
+    normed: torch.Tensor  # [B, L, H] the hidden states entering layer ``layer``, through the LLM's final norm
+
+
 class Pruner(Protocol):
     """What an inside-LLM method decides; :func:`generate_pruned` does the rest."""
 
     layers: tuple[int, ...]  # prune before these decoder layers, ascending, each >= 1
+    # ``source`` (optional, one of SOURCES, default "attention"): "attention" passes ``keep`` the attention rows of
+    # layer ``layer - 1``, "own_attention" those of layer ``layer`` on its input, "states" a :class:`States`
 
     def queries(self, layer: int, sequence: Sequence) -> torch.Tensor:
         """[B, Q] places in ``sequence`` whose attention rows at decoder layer ``layer - 1`` are read; -1 pads a
         row that reads fewer than Q (its attention rows are zero)."""
 
     def keep(self, layer: int, attention: torch.Tensor, sequence: Sequence) -> torch.Tensor:
-        """[B, L] bool: the places layers ``layer`` on see; attention [B, Q, L] is the head mean."""
+        """[B, L] bool: the places layers ``layer`` on see; attention [B, Q, L] is the head mean (a
+        :class:`States` for a pruner whose source is "states")."""
 
     # A pruner may also define ``recycle(layer, attention, sequence, keep) -> (weights [B, M, L], origin [B, M])``:
     # M new places merged from the hidden states entering layer ``layer`` (see :meth:`Sequence.insert`).
@@ -106,6 +125,7 @@ class PrunedGeneration:
 
     ids: torch.Tensor  # [B, T] new token ids, pad-filled after EOS
     seen: torch.Tensor  # [B, n_layers, N] bool: image token n entered decoder layer l (prefill)
+    visual_tokens: torch.Tensor  # [B, n_layers] long: the visual places (image and recycled) layer l read (prefill)
     scores: dict[str, torch.Tensor]  # "llm_attention_layer{l}" -> [B, N] float32: the attention the queries
     # paid each image token in layer l (mean over a row's queries and the heads; 0 for tokens already pruned)
 
@@ -146,6 +166,39 @@ def attention_rows(layer, layer_input: torch.Tensor, keys: torch.Tensor, rotary:
     return logits.masked_fill(~allowed[:, None], float("-inf")).softmax(-1).mean(1)
 
 
+def layer_keys(layer, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The rotated keys [B, kv_heads, L, d] a decoder layer will compute from its input hidden [B, L, H]."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb  # only when pruning runs
+
+    attention = layer.self_attn
+    B, L, _ = hidden.shape
+    keys = attention.k_proj(layer.input_layernorm(hidden)).view(B, L, -1, attention.head_dim).transpose(1, 2)
+    return apply_rotary_pos_emb(keys, keys, *rotary)[1]
+
+
+def pruning_evidence(pruner, language_model, index: int, sequence: Sequence, layer_input: torch.Tensor, cache,
+                     rotary: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor | States, str, torch.Tensor]:
+    """What ``pruner`` reads before decoder layer ``index`` (see :data:`SOURCES`): (attention [B, Q, L] or
+    States, the name of the layer it comes from, the [B, L] per-place score recorded for figures)."""
+    source = getattr(pruner, "source", "attention")
+    layers = language_model.layers
+    if source == "states":
+        keys = cache.layers[index - 1].keys
+        states = States(keys=keys, normed=language_model.norm(sequence.hidden))
+        return states, f"llm_key_norm_layer{index - 1}", keys.float().abs().sum((1, 3))  # [B, L] L1 norm
+    rows = pruner.queries(index, sequence)
+    read = rows >= 0  # [B, Q]
+    if source == "own_attention":
+        layer, hidden, keys, name = (layers[index], sequence.hidden, layer_keys(layers[index], sequence.hidden, rotary),
+                                     index)
+    else:
+        layer, hidden, keys, name = layers[index - 1], layer_input, cache.layers[index - 1].keys, index - 1
+    attention = torch.where(read[:, :, None], attention_rows(  # [B, Q, L], zero rows where none is read
+        layer, hidden, keys, rotary, rows.clamp(min=0), sequence.real), 0.0)
+    mean = attention.sum(1) / read.sum(1, keepdim=True).clamp(min=1)  # [B, L] over the rows read
+    return attention, f"llm_attention_layer{name}", mean
+
+
 @torch.no_grad()
 def generate_pruned(language_model, lm_head, embeds: torch.Tensor, mask: torch.Tensor, image: torch.Tensor,
                     pruner: Pruner, n_image: int, max_new_tokens: int, eos_ids: list[int], pad_id: int
@@ -169,20 +222,16 @@ def generate_pruned(language_model, lm_head, embeds: torch.Tensor, mask: torch.T
 
     cache = DynamicCache(config=language_model.config)
     key_real = []  # per layer: [B, L_l] the real places of its cache
-    seen, scores = [], {}
+    seen, visual, scores = [], [], {}
     rotary = language_model.rotary_emb(sequence.hidden, sequence.position)
     bias = causal_bias(sequence.real, embeds.dtype)
     recycle = getattr(pruner, "recycle", None)  # optional: pruners without it recycle nothing
     layer_input = None  # what the previous layer read (set at the end of each step; pruning starts at layer 1)
     for index, layer in enumerate(layers):
         if index in pruner.layers:
-            rows = pruner.queries(index, sequence)
-            read = rows >= 0  # [B, Q]
-            attention = torch.where(read[:, :, None], attention_rows(  # [B, Q, L], zero rows where none is read
-                layers[index - 1], layer_input, cache.layers[index - 1].keys, rotary, rows.clamp(min=0),
-                sequence.real), 0.0)
-            mean = attention.sum(1) / read.sum(1, keepdim=True).clamp(min=1)  # [B, L] over the rows read
-            scores[f"llm_attention_layer{index - 1}"] = sequence.on_image(mean, n_image)
+            attention, name, score = pruning_evidence(pruner, language_model, index, sequence, layer_input, cache,
+                                                      rotary)
+            scores[name] = sequence.on_image(score, n_image)
             keep = pruner.keep(index, attention, sequence)
             recycled = sequence.merged(*recycle(index, attention, sequence, keep)) if recycle else None
             sequence = sequence.select(keep)
@@ -195,6 +244,7 @@ def generate_pruned(language_model, lm_head, embeds: torch.Tensor, mask: torch.T
         sequence = replace(sequence, hidden=hidden)
         key_real.append(sequence.real)
         seen.append(sequence.on_image(sequence.real, n_image))
+        visual.append(sequence.visual.sum(1))
 
     eos = torch.tensor(eos_ids, device=embeds.device)
     unfinished = torch.ones(len(embeds), dtype=torch.bool, device=embeds.device)
@@ -213,4 +263,5 @@ def generate_pruned(language_model, lm_head, embeds: torch.Tensor, mask: torch.T
             key_real[index] = torch.cat([key_real[index], key_real[index].new_ones(len(token), 1)], 1)
             hidden = layer(hidden, attention_mask=additive(key_real[index][:, None, None], hidden.dtype),
                            position_ids=position, past_key_values=cache, use_cache=True, position_embeddings=rotary)
-    return PrunedGeneration(ids=torch.stack(new_ids, 1), seen=torch.stack(seen, 1), scores=scores)
+    return PrunedGeneration(ids=torch.stack(new_ids, 1), seen=torch.stack(seen, 1), visual_tokens=torch.stack(visual, 1),
+                            scores=scores)
