@@ -11,9 +11,10 @@
 If `subset+fill` / `named+fill` recover what `subset` / `named` lose, the LM fails on the SHORTER sequence
 (attention spread over fewer tokens, no background to rest on), not on missing evidence.
 
-    python scripts/diagnose_shortening.py data/models/shapes-llava [--scenes 300]
+    python scripts/diagnose_shortening.py data/models/shapes-llava [--clip DIR] [--scenes 300]
 """
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -38,11 +39,13 @@ def weights_for(keep: torch.Tensor, fill: bool) -> torch.Tensor:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("llava", help="a shapes-llava folder")
+    parser.add_argument("--clip", default=None, help="its shapes-clip folder (default: beside the LLaVA folder)")
     parser.add_argument("--scenes", type=int, default=300)
     parser.add_argument("--budget", type=int, default=64)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    model = load(args.llava, text_encoder=args.llava.replace("shapes-llava", "shapes-clip"), device="cpu")
+    clip = args.clip or str(Path(args.llava).parent / "shapes-clip")
+    model = load(args.llava, text_encoder=clip, device="cpu")
     llava = model.model
     bank = make_bank(EVAL_SEED, args.scenes, 1, workers=1)
     features = encode_bank(llava.model.vision_tower, bank)["features"]

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPModel
+from transformers import CLIPModel, LlavaForConditionalGeneration
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from rclib.filters import outlier_count
@@ -130,6 +130,8 @@ class TrainConfig:
     shorten_min_tokens: int = 8  # smallest random budget; budgets are log-uniform in [shorten_min_tokens, P]
     merge_share: float = 0.5  # share of the shortened images whose left-out patches join random groups (means) instead of
     # being dropped
+    llava_from: str | None = None  # a saved LLaVA folder (a run's shapes-llava or checkpoints/llava-best): stage 3b
+    # continues from it (stage 3a skipped); needs clip_from, the CLIP its vision tower was tied to
     clip_from: str | None = None  # a saved CLIPModel folder: skip stages 1-2 and start from it
     warmup_share: float = 0.05  # linear warmup share of every stage, then cosine decay to 0
     eval_every: int = 150  # LLaVA steps between held-out checks and checkpoints
@@ -703,7 +705,11 @@ def train(out_dir: Path | str = RUN_OUT, quick: bool = False, config: TrainConfi
         clip.save_pretrained(checkpoint_dir / "clip-text-stage")
 
     layout = PromptLayout(processor.tokenizer)
-    align_projector(llava, processor.tokenizer, bank, features["features"], cfg, log)
+    if cfg.llava_from is None:
+        align_projector(llava, processor.tokenizer, bank, features["features"], cfg, log)
+    else:
+        llava = LlavaForConditionalGeneration.from_pretrained(cfg.llava_from)
+        log(f"stage 3a skipped: LLaVA loaded from {cfg.llava_from}")
     left = cfg.total_minutes - cfg.measure_minutes - (time.time() - started) / 60
     log(f"llava: {left:.1f} minutes left for VQA training")
     best = train_llava(llava, layout, bank, features["features"], eval_bank, eval_features["features"], cfg, log,
@@ -732,6 +738,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clip-from", default=None, help="a saved CLIPModel folder (e.g. a run's checkpoints/"
                         "clip-text-stage): skip stages 1-2")
     parser.add_argument("--train-scenes", type=int, default=None, help="precomputed training scenes")
+    parser.add_argument("--llava-from", default=None, help="a saved LLaVA folder (e.g. a run's checkpoints/llava-best): "
+                        "continue stage 3b from it; needs --clip-from")
+    parser.add_argument("--seed", type=int, default=None, help="world stream of the training scenes and torch seed "
+                        "(default 0)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     cfg = TrainConfig()
@@ -741,6 +751,12 @@ def main(argv: list[str] | None = None) -> None:
         cfg = replace(cfg, clip_from=args.clip_from)
     if args.train_scenes is not None:
         cfg = replace(cfg, train_scenes=args.train_scenes)
+    if args.llava_from is not None:
+        if args.clip_from is None:
+            parser.error("--llava-from needs --clip-from: the CLIP whose vision tower that LLaVA carries")
+        cfg = replace(cfg, llava_from=args.llava_from)
+    if args.seed is not None:
+        cfg = replace(cfg, seed=args.seed)
     out = args.out or (Path(tempfile.mkdtemp(prefix="shapes-quick-")) if args.quick else RUN_OUT)
     train(out, quick=args.quick, config=cfg)
     print(f"saved to {out}")
