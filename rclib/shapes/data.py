@@ -183,6 +183,7 @@ class Conversations:
     # answer position (the query itself), -1 = not a position question
     pair_sides: torch.Tensor  # (B, T, 2) int64, see SceneBank.q_pair_sides
     name_halves: torch.Tensor  # (B, T, MAX_NAMED, 2) int64, see SceneBank.q_name_halves
+    family: torch.Tensor  # (B, T) int64, each question's index into FAMILIES, -1 = none
 
     @property
     def position_ids(self) -> torch.Tensor:
@@ -269,6 +270,7 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
         verdict_pos=torch.full((B, T), -1, dtype=torch.long),
         pair_sides=torch.full((B, T, len(PAIR_SIDES)), -1, dtype=torch.long),
         name_halves=torch.full((B, T, MAX_NAMED, len(PAIR_SIDES)), -1, dtype=torch.long),
+        family=torch.full((B, T), -1, dtype=torch.long),
     )
     n = len(LETTERS)
     for b, (ids, positions, expected, name_pos, rows, slots) in enumerate(built):
@@ -281,7 +283,7 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
         stacked = torch.stack(name_pos)  # (t, MAX_NAMED)
         out.name_pos[b, : len(rows)] = torch.where(stacked >= 0, stacked + pad, -1)
         picked = torch.tensor(rows)
-        for name in ("named", "coarse", "glyph", "object_words", "pair_sides", "name_halves"):  # copied per question
+        for name in ("named", "coarse", "glyph", "object_words", "pair_sides", "name_halves", "family"):  # per question
             getattr(out, name)[b, : len(rows)] = getattr(bank, f"q_{name}")[picked]
         two_words = bank.q_two_words[picked] & (out.name_pos[b, : len(rows)] >= 0)
         out.previous_pos[b, : len(rows)] = torch.where(two_words, out.name_pos[b, : len(rows)] - 1, -1)
@@ -333,3 +335,24 @@ def shorten(conv: Conversations, weights: torch.Tensor) -> Conversations:
         coarse=to_tokens(conv.coarse), previous_pos=moved(conv.previous_pos), glyph=to_tokens(conv.glyph),
         relation_pos=moved(conv.relation_pos), option_pos=moved(conv.option_pos), letter_pos=moved(conv.letter_pos),
         chosen_pos=moved(conv.chosen_pos), verdict_pos=moved(conv.verdict_pos))
+
+
+def without_lost_evidence(conv: Conversations, shortened: Conversations) -> Conversations:
+    """`shortened` (the conversations after `shorten`) with no target for a question whose evidence the shortened
+    image lost: a named object none of whose patches any token carries, or, for a glyph question, a digit none of
+    whose patches survive. Its answer and EOS are not scored and its hops (attention and lens targets) are
+    dropped, so training never teaches an answer the image no longer shows. conv: the same rows before `shorten`
+    (patch masks), shortened: after (token masks)."""
+    def kept(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:  # (B, T, N): absent objects count as kept
+        return ~before.any(-1) | after.any(-1)
+
+    glyph_question = conv.family == FAMILIES.index("glyph")
+    answerable = kept(conv.named, shortened.named).all(-1) & (~glyph_question | kept(conv.glyph, shortened.glyph).all(-1))
+    lost = ~answerable  # (B, T)
+    both = lost.repeat_interleave(2, dim=1)  # (B, 2T): the answer and its EOS
+    off = lambda field: torch.where(lost.view(*lost.shape, *[1] * (field.dim() - 2)), -1, field)  # noqa: E731
+    return replace(shortened, targets=torch.where(both, -100, shortened.targets), name_pos=off(shortened.name_pos),
+                   previous_pos=off(shortened.previous_pos), relation_pos=off(shortened.relation_pos),
+                   chosen_pos=off(shortened.chosen_pos), verdict_pos=off(shortened.verdict_pos),
+                   object_words=off(shortened.object_words), pair_sides=off(shortened.pair_sides),
+                   name_halves=off(shortened.name_halves))

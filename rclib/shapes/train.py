@@ -58,6 +58,7 @@ from rclib.shapes.build import (
 )
 from rclib.shapes.data import (
     shorten,
+    without_lost_evidence,
     LABELS,
     OBJECT_WORDS,
     PAIR_SIDES,
@@ -602,7 +603,8 @@ def train_llava(llava, layout: PromptLayout, bank: SceneBank, features: torch.Te
             picked.append((start + torch.randperm(end - start, generator=generator)[: cfg.turns]).tolist())
         conv = conversation_batch(layout, bank, picked)
         shortening = random_shortening(len(scenes), generator, cfg) if cfg.shorten_share > 0 else None
-        logits, reads, conv = lm_forward(llava, conv, features[scenes].float(), caught, shortening)
+        logits, reads, read = lm_forward(llava, conv, features[scenes].float(), caught, shortening)
+        conv = read if shortening is None else without_lost_evidence(conv, read)
         answer_loss = F.cross_entropy(logits.flatten(0, 1), conv.targets.flatten(), ignore_index=-100)
         loss = answer_loss
         if cfg.grounding_weight > 0:

@@ -246,3 +246,23 @@ def test_random_shortening_keeps_order_and_mixes_means(setup):
         if ((rows > 0).sum(-1) == 1).all():  # a subset: its patches in raster order
             assert (rows.argmax(-1).diff() > 0).all(), "tokens keep the patches' raster order"
         assert ((weights[b] > 0).sum(0) <= 1).all(), "a patch belongs to one token at most"
+
+
+def test_questions_whose_evidence_the_shortened_image_lost_get_no_target(setup):
+    from rclib.shapes.data import shorten, without_lost_evidence
+
+    _, _, bank, layout = setup
+    rows = [0, 1, 2, 3, 4]  # one scene's questions, every family
+    conv = conversation_batch(layout, bank, [rows, rows])
+    named = conv.named[0].flatten(0, 1).any(0)  # (P,) every named patch of the scene's questions
+    keep_all = torch.nonzero(named).flatten()
+    keep_none = torch.nonzero(~named).flatten()[:40]
+    weights = torch.zeros(2, max(len(keep_all), 40), NUM_PATCHES)
+    weights[0, torch.arange(len(keep_all)), keep_all] = 1  # row 0 keeps every named patch
+    weights[1, torch.arange(40), keep_none] = 1  # row 1 keeps none of them
+    lost = without_lost_evidence(conv, shorten(conv, weights))
+    has_object = conv.named[1].any(-1).any(-1)  # (T,) questions naming an object in the scene
+    scored = lost.targets[:, 0::2] != -100
+    assert scored[0].all() or (conv.family[0] == FAMILIES.index("glyph")).any()
+    assert torch.equal(scored[1], ~has_object), "row 1: only questions about absent objects keep their answer"
+    assert (lost.name_pos[1][has_object] == -1).all() and (lost.object_words[1][has_object] == -1).all()
