@@ -46,9 +46,11 @@ examples = examples_for_model(MODEL, N_SCENES)
 #   **LOF neighbours**: how local the outlier test is. **text stage**: RC with or without text
 #   recovery. **KNN k**: how many tokens each merge centre absorbs.
 #
-# Right: the answers with all tokens and compressed, each with the visual tokens it read. Below: the
-# visual score (kept tokens outlined in blue), the text score (recovered tokens outlined in orange),
-# and the fate of every patch.
+# Right of the controls: the answers with all tokens and compressed, each with the visual tokens it read,
+# the counts, and any warning, in a box of fixed height (it scrolls; the figure below never moves). Below,
+# from the left: the image itself, the visual score (kept tokens outlined in blue), the text score
+# (recovered tokens outlined in orange), and the fate of every patch. `make present` serves this
+# explorer alone, as a web app without code, for a class.
 #
 # *If you see "Error displaying widget: model not found", the notebook was reopened without the
 # kernel that made the explorer: run it again (Run › Run All Cells).*
@@ -75,10 +77,14 @@ for text_stage in (True, False):
 explorer.controls["text_stage"].value = True
 display(pd.DataFrame(counts).T.rename_axis("text stage"))
 on, off = counts.values()
-Markdown(f"With the text stage off, no token is recovered and the visual filter keeps the same {off['n_visual']} "
-         "tokens (it reads only the [CLS] attention); what the text stage recovered is merged instead: "
-         f"{off['n_merged']} merged tokens instead of {on['n_merged']}, so the LLM reads {off['n_output_tokens']} "
-         f"tokens instead of {on['n_output_tokens']}."
+Markdown(f"With the text stage off, no token is recovered ({on['n_text']} were with it) and the visual filter keeps "
+         f"the same {off['n_visual']} tokens (it reads only the [CLS] attention). The patches the text stage had "
+         "recovered go to the merge stage instead, into a cluster or the extra token, and the merge stage makes "
+         f"{off['n_merged']} merged tokens ({on['n_merged']} with the text stage)"
+         + ("" if off["n_merged"] >= on["n_merged"] else
+            ": fewer, although it has more patches to merge, because its number of centres is the filter's count of "
+            "outliers among the remaining patches, not their number")
+         + f". So the LLM reads {off['n_output_tokens']} tokens instead of {on['n_output_tokens']}."
          + (" The model output is not an answer here: see the explorer's warning." if explorer.warnings else ""))
 
 # %% [markdown]

@@ -35,6 +35,7 @@ from rclib.models import load
 from rclib.models.registry import REPO_ROOT
 from rclib.shapes.world import sample_vqa
 
+viz.notebook_figures()  # figures drawn at the resolution they are shown
 model = load(MODEL, TEXT_ENCODER)
 example = examples_for_model(MODEL)[EXAMPLE]
 
@@ -98,8 +99,9 @@ display(pd.DataFrame([{"setting": name, "mean visual tokens": float(res.n_output
 (_, t_full), (rc_result, t_rc) = measured.values()
 speed = t_full / t_rc
 Markdown(f"On this machine RC's {float(rc_result.n_output.float().mean()):.0f} tokens make this model's prefill "
-         + (f"{speed:.1f}x faster" if speed > 1.05 else f"{1 / speed:.1f}x slower" if speed < 0.95 else "about as fast")
-         + f" as all {encoded.n_tokens}. The FLOPs scale with the tokens; the time of a model this small also holds "
+         + (f"{speed:.1f}x faster than" if speed > 1.05 else f"{1 / speed:.1f}x slower than" if speed < 0.95
+            else "about as fast as")
+         + f" with all {encoded.n_tokens}. The FLOPs scale with the tokens; the time of a model this small also holds "
          "fixed costs per layer, so it falls less (and timings on a shared machine vary: rerun the cell).")
 
 # %% [markdown]
@@ -150,7 +152,8 @@ Markdown(note + f"With all {encoded.n_tokens} tokens the model answers {full_acc
 found = [folder for folder in [REPO_ROOT / EVAL_RESULTS] if folder.is_dir()]
 paper_table = pd.DataFrame(table_rows(found, reported=True))
 for_this_model = (paper_table["source"] != "measured") | (paper_table["model"] == MODEL)
-display(paper_table[for_this_model].set_index(["source", "method"]).round(2))
+shown = paper_table[for_this_model].dropna(axis=1, how="all")  # no column that no row fills
+display(viz.table(shown.set_index(["source", "method"]), na_rep="not reported"))
 n_measured = int((paper_table[for_this_model]["source"] == "measured").sum())
 Markdown(f"{n_measured} measured row(s) of {MODEL} found under {EVAL_RESULTS}." if n_measured else
          f"No lmms-eval results of {MODEL} under {EVAL_RESULTS}: the table holds only the authors' reported numbers, "

@@ -28,6 +28,7 @@ from rclib.methods.common import ADAPTIVE
 from rclib.models import load
 from rclib.shapes.world import FAMILIES, sample_vqa
 
+viz.notebook_figures()  # figures drawn at the resolution they are shown
 model = load(MODEL, TEXT_ENCODER)
 examples = examples_for_model(MODEL, N_IMAGES)[:N_IMAGES]
 Markdown(method_table(METHODS))
@@ -47,7 +48,8 @@ Markdown(method_table(METHODS))
 gallery.method_grid_figure(model, examples)
 
 # %% [markdown]
-# Read a row across: the same image and question, each method's choice. The methods that select by
+# Read a row across: the same image and question (above the row), the image itself, then each method's
+# choice. The methods that select by
 # [CLS] attention (FasterVLM, VisionZip, PruMerge's centres) keep the same salient patches; DivPrune
 # and random spread over the image; RC adds orange patches where the question points.
 #
@@ -99,8 +101,8 @@ Markdown(note + f"With all {n_tokens} tokens the model answers {full_accuracy:.0
 viz.accuracy_vs_tokens(rows, tuple(f"accuracy_{family}" for family in families))
 
 # %%
-display(table.set_index(["method", "budget"])[["mean_tokens", *(f"accuracy_{family}" for family in families),
-                                               "evidence_kept", "seconds"]].round(2))
+display(viz.table(table.set_index(["method", "budget"])[["mean_tokens", *(f"accuracy_{family}" for family in families),
+                                                          "evidence_kept", "seconds"]]))
 note = f"**Note:** {caveat}\n\n" if caveat else ""  # first: it qualifies what follows
 best = "; ".join(f"{family}: {gallery.ranking(rows, f'accuracy_{family}', tight, top=2)}" for family in families)
 untrained = [family for family in FAMILIES if family not in families]

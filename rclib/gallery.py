@@ -42,10 +42,12 @@ def threshold_figure(model, example: Example, n_neighbors: int = 20):
 
 
 def method_grid_figure(model, examples: list[Example], methods=GRID_METHODS):
-    """Token-fate maps of each method (columns, at its default budget) on the same examples (rows)."""
+    """Token-fate maps of each method (at its default budget) on the same examples, an example's question above
+    its row."""
     encoded = model.encode([e.image for e in examples], [e.question for e in examples])
     results = {m: model.compress(encoded, m) for m in methods}
-    return viz.method_grid(list(model.display_images(encoded)), results, encoded.grid, [e.name for e in examples])
+    titles = [e.name if e.question in e.name else f"{e.name}: {e.question}" for e in examples]  # photos name theirs
+    return viz.method_grid(list(model.display_images(encoded)), results, encoded.grid, titles)
 
 
 def answer_figures(model, run, b: int = 0) -> dict:

@@ -51,8 +51,11 @@ FATE_LABELS: dict[Fate, str] = {
 SLOT_FATES: dict[Slot, Fate] = {Slot.KEPT: Fate.KEPT, Slot.RECOVERED: Fate.RECOVERED, Slot.CENTRE: Fate.CENTRE,
                                 Slot.EXTRA: Fate.MERGED, Slot.POOLED: Fate.MERGED}
 CLUSTER_SLOTS = (Slot.CENTRE, Slot.POOLED)  # slots that gather a cluster of tokens, one colour each
-# tab20 without its blues, oranges, greens and greys: a cluster never reads as kept, recovered, extra or dropped
-CLUSTER_PALETTE = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (0, 1, 2, 3, 4, 5, 14, 15)]
+# Colours of merged clusters: each at least CVD_DISTANCE (CIELAB) from every fate colour for normal vision and
+# under simulated protanopia, deuteranopia and tritanopia (tests/test_viz.py), so a cluster never reads as kept,
+# recovered, extra or dropped; pink, yellow, brown, lavender, orchid, pale yellow, light grey, light purple.
+CLUSTER_PALETTE = ["#f781bf", "#ffff33", "#a65628", "#9e9ac8", "#e78ac3", "#ffed6f", "#c7c7c7", "#cab2d6"]
+CVD_DISTANCE = 25.0  # the least CIELAB distance between a cluster colour and a fate colour, in any vision
 # method -> (colour, marker, line style): a method stays recognisable where its line meets another
 METHOD_STYLES: dict[str, tuple[str, str, str]] = {
     "full": ("#495057", "", "--"), "rc": ("#e03131", "o", "-"), "prumerge": ("#1971c2", "s", "-"),
@@ -63,8 +66,15 @@ METHOD_STYLES: dict[str, tuple[str, str, str]] = {
 }
 OTHER_MARKERS = "o s ^ v D P X h < >".split()  # for labels outside METHOD_STYLES, with matplotlib's colour cycle
 PANELS_PER_ROW = 3  # accuracy_vs_tokens wraps its panels
+GRID_COLUMNS = 6  # method_grid: panels per line (the plain image, then the methods), lines wrap
+MAX_WIDTH = 10.5  # inches: the widest figure here, 1,050 px at a notebook's 100 dpi (a 1,280 px window's column)
+PANEL = 2.1  # inches: the side of an image panel, the same in every figure (a notebook's maps line up)
+SLOT_WIDTHS = {"image": PANEL + 0.2, "heat": PANEL + 0.85, "fates": PANEL + 0.2}  # inches per panel kind (bar, pads)
+TITLE = 0.55  # inches above a row of panels for their (two-line) titles
+LEGEND = 0.6  # inches below a figure for the fate legend
 OVERLAY_ALPHA = 0.6  # opacity of patch colours over the image
-SCORE_TITLES = ("visual score ([CLS] attention)", "text score (question vs patch)")
+IMAGE_TITLE = "the image"
+SCORE_TITLES = ("visual score\n([CLS] attention)", "text score\n(question vs patch)")
 STYLE = {**sns.axes_style("white"), **sns.plotting_context("notebook")}  # rcParams of every figure here
 
 
@@ -74,15 +84,34 @@ def style():
     return mpl.rc_context(STYLE)
 
 
+def notebook_figures() -> None:
+    """A notebook's inline figures at the resolution they are shown: PNGs drawn at twice their size in CSS pixels
+    (sharp on a high-density screen), cropped to what is drawn. Figures here are at most :data:`MAX_WIDTH` inches,
+    so a 1,280 px window shows them unscaled."""
+    from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+    set_matplotlib_formats("retina", bbox_inches="tight")
+
+
+def table(frame, digits: int = 2, na_rep: str = ""):
+    """A DataFrame as HTML in a box of its own that scrolls sideways when the table is wider than the page (a
+    notebook's column never cuts it off); numbers to ``digits`` places, missing values as ``na_rep``."""
+    from IPython.display import HTML
+
+    inner = frame.style.format(precision=digits, na_rep=na_rep).to_html()
+    return HTML(f'<div class="rclib-table" style="overflow-x: auto; max-width: 100%">{inner}</div>')
+
+
 def close(figure: Figure) -> None:
     """Free a figure's memory once saved (figures here are never registered with pyplot)."""
     figure.clear()
 
 
-def new_figure(size: tuple[float, float]) -> Figure:
+def new_figure(size: tuple[float, float], layout: str | None = "constrained") -> Figure:
     """A figure outside pyplot's registry: a notebook shows it once, as a cell's value, and it is
-    freed like any object (no "too many open figures" in long sessions)."""
-    figure = plt.figure(figsize=size, layout="constrained")
+    freed like any object (no "too many open figures" in long sessions). layout None: the caller places
+    the axes."""
+    figure = plt.figure(figsize=size, layout=layout)
     plt.close(figure)
     return figure
 
@@ -96,6 +125,25 @@ def new_axes(ax, size: tuple[float, float] = (4.2, 4.2)):
     if ax is not None:
         return ax
     return new_figure(size).add_subplot()
+
+
+def place_panels(figure, kinds: tuple[str, ...], left: float, bottom: float) -> list:
+    """A row of PANEL-inch square axes on a figure without a layout engine, one per kind (:data:`SLOT_WIDTHS`:
+    "image", "heat", "fates"; a heatmap's slot holds its colour bar), from (left, bottom) in inches."""
+    width, height = figure.get_size_inches()
+    axes = []
+    for kind in kinds:
+        axes.append(figure.add_axes((left / width, bottom / height, PANEL / width, PANEL / height)))
+        left += SLOT_WIDTHS[kind]
+    return axes
+
+
+def panel_axes(kinds: tuple[str, ...], legend: bool = False) -> list:
+    """One row of image panels of the given kinds (:func:`place_panels`) in a new figure, every image PANEL
+    inches square whatever the kind, titles above; legend: room below for the fate legend."""
+    bottom = LEGEND if legend else 0.1
+    figure = new_figure((sum(SLOT_WIDTHS[kind] for kind in kinds), PANEL + TITLE + bottom), layout=None)
+    return place_panels(figure, kinds, 0.1, bottom)
 
 
 def show_image(ax, image, grid: tuple[int, int], title: str = "") -> None:
@@ -129,13 +177,18 @@ def score_heatmap(image, scores, grid: tuple[int, int], title: str = "score", ax
     """A score per patch ([N]) as a translucent heatmap over the image, with a colour bar.
 
     highlight: optional [N] bool, patches outlined in ``highlight_colour`` (e.g. the kept ones).
+    ax: the axes to draw into; default a new figure with the plain image on the left, the heatmap on the right.
     """
-    ax = new_axes(ax)
+    if ax is None:
+        plain, ax = panel_axes(("image", "heat"))
+        show_image(plain, image, grid, IMAGE_TITLE)
     h, w = grid
     show_image(ax, image, grid, title)
     heat = ax.imshow(as_numpy(scores).reshape(h, w), extent=(0, w, h, 0), cmap=cmap, alpha=0.65,
                      interpolation="nearest", gid="score")
-    ax.figure.colorbar(heat, ax=ax, fraction=0.046, pad=0.02)
+    bar = ax.figure.colorbar(heat, cax=ax.inset_axes((1.04, 0.0, 0.06, 1.0)))  # beside, the panel keeps its size
+    bar.ax.tick_params(labelsize=8)
+    bar.locator = mpl.ticker.MaxNLocator(4)
     if highlight is not None:
         outline_patches(ax, highlight, grid, highlight_colour)
     return ax.figure
@@ -144,40 +197,43 @@ def score_heatmap(image, scores, grid: tuple[int, int], title: str = "score", ax
 @style()
 def score_maps(image, grid: tuple[int, int], cls_attn, text_sim=None, result: CompressionResult | None = None,
                titles: tuple[str, ...] | None = None, axes=None, legend: bool = True) -> Figure:
-    """The two score maps of one image side by side: [CLS] attention and text similarity ([N] each).
+    """The plain image and its two score maps side by side: [CLS] attention and text similarity ([N] each).
 
-    text_sim: None (no text score) shows the image alone in the second panel.
+    text_sim: None (no text score) shows the image alone in the third panel.
     result: a result of this image (its sample 0 is drawn): the kept tokens are outlined on the first
-    map, the recovered ones on the second, and its token-fate map (:func:`fate_map`) is a third panel.
-    titles: one per panel (default :data:`SCORE_TITLES`, then the fate map's own title).
-    axes: the 2 (3 with a result) axes to draw into; default a new figure. legend: the fate map's legend.
+    map, the recovered ones on the second, and its token-fate map (:func:`fate_map`) is a fourth panel.
+    titles: one per panel after the plain image (default :data:`SCORE_TITLES`, then the fate map's own title).
+    axes: the 3 (4 with a result) axes to draw into; default a new figure. legend: the fate legend, below.
     """
-    n_panels = 2 if result is None else 3
+    n_panels = 3 if result is None else 4
     if axes is None:
-        axes = new_figure((5 * n_panels, 4.2)).subplots(1, n_panels)
-    if len(axes) != n_panels or (titles is not None and len(titles) != n_panels):
-        raise ValueError(f"score_maps draws {n_panels} panels; got {len(axes)} axes and "
-                         f"{'no' if titles is None else len(titles)} titles")
+        kinds = ("image", "heat", "image" if text_sim is None else "heat", "fates")[:n_panels]
+        axes = panel_axes(kinds, legend=legend and result is not None)
+    if len(axes) != n_panels or (titles is not None and len(titles) != n_panels - 1):
+        raise ValueError(f"score_maps draws {n_panels} panels (titles for all but the image); got {len(axes)} axes "
+                         f"and {'no' if titles is None else len(titles)} titles")
     titles = titles or SCORE_TITLES + ((None,) if result is not None else ())
-    score_heatmap(image, cls_attn, grid, titles[0], ax=axes[0], cmap="viridis")
+    show_image(axes[0], image, grid, IMAGE_TITLE)
+    score_heatmap(image, cls_attn, grid, titles[0], ax=axes[1], cmap="viridis")
     if text_sim is None:
-        show_image(axes[1], image, grid, titles[1])
+        show_image(axes[2], image, grid, titles[1])
     else:
-        score_heatmap(image, text_sim, grid, titles[1], ax=axes[1], cmap="magma")
+        score_heatmap(image, text_sim, grid, titles[1], ax=axes[2], cmap="magma")
     if result is not None:
-        show_image(axes[2], image, grid)
+        show_image(axes[3], image, grid)
         draw_result(axes, result, grid, titles[2], legend)
     return axes[0].figure
 
 
 def draw_result(axes, result: CompressionResult, grid: tuple[int, int], title: str | None = None,
                 legend: bool = True) -> None:
-    """What a result changes on the three panels of :func:`score_maps`: the kept tokens outlined on the first,
-    the recovered ones on the second, the fate layers on the third; what it drew there before is replaced."""
+    """What a result changes on the four panels of :func:`score_maps`: the kept tokens outlined on the first
+    score map, the recovered ones on the second, the fate layers on the last; what it drew there before is
+    replaced."""
     fate = as_numpy(result.fate[0])
-    outline_patches(axes[0], fate == Fate.KEPT, grid, FATE_COLOURS[Fate.KEPT])
-    outline_patches(axes[1], fate == Fate.RECOVERED, grid, FATE_COLOURS[Fate.RECOVERED])
-    draw_fates(axes[2], result, grid, title, legend)
+    outline_patches(axes[1], fate == Fate.KEPT, grid, FATE_COLOURS[Fate.KEPT])
+    outline_patches(axes[2], fate == Fate.RECOVERED, grid, FATE_COLOURS[Fate.RECOVERED])
+    draw_fates(axes[3], result, grid, title, legend)
 
 
 class LiveScoreMaps:
@@ -185,18 +241,21 @@ class LiveScoreMaps:
 
     Everything but the result (the image, both score maps, their colour bars, the layout) is rendered once
     and kept as a background; :meth:`show` replaces what a result draws (:func:`draw_result`) and draws only
-    that over the background; :meth:`png` encodes the pixels. The fate legend is left out by default (an
-    interactive view shows it once beside the figure).
+    that over the background; :meth:`png` encodes the pixels, ``pixel_ratio`` device pixels per CSS pixel
+    (:attr:`css_size`: the size to show it at). The fate legend is left out (an interactive view shows it once
+    beside the figure).
     """
 
     def __init__(self, image, grid: tuple[int, int], cls_attn, text_sim, result: CompressionResult,
-                 legend: bool = False, size: tuple[float, float] = (12.6, 3.6), dpi: int = 72):
-        self.grid, self.legend = grid, legend
+                 css_dpi: int = 96, pixel_ratio: int = 2):
+        self.grid = grid
         with style():
-            self.axes = new_figure(size).subplots(1, 3)
-            score_maps(image, grid, cls_attn, text_sim, result, axes=self.axes, legend=legend)
+            self.axes = panel_axes(("image", "heat", "heat", "fates"))
+            score_maps(image, grid, cls_attn, text_sim, result, axes=self.axes, legend=False)
         self.figure = self.axes[0].figure
-        self.figure.set_dpi(dpi)
+        width, height = self.figure.get_size_inches()
+        self.css_size = (round(width * css_dpi), round(height * css_dpi))  # (w, h): the px a page shows it at
+        self.figure.set_dpi(css_dpi * pixel_ratio)  # device pixels: sharp on a screen of that pixel ratio
         FigureCanvasAgg(self.figure)  # pixels to copy, whatever the notebook's backend
         self.figure.draw_without_rendering()  # constrained layout runs once, here
         self.figure.set_layout_engine("none")
@@ -216,7 +275,7 @@ class LiveScoreMaps:
         h, w = self.grid
         for ax in self.axes:
             next(a for a in ax.images if a.get_gid() == "image").set_data(image)
-        for ax, scores in zip(self.axes[:2], (cls_attn, text_sim)):
+        for ax, scores in zip(self.axes[1:3], (cls_attn, text_sim)):
             heat = next(a for a in ax.images if a.get_gid() == "score")
             heat.set_data(as_numpy(scores).reshape(h, w))
             heat.autoscale()
@@ -224,15 +283,14 @@ class LiveScoreMaps:
         self.show(result)
 
     def result_artists(self) -> list:
-        """What a result draws: the outlines, the fate layers and legend, the fate map's title."""
+        """What a result draws: the outlines, the fate layers, the fate map's title."""
         drawn = [a for ax in self.axes for a in (*ax.images, *ax.collections) if a.get_gid() in ("outline", "fates")]
-        legend = self.axes[2].get_legend()
-        return drawn + [self.axes[2].title] + ([legend] if legend else [])
+        return drawn + [self.axes[3].title]
 
     def show(self, result: CompressionResult, title: str | None = None) -> None:
         """Draw ``result`` (sample 0) in place of the previous one."""
         with style():
-            draw_result(self.axes, result, self.grid, title, self.legend)
+            draw_result(self.axes, result, self.grid, title, legend=False)
             canvas = self.figure.canvas
             canvas.restore_region(self.background)
             for artist in self.result_artists():
@@ -280,15 +338,17 @@ def cluster_borders(assignment: np.ndarray, merged: np.ndarray, grid: tuple[int,
     return segments
 
 
-def fate_legend(ax, fates=tuple(Fate), clusters: bool = True) -> None:
-    """Legend beside the axes: a swatch per fate, a star for centres, one entry for cluster colours."""
+def fate_legend(figure, fates=tuple(Fate), clusters: bool = True) -> None:
+    """The fate legend below the figure, outside every panel: a swatch per fate, a star for centres, one entry
+    for the cluster colours."""
     handles = [Patch(facecolor=FATE_COLOURS[f], label=FATE_LABELS[f]) for f in fates if f != Fate.CENTRE]
     if clusters:
         handles.append(Patch(facecolor=CLUSTER_PALETTE[0], label="merged into a cluster (a colour each)"))
     if Fate.CENTRE in fates:
         handles.append(Line2D([], [], marker="*", linestyle="none", markersize=9, markerfacecolor="white",
                               markeredgecolor="black", label=FATE_LABELS[Fate.CENTRE]))
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
+    columns = 3 if figure.bbox.width / figure.dpi > 2 * PANEL + 3 else 2  # (a subfigure has no get_figwidth)
+    figure.legend(handles=handles, loc="lower center", ncols=columns, fontsize=8, frameon=False)
 
 
 def fate_title(result: CompressionResult) -> str:
@@ -313,7 +373,7 @@ def draw_fates(ax, result: CompressionResult, grid: tuple[int, int], title: str 
     ax.scatter(centres % w + 0.5, centres // w + 0.5, marker="*", s=60, c="white", edgecolors="black",
                linewidths=0.5, zorder=3, gid="fates")
     if legend:
-        fate_legend(ax, [f for f in Fate if (fate == f).any()], clusters=bool(cluster_colours(result)))
+        fate_legend(ax.figure, [f for f in Fate if (fate == f).any()], clusters=bool(cluster_colours(result)))
     ax.set_title(fate_title(result) if title is None else title, fontsize=10)
 
 
@@ -324,9 +384,12 @@ def fate_map(image, result: CompressionResult, grid: tuple[int, int], title: str
 
     Merged tokens take the colour of the output slot that holds most of them (their cluster); tokens
     only in the extra token keep the plain "merged" colour; a star marks each merge centre and thin
-    white lines separate neighbouring clusters.
+    white lines separate neighbouring clusters. ax: the axes to draw into; default a new figure with the plain
+    image on the left, the fate map on the right (and the legend below).
     """
-    ax = new_axes(ax, (5.4, 4.2) if legend else (4.2, 4.2))
+    if ax is None:
+        plain, ax = panel_axes(("image", "fates"), legend)
+        show_image(plain, image, grid, IMAGE_TITLE)
     show_image(ax, image, grid)
     draw_fates(ax, result, grid, title, legend)
     return ax.figure
@@ -361,16 +424,19 @@ def overview(image, result: CompressionResult, grid: tuple[int, int], question: 
     3. the rest merged into clusters; 4. the token sequence the LLM reads. The scores are the ones the
     result records (``result.scores``: "visual", and "text" when the method used it).
     """
-    figure = new_figure((14, 5.4))
-    top, bottom = figure.subfigures(2, 1, height_ratios=[4, 1])
     counts = result.counts(0)
     text = result.scores.get("text")
-    titles = (f"1. visual score -> {counts['n_visual']} kept",
-              "2. no text stage" if text is None else f"2. text score -> {counts['n_text']} recovered",
-              f"3. the rest: {counts['n_merged']} merged tokens")
+    kinds = ("image", "heat", "image" if text is None else "heat", "fates")
+    sequence = 0.3 * -(-len(result.slot[0]) // 48) + 0.5  # inches for the token sequence's rows and title
+    figure = new_figure((sum(SLOT_WIDTHS[kind] for kind in kinds), PANEL + TITLE + 0.35 + sequence + LEGEND),
+                        layout=None)  # top to bottom: the question, the maps, the token sequence, the fate legend
+    titles = (f"1. visual score\n-> {counts['n_visual']} kept",
+              "2. no text stage" if text is None else f"2. text score\n-> {counts['n_text']} recovered",
+              f"3. the rest:\n{counts['n_merged']} merged tokens")
     score_maps(image, grid, result.scores["visual"][0], None if text is None else text[0], result, titles,
-               axes=top.subplots(1, 3))
-    token_sequence(result, ax=bottom.subplots())
+               axes=place_panels(figure, kinds, 0.1, LEGEND + sequence))
+    width, height = figure.get_size_inches()
+    token_sequence(result, ax=figure.add_axes((0.3 / width, LEGEND / height, 1 - 0.6 / width, (sequence - 0.4) / height)))
     answered = f"  ->  answer: {answer}" if answer is not None else ""
     figure.suptitle(f"Q: {question}{answered}" if question else result.method, fontsize=12)
     return figure
@@ -392,7 +458,11 @@ def filter_histogram(scores, decision, b: int = 0, title: str | None = None, xla
     outliers = as_numpy(decision.outliers[b]).astype(bool)
     count = int(decision.count[b])
     threshold = float(decision.threshold[b])
-    sns.histplot(values, bins=40, ax=ax, color="#adb5bd", edgecolor="white")
+    spread = values.min() > 0 and values.max() > 30 * values.min()  # heavy-tailed positive scores: a log axis
+    bins = np.geomspace(values.min(), values.max(), 41) if spread else 40
+    sns.histplot(values, bins=bins, ax=ax, color="#adb5bd", edgecolor="white")
+    if spread:
+        ax.set_xscale("log")  # attention crowds near zero on a linear axis, its cut and threshold on the y-axis
     handles = ax.plot(values[outliers], np.zeros(int(outliers.sum())), "|", color=FATE_COLOURS[Fate.RECOVERED],
                       markersize=18, markeredgewidth=1.5, label=f"outliers ({int(outliers.sum())})")
     if count > 0:
@@ -410,7 +480,7 @@ def filter_histogram(scores, decision, b: int = 0, title: str | None = None, xla
         lof_ax.yaxis.set_major_formatter(mpl.ticker.LogFormatter())  # plain "1e+05": no mathtext, no STIX fonts
         lof_ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
         lof_ax.set_ylabel(f"{decision.rule.upper()} (dots)", fontsize=9)
-    ax.set(xlabel=xlabel, ylabel="tokens")
+    ax.set(xlabel=xlabel + (" (log scale)" if spread else ""), ylabel="tokens")
     ax.set_title(title or f"{decision.rule.upper()} filter", fontsize=10)
     ax.legend(handles=handles, fontsize=8, frameon=False)
     return ax.figure
@@ -418,13 +488,15 @@ def filter_histogram(scores, decision, b: int = 0, title: str | None = None, xla
 
 @style()
 def filter_thresholds(scores, decisions: dict, b: int = 0, xlabel: str = "score") -> Figure:
-    """:func:`filter_histogram` of the same scores under several filter rules, side by side.
+    """:func:`filter_histogram` of the same scores under several filter rules, side by side, each panel with its
+    own axis labels (a LOF panel's second axis stays beside its own panel).
 
     decisions: panel title -> the :class:`~rclib.filters.FilterDecision` of a batch whose row ``b`` is
     ``scores``.
     """
-    figure = new_figure((6 * len(decisions), 3.4))
-    axes = figure.subplots(1, len(decisions), sharey=True, squeeze=False)[0]
+    figure = new_figure((min(MAX_WIDTH, 5.2 * len(decisions)), 3.6))
+    figure.get_layout_engine().set(wspace=0.08)
+    axes = figure.subplots(1, len(decisions), squeeze=False)[0]
     for ax, (title, decision) in zip(axes, decisions.items()):
         filter_histogram(scores, decision, b, title, xlabel, ax=ax)
     return figure
@@ -455,57 +527,42 @@ def dodge(points: list[tuple[float, float]], x_step: float, y_close: float) -> l
     return offsets
 
 
-def spread_labels(ys: list[float], gap: float, low: float, high: float) -> list[float]:
-    """Label heights near ``ys``, at least ``gap`` apart and inside [low, high] when they fit, order kept: pushed
-    up from ``low``, then down from ``high``."""
-    order = sorted(range(len(ys)), key=lambda i: ys[i])
-    placed = list(ys)
-    floor = low
-    for i in order:
-        placed[i] = max(placed[i], floor)
-        floor = placed[i] + gap
-    ceiling = high
-    for i in reversed(order):
-        placed[i] = min(placed[i], ceiling)
-        ceiling = placed[i] - gap
-    return placed
-
-
 @style()
 def accuracy_vs_tokens(rows: list[dict], metrics: tuple[str, ...] = ("accuracy",), title: str = "") -> Figure:
     """One panel per metric (three to a row): the metric against mean visual tokens, a line per method, every
     method visible.
 
     rows: bench rows (``rclib.bench.run_bench``) with method, budget, mean_tokens and the metrics.
-    Each method has its own colour, marker and line style (:data:`METHOD_STYLES`) and its name at the right
-    end of its line; markers that would hide each other are spread sideways (the caption says by how many
-    tokens). Adaptive budgets (the method chose K) are stars; the full model is a dashed horizontal line.
+    Each method has its own colour, marker and line style (:data:`METHOD_STYLES`), named in one legend right of
+    the panels (nothing but data inside them); markers that would hide each other are spread sideways (the
+    caption says by how many tokens). Adaptive budgets (the method chose K) are stars; the full model is a dashed
+    horizontal line. The x-axis spans the compressed methods' tokens, not the full model's.
     """
     methods = list(dict.fromkeys(r["method"] for r in rows))
     columns = min(len(metrics), PANELS_PER_ROW)
     lines = -(-len(metrics) // columns)
-    figure = new_figure((5.0 * columns + 1.2, 3.8 * lines + 0.4))
+    figure = new_figure((min(MAX_WIDTH, 3.1 * columns + 1.2), 3.0 * lines + 0.7))
     axes = figure.subplots(lines, columns, squeeze=False).flatten()
     for spare in axes[len(metrics):]:
         spare.remove()
-    x_max = max(r["mean_tokens"] for r in rows)
+    x_max = max((r["mean_tokens"] for r in rows if r["method"] != "full"), default=1.0)
     x_step = 0.012 * x_max  # the sideways spread between markers that would overlap
+    named = {}  # label -> handle, for the one legend
     for ax, metric in zip(axes, metrics):
         shown = [r for r in rows if metric in r]
         curves = [r for r in shown if r["method"] != "full"]
         offsets = dodge([(r["mean_tokens"], r[metric]) for r in curves], x_step, 0.02)
         x_of = {id(r): r["mean_tokens"] + dx for r, dx in zip(curves, offsets)}
-        ends = {}  # method -> (x, y) of the point its name goes next to
         for index, method in enumerate(methods):
             colour, marker, line = method_style(method, index)
             mine = sorted((r for r in shown if r["method"] == method), key=lambda r: r["mean_tokens"])
             if not mine:
                 continue
             if method == "full":
-                ax.axhline(mine[0][metric], color=colour, linestyle=line, linewidth=1.2, zorder=1)
+                named[f"all {mine[0]['mean_tokens']:.0f} tokens"] = ax.axhline(
+                    mine[0][metric], color=colour, linestyle=line, linewidth=1.2, zorder=1)
                 if metric in mine[0].get("ci", {}):
                     ax.axhspan(*mine[0]["ci"][metric], color=colour, alpha=0.08, linewidth=0, zorder=0)
-                ends[f"all {mine[0]['mean_tokens']:.0f} tokens"] = (x_max, mine[0][metric], colour)
                 continue
             fixed = [r for r in mine if r["budget"] != "adaptive"]
             adaptive = [r for r in mine if r["budget"] == "adaptive"]
@@ -514,21 +571,15 @@ def accuracy_vs_tokens(rows: list[dict], metrics: tuple[str, ...] = ("accuracy",
                         yerr=[[r[metric] - r["ci"][metric][0] for r in with_ci],
                               [r["ci"][metric][1] - r[metric] for r in with_ci]],
                         fmt="none", ecolor=colour, elinewidth=0.8, capsize=2, alpha=0.7, zorder=1)
-            ax.plot([x_of[id(r)] for r in fixed], [r[metric] for r in fixed], color=colour, marker=marker,
-                    linestyle=line, linewidth=2.0 if method == "rc" else 1.3, markersize=6, label=method,
-                    markerfacecolor="white" if index % 2 else colour, zorder=2)
-            ax.plot([x_of[id(r)] for r in adaptive], [r[metric] for r in adaptive], "*", color=colour,
-                    markersize=13, markeredgecolor="black", markeredgewidth=0.5, zorder=3,
-                    label=None if fixed else method)
-            last = (fixed or adaptive)[-1]
-            ends[method] = (x_of[id(last)], last[metric], colour)
-        heights = spread_labels([y for _, y, _ in ends.values()], 0.065, -0.02, 1.02)
-        for (name, (x, y, colour)), height in zip(ends.items(), heights):
-            ax.annotate(name, (x, y), xytext=(1.02, height), textcoords=("axes fraction", "data"), color=colour,
-                        fontsize=8, va="center", annotation_clip=False,
-                        arrowprops={"arrowstyle": "-", "color": colour, "linewidth": 0.5, "alpha": 0.6})
-        ax.set(xlabel="mean visual tokens reaching the LLM", ylabel=metric.replace("_", " "), ylim=(-0.03, 1.03),
-               xlim=(0, x_max * 1.05))
+            (curve,) = ax.plot([x_of[id(r)] for r in fixed], [r[metric] for r in fixed], color=colour, marker=marker,
+                               linestyle=line, linewidth=2.0 if method == "rc" else 1.3, markersize=6, label=method,
+                               markerfacecolor="white" if index % 2 else colour, zorder=2)
+            (stars,) = ax.plot([x_of[id(r)] for r in adaptive], [r[metric] for r in adaptive], "*", color=colour,
+                               markersize=13, markeredgecolor="black", markeredgewidth=0.5, zorder=3,
+                               label=f"{method} (adaptive)")
+            named[method] = curve if fixed else stars
+        ax.set(xlabel="visual tokens to the LLM (mean)", ylabel=metric.replace("_", " "), ylim=(-0.03, 1.03),
+               xlim=(0, x_max * 1.08))
         ax.grid(alpha=0.3)
     star = Line2D([], [], marker="*", linestyle="none", markersize=11, markerfacecolor="white", markeredgecolor="black")
     caption = f"star: the method chose K itself (adaptive). Markers at equal values are spread {x_step:.0f} tokens apart"
@@ -536,6 +587,7 @@ def accuracy_vs_tokens(rows: list[dict], metrics: tuple[str, ...] = ("accuracy",
     if sizes:
         caption += f". n = {'/'.join(map(str, sizes))} questions; bars: 95% intervals"
     figure.legend([star], [caption], loc="outside lower center", fontsize=8, frameon=False)
+    figure.legend(list(named.values()), list(named), loc="outside right upper", fontsize=8, frameon=False)
     if title:
         figure.suptitle(title)
     return figure
@@ -544,20 +596,31 @@ def accuracy_vs_tokens(rows: list[dict], metrics: tuple[str, ...] = ("accuracy",
 @style()
 def method_grid(images: list, results: dict[str, CompressionResult], grid: tuple[int, int],
                 row_titles: list[str] | None = None) -> Figure:
-    """Token-fate maps of several methods (columns) on the same images (rows).
+    """Token-fate maps of several methods on the same images: per image its row title (the question) above, the
+    plain image, then a map per method, :data:`GRID_COLUMNS` panels to a line; the fate legend below all.
 
     results: method -> a result batched over ``images`` (sample b belongs to images[b]).
     """
     methods = list(results)
-    figure = new_figure((2.4 * len(methods) + 2.4, 2.5 * len(images)))
-    axes = figure.subplots(len(images), len(methods), squeeze=False)
+    slot = (MAX_WIDTH - 0.2) / GRID_COLUMNS  # inches per panel and its gap
+    side = slot - 0.15  # a panel's side
+    lines = -(-(len(methods) + 1) // GRID_COLUMNS)  # lines per image
+    block = TITLE / 2 + lines * (side + TITLE / 2)  # inches per image: its title, then each line's titles and panels
+    height = len(images) * block + LEGEND
+    figure = new_figure((MAX_WIDTH, height), layout=None)
     for b, image in enumerate(images):
-        for j, method in enumerate(methods):
-            one = results[method][b]
-            fate_map(image, one, grid, f"{method}: K = {int(one.n_output[0])}", ax=axes[b, j], legend=False)
+        top = height - b * block
         if row_titles:
-            axes[b, 0].set_ylabel(textwrap.fill(row_titles[b], 30), fontsize=8)
-    fate_legend(axes[0, -1])
+            figure.text(0.1 / MAX_WIDTH, (top - 0.2) / height, textwrap.shorten(row_titles[b], 140), fontsize=10,
+                        fontweight="bold", va="center")
+        for i, method in enumerate([None, *methods]):
+            line, column = divmod(i, GRID_COLUMNS)
+            bottom = top - TITLE / 2 - line * (side + TITLE / 2) - TITLE / 2 - side
+            ax = figure.add_axes(((0.1 + column * slot) / MAX_WIDTH, bottom / height, side / MAX_WIDTH, side / height))
+            if method is None:
+                show_image(ax, image, grid, IMAGE_TITLE)
+            else:
+                one = results[method][b]
+                fate_map(image, one, grid, f"{method}: K = {int(one.n_output[0])}", ax=ax, legend=False)
+    fate_legend(figure)
     return figure
-
-

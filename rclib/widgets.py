@@ -6,8 +6,14 @@ image and question (:class:`rclib.viz.LiveScoreMaps`); a control redraws only wh
 Which controls apply to the selected method comes from :data:`rclib.methods.METHODS`; the others are
 greyed out. Next to the question: the words the model reads (a closed-vocabulary model such as the
 embedded one) and, in a warning box, why its output is not an answer when it is not
-(:func:`rclib.examples.caveats`). A callback that raises shows its traceback in the explorer's error area
-instead of vanishing (ipywidgets swallows such errors).
+(:func:`rclib.examples.caveats`, and an empty question), with notes on what the model does not see of the
+input (:func:`input_notes`: a centre-cropped image, a question past the text tower's context). A callback that
+raises shows its traceback in the explorer's error area instead of vanishing (ipywidgets swallows such errors).
+
+Layout: the controls on the left, the answers, counts and warnings in a box of fixed height on the right (it
+scrolls when they are long), the figure below both at its own size in CSS pixels (drawn at twice that in
+device pixels): what a control changes never moves the figure. At 1,280 x 720 the controls and the figure
+fit one screen (``make present`` serves the explorer alone).
 
 Tests drive it without a browser: set ``explorer.controls[name].value`` and read ``explorer.state``,
 ``explorer.result``, ``explorer.answers``, ``explorer.answers_table.value`` (HTML), ``explorer.warnings``,
@@ -16,6 +22,7 @@ Tests drive it without a browser: set ``explorer.controls[name].value`` and read
 from __future__ import annotations
 
 import html
+import re
 import traceback
 from contextlib import contextmanager
 
@@ -25,6 +32,7 @@ from matplotlib.colors import to_hex
 from rclib import viz
 from rclib.examples import EXAMPLE_METHODS, REAL_CHECKPOINT, caveats, english_list, known_words, learned_families
 from rclib.filters import RULES
+from rclib.images import read_image
 from rclib.methods import METHODS
 from rclib.result import Fate
 from rclib.shapes.world import FAMILIES, normalize_answer
@@ -32,10 +40,14 @@ from rclib.shapes.world import FAMILIES, normalize_answer
 FIRST_METHOD = "rc"  # the method selected when the explorer opens
 OPTION_CONTROLS = ("rule", "n_neighbors", "iqr_factor", "text_stage", "knn_k")  # method options with a control
 RULE_OPTIONS = {"n_neighbors": "lof", "iqr_factor": "iqr"}  # options read only under one filter rule
-LABEL_WIDTH = 170  # px of a control's description
+LABEL_WIDTH = 150  # px of a control's description
 READOUT_WIDTH = 110  # px of a slider's value and the margins around its track
 MIN_TRACK = 300  # px of a slider's track at least; the budget's is one px per token or more
-TEXT_WIDTH = "720px"  # the image list and the question box: long photo questions stay readable
+EXAMPLE_WIDTH = "470px"  # the image list
+TEXT_WIDTH = "660px"  # the question box, beside the image list: long photo questions stay readable
+STATUS_WIDTH = 320  # px of the answers box at least (it shares the controls' row, or wraps below them)
+STATUS_HEIGHT = "276px"  # the answers box's fixed height, about the controls' column: it scrolls, nothing moves
+NOTE_HEIGHT = "3.2em"  # the method's note, two lines: a longer one scrolls
 
 
 def slider_layout(steps: int) -> widgets.Layout:
@@ -48,12 +60,11 @@ def make_controls(examples: list, n_tokens: int) -> dict[str, widgets.Widget]:
     the method choose (adaptive methods) or take its default budget; n_tokens: the model's visual tokens."""
     defaults = METHODS[FIRST_METHOD].options
     style = {"description_width": f"{LABEL_WIDTH}px"}
-    wide = widgets.Layout(width=TEXT_WIDTH)
     return {
         "example": widgets.Dropdown(options=[e.name for e in examples], description="image", style=style,
-                                    layout=wide),
+                                    layout=widgets.Layout(width=EXAMPLE_WIDTH)),
         "question": widgets.Text(value=examples[0].question, description="question (Enter to ask)",
-                                 continuous_update=False, style=style, layout=wide),
+                                 continuous_update=False, style=style, layout=widgets.Layout(width=TEXT_WIDTH)),
         "method": widgets.Dropdown(options=EXAMPLE_METHODS, value=FIRST_METHOD, description="method", style=style),
         "budget": widgets.IntSlider(value=0, min=0, max=n_tokens, description=budget_label(METHODS[FIRST_METHOD]),
                                     style=style, layout=slider_layout(n_tokens)),
@@ -101,14 +112,49 @@ def vocabulary_note(words: list[str] | None, learned: tuple[str, ...] = FAMILIES
             f"<code>{listed}</code>.{families}</small>")
 
 
-def warnings_box(found: list[str]) -> str:
-    """The caveats as a visible warning box ("" when there is none)."""
-    if not found:
-        return ""
-    items = "".join(f"<li>{html.escape(text)}</li>" for text in found)
-    return ('<div style="border-left: 4px solid #f08c00; background: #fff4e6; padding: 4px 10px; margin: 4px 0">'
-            f"<b>Not an answer</b><ul style='margin: 2px 0'>{items}</ul>"
-            f"For real answers, use {html.escape(REAL_CHECKPOINT)}.</div>")
+def question_caveats(question: str) -> list[str]:
+    """Why an output to ``question`` answers nothing whatever the model: a question without a word."""
+    if re.search(r"\w", question):
+        return []
+    return [f"The question {'is empty' if not question.strip() else f'“{question.strip()}” has no word'}: the "
+            "text score has nothing to point at (the text stage still recovers the patches its filter picks, by the "
+            "prompt's own tokens) and the output answers no question. Type a question and press Enter."]
+
+
+def input_notes(model, question: str, image) -> list[str]:
+    """What the model does not see of its input, one sentence each: the part of a non-square image the processor's
+    centre crop cuts off, the words past the text tower's context."""
+    notes = []
+    width, height = read_image(image).size  # a path, PIL image or array, read as the model reads it
+    if getattr(model, "image_preprocess", "crop") == "crop" and width != height:
+        side = min(width, height)
+        cut = "left and right" if width > height else "top and bottom"
+        notes.append(f"This {width} x {height} image is not square: the processor keeps its centred {side} x {side} "
+                     f"square, so the model and the figures see nothing of its {cut} "
+                     f"({1 - side / max(width, height):.0%} of it).")
+    tower = model.text_tower
+    tokenizer = getattr(tower, "tokenizer", None)
+    if callable(getattr(tokenizer, "encode", None)):  # a transformers tokenizer (open_clip's pads to its context)
+        n_tokens = len(tokenizer.encode(question))
+        if n_tokens > tower.context_length:
+            notes.append(f"The question is {n_tokens} text tokens long and the text tower reads {tower.context_length}: "
+                         "the text score ignores its end.")
+    return notes
+
+
+def warnings_box(found: list[str], notes: list[str] = ()) -> str:
+    """The caveats as a visible warning box, then the notes on the input ("" when there is neither)."""
+    boxes = []
+    if found:
+        items = "".join(f"<li>{html.escape(text)}</li>" for text in found)
+        boxes.append('<div style="border-left: 4px solid #f08c00; background: #fff4e6; padding: 4px 10px; '
+                     f"margin: 4px 0\"><b>Not an answer</b><ul style='margin: 2px 0'>{items}</ul>"
+                     f"For real answers, use {html.escape(REAL_CHECKPOINT)}.</div>")
+    if notes:
+        items = "".join(f"<li>{html.escape(text)}</li>" for text in notes)
+        boxes.append('<div style="border-left: 4px solid #1c7ed6; background: #e7f5ff; padding: 4px 10px; '
+                     f"margin: 4px 0\"><b>Note</b><ul style='margin: 2px 0'>{items}</ul></div>")
+    return "".join(boxes)
 
 
 def answers_html(question: str, answers: dict[str, tuple[str, int]], n_tokens: int, truth: str | None,
@@ -146,8 +192,8 @@ def fate_legend_html() -> str:
     items = [swatch(viz.FATE_COLOURS[fate], viz.FATE_LABELS[fate]) for fate in Fate if fate != Fate.CENTRE]
     items.append(swatch(to_hex(viz.CLUSTER_PALETTE[0]), "merged into a cluster (a colour each; a star marks "
                                                              "its centre)"))
-    return ("<small>Left: [CLS] attention, the tokens the visual filter kept outlined in blue. Middle: the "
-            "question's text score, the recovered tokens outlined in orange. Right: what the LLM reads of each "
+    return ("<small>From the left: the image; [CLS] attention, the tokens the visual filter kept outlined in blue; "
+            "the question's text score, the recovered tokens outlined in orange; what the LLM reads of each "
             f"patch.<br>{''.join(items)}</small>")
 
 
@@ -173,11 +219,11 @@ class Explorer:
             control.add_class(f"rclib-{name}")  # what the browser tests (tests/browser) find them by
         self.vocabulary = widgets.HTML(vocabulary_note(known_words(model), learned_families(model)))
         self.warning = widgets.HTML()
-        self.method_note = widgets.HTML()
+        self.method_note = widgets.HTML(layout=widgets.Layout(height=NOTE_HEIGHT, overflow="auto"))
         self.summary = widgets.HTML()
         self.answers_table = widgets.HTML()
         self.legend = widgets.HTML(fate_legend_html())
-        self.figure = widgets.Image(format="png")
+        self.figure = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
         self.errors = widgets.Output()
         for name in ("vocabulary", "warning", "method_note", "summary", "answers_table", "figure", "errors"):
             getattr(self, name).add_class(f"rclib-{name.replace('_', '-')}")
@@ -185,7 +231,8 @@ class Explorer:
         self.maps_key = None  # its (example name, question)
         self.result = None  # the last CompressionResult
         self.answers: dict[str, str] = {}  # "all tokens" / method -> answer
-        self.warnings: list[str] = []  # why the current output is not an answer (rclib.examples.caveats)
+        self.warnings: list[str] = []  # why the current output is not an answer (caveats, question_caveats)
+        self.notes: list[str] = []  # what the model does not see of the input (input_notes)
         self.error: BaseException | None = None  # the last exception a callback raised, else None
         self.holding = False  # True while several controls change at once: one refresh afterwards
         self.controls["example"].observe(self.on_example, names="value")
@@ -208,13 +255,16 @@ class Explorer:
     @property
     def widget(self) -> widgets.Widget:
         c = self.controls
-        width = slider_layout(MIN_TRACK).width  # the option sliders; the budget's own row is as wide as its tokens
-        method_box = widgets.VBox([c["method"], self.method_note, *(c[name] for name in OPTION_CONTROLS)],
-                                  layout=widgets.Layout(width=width, margin="0 24px 0 0"))
-        answers_box = widgets.VBox([self.answers_table, self.summary], layout=widgets.Layout(min_width="360px"))
-        return widgets.VBox([c["example"], c["question"], self.vocabulary, self.warning,
-                             widgets.HBox([method_box, answers_box], layout=widgets.Layout(flex_flow="row wrap")),
-                             c["budget"], self.legend, self.figure, self.errors]).add_class("rclib-explorer")
+        inputs = widgets.HBox([c["example"], c["question"]], layout=widgets.Layout(flex_flow="row wrap"))
+        controls = widgets.VBox([c["method"], self.method_note, *(c[name] for name in OPTION_CONTROLS), c["budget"]],
+                                layout=widgets.Layout(width=c["budget"].layout.width, margin="0 12px 0 0"))
+        status = widgets.VBox([self.answers_table, self.summary, self.warning],
+                              layout=widgets.Layout(flex=f"1 1 {STATUS_WIDTH}px", min_width=f"{STATUS_WIDTH}px",
+                                                    height=STATUS_HEIGHT, overflow="auto"))
+        status.add_class("rclib-status")
+        row = widgets.HBox([controls, status], layout=widgets.Layout(flex_flow="row wrap"))
+        return widgets.VBox([inputs, self.vocabulary, row, self.legend, self.figure, self.errors]
+                            ).add_class("rclib-explorer")
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -290,8 +340,9 @@ class Explorer:
         run = self.model.run(encoded, state["method"], budget, self.max_new_tokens, **self.method_options())
         self.result = run.result
         self.answers = {"all tokens": self.full_answers[key], state["method"]: run.texts[0]}
-        self.warnings = caveats(self.model, state["question"], example.scene)
-        self.warning.value = warnings_box(self.warnings)
+        self.warnings = question_caveats(state["question"]) + caveats(self.model, state["question"], example.scene)
+        self.notes = input_notes(self.model, state["question"], example.image)
+        self.warning.value = warnings_box(self.warnings, self.notes)
         counts = self.result.counts(0)
         self.summary.value = (f"<small><b>{state['method']}</b>: {counts['n_input_tokens']} tokens in &rarr; "
                               f"{counts['n_visual']} kept (visual) / {counts['n_text']} recovered (text) / "
@@ -309,5 +360,6 @@ class Explorer:
                 self.maps.show_scores(*scores, self.result)
             else:
                 self.maps = viz.LiveScoreMaps(scores[0], encoded.grid, *scores[1:], self.result)
+                self.figure.layout.width = f"{self.maps.css_size[0]}px"  # its own size: never stretched
             self.maps_key = key
         self.figure.value = self.maps.png()
