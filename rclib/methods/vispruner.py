@@ -33,11 +33,12 @@ def diverse_tokens(similarity: torch.Tensor, count: int, step: int) -> torch.Ten
     """Near-duplicate removal over R candidates: similarity [B, R, R] (cosine, in the candidates' order) ->
     [B, count] long, the positions (among the R) of the ``count`` left, in their final order."""
     B, R, _ = similarity.shape
+    flat = similarity.reshape(B, R * R)
     left = torch.arange(R, device=similarity.device).expand(B, R)  # [B, R'] positions still in
     while (r := min(step, left.shape[1] - count)) > 0:
         a, b = left[:, ::2], left[:, 1::2]  # [B, ceil(R'/2)], [B, floor(R'/2)]
-        rows = similarity.gather(1, a[:, :, None].expand(-1, -1, R))  # [B, |A|, R]
-        score = rows.gather(2, b[:, None, :].expand(-1, a.shape[1], -1)).max(2).values  # [B, |A|]
+        pairs = (a[:, :, None] * R + b[:, None, :]).flatten(1)  # [B, |A| |B|] the A x B block of the matrix
+        score = flat.gather(1, pairs).view(B, a.shape[1], b.shape[1]).max(2).values  # [B, |A|]
         distinct = score.argsort(dim=1, descending=True, stable=True)[:, r:]  # the A tokens that stay
         left = torch.cat([a.gather(1, distinct), b], dim=1)
     return left
@@ -55,7 +56,7 @@ def vispruner(tokens: torch.Tensor, cls_attn: torch.Tensor, text_sim=None, keys=
     n_important = int(k * important_share)
     order = cls_attn.argsort(dim=1, descending=True, stable=True)  # [B, N]
     rest = order[:, n_important:]  # [B, R] candidates for diversity, most attended first
-    similarity = cosine_matrix(tokens, rest).gather(2, rest[:, None, :].expand(-1, rest.shape[1], -1))  # [B, R, R]
+    similarity = cosine_matrix(tokens.gather(1, rest[:, :, None].expand(-1, -1, tokens.shape[2])))  # [B, R, R]
     diverse = rest.gather(1, diverse_tokens(similarity, k - n_important, int(step)))
     keep = torch.zeros(B, N, dtype=torch.bool, device=tokens.device)
     keep.scatter_(1, torch.cat([order[:, :n_important], diverse], dim=1), True)
