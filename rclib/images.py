@@ -2,8 +2,11 @@
 
 Rules, in order (each step that changes the picture adds a note to :class:`ImageRead`):
 
-1. The pixel count is checked from the header, before decoding: above ``max_pixels`` the image is
-   refused (a decompression bomb, or a photo far larger than the 336 px the vision tower reads).
+0. A file is read once: a pipe (``<(cat x.jpg)``, ``/dev/stdin``) is read into memory, up to ``MAX_STREAM_BYTES``,
+   waiting at most ``PIPE_WAIT`` seconds for its first byte (a FIFO nobody writes to fails, never hangs).
+1. The size is checked from the header, before decoding: above ``max_pixels``, a side over ``MAX_SIDE`` or
+   an aspect ratio over ``MAX_ASPECT`` the image is refused (a decompression bomb, or a picture whose
+   padding to a square or resizing to the 336 px the vision tower reads would take gigabytes).
 2. Animated images (GIF, APNG, WebP, multi-page TIFF) use their first frame.
 3. The EXIF orientation tag is applied (phone photos are stored sideways and tagged).
 4. More than 8 bits per channel (PIL modes ``I;16*``, ``I``, ``F``) is scaled to 8 bits: integers
@@ -17,6 +20,9 @@ Rules, in order (each step that changes the picture adds a note to :class:`Image
 from __future__ import annotations
 
 import io
+import os
+import select
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +30,11 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageCms, ImageOps, UnidentifiedImageError
 
-MAX_PIXELS = 100_000_000  # 100 megapixels: more than phone cameras take, a tenth of a typical bomb
+MAX_PIXELS = 40_000_000  # 40 megapixels: more than most phone photos; decoding and resizing it stays under 2 GB
+MAX_SIDE = 6_400  # pixels on the longer side: LLaVA's pad to a square then makes at most 41 megapixels
+MAX_ASPECT = 20  # longer side over shorter: resizing the shorter side to 336 px then makes at most 2.3 megapixels
+MAX_STREAM_BYTES = 256 * 2**20  # what is read from a pipe
+PIPE_WAIT = 3.0  # seconds a pipe may take to deliver its first byte
 BACKGROUND = (255, 255, 255)  # what transparent pixels are composited on (transformers' convert_to_rgb uses white)
 COLOUR_MODE = {"LA": "L", "PA": "RGB", "P": "RGB", "RGBA": "RGB", "RGBa": "RGB"}  # what an ICC transform reads
 HIGH_DEPTH_SCALE = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I;16N": 65535, "I": 65535, "F": 1.0}  # full scale
@@ -47,14 +57,21 @@ class ImageNote(UserWarning):
 
 
 def check_pixel_count(size: tuple[int, int], max_pixels: int, source: str) -> None:
-    """Refuse an image of ``size`` (width, height) above ``max_pixels``, before it is decoded."""
+    """Refuse an image of ``size`` (width, height) with no pixels, above ``max_pixels``, with a side over
+    ``MAX_SIDE`` or an aspect ratio over ``MAX_ASPECT``, before it is decoded."""
     width, height = size
+    if width * height == 0:
+        raise ImageError(f"image {source} is {width} x {height}: it has no pixels")
     if width * height > max_pixels:
         raise ImageError(f"image {source} is {width} x {height} = {width * height:,} pixels, over the limit of "
                          f"{max_pixels:,}: downscale it (the model reads it at a few hundred pixels a side) or pass "
                          "a larger max_pixels to rclib.images.open_image")
-    if width * height == 0:
-        raise ImageError(f"image {source} is {width} x {height}: it has no pixels")
+    if max(size) > MAX_SIDE:
+        raise ImageError(f"image {source} is {width} x {height}, over {MAX_SIDE:,} pixels on a side: downscale it "
+                         "(the model reads it at a few hundred pixels a side)")
+    if max(size) > MAX_ASPECT * min(size):
+        raise ImageError(f"image {source} is {width} x {height}, more than {MAX_ASPECT} times longer than wide: "
+                         "crop it to the part to ask about (the model reads a square)")
 
 
 def to_8_bits(image: Image.Image) -> Image.Image:
@@ -85,6 +102,14 @@ def to_srgb(image: Image.Image, notes: list[str]) -> Image.Image:
 
 def to_rgb(image: Image.Image, background: tuple[int, int, int] = BACKGROUND) -> ImageRead:
     """Steps 3-7 of the module rules on an opened PIL image (any mode) -> an RGB image and notes."""
+    try:
+        return converted_to_rgb(image, background)
+    except ValueError as error:  # modes PIL cannot convert, e.g. "La"
+        raise ImageError(f"cannot convert a PIL image of mode {image.mode!r} to RGB ({error}); convert it to "
+                         "RGB or RGBA first") from error
+
+
+def converted_to_rgb(image: Image.Image, background: tuple[int, int, int]) -> ImageRead:
     notes = []
     orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
     if orientation != 1:
@@ -100,11 +125,27 @@ def to_rgb(image: Image.Image, background: tuple[int, int, int] = BACKGROUND) ->
         notes.append(f"transparency composited on RGB {background}")
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (*background, 255)), rgba)
+    return ImageRead(image.convert("RGB"), notes)
+
+
+def read_stream(path: str | Path, source: str) -> io.BytesIO:
+    """The bytes of a pipe or device, read once (rule 0)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO without a writer opens at once
     try:
-        return ImageRead(image.convert("RGB"), notes)
-    except ValueError as error:  # modes PIL cannot convert, e.g. "La"
-        raise ImageError(f"cannot convert a PIL image of mode {image.mode!r} to RGB ({error}); convert it to "
-                         "RGB or RGBA first") from error
+        if not select.select([fd], [], [], PIPE_WAIT)[0]:
+            raise ImageError(f"image {source} is a pipe and nothing arrived in {PIPE_WAIT:g} s: write the image "
+                             "into it, or pass an image file")
+        os.set_blocking(fd, True)
+        chunks, size = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            size += len(chunk)
+            if size > MAX_STREAM_BYTES:
+                raise ImageError(f"image {source} streams more than {MAX_STREAM_BYTES // 2**20} MiB: pass an image "
+                                 "file")
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return io.BytesIO(b"".join(chunks))
 
 
 def open_image(path: str | Path, max_pixels: int = MAX_PIXELS, background: tuple[int, int, int] = BACKGROUND
@@ -114,7 +155,8 @@ def open_image(path: str | Path, max_pixels: int = MAX_PIXELS, background: tuple
     try:
         with warnings.catch_warnings():  # rclib's own pixel limit speaks instead of PIL's bomb warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
+            regular = stat.S_ISREG(os.stat(path).st_mode) or stat.S_ISDIR(os.stat(path).st_mode)
+            with Image.open(path if regular else read_stream(path, source)) as opened:
                 check_pixel_count(opened.size, max_pixels, source)
                 frames = getattr(opened, "n_frames", 1)
                 opened.seek(0)
@@ -137,15 +179,44 @@ def open_image(path: str | Path, max_pixels: int = MAX_PIXELS, background: tuple
     return read
 
 
+def array_image(image) -> ImageRead:
+    """An image array or tensor ([H, W, C] or [C, H, W], C of 1, 3 or 4) as an RGB image; float pixels all within
+    0..1 are read as 0..1 (scaled to 0..255, with a note), other floats as 0..255."""
+    pixels = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image)
+    if pixels.ndim == 3 and pixels.shape[0] in (1, 3, 4) and pixels.shape[-1] not in (1, 3, 4):
+        pixels = pixels.transpose(1, 2, 0)  # [C, H, W] -> [H, W, C]
+    if pixels.ndim == 2:
+        pixels = pixels[..., None]
+    if pixels.ndim != 3 or pixels.shape[-1] not in (1, 3, 4) or not (pixels.dtype.kind in "uif" or
+                                                                       pixels.dtype == bool):
+        raise ImageError(f"an image array must be [H, W, C] or [C, H, W] with 1, 3 or 4 channels of numbers, got "
+                         f"shape {tuple(pixels.shape)} of {pixels.dtype}")
+    check_pixel_count((pixels.shape[1], pixels.shape[0]), MAX_PIXELS, "(an array)")
+    notes = []
+    if pixels.dtype.kind == "f":
+        if not np.isfinite(pixels).all():
+            raise ImageError("the image array holds NaN or infinite pixels: pass finite values in 0..255 (or 0..1)")
+        if pixels.min() >= 0 and pixels.max() <= 1:
+            notes.append("float pixels within 0..1 read as 0..1 (scaled to 0..255)")
+            pixels = pixels * 255
+    pixels = np.clip(np.round(pixels.astype(np.float64)), 0, 255).astype(np.uint8)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[pixels.shape[-1]]
+    read = to_rgb(Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode=mode))
+    return ImageRead(read.image, notes + read.notes)
+
+
 def read_image(image):
-    """A path becomes an RGB PIL image by :func:`open_image` (its notes are issued as :class:`ImageNote`
-    warnings); a PIL image goes through :func:`to_rgb`; arrays and tensors pass unchanged."""
+    """A path becomes an RGB PIL image by :func:`open_image`, a PIL image by :func:`to_rgb` (its size checked as a
+    file's), an array or tensor by :func:`array_image`; the notes are issued as :class:`ImageNote` warnings."""
     if isinstance(image, (str, Path)):
         read = open_image(image)
     elif isinstance(image, Image.Image):
+        check_pixel_count(image.size, MAX_PIXELS, "(a PIL image)")
         read = to_rgb(image)
+    elif hasattr(image, "__array__") or hasattr(image, "detach"):
+        read = array_image(image)
     else:
-        return image
+        raise ImageError(f"an image must be a path, a PIL image, a numpy array or a tensor, got {type(image).__name__}")
     for note in read.notes:
         warnings.warn(f"{image if isinstance(image, (str, Path)) else 'image'}: {note}", ImageNote, stacklevel=2)
     return read.image

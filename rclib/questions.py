@@ -1,7 +1,7 @@
 """Questions: refused with the reason when they cannot be asked as given; what the text tower cuts off is reported.
 
 - :func:`check_question_text` needs no model (the CLI runs it before loading one): a question must be
-  text, valid UTF-8, without control characters, and not empty or only whitespace.
+  text, valid UTF-8, without control characters, and not empty or only whitespace and invisible characters.
 - :func:`check_question` needs the loaded model: the prompt (with the N image tokens and room for the
   answer) must fit the LLM's context, and the question must not contain the markers of the chat format
   the prompt is built with (special tokens such as ``<image>`` or ``</s>``, role words such as
@@ -46,8 +46,8 @@ def check_question_text(question) -> str:
     control = sorted({c for c in question if unicodedata.category(c) == "Cc" and c not in ALLOWED_CONTROL})
     if control:
         raise ValueError(f"the question contains control characters {', '.join(map(repr, control))}: remove them")
-    if not question.strip():
-        raise ValueError("the question is empty: ask something about the image")
+    if not "".join(c for c in question if unicodedata.category(c) != "Cf").strip():  # Cf: zero-width, BOM, ...
+        raise ValueError("the question is empty: ask something about the image (it holds nothing visible)")
     return question
 
 

@@ -28,6 +28,7 @@ from rclib.models.text import OpenClipTextTower, TextTower, TransformersTextTowe
 HUB_FILES = ["*.json", "*.jinja", "*.txt", "*.model", "*.safetensors"]
 OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"  # open_clip's safetensors weights in a hub repo or folder
 SHOWN_KEYS = 6  # weight names an error lists before "..."
+NETWORK_TIMEOUT = 10.0  # seconds to connect to the hub, and for each of its answers, before loading fails
 KIND_HINTS = {  # (what was expected, what config.json says) -> what to do
     ("llava", "clip"): "a CLIP is the text tower: pass it as text_encoder= (--text-encoder) and a LLaVA as the model",
     ("clip", "llava"): "a LLaVA holds only CLIP's vision tower: pass the CLIP it was built on (for LLaVA-1.5: "
@@ -79,6 +80,26 @@ def check_exists_locally(name_or_path: str | Path) -> None:
         raise no_such_folder(name_or_path, "LLaVA checkpoint")
 
 
+def use_network_timeout() -> None:
+    """Give huggingface_hub's HTTP client NETWORK_TIMEOUT: its default waits forever on a server that accepts and
+    never answers. A client factory the user set is left alone."""
+    from huggingface_hub import set_client_factory
+    from huggingface_hub.utils import _http
+
+    def bound(request) -> None:  # huggingface_hub passes timeout=None per request: bound each one here
+        timeouts = request.extensions.get("timeout") or {}
+        request.extensions["timeout"] = {k: NETWORK_TIMEOUT if v is None else v for k, v in
+                                         {"connect": None, "read": None, "write": None, "pool": None, **timeouts}.items()}
+
+    def with_timeout():
+        client = _http.default_client_factory()
+        client.event_hooks["request"].append(bound)
+        return client
+
+    if _http._GLOBAL_CLIENT_FACTORY is _http.default_client_factory:
+        set_client_factory(with_timeout)
+
+
 def find_folder(source: str | Path, what: str, patterns: list[str]) -> Path:
     """A local folder holding ``source``: the folder itself, or a hub id's snapshot (cached or downloaded now).
 
@@ -99,6 +120,7 @@ def find_folder(source: str | Path, what: str, patterns: list[str]) -> Path:
         pass
     if hub_offline():
         raise not_found(source, what, "no copy in the Hugging Face cache and the hub is offline (HF_HUB_OFFLINE)")
+    use_network_timeout()
     try:
         return Path(snapshot_download(str(source), allow_patterns=patterns))
     except (LocalEntryNotFoundError, HfHubHTTPError) as error:
