@@ -5,12 +5,14 @@ PY     := $(VENV)/bin/python
 LOCK   := requirements/lock.txt# every package of the dev + eval environment, exact versions and hashes (`make lock`)
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 OUT    ?= out
+DATA   ?= eval-data# local copies of the benchmark datasets (make paper-table; docs/eval.md)
+EVAL_ARGS ?=# more rclib eval options for make paper-table, e.g. --processes 8 --batch-size 16 --limit 200
 CHROMIUM := /usr/bin/chromium# the browser of tests/browser: Debian's package (Playwright never downloads one)
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export MPLBACKEND ?= Agg
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock demo test test-browser lab figures bench train-shapes clean
+.PHONY: help setup lock demo test test-browser lab figures bench paper-table train-shapes clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -50,6 +52,11 @@ figures: $(STAMP) ## render the notebooks' figures to figures/ from scripts
 bench: $(STAMP) ## ShapesWorld benchmark (methods x budgets) to out/bench; rclib speed to benchmarks/results (~10 min)
 	$(PY) -m rclib bench --out $(OUT)/bench
 	$(PY) -m rclib speed
+
+paper-table: $(STAMP) ## the paper's table on llava-1.5-7b (GPU): datasets into $(DATA) unless offline, rclib eval --paper, table in out/paper-table
+	@[ -n "$$HF_HUB_OFFLINE" ] || $(PY) -m rclib eval --paper --fetch --data $(DATA) $(EVAL_ARGS)
+	$(PY) -m rclib eval --paper --data $(DATA) --out $(OUT)/paper $(EVAL_ARGS)
+	$(PY) -m rclib table $(OUT)/paper --reported --out $(OUT)/paper-table
 
 train-shapes: $(STAMP) ## retrain the embedded ShapesWorld models into data/models (about 86 min on 2 cores)
 	$(PY) -m rclib train-shapes --out data/models

@@ -14,10 +14,12 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from rclib.bench import DEFAULT_BUDGETS, BenchConfig, bench_cells
+from rclib.eval.benchmarks import ASSUMED_RATE, task_questions
 from rclib.eval.shapesworld import GROUP as SHAPESWORLD
 from rclib.eval.shapesworld import tasks_dir
 from rclib.methods import METHODS
@@ -37,6 +39,9 @@ class GridConfig:
     limit: int | None = None  # questions per task (lmms-eval --limit), for a quick look; not for the table
     model_args: str = ""  # more model_args for every cell, e.g. "text_encoder=...,preset=released"
     shapes_n: int = BenchConfig.n  # ShapesWorld questions (rclib bench's, same seed)
+    data: Path | None = None  # folder of local dataset copies (<data>/<hub id>/); lmms-eval runs in it
+    include_path: Path | None = None  # a folder of task YAMLs of one's own (lmms-eval --include_path)
+    cells: tuple[tuple[str, str], ...] = ()  # explicit (method, budget) cells; empty: bench's of methods x budgets
 
     def __post_init__(self):
         if self.processes < 1 or self.batch_size < 1:
@@ -48,6 +53,9 @@ class GridConfig:
         if needs_truth:
             raise ValueError(f"{', '.join(needs_truth)} read the ground-truth object mask, which lmms-eval tasks "
                              "do not give; run them with rclib bench")
+        if self.include_path and any(t.startswith(SHAPESWORLD) for t in self.tasks):
+            raise ValueError("lmms-eval takes one --include_path and ShapesWorld uses it: run shapesworld and the "
+                             "tasks of --include-path as two rclib eval commands")
 
 
 def cell_name(method: str, budget: str) -> str:
@@ -58,7 +66,8 @@ def cell_name(method: str, budget: str) -> str:
 def model_args(config: GridConfig, method: str, budget: str) -> str:
     """lmms-eval's --model_args of a cell; its answers are stored in the cell's ``responses`` folder."""
     cell = config.out / cell_name(method, budget)
-    args = [f"pretrained={config.model}", f"method={method}"]
+    model = Path(config.model).resolve() if config.data and Path(config.model).exists() else config.model  # cwd moves
+    args = [f"pretrained={model}", f"method={method}"]
     args += [] if budget == NO_BUDGET else [f"budget={budget}"]
     args += [f"cache={cell.resolve() / 'responses'}"] + ([config.model_args] if config.model_args else [])
     return ",".join(args)
@@ -68,8 +77,9 @@ def command(config: GridConfig, method: str, budget: str, include_path: Path | N
     """The command line of one cell."""
     lmms_eval = ["-m", "lmms_eval", "--model", "rclib", "--model_args", model_args(config, method, budget),
                  "--tasks", ",".join(config.tasks), "--batch_size", str(config.batch_size),
-                 "--output_path", str(config.out / cell_name(method, budget)), "--log_samples"]
-    lmms_eval += ["--include_path", str(include_path)] if include_path else []
+                 "--output_path", str((config.out / cell_name(method, budget)).resolve()), "--log_samples"]
+    include_path = include_path or config.include_path
+    lmms_eval += ["--include_path", str(Path(include_path).resolve())] if include_path else []
     lmms_eval += ["--limit", str(config.limit)] if config.limit else []
     if config.processes == 1:
         return [sys.executable, *lmms_eval]
@@ -104,20 +114,58 @@ def finished(folder: Path, config: GridConfig, method: str, budget: str) -> bool
     return False
 
 
+def grid_cells(config: GridConfig) -> list[tuple[str, str]]:
+    """The (method, budget) cells to run, in order."""
+    if config.cells:
+        return list(config.cells)
+    return [(cell.method, cell.budget if METHODS[cell.method].takes_budget else NO_BUDGET)
+            for cell in bench_cells(BenchConfig(methods=config.methods, budgets=config.budgets))]
+
+
+def cell_questions(config: GridConfig) -> int | None:
+    """Questions one cell answers (known tasks only; None when a task's size is unknown)."""
+    sizes = [task_questions(task) for task in config.tasks]
+    if None in sizes:
+        return None
+    return sum(min(n, config.limit) if config.limit else n for n in sizes)
+
+
+def estimate(config: GridConfig, cells: int) -> str:
+    """The grid's cost before it starts: questions and GPU hours at ASSUMED_RATE questions a second per GPU."""
+    questions = cell_questions(config)
+    if questions is None:
+        return f"{cells} cells; their size is unknown for some task (measured after the first cell)"
+    hours = cells * questions / ASSUMED_RATE / 3600
+    return (f"{cells} cells of {questions:,} questions: about {hours:.1f} GPU hours ({hours / config.processes:.1f} h "
+            f"on {config.processes} GPU(s)) at an assumed {ASSUMED_RATE:g} questions/s per GPU for a 7B model; "
+            "measured after the first cell")
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
 def run_grid(config: GridConfig) -> tuple[list[Path], list[str]]:
     """Run every unfinished cell. Returns the folders of the finished cells (the input of ``rclib table``) and
-    the names of the cells that failed; a failed cell does not stop the others."""
+    the names of the cells that failed; a failed cell does not stop the others. Prints the estimate first and,
+    once a cell has run, the time the rest should take (lmms-eval shows each cell's own progress bar)."""
     include_path = tasks_dir(n=config.shapes_n) if any(t.startswith(SHAPESWORLD) for t in config.tasks) else None
-    cells = [(cell.method, cell.budget if METHODS[cell.method].takes_budget else NO_BUDGET)
-             for cell in bench_cells(BenchConfig(methods=config.methods, budgets=config.budgets))]
-    done, failed = [], []
+    cells = grid_cells(config)
+    todo = [c for c in cells if not finished(config.out / cell_name(*c), config, *c)]
+    print(f"rclib eval: {estimate(config, len(todo))}", flush=True)
+    done, failed, seconds = [], [], []
     for i, (method, budget) in enumerate(cells, 1):
         folder = config.out / cell_name(method, budget)
         if finished(folder, config, method, budget):
             print(f"[{i}/{len(cells)}] {folder.name}: done before, skipped", flush=True)
         else:
-            print(f"[{i}/{len(cells)}] {folder.name}: running lmms-eval", flush=True)
-            subprocess.run(command(config, method, budget, include_path), env={**os.environ, **launch_env(config)})
+            left = f", the grid ~{hours(len(todo) * sum(seconds) / len(seconds))} more" if seconds else ""
+            print(f"[{i}/{len(cells)}] {folder.name}: running lmms-eval{left}", flush=True)
+            start = time.monotonic()
+            subprocess.run(command(config, method, budget, include_path), env={**os.environ, **launch_env(config)},
+                           cwd=config.data)  # datasets.load_dataset("owner/name") reads <data>/owner/name
+            seconds.append(time.monotonic() - start)
+            todo.remove((method, budget))
         if finished(folder, config, method, budget):  # lmms-eval prints a failed evaluation and exits 0
             done.append(folder)
         else:

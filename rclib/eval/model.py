@@ -35,7 +35,9 @@ from lmms_eval.caching.response_cache import ResponseCache
 from lmms_eval.models.model_utils.gen_metrics import log_metrics
 from lmms_eval.utils import Collator
 from PIL import Image
+from tqdm import tqdm
 
+from rclib.eval.checkpoints import input_format
 from rclib.methods import METHODS, parse_budget
 from rclib.methods.common import ADAPTIVE
 from rclib.models import TextOptions, load
@@ -113,6 +115,8 @@ class RclibModel(lmms):
             raise ValueError(f"method {method!r} reads the ground-truth mask of the asked-about objects, which "
                              "lmms-eval tasks do not give; run it with rclib bench")
         load_options, self.text_options, self.method_options = split_options(method, options)
+        recognised = input_format(pretrained)  # a LLaVA-1.5 outside the registry: LLaVA-1.5's padding and prompt
+        load_options = {**recognised, **load_options}
         self.accelerator = Accelerator()
         self._rank, self._world_size = self.accelerator.process_index, self.accelerator.num_processes
         if self._world_size > 1 and torch.cuda.is_available():
@@ -124,7 +128,7 @@ class RclibModel(lmms):
         # what the answers depend on, to key the cache: everything but the run settings
         self.fingerprint = "rclib|" + json.dumps(
             {"pretrained": pretrained, "text_encoder": text_encoder, "method": method, "budget": self.budget,
-             "dtype": dtype, **options}, sort_keys=True, default=str)
+             "dtype": dtype, **recognised, **options}, sort_keys=True, default=str)
         self.visual_tokens: dict[str, list[float]] = defaultdict(list)  # task -> equivalent tokens of each request
         self.generated_tokens, self.seconds = 0, 0.0
         self.check_options()
@@ -196,15 +200,18 @@ class RclibModel(lmms):
         batches = Collator(requests, sort_fn=lambda r: -len(r.args[0]), group_fn=lambda r: r.args[1], grouping=True)
         cache = self.open_cache()
         answers = []
+        progress = tqdm(total=len(requests), disable=self.rank != 0, desc=f"{self.method} answering", unit="question")
         try:
             for batch in batches.get_batched(n=self.batch_size_per_process):
                 answered = (cache.execute(SimpleNamespace(generate_until=self.answer_batch), "generate_until", batch)
                             if cache else self.answer_batch(batch))
+                progress.update(len(batch))
                 for request, (text, k) in zip(batch, answered):  # a cached answer comes back as a list
                     if not request.metadata.get("__padding_only__"):  # lmms-eval's filler to even out processes
                         self.visual_tokens[request.task_name].append(k)
                     answers.append(text)
         finally:
+            progress.close()
             if cache:
                 cache.close()
         return batches.get_original(answers)

@@ -1,12 +1,14 @@
-"""The paper's table from lmms-eval result folders: one row per (model, method, budget), in the paper's units.
+"""The paper's table from lmms-eval result folders: one row per (model, method, budget, options, limit).
 
 Any lmms-eval results file counts (``<output_path>/<model>/<date>_results.json``), also one written
-outside ``rclib eval``. A row reads its method and budget from the run's model_args (``--model rclib``;
-another lmms-eval model is a row of its own, budget "all"), the mean number of visual tokens the LLM saw
+outside ``rclib eval``. A row reads its method, budget and options from the run's model_args (``--model rclib``;
+another lmms-eval model is a row of its own, budget "all") and its ``--limit`` (a quick look, not the paper's
+numbers: the column ``limit`` says so), the mean number of visual tokens the LLM saw
 from the run's ``throughput`` (see :mod:`rclib.eval.model`), and one headline metric per benchmark
 (:mod:`rclib.eval.benchmarks`). Several files of one row merge, the newest result of a task winning.
 ``share_of_full`` is the mean, over the benchmarks both rows have, of the row's score over the full
-model's (percent); a column ``A/B`` (a ShapesWorld family) details column A and is left out of it.
+model's (percent), the full row of the same model and limit, with the same options where there is one; a
+column ``A/B`` (a ShapesWorld family) details column A and is left out of it.
 """
 from __future__ import annotations
 
@@ -17,13 +19,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rclib.eval.benchmarks import COLUMN_ORDER, REPORTED, REPORTED_SOURCE, Benchmark, benchmark_for
+from rclib.eval.benchmarks import COLUMN_ORDER, REPORTED, REPORTED_MODEL, REPORTED_SOURCE, Benchmark, benchmark_for
 from rclib.eval.grid import NO_BUDGET
 from rclib.methods import METHODS
 from rclib.methods.common import ADAPTIVE
 
 MEASURED = "measured"
-KEYS = ("source", "model", "method", "budget", "visual_tokens")  # the columns before the benchmarks'
+KEYS = ("source", "model", "method", "budget", "options", "limit", "visual_tokens")  # before the benchmarks' columns
 
 
 def result_files(folders: list[str | Path]) -> list[Path]:
@@ -44,22 +46,24 @@ def rclib_defaults() -> dict:
             if p.default is not p.empty}
 
 
-def row_key(config: dict) -> tuple[str, str, str]:
-    """(model, method, budget) of a run; options that change answers join the method as [key=value,...]."""
+def row_key(config: dict) -> tuple[str, str, str, str, str]:
+    """(model, method, budget, options, limit) of a run: options are the model_args that change answers
+    ("key=value,..."), limit lmms-eval's --limit ("" for every question)."""
     from lmms_eval.utils import simple_parse_args_string
 
     args = config.get("model_args") or {}
     args = simple_parse_args_string(args) if isinstance(args, str) else dict(args)
+    limit = "" if config.get("limit") is None else f"{config['limit']:g}"
     if config["model"] != "rclib":
-        return str(args.get("pretrained", config["model"])), config["model"], NO_BUDGET
+        return str(args.get("pretrained", config["model"])), config["model"], NO_BUDGET, "", limit
     from rclib.eval.model import RUN_SETTINGS
 
     args = {**rclib_defaults(), **args}
     model, method, budget = str(args.pop("pretrained")), str(args.pop("method")), str(args.pop("budget"))
     options = {k: v for k, v in args.items() if k not in RUN_SETTINGS and v is not None}
     options.pop("text_encoder", None)  # the registry's pairing unless given; part of the model, not the method
-    label = method + (f"[{','.join(f'{k}={v}' for k, v in sorted(options.items()))}]" if options else "")
-    return model, label, budget if method not in METHODS or METHODS[method].takes_budget else NO_BUDGET
+    label = ",".join(f"{k}={v}" for k, v in sorted(options.items()))
+    return model, method, budget if method not in METHODS or METHODS[method].takes_budget else NO_BUDGET, label, limit
 
 
 def headline(task: str, metrics: dict) -> tuple[Benchmark, float] | None:
@@ -105,10 +109,12 @@ def columns(rows: list[dict]) -> list[str]:
 
 
 def add_share_of_full(rows: list[dict]) -> None:
-    """``share_of_full`` (percent) of each row against the "full" row of its source and model."""
-    full = {(r["source"], r["model"]): r for r in rows if r["method"] == "full"}
+    """``share_of_full`` (percent) of each row against the "full" row of its source, model and limit: the one with
+    the row's options, else the one without options."""
+    full = {(r["source"], r["model"], r.get("limit"), r.get("options")): r for r in rows if r["method"] == "full"}
     for row in rows:
-        reference = full.get((row["source"], row["model"]), {})
+        group = (row["source"], row["model"], row.get("limit"))
+        reference = full.get((*group, row.get("options"))) or full.get((*group, None)) or {}
         shared = [c for c in columns([row]) if "/" not in c and reference.get(c) and row.get(c) is not None]
         row["share_of_full"] = (100 * sum(row[c] / reference[c] for c in shared) / len(shared)) if shared else None
 
@@ -121,11 +127,10 @@ def budget_order(budget: str) -> tuple:
     return (1, False, float(numerator) / float(denominator or 1))
 
 
-def row_order(model: str, method: str, budget: str) -> tuple:
-    """By model, then rclib's method order (options after the plain method, other lmms-eval models last), budget."""
-    base = method.partition("[")[0]
-    position = list(METHODS).index(base) if base in METHODS else len(METHODS)
-    return model, position, method, budget_order(budget)
+def row_order(model: str, method: str, budget: str, options: str, limit: str) -> tuple:
+    """By model and limit, then rclib's method order (other lmms-eval models last), budget, options."""
+    position = list(METHODS).index(method) if method in METHODS else len(METHODS)
+    return model, limit, position, method, budget_order(budget), options
 
 
 def read_results(path: Path) -> dict | None:
@@ -145,21 +150,23 @@ def read_results(path: Path) -> dict | None:
 
 def measured_rows(folders: list[str | Path]) -> list[dict]:
     """One row per (model, method, budget) found in the lmms-eval result folders; damaged files are skipped."""
-    found: dict[tuple[str, str, str], Row] = {}
+    found: dict[tuple[str, str, str, str, str], Row] = {}
     for path in result_files(folders):
         results = read_results(path)
         if results is not None:
             found.setdefault(row_key(results["config"]), Row()).add(results)
-    rows = [{"source": MEASURED, "model": model, "method": method, "budget": budget,
-             "visual_tokens": row.visual_tokens(), **{c: value for c, (_, value) in row.scores.items()}}
-            for (model, method, budget), row in sorted(found.items(), key=lambda item: row_order(*item[0]))]
+    rows = [{"source": MEASURED, "model": model, "method": method, "budget": budget, "options": options or None,
+             "limit": limit or None, "visual_tokens": row.visual_tokens(),
+             **{c: value for c, (_, value) in row.scores.items()}}
+            for (model, method, budget, options, limit), row in sorted(found.items(),
+                                                                       key=lambda item: row_order(*item[0]))]
     add_share_of_full(rows)
     return rows
 
 
 def reported_rows() -> list[dict]:
     """The authors' numbers (see :data:`rclib.eval.benchmarks.REPORTED`), labelled as reported."""
-    rows = [{"source": REPORTED_SOURCE, "model": "llava-1.5-7b", "budget": "as reported", **r} for r in REPORTED]
+    rows = [{"source": REPORTED_SOURCE, "model": REPORTED_MODEL, "options": None, "limit": None, **r} for r in REPORTED]
     add_share_of_full(rows)
     return rows
 

@@ -51,15 +51,17 @@ def test_rows_from_result_folders(folders):
     rows = table_rows(folders)
     expected = [
         {"source": "measured", "model": "llava-hf/llava-1.5-7b-hf", "method": "llava_hf", "budget": "all",
-         "visual_tokens": None, "POPE": 86.0, "seedbench": 0.6, "share_of_full": None},
-        {"source": "measured", "model": "shapes", "method": "full", "budget": "all", "visual_tokens": 144.0,
+         "options": None, "limit": None, "visual_tokens": None, "POPE": 86.0, "seedbench": 0.6, "share_of_full": None},
+        {"source": "measured", "model": "shapes", "method": "full", "budget": "all", "options": None, "limit": None,
+         "visual_tokens": 144.0,
          "MME": 1500.0, "POPE": 80.0, "share_of_full": 100.0},
-        {"source": "measured", "model": "shapes", "method": "rc", "budget": "adaptive",
+        {"source": "measured", "model": "shapes", "method": "rc", "budget": "adaptive", "options": None, "limit": None,
          "visual_tokens": (50 * 10 + 71 * 4) / 14, "MME": 1350.0, "POPE": 72.0, "share_of_full": 90.0},
-        {"source": "measured", "model": "shapes", "method": "rc", "budget": "64", "visual_tokens": 64.0,
+        {"source": "measured", "model": "shapes", "method": "rc", "budget": "64", "options": None, "limit": None,
+         "visual_tokens": 64.0,
          "MME": 1200.0, "POPE": 70.0, "share_of_full": (70 / 80 + 1200 / 1500) / 2 * 100},
-        {"source": "measured", "model": "shapes", "method": "rc[preset=released]", "budget": "64",
-         "visual_tokens": 64.0, "POPE": 60.0, "share_of_full": 75.0},
+        {"source": "measured", "model": "shapes", "method": "rc", "budget": "64", "options": "preset=released",
+         "limit": None, "visual_tokens": 64.0, "POPE": 60.0, "share_of_full": 75.0},
     ]
     assert rows == [pytest.approx(row) for row in expected]
 
@@ -77,7 +79,8 @@ def test_markdown_and_csv(folders, tmp_path, capsys):
     out = tmp_path / "table"
     assert main(["table", *map(str, folders), "--reported", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    header = ("| source | model | method | budget | visual_tokens | SQA-IMG | TextVQA | MME | VQAv2 | POPE | MMB | "
+    header = ("| source | model | method | budget | options | limit | visual_tokens | SQA-IMG | TextVQA | MME | VQAv2 "
+              "| POPE | MMB | "
               "seedbench | share_of_full |")
     assert printed.startswith(header) and (out / "table.md").read_text() in printed
     with open(out / "table.csv") as f:
@@ -92,3 +95,21 @@ def test_markdown_and_csv(folders, tmp_path, capsys):
 def test_no_results_is_a_clear_error(tmp_path, capsys):
     assert main(["table", str(tmp_path)]) == 2
     assert "no lmms-eval results" in capsys.readouterr().err
+
+
+def test_options_and_limit_get_columns_and_keep_share_of_full(tmp_path):
+    options = ",image_preprocess=pad,prompt_format=vicuna_v1"
+    for method, f1, limit in (("full", 0.8, None), ("rc", 0.6, None), ("rc", 0.5, 200.0)):
+        folder = tmp_path / f"{method}_{limit}" / "x"
+        write_results(folder, "20260101_000000", "rclib", f"pretrained=/ckpt/llava-1.5-7b,method={method}" + options,
+                      "20260101_000000", {"pope": {"pope_f1_score": f1}}, {"pope": 10})
+        if limit:  # lmms-eval records --limit in the run's config
+            path = folder / "20260101_000000_results.json"
+            path.write_text(json.dumps({**json.loads(path.read_text()), "config": {
+                "model": "rclib", "model_args": f"pretrained=/ckpt/llava-1.5-7b,method={method}" + options,
+                "limit": limit}}))
+    rows = table_rows([tmp_path])
+    assert [(r["method"], r["options"], r["limit"], r["share_of_full"]) for r in rows] == [
+        ("full", "image_preprocess=pad,prompt_format=vicuna_v1", None, pytest.approx(100.0)),
+        ("rc", "image_preprocess=pad,prompt_format=vicuna_v1", None, pytest.approx(75.0)),
+        ("rc", "image_preprocess=pad,prompt_format=vicuna_v1", "200", None)]  # no full row run with --limit 200

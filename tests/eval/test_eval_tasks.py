@@ -86,7 +86,7 @@ def test_grid_skips_finished_cells_and_goes_on_past_a_failed_one(tmp_path, monke
     write_results("rc_8", "rc", "8", limit=20.0)  # a quick look with --limit 20: not the cell's results
     ran = []
 
-    def lmms_eval(argv, env):  # rc writes its results, fastervlm fails (lmms-eval exits 0 all the same)
+    def lmms_eval(argv, env, cwd):  # rc writes its results, fastervlm fails (lmms-eval exits 0 all the same)
         cell = Path(argv[argv.index("--output_path") + 1]).name
         ran.append(cell)
         if cell.startswith("rc"):
