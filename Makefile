@@ -58,8 +58,8 @@ paper-table: $(STAMP) ## the paper's table on llava-1.5-7b (GPU): datasets into 
 	$(PY) -m rclib eval --paper --data $(DATA) --out $(OUT)/paper $(EVAL_ARGS)
 	$(PY) -m rclib table $(OUT)/paper --reported --out $(OUT)/paper-table
 
-train-shapes: $(STAMP) ## retrain the embedded ShapesWorld models into data/models (about 86 min on 2 cores)
-	$(PY) -m rclib train-shapes --out data/models
+train-shapes: $(STAMP) ## retrain the embedded ShapesWorld models into out/shapes-models (about 86 min on 2 cores; data/models is never written)
+	$(PY) -m rclib train-shapes --out $(OUT)/shapes-models
 
 clean: ## remove outputs and caches (keeps .venv)
 	rm -rf $(OUT) figures .pytest_cache .hypothesis

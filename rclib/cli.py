@@ -4,7 +4,7 @@
     rclib demo [--out out]            every bundled sample and a few ShapesWorld scenes, RC vs all tokens
     rclib bench [--methods ...] [--budgets ...] [--n N] [--seed S] [--out DIR]
     rclib figures [--out figures]     the notebooks' figures as PNG files
-    rclib train-shapes [--out data/models] [--quick]
+    rclib train-shapes [--out out/shapes-models] [--quick]
     rclib speed [--quick] [--device cuda --dtype fp16]   the speed benchmark -> benchmarks/results/
 """
 from __future__ import annotations
@@ -289,7 +289,7 @@ def parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("train-shapes", help="train the embedded ShapesWorld models from scratch")
     sp.add_argument("--out", default="out/shapes-models", help="a new or empty folder (never the shipped "
-                    "data/models: rclib.shapes.train.install_models puts a finished run there)")
+                    "data/models: copy a finished run's shapes-clip/ and shapes-llava/ into data/models)")
     sp.add_argument("--quick", action="store_true", help="a few steps only (CI smoke test)")
     sp.set_defaults(run=cmd_train_shapes)
 
