@@ -62,9 +62,10 @@ def write_outputs(model, out: Path, entry: dict, run, command: str = "answer") -
             viz.close(figure)
 
 
-def print_record(record: dict) -> None:
+def print_record(record: dict, said: set | None = None) -> None:
     """One answered question for the terminal. A record with ``caveats`` (see :func:`rclib.examples.caveats`) shows
-    the model's outputs as what they are, not as answers, with the reasons and where real answers come from."""
+    the model's outputs as what they are, not as answers, with the reasons and where real answers come from.
+    said: caveats printed before (a demo's earlier examples): each is printed once, then referred to; the set grows."""
     from rclib.examples import REAL_CHECKPOINT
 
     counts = (f"{record['n_input_tokens']} -> {record['n_visual']} visual / {record['n_text']} text / "
@@ -81,10 +82,15 @@ def print_record(record: dict) -> None:
     print(f"   {record['method']:<10} : {shown(record['answer'])}    [{counts}]  ({seconds})")
     if "answer_truth" in record:
         print(f"   truth      : {record['answer_truth']}")
-    for caveat in caveats:
+    said = set() if said is None else said
+    fresh = [caveat for caveat in caveats if caveat not in said]
+    for caveat in fresh:
         print(f"   note       : {caveat}")
-    if caveats:
+    if len(fresh) < len(caveats):
+        print("   note       : not an answer, as said above")
+    if fresh and not said:
         print(f"   real answers need {REAL_CHECKPOINT}")
+    said.update(caveats)
 
 
 def load_model(args):
@@ -130,13 +136,15 @@ def cmd_demo(args) -> None:
     print(f"model {model.name} with text tower {model.text_encoder_name}; method {args.method}")
     words = known_words(model)
     if words is not None:
-        print(f"this model reads only these {len(words)} words and knows only ShapesWorld scenes: {' '.join(words)}")
         learned = learned_families(model)
         untrained = [f for f in FAMILIES if f not in learned]
+        print(f"this model answers {english_list(learned)} questions about ShapesWorld scenes (the scenes below), "
+              f"in these {len(words)} words: {' '.join(words)}")
         if untrained:
-            print(f"it answers {english_list(learned)} questions; it did not learn {english_list(untrained)} "
-                  "(see data/models/README.md)")
+            print(f"it did not learn {english_list(untrained)} questions (see data/models/README.md)")
+        print("on the photographs after the scenes its outputs are not answers: their figures show what RC keeps")
     print()
+    said = set()  # caveats printed once, at the first example they apply to
     for name, example in demo_examples(args.model):
         entry, run = answer_one(model, example.image, example.question, args.method, args.budget, compare=True)
         entry["image"] = str(example.image) if isinstance(example.image, Path) else example.name
@@ -145,7 +153,7 @@ def cmd_demo(args) -> None:
         entry["caveats"] = caveats(model, example.question, example.scene)
         write_outputs(model, Path(args.out) / name, entry, run, "demo")
         print(f"[{name}]", end=" ")
-        print_record(entry)
+        print_record(entry, said)
     print(f"\nwrote result.json and figures for each example under {args.out}/")
 
 

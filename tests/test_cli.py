@@ -97,3 +97,17 @@ def test_print_record_shows_answers_as_answers_without_caveats(capsys):
     assert capsys.readouterr().out.splitlines() == [
         "Q: what color is the circle ?", "   all tokens : red",
         "   rc         : red    [576 -> 30 visual / 5 text / 9 merged -> 44]  (compress 0.010s)", "   truth      : red"]
+
+
+def test_a_demo_says_each_caveat_once(capsys):
+    from rclib.cli import print_record
+
+    record = {"question": "what is in the cup?", "method": "rc", "answer": "red", "n_input_tokens": 576,
+              "n_visual": 30, "n_text": 5, "n_merged": 9, "n_output_tokens": 44, "seconds": {"compress": 0.01},
+              "caveats": ["photo caveat"]}
+    said = set()
+    print_record(record, said)
+    print_record({**record, "caveats": ["photo caveat", "unknown word “cup”"]}, said)
+    printed = capsys.readouterr().out
+    assert printed.count("photo caveat") == 1 and printed.count("real answers need") == 1
+    assert "unknown word “cup”" in printed and "as said above" in printed
