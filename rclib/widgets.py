@@ -47,7 +47,7 @@ EXAMPLE_WIDTH = "470px"  # the image list
 TEXT_WIDTH = "660px"  # the question box, beside the image list: long photo questions stay readable
 STATUS_WIDTH = 320  # px of the answers box at least (it shares the controls' row, or wraps below them)
 STATUS_HEIGHT = "276px"  # the answers box's fixed height, about the controls' column: it scrolls, nothing moves
-NOTE_HEIGHT = "3.2em"  # the method's note, two lines: a longer one scrolls
+NOTE_HEIGHT = "4em"  # the method's note, two lines: a longer one scrolls
 
 
 def slider_layout(steps: int) -> widgets.Layout:
@@ -155,6 +155,13 @@ def warnings_box(found: list[str], notes: list[str] = ()) -> str:
         boxes.append('<div style="border-left: 4px solid #1c7ed6; background: #e7f5ff; padding: 4px 10px; '
                      f"margin: 4px 0\"><b>Note</b><ul style='margin: 2px 0'>{items}</ul></div>")
     return "".join(boxes)
+
+
+def layer_counts(run) -> str:
+    """For a method inside the LLM, the visual tokens each decoder layer of sample 0 read (else nothing)."""
+    if run.result.tokens_per_layer is None:
+        return ""
+    return f"; LLM layers read {', '.join(map(str, run.tokens_per_layer[0].tolist()))} visual tokens"
 
 
 def answers_html(question: str, answers: dict[str, tuple[str, int]], n_tokens: int, truth: str | None,
@@ -346,8 +353,11 @@ class Explorer:
         counts = self.result.counts(0)
         self.summary.value = (f"<small><b>{state['method']}</b>: {counts['n_input_tokens']} tokens in &rarr; "
                               f"{counts['n_visual']} kept (visual) / {counts['n_text']} recovered (text) / "
-                              f"{counts['n_merged']} merged &rarr; <b>{counts['n_output_tokens']} out</b></small>")
-        n_read = {"all tokens": encoded.n_tokens, state["method"]: counts["n_output_tokens"]}
+                              f"{counts['n_merged']} merged &rarr; <b>{counts['n_output_tokens']} out</b>"
+                              f"{layer_counts(run)}</small>")
+        equivalent = float(run.equivalent_tokens[0])  # what each layer read, on average: the method's cost in tokens
+        n_read = {"all tokens": encoded.n_tokens,
+                  state["method"]: int(equivalent) if equivalent.is_integer() else round(equivalent, 1)}
         truth = example.answer if state["question"] == example.question else None
         self.answers_table.value = answers_html(
             state["question"], {label: (text, n_read[label]) for label, text in self.answers.items()},

@@ -56,7 +56,9 @@ def test_method_grid_figure_has_a_column_per_method(tiny_model, tiny_images):
     examples = [Example(f"image {i}", image, "what color is the circle ?") for i, image in enumerate(tiny_images[:2])]
     figure = gallery.method_grid_figure(tiny_model, examples, ("rc", "fastervlm"))
     titles = [ax.get_title().split(":")[0] for ax in figure.axes]
-    assert titles == ["rc", "fastervlm", "rc", "fastervlm"]
+    assert titles == ["the image", "rc", "fastervlm"] * 2, "per example: the plain image, then a map per method"
+    assert [t.get_text() for t in figure.texts] == ["image 0: what color is the circle ?",
+                                                    "image 1: what color is the circle ?"], "the question per row"
     viz.close(figure)
 
 

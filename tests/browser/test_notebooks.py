@@ -47,18 +47,44 @@ def save(page) -> None:
                            timeout=120_000)  # a save waits for the kernel's busy moments on 2 cores
 
 
-def screenshot_notebook(page, path) -> None:
-    """The whole notebook in one image: the notebook scrolled a screen at a time, the screens stacked."""
+# What a reader sees wrong in the outputs on screen: a figure scaled down or drawn with fewer pixels than the screen
+# shows (2 per CSS pixel), a table running past the window outside a box of its own that scrolls.
+UNFIT = f"""() => {{
+  const found = [];
+  for (const img of document.querySelectorAll('{CURRENT} .jp-OutputArea-output img')) {{
+    const own = Number(img.getAttribute('width')) || img.naturalWidth;
+    if (img.clientWidth < own - 1) found.push(`a figure shown at ${{img.clientWidth}} of its ${{own}} px`);
+    if (img.naturalWidth < 2 * img.clientWidth - 2) found.push(`a figure of ${{img.naturalWidth}} px shown at ${{img.clientWidth}}`);
+  }}
+  for (const table of document.querySelectorAll('{CURRENT} .jp-OutputArea-output table')) {{
+    let box = table.parentElement, scrolls = false;
+    while (box && !box.classList.contains('jp-OutputArea-output')) {{
+      scrolls = scrolls || (['auto', 'scroll'].includes(getComputedStyle(box).overflowX) &&
+                            box.getBoundingClientRect().right <= window.innerWidth);
+      box = box.parentElement;
+    }}
+    if (table.getBoundingClientRect().right > window.innerWidth && !scrolls)
+      found.push(`a table ${{Math.round(table.getBoundingClientRect().width)}} px wide, cut off`);
+  }}
+  return found;
+}}"""
+SLIDE = {"width": 1280, "height": 720}  # a projector's screen
+
+
+def screenshot_notebook(page, path) -> list[str]:
+    """The whole notebook in one image: the notebook scrolled a screen at a time, the screens stacked; returns what
+    :data:`UNFIT` finds on each screen."""
     from PIL import Image
 
     outer = page.locator(f"{CURRENT} .jp-WindowedPanel-outer")
     box = outer.bounding_box()
     height = outer.evaluate("e => e.scrollHeight")
     whole = Image.new("RGB", (round(box["width"]), height), "white")
-    top = 0
+    top, unfit = 0, []
     while True:
         shown = outer.evaluate(f"e => {{ e.scrollTop = {top}; return e.scrollTop; }}")  # the last screen stops early
         page.wait_for_timeout(300)  # cells scrolled into view are drawn
+        unfit += page.evaluate(UNFIT)
         part = path.with_suffix(".part.png")
         page.screenshot(path=part, clip=box)
         whole.paste(Image.open(part), (0, round(shown)))
@@ -67,6 +93,7 @@ def screenshot_notebook(page, path) -> None:
         top += box["height"]
     part.unlink()
     whole.save(path)
+    return list(dict.fromkeys(unfit))
 
 
 def screenshot_explorer(page, path) -> None:
@@ -97,7 +124,9 @@ def run_notebook(page, lab, name: str, screenshots) -> float:
 def test_notebook_runs_cleanly_and_saves_as_committed(page, lab, screenshots, name):
     run_notebook(page, lab, name, screenshots)
     assert page.locator(f"{CURRENT} .jp-OutputArea-output img").count() > 0, f"{name} shows no figure"
-    screenshot_notebook(page, screenshots / f"{name.removesuffix('.ipynb')}.png")
+    page.set_viewport_size({"width": SLIDE["width"], "height": 1000})
+    unfit = screenshot_notebook(page, screenshots / f"{name.removesuffix('.ipynb')}.png")
+    assert unfit == [], f"{name} at {SLIDE['width']} px: {unfit}"
     save(page)
     check_saved_as_committed(lab, name)
 
