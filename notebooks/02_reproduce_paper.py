@@ -17,7 +17,7 @@ import os
 MODEL = os.environ.get("RCLIB_MODEL", "shapes")
 TEXT_ENCODER = os.environ.get("RCLIB_TEXT_ENCODER") or None
 EXAMPLE = 0  # index into examples_for_model(MODEL): ShapesWorld scenes first for the embedded model
-N_BENCH = 40  # ShapesWorld questions for the accuracy curve (rclib bench --n 500 for steadier numbers)
+N_BENCH = 200  # ShapesWorld questions for the accuracy curve, 40 per family (rclib bench: 1,000)
 BUDGETS = (64, 128, 192)  # fixed budgets K, in this model's visual tokens (those below its count are run)
 PREFILL_REPEATS = 5  # timed prefill runs (median reported)
 EVAL_RESULTS = os.environ.get("RCLIB_EVAL_RESULTS", "out/eval")  # `rclib eval --out` folder, from the repository root
@@ -112,7 +112,7 @@ Markdown(f"On this machine RC's {float(rc_result.n_output.float().mean()):.0f} t
 # families at 90% or more (the shipped model answers all five; a model without that file is asked all
 # five). Each method runs at fixed budgets K (the `BUDGETS` below this model's token count) and, for RC
 # and PruMerge, at the count they choose themselves (stars); the dashed line is the model with all
-# tokens. `N_BENCH` is kept small so that the notebook runs in a few minutes; `rclib bench` runs the
+# tokens. `N_BENCH` (200) keeps the notebook to a few minutes, with 95% intervals as bars; `rclib bench` runs the
 # full benchmark.
 #
 # Besides accuracy: **evidence recall**, the share of the asked-about objects' patches that reach the
