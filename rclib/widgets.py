@@ -176,7 +176,7 @@ def answers_html(question: str, answers: dict[str, tuple[str, int]], n_tokens: i
     judged = truth is not None and meaningful
     rows = []
     for label, (text, n_read) in answers.items():
-        shown = html.escape(text) if text else "<i>(empty)</i>"
+        shown = html.escape(text) if text else "<i>(empty: the model's first output was its end token)</i>"
         cells = [html.escape(label), f"{n_read} of {n_tokens}",
                  shown if meaningful else f'<span style="color: #868e96">{shown}</span>']
         if judged:

@@ -1,9 +1,11 @@
 """The explorer, driven from pytest: controls rerun compress + generate only; errors are shown."""
+import numpy as np
 import pytest
 
 from rclib.examples import EXAMPLE_METHODS, Example
 from rclib.methods import METHODS
-from rclib.widgets import LABEL_WIDTH, OPTION_CONTROLS, READOUT_WIDTH, Explorer, answers_html, vocabulary_note
+from rclib.widgets import (LABEL_WIDTH, OPTION_CONTROLS, READOUT_WIDTH, Explorer, answers_html, input_notes,
+                           question_caveats, vocabulary_note)
 
 N_TOKENS = 64  # the tiny model's visual tokens (tests/conftest.py)
 
@@ -152,3 +154,13 @@ def test_the_vocabulary_note_names_the_families_a_model_did_not_learn():
     note = vocabulary_note(["red", "circle"], ("attribute", "existence", "glyph"))
     assert "It answers attribute, existence and glyph questions" in note and "(position, choice: not learned)" in note
     assert vocabulary_note(None, ("attribute",)) == "", "an open vocabulary (a real checkpoint) gets no note"
+
+
+
+def test_questions_without_words_and_cropped_images_are_flagged(explorer, tiny_model):
+    explorer.controls["question"].value = "?"
+    assert explorer.error is None, explorer.errors.outputs
+    assert any("has no word" in w for w in explorer.warnings) and "not an answer" in explorer.answers_table.value
+    assert question_caveats("") and question_caveats("  ? ") and not question_caveats("what color ?")
+    assert any("80 x 64 image is not square" in n for n in explorer.notes), "the tiny images are 80 x 64"
+    assert input_notes(tiny_model, "what color ?", np.zeros((64, 64, 3), np.uint8)) == []
