@@ -21,7 +21,9 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends: rounding must not leave p outside
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
 
 
 def paired_ratio_interval(numerator: np.ndarray, denominator: np.ndarray, resamples: int = 2000,

@@ -143,7 +143,7 @@ def test_fastv_refuses_bad_input(deep_model, deep_encoded, tiny_model):
         deep_model.run(deep_encoded, "fastv", 8, layer=4)
     with pytest.raises(ValueError, match=r"1\.\.1"):  # the shared tiny model has 2 decoder layers
         tiny_model.run(deep_encoded, "fastv", 8, layer=2)
-    with pytest.raises(ValueError, match="budget must be >= 1"):
+    with pytest.raises(ValueError, match="budget must be a positive number"):
         deep_model.run(deep_encoded, "fastv", 0)
     with pytest.raises(ValueError, match="no option"):
         deep_model.run(deep_encoded, "fastv", 8, k=2)

@@ -154,7 +154,7 @@ def test_sparsevlm_refuses_bad_input(deep_model, deep_encoded, tiny_model):
         deep_model.run(deep_encoded, "sparsevlm", layers=(1,), counts=(4,), recycle_share=1.5)
     with pytest.raises(ValueError, match=r"1\.\.3"):  # explicit layers must fit the model
         deep_model.run(deep_encoded, "sparsevlm", layers=(3, 7), counts=(8, 4))
-    with pytest.raises(ValueError, match="budget must be >= 1"):
+    with pytest.raises(ValueError, match="budget must be a positive number"):
         deep_model.run(deep_encoded, "sparsevlm", 0)
     with pytest.raises(ValueError, match="no option"):
         deep_model.run(deep_encoded, "sparsevlm", 8, k=2)
