@@ -156,14 +156,16 @@ rows = [{"questions": name, **row} for name, asked in groups.items()
 exp2 = pd.DataFrame(rows).set_index(["questions", "method"])
 display(exp2[["mean_tokens", "accuracy", "evidence_kept"]].round(2))
 in_order, shuffled = (exp2.xs(c.label, level="method").accuracy for c in cells)
+in_order_ci, shuffled_ci = (exp2.xs(c.label, level="method").ci for c in cells)  # 95% intervals, per group
 changes = "; ".join(f"{trend(in_order[name], shuffled[name])} on {name} questions" for name in groups)
 Markdown(f"Shuffled, accuracy {changes}"
          + ("" if "position" in families else " (this model did not learn position questions, so they are not asked)")
          + ". Evidence kept cannot change: the same tokens reach the LLM, only in another order. "
          + ("So this LLM reads the order too: a shuffled sequence tells it less about where things are."
-            if any(shuffled[name] < in_order[name] - gallery.SAME for name in groups) else
-            "So this LLM finds objects by what their tokens hold, not by where they sit in the sequence: each patch's "
-            "vision features already carry its place (CLIP's position embeddings)."))
+            if any(shuffled_ci[name]["accuracy"][1] < in_order_ci[name]["accuracy"][0] for name in groups) else
+            f"The 95% intervals ({N_EXPERIMENT} questions) overlap, so any change may be chance: no sign that this "
+            "LLM reads the order rather than what the tokens hold (each patch's vision features carry its place, "
+            "through CLIP's position embeddings)."))
 
 # %% [markdown]
 # ## Experiment 3 · Where does the dynamic filter put its threshold?
