@@ -60,13 +60,16 @@ def check_scores(scores: torch.Tensor, valid: torch.Tensor | None = None, name: 
 
 
 def filter_decision(scores: torch.Tensor, rule: str = "lof", n_neighbors: int = 20,
-                    valid: torch.Tensor | None = None, iqr_factor: float = IQR_FACTOR) -> FilterDecision:
+                    valid: torch.Tensor | None = None, iqr_factor: float = IQR_FACTOR,
+                    check: bool = True) -> FilterDecision:
     """The dynamic scale filter on each row of ``scores`` [B, n], with what it computed on the way.
 
     valid [B, n] bool: the tokens taking part (default all); n_neighbors: LOF's k; iqr_factor: the IQR
-    rule's multiplier (PruMerge: 1.5). Rows with fewer than 2 valid tokens keep 0.
+    rule's multiplier (PruMerge: 1.5). Rows with fewer than 2 valid tokens keep 0. check: False skips
+    :func:`check_scores` (a host sync) for scores already checked.
     """
-    check_scores(scores, valid)
+    if check:
+        check_scores(scores, valid)
     if rule not in RULES:
         raise ValueError(f"unknown filter rule {rule!r}; use one of {RULES} or pass a fixed budget")
     if rule == "lof" and n_neighbors < 1:
@@ -85,15 +88,16 @@ def filter_decision(scores: torch.Tensor, rule: str = "lof", n_neighbors: int = 
 
 
 def outlier_count(scores: torch.Tensor, rule: str = "lof", n_neighbors: int = 20,
-                  valid: torch.Tensor | None = None, iqr_factor: float = IQR_FACTOR) -> torch.Tensor:
+                  valid: torch.Tensor | None = None, iqr_factor: float = IQR_FACTOR, check: bool = True) -> torch.Tensor:
     """The number of tokens the dynamic scale filter keeps in each row of ``scores``.
 
     scores [B, n] (or [n]); see :func:`filter_decision` for the rest.
     Returns LongTensor [B] (or a 0-d tensor for 1-D input).
     """
     if scores.dim() == 1:
-        return outlier_count(scores[None], rule, n_neighbors, None if valid is None else valid[None], iqr_factor)[0]
-    return filter_decision(scores, rule, n_neighbors, valid, iqr_factor).count
+        return outlier_count(scores[None], rule, n_neighbors, None if valid is None else valid[None], iqr_factor,
+                             check)[0]
+    return filter_decision(scores, rule, n_neighbors, valid, iqr_factor, check).count
 
 
 def neighbour_windows(values: torch.Tensor, k: int, fill: float) -> torch.Tensor:
@@ -156,11 +160,17 @@ def iqr_fence(statistic: torch.Tensor, factor: float = IQR_FACTOR) -> torch.Tens
     return q[1] + factor * (q[1] - q[0])
 
 
-def topk_mask(scores: torch.Tensor, counts: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+def topk_mask(scores: torch.Tensor, counts: torch.Tensor | int, valid: torch.Tensor | None = None) -> torch.Tensor:
     """[B, n] bool: the ``counts[b]`` highest-scoring valid tokens of each row (ties: lower index first).
 
-    scores [B, n]; counts LongTensor [B] (clamped to the number of valid tokens); valid [B, n] bool.
+    scores [B, n]; counts LongTensor [B], or one int for every row (a few launches fewer: the first
+    ``counts`` of the sorted order are marked directly); clamped to the number of valid tokens; valid [B, n] bool.
     """
+    if isinstance(counts, int):
+        ranked = scores if valid is None else scores.masked_fill(~valid, float("-inf"))
+        top = ranked.argsort(dim=1, descending=True, stable=True)[:, :max(counts, 0)]  # [B, counts]
+        mask = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, top, True)
+        return mask if valid is None else mask & valid
     if valid is None:
         valid = torch.ones_like(scores, dtype=torch.bool)
     return (descending_rank(scores, valid) < counts[:, None]) & valid

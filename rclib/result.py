@@ -172,7 +172,7 @@ def from_weights(inputs: torch.Tensor, weights: torch.Tensor, slot: torch.Tensor
 
     inputs [B, N, C]; weights [B, K, N] (zero rows in padded slots); slot [B, K] (Slot.PAD where padded).
     """
-    mask = slot != Slot.PAD
+    mask = slot != int(Slot.PAD)  # an int: torch.compile traces a comparison with an IntEnum as a Python bool
     tokens = torch.bmm(weights.to(inputs.dtype), inputs)  # [B, K, N] @ [B, N, C] -> [B, K, C]
     return CompressionResult(tokens=tokens, mask=mask, weights=weights, fate=fate, slot=slot,
                              method=method, scores=scores or {})

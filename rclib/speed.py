@@ -9,6 +9,9 @@ a warm-up, GPU work is synchronised before every clock reading, and nothing asse
 
 - ``compress``: every method's compression step on LLaVA-1.5-shaped inputs (N = 576, C = 1024), B = 1
   on one thread; the extra memory its call takes at B = 64; on a GPU, the kernels it launches.
+- ``launches``: the aten ops (about one GPU kernel launch each) and host syncs of one compression call per
+  method at N = 576 and 2,880, B = 1 and 16, fixed and adaptive budgets, value checks on and off
+  (:mod:`rclib.launches`; counts, the same on any machine).
 - ``filters``: the dynamic scale filter alone, and how often its LOF count equals scikit-learn's when
   half precision makes ties (the agreement the test suite bounds).
 - ``e2e``: a LLaVA-1.5-architecture model with random weights at real shapes (CLIP ViT-L/14-336 vision
@@ -33,6 +36,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +45,9 @@ import torch.nn.functional as F
 
 from rclib import cost
 from rclib.filters import outlier_count
+from rclib.launches import count_ops
 from rclib.methods import METHODS, compress
+from rclib.methods.common import ADAPTIVE
 from rclib.models.llava import CompressedLlava, timed
 from rclib.models.text import SYSTEM_PROMPT, TransformersTextTower, text_similarity
 from rclib.models.vision import cls_attention
@@ -728,6 +734,35 @@ def paper_check() -> dict:
     }
 
 
+# ---------------------------------------------------------------- launches
+
+LAUNCH_SIZES = ((1, 576), (16, 576), (1, 2880), (16, 2880))  # (B, N): LLaVA-1.5's grid, and 5x it
+LAUNCH_WIDTH = 64  # channels: the counts do not depend on them, and the big sizes stay quick
+
+
+def launch_rows(methods: tuple[str, ...], sizes=LAUNCH_SIZES, device="cpu") -> list[dict]:
+    """Aten ops and host syncs of one ``compress`` call (:mod:`rclib.launches`) per method, size, budget (64, and
+    adaptive for the methods that choose K) and with the value checks on and off; after one uncounted call."""
+    rows = []
+    for batch, n in sizes:
+        inputs = llava_like_inputs(batch, n, LAUNCH_WIDTH, device=device)
+        for method in before_llm(methods):
+            spec = METHODS[method]
+            budgets = (None,) if not spec.takes_budget else (64, None) if spec.adaptive else (64,)
+            for budget in budgets:
+                for checks in (True, False):
+                    call = partial(compress, *inputs, method=method, budget=budget, check_values=checks)
+                    try:
+                        call()
+                    except ValueError:  # a method that refuses this grid (pool: not a square)
+                        continue
+                    counted = count_ops(call)[1]
+                    rows.append({"method": method, "budget": ADAPTIVE if budget is None else budget, "batch": batch,
+                                 "n_tokens": n, "checks": checks, "aten_ops": counted.total,
+                                 "host_syncs": counted.syncs})
+    return rows
+
+
 # ---------------------------------------------------------------- the run
 
 def run_speed(config: SpeedConfig, progress=print) -> dict:
@@ -739,6 +774,8 @@ def run_speed(config: SpeedConfig, progress=print) -> dict:
     results["compress"] = compress_rows(config)
     results["filters"] = filter_rows(config)
     results["filter_agreement"] = agreement_rows(config) if importable("sklearn") else []
+    progress("aten ops and host syncs per compress call ...")
+    results["launches"] = launch_rows(config.methods, LAUNCH_SIZES[:1] if config.quick else LAUNCH_SIZES, device)
     progress(f"building a random-weight LLaVA ({config.shapes.lm}) ...")
     model = build_llava(config.shapes, device, config.torch_dtype)
     with torch_threads(config.threads):
@@ -841,6 +878,13 @@ def markdown(results: dict) -> str:
                      "-" if r["kernel_launches"] is None else r["kernel_launches"]] for r in results["compress"]])
     lines += ["", "Filters alone (median, min): "
               + ", ".join(f"{r['filter']} {fmt(r['ms'])}, {fmt(r['ms_min'])} ms" for r in results["filters"]) + "."]
+    lines += ["", f"## Kernel launches: aten ops / host syncs per compress call (C = {LAUNCH_WIDTH})", ""]
+    sizes = list(dict.fromkeys((r["batch"], r["n_tokens"]) for r in results.get("launches", [])))
+    cells = {(r["method"], r["budget"], r["checks"], r["batch"], r["n_tokens"]): f"{r['aten_ops']} / {r['host_syncs']}"
+             for r in results.get("launches", [])}
+    lines += table(["method", "budget", "checks"] + [f"B = {b}, N = {n}" for b, n in sizes],
+                   [[*key, *(cells[(*key, *size)] for size in sizes)]
+                    for key in dict.fromkeys(k[:3] for k in cells)])
     lines += ["", "## End to end, B = 1 (seconds)", ""]
     lines += table(["method", "tokens", "vision", "text", "compress", "prefill", "decode tok/s", "total", "bound",
                     "bound share"],

@@ -74,12 +74,13 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
 
 def compress(tokens: torch.Tensor, cls_attn: torch.Tensor | None = None, text_sim: torch.Tensor | None = None,
              keys: torch.Tensor | None = None, method: str = "rc", budget: int | None = None,
-             **options) -> CompressionResult:
+             check_values: bool = True, **options) -> CompressionResult:
     """Compress a batch of visual tokens with ``method``; see the module docstring for shapes.
 
     budget: None lets adaptive methods (rc, prumerge, prumerge+) choose K per sample; the other methods
     then keep :func:`~rclib.methods.common.default_budget` of N. An int fixes K (an upper bound for rc and
-    the merging peers).
+    the merging peers). check_values: False skips the scan for NaN / inf, the one host sync of the checks,
+    for a trusted hot path (inputs straight from the encoders).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -88,7 +89,7 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor | None = None, text_si
     if spec.stage == "inside_llm":
         raise ValueError(f"method {method!r} prunes inside the LLM, from its attention: run it through "
                          f"CompressedLlava.answer / run (method={method!r}); compress covers the methods before the LLM")
-    budget = check_inputs(spec, tokens, cls_attn, text_sim, keys, budget, options)
+    budget = check_inputs(spec, tokens, cls_attn, text_sim, keys, budget, options, check_values)
     return spec.fn(tokens, cls_attn, text_sim, keys, budget, **options)
 
 

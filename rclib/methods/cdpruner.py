@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import torch
 
-from rclib.methods.common import budget_tensor, cosine_matrix, default_budget, keep_and_drop
+from rclib.filters import topk_mask
+from rclib.methods.common import budget_int, budget_tensor, cosine_matrix, keep_and_drop
 from rclib.result import CompressionResult
 
 EXHAUSTED = 1e-6  # a gain below this share of the first pick's is zero: the kernel's rank is used up
@@ -44,29 +45,38 @@ def conditional_kernel(tokens: torch.Tensor, relevance: torch.Tensor) -> torch.T
     return relevance[:, :, None] * cosine_matrix(tokens) * relevance[:, None, :]
 
 
-def greedy_dpp(kernel: torch.Tensor, count: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
+def greedy_dpp(kernel: torch.Tensor, count: torch.Tensor, fallback: torch.Tensor,
+               steps: int | None = None) -> torch.Tensor:
     """[B, N] bool: ``count[b]`` tokens picked by the greedy MAP of the DPP with ``kernel`` [B, N, N].
 
     Each row stops after its own count; once a row's best gain is (numerically) zero, its remaining picks
-    follow ``fallback`` [B, N] (highest first) instead.
+    follow ``fallback`` [B, N] (highest first) instead. steps: the largest count when the caller knows it on
+    the host (no host sync). A step is a dozen kernels: the best gain (-inf once picked), the pick's kernel row
+    and its entries of the Cholesky rows so far, one matrix product. A row's gains never rise again once
+    exhausted, so where the DPP ran dry its picks are set aside after the loop and the fallback fills them.
     """
     B, N, _ = kernel.shape
-    rows = torch.arange(B, device=kernel.device)
-    steps = int(count.max()) if B else 0
-    cholesky = kernel.new_zeros(steps, B, N)  # [T, B, N] the incremental Cholesky rows c_t
-    gain = torch.diagonal(kernel, dim1=1, dim2=2).clone()  # [B, N] d_j^2
-    floor = gain.max(1).values * EXHAUSTED  # [B]
-    picked = torch.zeros(B, N, dtype=torch.bool, device=kernel.device)
+    if steps is None:
+        steps = int(count.max()) if B else 0
+    gain = torch.diagonal(kernel, dim1=1, dim2=2)[:, None, :].clone()  # [B, 1, N] d_j^2, -inf once picked
+    floor = gain.amax(2, keepdim=True) * EXHAUSTED  # [B, 1, 1]
+    bests, picks = [], []
+    done = kernel.new_zeros(B, 0, N)  # [B, t, N] the incremental Cholesky rows c_0 .. c_t-1
     for t in range(steps):
-        best = gain.masked_fill(picked, float("-inf")).max(1)
-        exhausted = best.values <= floor  # [B]
-        pick = torch.where(exhausted, fallback.masked_fill(picked, float("-inf")).argmax(1), best.indices)
-        row = kernel[rows, pick] - torch.einsum("tb,tbn->bn", cholesky[:t, rows, pick], cholesky[:t])  # [B, N]
-        row = torch.where(exhausted[:, None], 0.0, row / best.values.clamp(min=1e-30).sqrt()[:, None])
-        cholesky[t] = row
-        gain = gain - row.square()
-        picked[rows, pick] |= t < count  # rows whose budget is used up pick nothing more
-    return picked
+        best, pick = gain.max(2, keepdim=True)  # [B, 1, 1]
+        bests.append(best)
+        picks.append(pick)
+        if t + 1 == steps:
+            break
+        c_i = done.gather(2, pick.expand(B, t, 1)).transpose(1, 2)  # [B, 1, t] the pick's entries of rows so far
+        row = kernel.gather(1, pick.expand(B, 1, N)) - torch.bmm(c_i, done)  # [B, 1, N] L_i - c_i . C
+        row = row / best.clamp(min=1e-30).sqrt()  # e = (L_i - c_i . C) / d_i
+        done = torch.cat([done, row], 1)
+        gain = gain.sub_(row.square()).scatter_(2, pick, float("-inf"))  # (fused forms round differently)
+    exhausted = (torch.cat(bests, 1)[..., 0] <= floor[..., 0]).cummax(1).values  # [B, T] from the first dry step on
+    taken = ~exhausted & (torch.arange(steps, device=kernel.device) < count[:, None])  # [B, T] DPP picks that count
+    picked = torch.zeros(B, N, device=kernel.device).scatter_add_(1, torch.cat(picks, 1)[..., 0], taken.float()) > 0
+    return picked | topk_mask(fallback, count.clamp(max=N) - taken.sum(1), valid=~picked)
 
 
 def cdpruner(tokens: torch.Tensor, cls_attn, text_sim: torch.Tensor, keys=None, budget=None, *,
@@ -74,7 +84,7 @@ def cdpruner(tokens: torch.Tensor, cls_attn, text_sim: torch.Tensor, keys=None, 
     """tokens [B, N, C], text_sim [B, N] -> the K = budget (default 64/576 of N) tokens of the greedy
     conditional DPP, original order. negate: the released code's sign of the relevance."""
     B, N, _ = tokens.shape
-    count = budget_tensor(budget or default_budget(N), B, tokens.device).clamp(max=N)
+    k = min(budget_int(budget, N), N)
     r = relevance(text_sim, negate)
-    keep = greedy_dpp(conditional_kernel(tokens, r), count, r)
-    return keep_and_drop(tokens, keep, "cdpruner", {"text": text_sim, "relevance": r})
+    keep = greedy_dpp(conditional_kernel(tokens, r), budget_tensor(k, B, tokens.device), r, steps=k)
+    return keep_and_drop(tokens, keep, "cdpruner", {"text": text_sim, "relevance": r}, K=k)

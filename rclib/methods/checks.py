@@ -6,6 +6,7 @@ valid (the result is empty); N = 0 tokens or C = 0 channels is not.
 """
 from __future__ import annotations
 
+import functools
 import numbers
 
 import torch
@@ -21,7 +22,8 @@ FIX = "pass the encoders' outputs (rclib.models.CompressedLlava.encode gives the
 
 
 def check_tensor(value, name: str, dims: int, device: torch.device | None) -> None:
-    """``value`` is a finite floating-point torch tensor with ``dims`` dimensions on ``device``."""
+    """``value`` is a floating-point torch tensor with ``dims`` dimensions on ``device`` (its values: see
+    :func:`check_finite`)."""
     if not isinstance(value, torch.Tensor):
         fix = "convert it with torch.from_numpy(...)" if type(value).__module__ == "numpy" else "pass a torch tensor"
         raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}: {fix}")
@@ -34,7 +36,22 @@ def check_tensor(value, name: str, dims: int, device: torch.device | None) -> No
     if value.dim() != dims:
         shape = "[B, N]" if dims == 2 else "[B, N, C]"
         raise ValueError(f"{name} must be {shape}, got shape {tuple(value.shape)}")
-    check_scores(value.flatten(1) if dims == 3 else value, name=name)  # NaN or inf anywhere, with the rows
+
+
+def check_finite(tensors: dict[str, torch.Tensor]) -> None:
+    """Raise a ValueError naming the first of ``tensors`` (name -> [B, ...]) holding NaN or inf, and its rows.
+
+    One host sync: the float64 sums of all of them are added up on the device and read once (NaN and inf
+    survive a sum; finite float16/32 values cannot overflow float64). Only when that total is not finite
+    are the tensors looked at one by one.
+    """
+    if not tensors:
+        return
+    total = functools.reduce(torch.add, (value.sum(dtype=torch.float64) for value in tensors.values()))
+    if total.sub(total).item() == 0:  # x - x is 0 for a finite x, NaN for NaN and inf
+        return
+    for name, value in tensors.items():
+        check_scores(value.flatten(1), name=name)  # NaN or inf anywhere, with the rows
 
 
 def check_budget(budget) -> int | None:
@@ -60,9 +77,13 @@ def needed_inputs(spec, options: dict) -> list[str]:
     return [*spec.needs, "text_sim"] if text_stage and "text_sim" not in spec.needs else list(spec.needs)
 
 
-def check_inputs(spec, tokens, cls_attn, text_sim, keys, budget, options: dict) -> int | None:
+def check_inputs(spec, tokens, cls_attn, text_sim, keys, budget, options: dict,
+                 check_values: bool = True) -> int | None:
     """Raise a ValueError naming the first problem with a call of the method ``spec`` (a
-    :class:`~rclib.methods.registry.MethodSpec`); return the budget as an int (or None)."""
+    :class:`~rclib.methods.registry.MethodSpec`); return the budget as an int (or None).
+
+    check_values: False skips :func:`check_finite`, the one check that reads the values (and the device).
+    """
     spec.check_options(options)
     check_tensor(tokens, "tokens", 3, None)
     B, N, C = tokens.shape
@@ -83,4 +104,7 @@ def check_inputs(spec, tokens, cls_attn, text_sim, keys, budget, options: dict) 
             hint = " (or pass text_stage=False)" if name == "text_sim" and "text_stage" in spec.options else ""
             raise ValueError(f"method {spec.name!r} needs {name}, {WHAT.get(name, 'an input compress does not take')}"
                              f"{hint}: {FIX}")
-    return check_budget(budget)
+    budget = check_budget(budget)
+    if check_values:
+        check_finite({"tokens": tokens, **{name: value for name, value in given.items() if value is not None}})
+    return budget

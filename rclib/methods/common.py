@@ -58,44 +58,64 @@ def identity_entries(position: torch.Tensor) -> Entries:
 
 def assemble(inputs: torch.Tensor, entries: Entries, slot_rows: torch.Tensor, slot_kinds: torch.Tensor,
              n_slots: torch.Tensor, fate: torch.Tensor, method: str,
-             scores: dict[str, torch.Tensor]) -> CompressionResult:
+             scores: dict[str, torch.Tensor], K: int | None = None) -> CompressionResult:
     """Scatter weight entries into a [B, K, N] matrix and apply it to ``inputs`` [B, N, C].
 
     slot_rows / slot_kinds [B, S]: the Slot kind of output row ``slot_rows[b, s]`` (-1: ignore).
-    n_slots [B]: slots used per sample; K is its maximum (the one host sync, for the output shape).
+    n_slots [B]: slots used per sample. K: their maximum when the caller knows it on the host (a fixed
+    budget); None reads it from n_slots (the one host sync, for the output shape).
     """
     B, N, _ = inputs.shape
-    K = int(n_slots.max()) if B else 0
-    dump = K  # entries with row -1 land in an extra row that is cut off below
-    row = torch.where(entries.row < 0, torch.full_like(entries.row, dump), entries.row)
+    if K is None or not B:  # an empty batch has no slots
+        K = int(n_slots.max()) if B else 0
+    # rows of -1 wrap around to row K, an extra row cut off below
     weights = torch.zeros(B, (K + 1) * N, dtype=torch.float32, device=inputs.device)
-    weights.scatter_add_(1, row * N + entries.col, entries.value.float())
+    weights.scatter_add_(1, entries.row.remainder(K + 1) * N + entries.col, entries.value.float())
     weights = weights.view(B, K + 1, N)[:, :K]  # [B, K, N]
 
     slot = torch.full((B, K + 1), int(Slot.PAD), dtype=torch.long, device=inputs.device)
-    srow = torch.where(slot_rows < 0, torch.full_like(slot_rows, dump), slot_rows)
-    slot.scatter_(1, srow, slot_kinds)
+    slot.scatter_(1, slot_rows.remainder(K + 1), slot_kinds)
     return from_weights(inputs, weights, slot[:, :K], fate, method, scores)
 
 
+def most_true(mask: torch.Tensor, known: int | None = None) -> int:
+    """The most True values in a row of ``mask`` [B, N]: ``known`` when the caller has it on the host, else
+    counted on the device and read (a host sync); 0 for an empty batch."""
+    if not mask.shape[0]:
+        return 0
+    return known if known is not None else int(mask.sum(1).max())
+
+
 def keep_and_drop(inputs: torch.Tensor, keep: torch.Tensor, method: str,
-                  scores: dict[str, torch.Tensor]) -> CompressionResult:
-    """Selection-only methods: tokens in ``keep`` [B, N] pass unchanged in original order, the rest drop."""
-    (position,), n_slots = slot_positions([keep])
-    fate = torch.where(keep, int(Fate.KEPT), int(Fate.DROPPED))
-    return assemble(inputs, identity_entries(position), position, torch.full_like(position, int(Slot.KEPT)),
-                    n_slots, fate, method, scores)
+                  scores: dict[str, torch.Tensor], K: int | None = None) -> CompressionResult:
+    """Selection-only methods: tokens in ``keep`` [B, N] pass unchanged in original order, the rest drop.
+
+    K: the most tokens a row keeps, when the caller knows it on the host (no host sync); None counts them.
+    """
+    B, N, _ = inputs.shape
+    K = most_true(keep, K)
+    index, valid = true_first(keep, K)  # [B, K] the kept tokens, original order
+    weights = torch.zeros(B, K, N, dtype=torch.float32, device=inputs.device)
+    weights.scatter_(2, index[:, :, None], valid[:, :, None].float())  # [B, K, N] one 1 per kept token
+    slot = torch.full_like(index, int(Slot.PAD)).masked_fill_(valid, int(Slot.KEPT))
+    fate = torch.full_like(keep, int(Fate.DROPPED), dtype=torch.long).masked_fill_(keep, int(Fate.KEPT))
+    return from_weights(inputs, weights, slot, fate, method, scores)
 
 
-def centre_rows(centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def true_first(mask: torch.Tensor, M: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """index [B, M] long: the True positions of each row of ``mask`` [B, N] in original order, then (padding)
+    False ones; valid [B, M] bool: which are True."""
+    index = mask.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :M]
+    return index, mask.gather(1, index)
+
+
+def centre_rows(centres: torch.Tensor, M: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The centres of each row in original order, padded to the batch's largest count M.
 
-    centres [B, N] bool -> index [B, M] long (padding points at non-centres), valid [B, M] bool. M is
-    read on the host (one sync) so that the similarity holds the centres' rows only.
+    centres [B, N] bool -> index [B, M] long (padding points at non-centres), valid [B, M] bool. M: known on
+    the host (a fixed budget), or None to read it (one sync), so that the similarity holds the centres' rows only.
     """
-    M = int(centres.sum(1).max()) if centres.shape[0] else 0
-    index = centres.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :M]  # centres first
-    return index, centres.gather(1, index)
+    return true_first(centres, most_true(centres, M))
 
 
 def knn_merge_entries(centre_index: torch.Tensor, centre_valid: torch.Tensor, pool: torch.Tensor,
@@ -139,7 +159,7 @@ def cosine_matrix(keys: torch.Tensor, rows: torch.Tensor | None = None) -> torch
         picked, picked_norms = keys, norms
     else:
         picked, picked_norms = keys.gather(1, rows[:, :, None].expand(-1, -1, keys.shape[-1])), norms.gather(1, rows)
-    return (picked @ keys.transpose(1, 2)) / picked_norms[:, :, None] / norms[:, None, :]
+    return torch.bmm(picked, keys.transpose(1, 2)) / picked_norms[:, :, None] / norms[:, None, :]
 
 
 ADAPTIVE = "adaptive"  # the budget word for "the method chooses K" (budget=None)
@@ -179,11 +199,23 @@ def parse_budget(text: str | int | None, n_tokens: int) -> int | None:
 
 
 def budget_tensor(budget: int | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
-    """A per-sample budget [B] from an int or a tensor; raises ValueError unless every K >= 1."""
+    """A per-sample budget [B] from an int or a tensor; raises ValueError unless every K >= 1 (an int is
+    checked on the host and filled on the device: no copy, no sync)."""
+    if not isinstance(budget, torch.Tensor):
+        return torch.full((batch,), budget_int(budget), dtype=torch.long, device=device)
     budget = torch.as_tensor(budget, dtype=torch.long, device=device).expand(batch)
     if not bool((budget >= 1).all()):
         raise ValueError(f"budget must be >= 1 token per sample, got {budget.tolist()}")
     return budget
+
+
+def budget_int(budget: int | torch.Tensor, n_tokens: int | None = None) -> int:
+    """A fixed budget as a host int: ``budget`` (a one-element tensor is read: a host sync), or
+    :func:`default_budget` of ``n_tokens`` for None; raises ValueError unless >= 1."""
+    k = default_budget(n_tokens) if budget is None and n_tokens is not None else int(budget)
+    if k < 1:
+        raise ValueError(f"budget must be >= 1 token per sample, got {budget}")
+    return k
 
 
 EXTRA_TOKEN_RULES = ("if_absorbed", "if_centres")  # when merge_into_centres emits the extra token
@@ -192,7 +224,7 @@ EXTRA_TOKEN_RULES = ("if_absorbed", "if_centres")  # when merge_into_centres emi
 def merge_into_centres(tokens: torch.Tensor, weight: torch.Tensor, kept: torch.Tensor, recovered: torch.Tensor,
                        centres: torch.Tensor, pool: torch.Tensor, keys: torch.Tensor, text_bias: torch.Tensor | None,
                        k: int, method: str, scores: dict[str, torch.Tensor], centre_order: torch.Tensor | None = None,
-                       extra_token: str = "if_absorbed") -> CompressionResult:
+                       extra_token: str = "if_absorbed", sizes: tuple[int, int] | None = None) -> CompressionResult:
     """The token merger of RC and PruMerge: [kept and recovered, original order] + [centres] + [extra].
 
     kept, recovered, centres, pool: [B, N] bool (centres within pool, pool disjoint from kept and
@@ -202,11 +234,13 @@ def merge_into_centres(tokens: torch.Tensor, weight: torch.Tensor, kept: torch.T
     centre_order: None puts the centres in original order; [B, N] scores put them in descending score
     order (what ``topk`` returns). extra_token: "if_absorbed" emits the extra token when some pool token
     is not a centre; "if_centres" when some centre was chosen (then it is a zero token if every pool
-    token is a centre, and without centres the pool's tokens are dropped).
+    token is a centre, and without centres the pool's tokens are dropped). sizes: (M, K), the most centres
+    and output slots of a row, when the caller knows them on the host (:func:`merge_sizes`); None reads them
+    from the device (two host syncs).
     """
     assert extra_token in EXTRA_TOKEN_RULES, f"extra_token must be one of {EXTRA_TOKEN_RULES}, got {extra_token!r}"
     absorbed = pool & ~centres
-    centre_index, centre_valid = centre_rows(centres)
+    centre_index, centre_valid = centre_rows(centres, None if sizes is None else sizes[0])
     similarity = cosine_matrix(keys, centre_index)  # [B, M, N]: the centres' rows only
     if text_bias is not None:
         similarity = similarity + text_bias[:, None, :]
@@ -228,14 +262,24 @@ def merge_into_centres(tokens: torch.Tensor, weight: torch.Tensor, kept: torch.T
     fate = torch.full_like(kind, int(Fate.DROPPED))
     for mask, f in ((merged, Fate.MERGED), (kept, Fate.KEPT), (recovered, Fate.RECOVERED), (centres, Fate.CENTRE)):
         fate = torch.where(mask, int(f), fate)
-    return assemble(tokens, entries, slot_rows, slot_kinds, n_slots, fate, method, scores)
+    return assemble(tokens, entries, slot_rows, slot_kinds, n_slots, fate, method, scores,
+                    K=None if sizes is None else sizes[1])
 
 
-def uniform_mask(available: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-    """[B, N] bool: ``count[b]`` tokens at an even stride through the available tokens of row b."""
+def merge_sizes(n_selected: int, n_pool: int, n_centres: int, extra_token: str) -> tuple[int, int]:
+    """(M, K) of :func:`merge_into_centres` when every row keeps ``n_selected`` tokens and picks ``n_centres``
+    centres (at most the pool) among ``n_pool``: the centres, and the output slots with the extra token."""
+    centres = min(n_centres, n_pool)
+    extra = n_pool > centres if extra_token == "if_absorbed" else centres > 0
+    return centres, n_selected + centres + int(extra)
+
+
+def uniform_mask(available: torch.Tensor, count: torch.Tensor | int) -> torch.Tensor:
+    """[B, N] bool: ``count[b]`` (or ``count``, one int for all rows) tokens at an even stride through the
+    available tokens of row b."""
     m = available.sum(1)  # [B]
     rank = available.long().cumsum(1) - 1  # [B, N] rank among the available tokens
-    count = torch.minimum(count, m)
+    count = m.clamp(max=count) if isinstance(count, int) else torch.minimum(count, m)
     # step index floor(rank * count / m) runs 0 .. count-1; take the first token of each step
     m = m.clamp(min=1)[:, None]
     step = (rank * count[:, None]) // m

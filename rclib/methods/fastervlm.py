@@ -8,12 +8,11 @@ from __future__ import annotations
 import torch
 
 from rclib.filters import topk_mask
-from rclib.methods.common import budget_tensor, default_budget, keep_and_drop
+from rclib.methods.common import budget_int, keep_and_drop
 from rclib.result import CompressionResult
 
 
 def fastervlm(tokens: torch.Tensor, cls_attn: torch.Tensor, text_sim=None, keys=None, budget=None) -> CompressionResult:
     """tokens [B, N, C], cls_attn [B, N] -> the K = budget (default 64/576 of N) best tokens."""
-    B, N, _ = tokens.shape
-    keep = topk_mask(cls_attn, budget_tensor(budget or default_budget(N), B, tokens.device))
-    return keep_and_drop(tokens, keep, "fastervlm", {"visual": cls_attn})
+    k = min(budget_int(budget, tokens.shape[1]), tokens.shape[1])
+    return keep_and_drop(tokens, topk_mask(cls_attn, k), "fastervlm", {"visual": cls_attn}, K=k)

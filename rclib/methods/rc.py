@@ -15,12 +15,19 @@ text, centres) and the extra token takes the last one.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import struct
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from rclib.filters import IQR_FACTOR, RULES, outlier_count, topk_mask
-from rclib.methods.common import EXTRA_TOKEN_RULES, budget_tensor, merge_into_centres
+from rclib.methods.common import (
+    EXTRA_TOKEN_RULES,
+    budget_tensor,
+    merge_into_centres,
+    merge_sizes,
+)
 from rclib.result import CompressionResult
 
 RELEASED_TEXT_WEIGHT = 50.0  # the released code's KNN score: key cosine + 50 * (text cosine * D^-0.5)
@@ -76,9 +83,9 @@ class RCConfig:
         """
         if name not in PRESETS:
             raise ValueError(f"unknown rc preset {name!r}; use one of {[p for p in PRESETS if p]}")
-        unknown = sorted(options.keys() - {f.name for f in fields(cls)})
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
         if unknown:
-            raise ValueError(f"unknown rc option(s) {unknown}; rc takes {[f.name for f in fields(cls)]}")
+            raise ValueError(f"unknown rc option(s) {unknown}; rc takes {list(cls.__dataclass_fields__)}")
         return cls(**{**PRESETS[name], **options})
 
 
@@ -105,13 +112,22 @@ def scaled_count(scale: int | torch.Tensor, count: torch.Tensor, total: int | to
     return (torch.as_tensor(scale, device=count.device).double() * (count.double() / total.double())).floor().long()
 
 
-def stage_counts(budget: torch.Tensor, split: tuple[float, float, float], use_text: bool) -> tuple[torch.Tensor, ...]:
-    """Fixed budget K -> (n_v, n_t, n_c): K - 1 slots shared in ``split`` proportions, extra token last."""
+def stage_counts(budget: torch.Tensor | int, split: tuple[float, float, float], use_text: bool) -> tuple:
+    """Fixed budget K ([B] tensor, or an int: host ints) -> (n_v, n_t, n_c): K - 1 slots shared in ``split``
+    proportions, extra token last; the shares are float32 products rounded half to even on either path."""
     slots = budget - 1
     _, frac_t, frac_c = split if use_text else (split[0] + split[1], 0.0, split[2])  # visual takes the rest
+    if isinstance(slots, int):
+        n_t, n_c = round(float32(float32(slots) * float32(frac_t))), round(float32(float32(slots) * float32(frac_c)))
+        return max(slots - n_t - n_c, 0), n_t, n_c
     n_t = (slots * frac_t).round().long()
     n_c = (slots * frac_c).round().long()
     return (slots - n_t - n_c).clamp(min=0), n_t, n_c
+
+
+def float32(x: float) -> float:
+    """``x`` rounded to the nearest float32 (as torch's float32 arithmetic rounds each product)."""
+    return struct.unpack("f", struct.pack("f", x))[0]
 
 
 def released_key_order(keys: torch.Tensor, remaining: torch.Tensor) -> torch.Tensor:
@@ -136,20 +152,26 @@ def recoverable_compression(tokens: torch.Tensor, cls_attn: torch.Tensor, text_s
         raise ValueError("rc needs text_sim [B, N] for its text stage; or pass text_stage=False")
     B, N, C = tokens.shape
     a = cls_attn.float()
+    # the dynamic scale filter, without its NaN / inf check (a host sync): compress checked the inputs
+    outliers = partial(outlier_count, rule=cfg.rule, iqr_factor=cfg.iqr_factor, check=False)
     s = text_sim.float() if use_text else torch.zeros_like(a)
 
-    if budget is not None:
+    sizes = None  # (centres, output slots) of every row, known on the host for a fixed int budget
+    if isinstance(budget, int):
+        n_v, n_t, n_c = stage_counts(budget, cfg.budget_split, use_text)
+        v = min(n_v, N)
+        t = min(n_t, N - v)
+        sizes = merge_sizes(v + t, N - v - t, n_c, cfg.extra_token)
+    elif budget is not None:
         n_v, n_t, n_c = stage_counts(budget_tensor(budget, B, tokens.device), cfg.budget_split, use_text)
     # 1. visual filter
     if budget is None:
-        n_v = scaled_count(N, outlier_count(a, cfg.rule, cfg.n_neighbors, iqr_factor=cfg.iqr_factor), N,
-                           cfg.count_rounding)
+        n_v = scaled_count(N, outliers(a, n_neighbors=cfg.n_neighbors), N, cfg.count_rounding)
     visual = topk_mask(a, n_v)
     # 2. text information recovery, among the tokens the visual filter left
     if budget is None and use_text:
         s_pushed = torch.where(visual, s.min(1, keepdim=True).values, s)
-        n_t = scaled_count(N - n_v, outlier_count(s_pushed, cfg.rule, cfg.n_neighbors, iqr_factor=cfg.iqr_factor),
-                           N, cfg.count_rounding)
+        n_t = scaled_count(N - n_v, outliers(s_pushed, n_neighbors=cfg.n_neighbors), N, cfg.count_rounding)
     elif budget is None:
         n_t = torch.zeros_like(n_v)
     text = topk_mask(s, n_t, valid=~visual)
@@ -157,7 +179,7 @@ def recoverable_compression(tokens: torch.Tensor, cls_attn: torch.Tensor, text_s
     rest = ~(visual | text)
     if budget is None:
         n_rest = rest.sum(1)
-        outliers = outlier_count(a, cfg.rule, cfg.centre_neighbors, valid=rest, iqr_factor=cfg.iqr_factor)
+        outliers = outliers(a, n_neighbors=cfg.centre_neighbors, valid=rest)
         n_c = scaled_count(C if cfg.centre_count == "released" else n_rest, outliers, n_rest, cfg.count_rounding)
     centres = topk_mask(a, n_c, valid=rest)  # more than the rest (released int(C * ratio)): all of the rest
     rc_keys = released_key_order(keys, rest) if cfg.key_indexing == "released" else keys
@@ -166,4 +188,4 @@ def recoverable_compression(tokens: torch.Tensor, cls_attn: torch.Tensor, text_s
     scores = {"visual": cls_attn, "text": text_sim} if use_text else {"visual": cls_attn}
     return merge_into_centres(tokens, a, visual, text, centres, rest, rc_keys, cfg.text_weight * s, cfg.knn_k, "rc",
                               scores, centre_order=a if cfg.centre_order == "attention" else None,
-                              extra_token=cfg.extra_token)
+                              extra_token=cfg.extra_token, sizes=sizes)

@@ -10,8 +10,15 @@ from __future__ import annotations
 import torch
 
 from rclib.filters import topk_mask
-from rclib.methods.common import (Entries, assemble, budget_tensor, cosine_matrix, default_budget,
-                                  identity_entries, slot_positions, uniform_mask)
+from rclib.methods.common import (
+    Entries,
+    assemble,
+    budget_int,
+    cosine_matrix,
+    identity_entries,
+    slot_positions,
+    uniform_mask,
+)
 from rclib.result import CompressionResult, Fate, Slot
 
 DOMINANT_SHARE = 54 / 64  # VisionZip's 64-token setting: 54 dominant + 10 contextual
@@ -21,12 +28,13 @@ def visionzip(tokens: torch.Tensor, cls_attn: torch.Tensor, text_sim, keys: torc
               budget=None) -> CompressionResult:
     """tokens [B, N, C], cls_attn [B, N], keys [B, N, Ck] -> K = budget (default 64/576 of N) tokens."""
     B, N, _ = tokens.shape
-    k = budget_tensor(budget or default_budget(N), B, tokens.device)
-    n_contextual = torch.where(k > 1, (k * (1 - DOMINANT_SHARE)).round().long().clamp(min=1), 0)
+    k = budget_int(budget, N)
+    n_contextual = max(1, round(k * (1 - DOMINANT_SHARE))) if k > 1 else 0  # k * 10/64 is exact in any precision
     dominant = topk_mask(cls_attn, k - n_contextual)
     rest = ~dominant
     targets = uniform_mask(rest, n_contextual)
     (dominant_pos, target_pos), n_slots = slot_positions([dominant, targets])
+    n_dominant = min(k - n_contextual, N)
 
     similarity = cosine_matrix(keys).masked_fill(~targets[:, None, :], float("-inf"))  # [B, N, N(target)]
     joins = similarity.argmax(2)  # [B, N] the most similar target of each token
@@ -42,4 +50,5 @@ def visionzip(tokens: torch.Tensor, cls_attn: torch.Tensor, text_sim, keys: torc
                             torch.full_like(target_pos, int(Slot.CENTRE))], 1)
     fate = torch.where(dominant, int(Fate.KEPT), torch.where(members, int(Fate.MERGED), int(Fate.DROPPED)))
     fate = torch.where(targets, int(Fate.CENTRE), fate)
-    return assemble(tokens, entries, slot_rows, slot_kinds, n_slots, fate, "visionzip", {"visual": cls_attn})
+    return assemble(tokens, entries, slot_rows, slot_kinds, n_slots, fate, "visionzip", {"visual": cls_attn},
+                    K=n_dominant + min(n_contextual, N - n_dominant))

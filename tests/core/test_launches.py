@@ -1,0 +1,65 @@
+"""Compression as a GPU sees it: aten ops (about one kernel launch each) and host syncs per compress call, the
+same at B = 1 and 16 and at N = 576 and 2,880; fixed budgets capturable whole by torch.compile."""
+import pytest
+import torch
+
+from rclib import compress
+from rclib.launches import count_ops
+from rclib.speed import LAUNCH_WIDTH, launch_rows, llava_like_inputs
+
+SIZES = ((1, 576), (16, 576), (1, 2880))  # (B, N); B = 16 at N = 2,880 runs in rclib speed (GBs of N x N)
+# (method, budget) -> the most aten ops of one call with the value checks on (measured + a margin of a few);
+# the checks add 9 ops (one float64 sum per input, three adds, one read) and the one host sync. Before:
+# 98, 226, 495, 175, 875 and 2,547 ops and 6 to 9 host syncs
+MOST_OPS = {("fastervlm", 64): 30, ("rc", 64): 150, ("rc", "adaptive"): 440, ("visionzip", 64): 110,
+            ("divprune", 64): 4 * 64 + 40, ("cdpruner", 64): 16 * 64 + 10}
+NO_SYNC = ("fastervlm", "rc", "visionzip", "divprune", "cdpruner")  # fixed budget, checks off: no host sync
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return launch_rows(tuple(dict.fromkeys(name for name, _ in MOST_OPS)), SIZES)
+
+
+def test_counts_do_not_grow_with_the_batch_or_the_grid(rows):
+    for (method, budget), most in MOST_OPS.items():
+        mine = [r for r in rows if r["method"] == method and r["budget"] == budget]
+        assert len(mine) == 2 * len(SIZES)
+        ops = {r["aten_ops"] for r in mine if r["checks"]}
+        assert max(ops) <= most and max(ops) - min(ops) <= 4, f"{method} @ {budget}: {sorted(ops)} ops"
+        assert all(r["aten_ops"] == [s for s in mine if s["checks"] and s["batch"] == r["batch"]
+                                     and s["n_tokens"] == r["n_tokens"]][0]["aten_ops"] - 9
+                   for r in mine if not r["checks"]), f"{method}: the checks are not 9 ops"
+
+
+def test_host_syncs(rows):
+    for r in rows:
+        checks = int(r["checks"])
+        if r["budget"] == "adaptive":
+            assert r["host_syncs"] == checks + 2, r  # the counts rc chooses: its centres and its output slots
+        elif r["method"] in NO_SYNC:
+            assert r["host_syncs"] == checks, r
+
+
+def test_checks_off_skip_only_the_value_scan():
+    tokens, a, s, keys = llava_like_inputs(2, 64, LAUNCH_WIDTH)
+    tokens[1, 3, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"tokens contain NaN or inf in batch rows \[1\]"):
+        compress(tokens, a, s, keys, method="fastervlm", budget=8)
+    result, counted = count_ops(compress, tokens, a, s, keys, method="fastervlm", budget=8, check_values=False)
+    assert counted.syncs == 0 and result.n_output.tolist() == [8, 8]
+    with pytest.raises(ValueError, match="cls_attn must be"):
+        compress(tokens, a[:, :10], s, keys, method="fastervlm", check_values=False)
+
+
+@pytest.mark.parametrize("method", ["fastervlm", "rc", "visionzip", "divprune", "cdpruner"])
+def test_fixed_budgets_compile_as_one_graph(method):
+    """fullgraph=True fails on any graph break (a host sync, Python reading a tensor); the eager backend keeps it
+    quick. What a CUDA graph or mode="reduce-overhead" captures, and the same result."""
+    tokens, a, s, keys = llava_like_inputs(2, 64, 16)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda *x: compress(*x, method=method, budget=8, check_values=False), fullgraph=True,
+                             backend="eager")
+    got, want = compiled(tokens, a, s, keys), compress(tokens, a, s, keys, method=method, budget=8)
+    for name in ("tokens", "weights", "fate", "slot", "mask"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
