@@ -85,19 +85,11 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor | None = None, text_si
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     spec = METHODS[method]
-    check_takes_budget(spec, budget)
     if spec.stage == "inside_llm":
         raise ValueError(f"method {method!r} prunes inside the LLM, from its attention: run it through "
                          f"CompressedLlava.answer / run (method={method!r}); compress covers the methods before the LLM")
     budget = check_inputs(spec, tokens, cls_attn, text_sim, keys, budget, options, check_values)
     return spec.fn(tokens, cls_attn, text_sim, keys, budget, **options)
-
-
-def check_takes_budget(spec: MethodSpec, budget) -> None:
-    """Raise a ValueError if ``budget`` is given to a method that keeps every token (``full``)."""
-    if budget is not None and not spec.takes_budget:
-        raise ValueError(f"method {spec.name!r} keeps every token and takes no budget (got {budget}): leave the "
-                         "budget out")
 
 
 __all__ = ["METHODS", "MethodSpec", "compress", "default_budget", "method_table", "parse_budget", "RCConfig"]

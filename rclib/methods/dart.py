@@ -23,25 +23,18 @@ The mechanism is :mod:`rclib.models.llm_pruning` (``source = "states"``); this f
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
 from rclib.filters import topk_mask
-from rclib.methods.common import budget_tensor, default_budget, layer_at_depth
+from rclib.methods.common import budget_tensor, centre_rows, default_budget
+from rclib.methods.fastv import FastVPruner
 
 LAYER = 2  # prune before decoder layer 2: layer 1's keys choose the pivots (released pruning_loc)
 PAPER_DEPTH = 32  # LAYER is for LLaVA-1.5-7B's 32 decoder layers; other depths scale it (for_depth)
 PIVOT_IMAGE = 4  # image pivots (released pivot_image_token)
 PIVOT_TEXT = 4  # text pivots (released pivot_text_token)
-
-
-def pivot_places(pivots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """pivots [B, L] bool -> their places in order, padded to the batch's largest count P: index [B, P] long
-    and valid [B, P] bool."""
-    P = int(pivots.sum(1).max()) if pivots.shape[0] else 0
-    index = pivots.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :P]
-    return index, pivots.gather(1, index)
 
 
 def pivot_shares(budget: torch.Tensor, n_image_pivots: torch.Tensor, n_pivots: torch.Tensor, P: int) -> torch.Tensor:
@@ -55,26 +48,13 @@ def pivot_shares(budget: torch.Tensor, n_image_pivots: torch.Tensor, n_pivots: t
 
 
 @dataclass(frozen=True)
-class DARTPruner:
-    """DART's decision for a batch: the image tokens kept from decoder layer ``layer`` on."""
+class DARTPruner(FastVPruner):
+    """DART's decision for a batch: the image tokens kept from decoder layer ``layer`` on (FastV's one step,
+    its ``layer``, ``count`` and ``for_depth``; chosen from states, not attention)."""
 
-    layer: int  # K (>= 1)
-    count: torch.Tensor  # [B] long, image tokens kept per sample from layer K on
     pivot_image: int = PIVOT_IMAGE
     pivot_text: int = PIVOT_TEXT
-    depth: int | None = None  # the LLM depth ``layer`` is meant for (None: exactly this layer, any depth)
     source: str = "states"  # reads keys and hidden states, no attention (rclib.models.llm_pruning)
-
-    @property
-    def layers(self) -> tuple[int, ...]:
-        return (self.layer,)
-
-    def for_depth(self, n_layers: int) -> DARTPruner:
-        """The plan for an LLM of ``n_layers`` decoder layers: K given for another ``depth`` moves to the same
-        relative depth (within 1..n_layers-1)."""
-        if self.depth is None or self.depth == n_layers or n_layers < 2:
-            return self
-        return replace(self, layer=layer_at_depth(self.layer, self.depth, n_layers), depth=n_layers)
 
     def keep(self, layer: int, states, sequence) -> torch.Tensor:
         """Text and padding stay; of the image places, the pivots and what they took (states: a
@@ -86,7 +66,7 @@ class DARTPruner:
         norm = states.keys.float().abs().sum((1, 3))  # [B, L] L1 norm of each place's key
         image_pivots = topk_mask(norm, self.count.clamp(max=self.pivot_image), valid=image)
         pivots = image_pivots | topk_mask(norm, torch.full_like(self.count, self.pivot_text), valid=text)
-        places, valid = pivot_places(pivots)  # [B, P]
+        places, valid = centre_rows(pivots)  # [B, P] the pivots' places in order
         normed = states.normed.float()
         picked = normed.gather(1, places[:, :, None].expand(-1, -1, normed.shape[2]))  # [B, P, H]
         similarity = torch.nn.functional.cosine_similarity(picked[:, :, None], normed[:, None], dim=-1)  # [B, P, L]

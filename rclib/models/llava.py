@@ -370,8 +370,10 @@ class CompressedLlava:
         transform: an optional change to the result before the LLM reads it (a teaching experiment, such
         as shuffling the kept tokens); the Run holds the result the LLM read. Inside-LLM methods
         (``METHODS[method].stage == "inside_llm"``) prune while generating: one ``generate`` entry, and
-        ``layer_seen`` says which image tokens each decoder layer saw.
+        ``layer_seen`` says which image tokens each decoder layer saw. A method that keeps every token (``full``)
+        ignores a budget, and the Run records None: what ran.
         """
+        budget = budget if method not in METHODS or METHODS[method].takes_budget else None
         if method in METHODS and METHODS[method].stage == "inside_llm":
             if transform:
                 raise ValueError(f"{method!r} prunes inside the LLM: there is no result to transform before it reads it")

@@ -20,9 +20,9 @@ def test_a_budget_per_sample_is_refused_alike_everywhere(deep_model, deep_encode
             deep_model.run(deep_encoded, method, per_sample, 2)
 
 
-def test_full_refuses_a_budget(deep_model, deep_encoded):
-    with pytest.raises(ValueError, match="'full' keeps every token and takes no budget"):
-        deep_model.run(deep_encoded, "full", 64, 2)
+def test_full_ignores_a_budget_and_records_what_ran(deep_model, deep_encoded):
+    run = deep_model.run(deep_encoded, "full", 5, 2)
+    assert run.budget is None and run.result.n_output.tolist() == [deep_encoded.n_tokens] * 3
 
 
 @pytest.mark.parametrize("method", INSIDE)
