@@ -110,15 +110,14 @@ class Tally:
         self.tokens += tokens.tolist()
         self.seconds += seconds
 
-    def row(self, cell: Cell, samples: list, n_tokens: int) -> dict:
+    def row(self, cell: Cell, samples: list, n_tokens: int, correct: list[bool]) -> dict:
         """The cell's results: JSON-safe (no NaN: a mean over no sample is left out); ``ci`` holds the 95%
-        Wilson interval of every accuracy, [low, high]."""
-        from rclib.shapes.metrics import family_metrics, scored
+        Wilson interval of every accuracy, [low, high]. correct: each answer scored (``scored``)."""
+        from rclib.shapes.metrics import family_metrics
 
         budget = parse_budget(cell.budget, n_tokens) if METHODS[cell.method].takes_budget else n_tokens
         row = {"method": cell.label, "budget": ADAPTIVE if budget is None else budget, "n": len(self.answers),
                "mean_tokens": float(np.mean(self.tokens)), **family_metrics(samples, self.answers)}
-        correct = scored(samples, self.answers)
         row["ci"] = {"accuracy": list(wilson_interval(sum(correct), len(correct)))}
         for family in dict.fromkeys(s.family for s in samples):
             picked = [c for s, c in zip(samples, correct) if s.family == family]
@@ -156,10 +155,11 @@ def run_cells(model, samples: list, cells: list[Cell], batch_size: int = 32, max
             tally.add(run.texts, run.result, targets, sum(run.seconds.values()), run.equivalent_tokens)
             bar.update()
     bar.close()
-    rows = [tally.row(cell, samples, n_tokens) for cell, tally in zip(cells, tallies)]
     from rclib.shapes.metrics import scored
 
-    add_shares(rows, [cell.method for cell in cells], [np.array(scored(samples, t.answers), float) for t in tallies])
+    correct = [scored(samples, tally.answers) for tally in tallies]  # one scoring per cell, for rows and shares
+    rows = [tally.row(cell, samples, n_tokens, c) for cell, tally, c in zip(cells, tallies, correct)]
+    add_shares(rows, [cell.method for cell in cells], [np.array(c, float) for c in correct])
     return rows
 
 

@@ -301,6 +301,11 @@ def conversation_batch(layout: PromptLayout, bank: SceneBank, rows_per_scene: li
     return out
 
 
+def image_lengths(weights: torch.Tensor) -> torch.Tensor:
+    """(B,) K_b: the tokens of each shortened image, mixing weights (B, K, P) with rows of zeros past K_b."""
+    return (weights.sum(-1) > 0).sum(-1)
+
+
 def shorten(conv: Conversations, weights: torch.Tensor) -> Conversations:
     """The conversations as the LM reads them when row b's image is cut to K_b tokens, token k the mix
     weights[b, k] (B, K, P) of the patches (rows of zeros past K_b): `splice_image_tokens` drops the row's
@@ -308,7 +313,7 @@ def shorten(conv: Conversations, weights: torch.Tensor) -> Conversations:
     same amount (left padding right-aligns the rows) and the image starts P - K_b later in row b. Patch masks
     become token masks (B, ..., K): a token is on an object when any of its patches is."""
     B, L = conv.ids.shape
-    n_output = (weights.sum(-1) > 0).sum(-1)  # (B,) K_b
+    n_output = image_lengths(weights)
     cut = NUM_PATCHES - n_output
     positions = torch.arange(L)
     start = conv.image_start[:, None]

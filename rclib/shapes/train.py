@@ -57,6 +57,7 @@ from rclib.shapes.build import (
     tie_vision_towers,
 )
 from rclib.shapes.data import (
+    image_lengths,
     shorten,
     without_lost_evidence,
     LABELS,
@@ -463,7 +464,7 @@ def lm_forward(llava, conv, features: torch.Tensor, caught_layers: tuple[int, ..
     keeps every patch."""
     original, n_output = conv, torch.full((len(features),), NUM_PATCHES)
     if weights is not None:
-        features, conv, n_output = weights @ features, shorten(conv, weights), (weights.sum(-1) > 0).sum(-1)
+        features, conv, n_output = weights @ features, shorten(conv, weights), image_lengths(weights)
     embeds, mask = splice_image_tokens(llava, original.ids, original.attention_mask, features, n_output, NUM_PATCHES)
     assert torch.equal(mask, conv.attention_mask), "conversations are laid out left-padded around one image run"
     language_model = llava.model.language_model
