@@ -176,3 +176,32 @@ def from_weights(inputs: torch.Tensor, weights: torch.Tensor, slot: torch.Tensor
     tokens = torch.bmm(weights.to(inputs.dtype), inputs)  # [B, K, N] @ [B, N, C] -> [B, K, C]
     return CompressionResult(tokens=tokens, mask=mask, weights=weights, fate=fate, slot=slot,
                              method=method, scores=scores or {})
+
+
+def stack_results(parts: list[CompressionResult], groups: list[list[int]]) -> CompressionResult:
+    """One result from the results of sample groups (``groups[g]``: the batch rows of ``parts[g]``), in the
+    samples' order, padded to the largest K and N (padded inputs: DROPPED, padded slots: PAD)."""
+    B = sum(len(g) for g in groups)
+    K = max(p.weights.shape[1] for p in parts)
+    N = max(p.weights.shape[2] for p in parts)
+    first = parts[0]
+    C = first.tokens.shape[2]
+    out = CompressionResult(
+        tokens=first.tokens.new_zeros(B, K, C), mask=first.mask.new_zeros(B, K), weights=first.weights.new_zeros(B, K, N),
+        fate=first.fate.new_full((B, N), int(Fate.DROPPED)), slot=first.slot.new_full((B, K), int(Slot.PAD)),
+        method=first.method, scores={name: s.new_zeros(B, N) for name, s in first.scores.items()},
+        tokens_per_layer=None if first.tokens_per_layer is None else first.tokens_per_layer.new_zeros(
+            B, first.tokens_per_layer.shape[1]))
+    for part, index in zip(parts, groups, strict=True):
+        rows = torch.tensor(index, device=part.weights.device)
+        k, n = part.weights.shape[1:]
+        out.tokens[rows, :k] = part.tokens
+        out.mask[rows, :k] = part.mask
+        out.weights[rows, :k, :n] = part.weights
+        out.fate[rows, :n] = part.fate
+        out.slot[rows, :k] = part.slot
+        for name, score in part.scores.items():
+            out.scores[name][rows, :n] = score.to(out.scores[name].dtype)
+        if part.tokens_per_layer is not None:
+            out.tokens_per_layer[rows] = part.tokens_per_layer
+    return out

@@ -39,7 +39,7 @@ def test_cells_with_encode_options_read_their_own_encoding_once_per_batch(tiny_m
     encodes, texts = [], []
     encode, run = tiny_model.encode, tiny_model.run
     monkeypatch.setattr(tiny_model, "encode", lambda *a, **k: encodes.append(k) or encode(*a, **k))
-    monkeypatch.setattr(tiny_model, "run", lambda encoded, *a, **k: texts.append(encoded.texts[0]) or run(encoded, *a,
+    monkeypatch.setattr(tiny_model, "run", lambda encoded, *a, **k: texts.append(encoded.text_inputs[0]) or run(encoded, *a,
                                                                                                           **k))
     released = {"preset": "released"}
     cells = [Cell("question", "rc"), Cell("released text", "rc", encode_options=released),

@@ -1,4 +1,4 @@
-"""LLaVA-1.5 that sees K compressed visual tokens instead of N, over transformers' LlavaForConditionalGeneration.
+"""A multimodal model that sees K compressed visual tokens instead of N, for every family in rclib.models.families.
 
 The steps are separate so that a notebook can run the encoders once and compare methods:
 ``encode`` (one vision forward + the text embedding) -> ``compress`` (any rclib method) ->
@@ -9,7 +9,7 @@ everything a caller reports or draws, so nothing downstream re-runs a stage.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -20,29 +20,39 @@ from rclib.methods import METHODS
 from rclib.methods import compress as compress_tokens
 from rclib.methods.checks import check_budget
 from rclib.methods.common import keep_and_drop
+from rclib.models.families import family_of
+from rclib.models.families.base import image_span, left_pad, row_ends, slot_rows, slots_with_row_ends, with_row_ends
+from rclib.models.families.llava import splice_image_tokens  # noqa: F401  (rclib.shapes trains through it)
 from rclib.models.llm_pruning import generate_pruned
 from rclib.models.text import SYSTEM_PROMPT, TextOptions, TextTower, text_similarity
-from rclib.models.vision import encode_vision
-from rclib.result import CompressionResult
+from rclib.result import CompressionResult, stack_results
 
 
 @dataclass
 class Encoded:
-    """A batch after the encoders, in the model's device: what compression and generation read."""
+    """A batch after the encoders, in the model's device: what compression and generation read.
 
-    features: torch.Tensor  # [B, N, C] layer -2 patch tokens, the ones the LLM would see
+    Images of one batch may give different numbers of tokens (LLaVA-NeXT's tiles): the per-token tensors are
+    padded to the largest N, ``token_counts`` says how many are real, and compression runs on each group of
+    equal counts (:meth:`groups`), so a batch answers exactly as its samples one by one.
+    """
+
+    features: torch.Tensor  # [B, N, C] feature-layer patch tokens, the ones the LLM would see
     cls_attn: torch.Tensor  # [B, N] last vision layer's [CLS] -> patch attention
     text_sim: torch.Tensor  # [B, N] cosine between the text embedding and each projected final patch token
     keys: torch.Tensor  # [B, N, C] last vision layer's k_proj outputs for the patches
-    grid: tuple[int, int]  # (h, w) patch grid, N = h * w in raster order
+    grid: tuple[int, int] | None  # (h, w) patch grid, N = h * w in raster order; None: tiles (see token_rows)
     questions: list[str]  # the questions as asked
     prompts: list[str]  # the LLM prompts, one image placeholder each
-    texts: list[str]  # what the CLIP text tower embedded (the questions, or the released code's prompt line)
-    input_ids: torch.Tensor  # [B, L] the processor's tokens, left-padded, N image tokens per row
+    text_inputs: list[str]  # what the CLIP text tower embedded (the questions, or the released code's prompt line)
+    input_ids: torch.Tensor  # [B, L] the processor's tokens, left-padded, one run of image placeholders per row
     attention_mask: torch.Tensor  # [B, L] 1 for real tokens
-    pixel_values: torch.Tensor  # [B, 3, H, W] the preprocessed images the patch grid covers
-    cls_attn_heads: torch.Tensor | None = None  # [B, N] the feature layer's [CLS] attention, mean of the heads
-    keys_heads: torch.Tensor | None = None  # [B, N, C / heads] the feature layer's keys, mean of the heads
+    pixel_values: torch.Tensor  # the processor's images: [B, 3, H, W], or [B, crops, 3, H, W] for tiled families
+    cls_attn_head_mean: torch.Tensor | None = None  # [B, N] the feature layer's [CLS] attention, mean over heads
+    keys_head_mean: torch.Tensor | None = None  # [B, N, C / heads] the feature layer's keys, mean over heads
+    token_counts: torch.Tensor | None = None  # [B] long: real tokens per image (None: all N)
+    token_rows: torch.Tensor | None = None  # [B, N] long: each token's layout row where the LLM marks row ends, else -1
+    n_llm_tokens: torch.Tensor | None = None  # [B] long: image tokens the uncompressed model feeds its LLM
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -52,13 +62,40 @@ class Encoded:
         keys of the feature layer (LLaVA's penultimate), per head, averaged over heads. Run a peer on it to
         run it as its paper does; the default ``cls_attn`` / ``keys`` are RC's (last layer, one wide head),
         shared by all methods for ablations."""
-        if self.cls_attn_heads is None or self.keys_heads is None:
+        if self.cls_attn_head_mean is None or self.keys_head_mean is None:
             raise ValueError("this Encoded has no feature-layer scores; make it with CompressedLlava.encode")
-        return replace(self, cls_attn=self.cls_attn_heads, keys=self.keys_heads)
+        return replace(self, cls_attn=self.cls_attn_head_mean, keys=self.keys_head_mean)
 
     @property
     def n_tokens(self) -> int:
         return self.features.shape[1]
+
+    def groups(self) -> list[list[int]]:
+        """The samples in groups of equal token counts, in order of first appearance: one group when all are equal."""
+        if self.token_counts is None:
+            return [list(range(len(self)))]
+        by_count: dict[int, list[int]] = {}
+        for b, count in enumerate(self.token_counts.tolist()):
+            by_count.setdefault(count, []).append(b)
+        return list(by_count.values())
+
+    def subset(self, index: list[int]) -> Encoded:
+        """Samples ``index`` alone, their tokens cut to the largest count among them."""
+        n = int(self.token_counts[index].max()) if self.token_counts is not None else self.n_tokens
+        rows = torch.tensor(index)
+
+        def take(value):
+            if isinstance(value, list):
+                return [value[b] for b in index]
+            if not isinstance(value, torch.Tensor):
+                return value
+            value = value[rows.to(value.device)]
+            return value[:, :n] if value.dim() > 1 and value.shape[1] == self.n_tokens else value
+
+        changed = {f.name: take(getattr(self, f.name)) for f in fields(self)
+                   if f.name not in ("input_ids", "attention_mask", "pixel_values", "grid")}
+        return replace(self, **changed, input_ids=self.input_ids[rows], attention_mask=self.attention_mask[rows],
+                       pixel_values=self.pixel_values[rows.to(self.pixel_values.device)])
 
 
 @dataclass
@@ -75,6 +112,7 @@ class Run:
     layer_seen: torch.Tensor | None = None  # [B, n_layers, N] bool: image token n entered LLM layer l (inside-LLM
     # methods; ``result`` is then what the last layer saw). None: every layer saw ``result``'s tokens
     n_layers: int = 0  # the LLM's decoder layers
+    row_end_tokens: torch.Tensor | None = None  # [B] long: row-end tokens the LLM read besides the visual tokens
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -88,6 +126,17 @@ class Run:
     def equivalent_tokens(self) -> torch.Tensor:
         """[B] float: their mean over the layers, what the prefill pays for (n_output before the LLM)."""
         return self.result.equivalent_tokens(self.n_layers)
+
+    def counts(self, b: int = 0) -> dict[str, int]:
+        """Token counts of sample ``b`` in the LLM's units: ``n_input_tokens`` the image tokens the uncompressed
+        model feeds its LLM, ``n_output_tokens`` those this run fed it (row-end tokens included where the family
+        has them); in between, the result's kept / recovered / merged counts."""
+        counts = self.result[b].counts(0)
+        if self.encoded.n_llm_tokens is not None:
+            counts["n_input_tokens"] = int(self.encoded.n_llm_tokens[b])
+        if self.row_end_tokens is not None:
+            counts["n_output_tokens"] += int(self.row_end_tokens[b])
+        return counts
 
 
 PROMPT_FORMATS = ("vicuna_v1", "chat_template")
@@ -146,56 +195,6 @@ def preprocess_image(image, image_preprocess: str, image_processor):
     return pad_to_square(pil.convert("RGB"), mean_colour(image_processor))
 
 
-def image_span(ids: torch.Tensor, image_token_id: int, n_tokens: int) -> tuple[int, int]:
-    """Start and end of the single run of ``n_tokens`` image placeholders in a 1-D row of token ids."""
-    positions = torch.nonzero(ids == image_token_id).flatten()
-    if len(positions) != n_tokens or int(positions[-1] - positions[0]) != n_tokens - 1:
-        raise ValueError(f"expected one run of {n_tokens} image tokens in the prompt, found {len(positions)} "
-                         "image tokens; put exactly one image placeholder in each prompt")
-    return int(positions[0]), int(positions[0]) + n_tokens
-
-
-def left_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows [L_b, H] -> zero-padded on the left [B, L, H] and the attention mask [B, L] (1 = real)."""
-    length = max(len(row) for row in rows)
-    embeds = rows[0].new_zeros(len(rows), length, rows[0].shape[-1])
-    mask = torch.zeros(len(rows), length, dtype=torch.long, device=rows[0].device)
-    for b, row in enumerate(rows):
-        embeds[b, length - len(row):] = row
-        mask[b, length - len(row):] = 1
-    return embeds, mask
-
-
-def splice_image_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_tokens: torch.Tensor,
-                        n_output: torch.Tensor, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The LLM's input: each prompt with its projected visual tokens in place of its image placeholders.
-
-    model: a LlavaForConditionalGeneration. input_ids [B, L] and attention_mask [B, L] (any padding side),
-    each row holding one run of ``n_tokens`` image placeholders; image_tokens [B, K, C] vision-side tokens
-    (before the projector), of which row b uses the first n_output[b]. Differentiable (training calls it
-    with gradients). Returns inputs_embeds [B, L', H] and attention_mask [B, L'], left-padded.
-    """
-    image_embeds = model.model.multi_modal_projector(image_tokens)  # [B, K, H]
-    embed = model.get_input_embeddings()
-    rows = []
-    for b in range(len(input_ids)):
-        ids = input_ids[b][attention_mask[b].bool()]  # this prompt, unpadded
-        start, end = image_span(ids, model.config.image_token_id, n_tokens)
-        rows.append(torch.cat([embed(ids[:start]), image_embeds[b, :int(n_output[b])], embed(ids[end:])]))
-    return left_pad(rows)
-
-
-def check_llava_config(config) -> None:
-    """Raise if the checkpoint is not a LLaVA-1.5-style model with a CLIP vision tower."""
-    if config.vision_config.model_type != "clip_vision_model":
-        raise ValueError(f"rclib reads [CLS] attention from a CLIP vision tower; this checkpoint's vision tower "
-                         f"is {config.vision_config.model_type!r}")
-    if config.vision_feature_select_strategy != "default" or not isinstance(config.vision_feature_layer, int):
-        raise ValueError("rclib expects LLaVA-1.5's feature selection: one vision_feature_layer, CLS dropped "
-                         f"('default'); got layer {config.vision_feature_layer} and "
-                         f"{config.vision_feature_select_strategy!r}")
-
-
 SCORES = ("own", "shared")  # the [CLS] scores a method gets: its authors' (MethodSpec.scores) or RC's, for all
 
 
@@ -205,6 +204,16 @@ def scored(encoded: Encoded, method: str, scores: str) -> Encoded:
         raise ValueError(f"scores must be one of {SCORES} (the method's own scores or RC's for all), got {scores!r}")
     own = method in METHODS and METHODS[method].scores == "feature_layer"
     return encoded.with_feature_layer_scores() if scores == "own" and own else encoded
+
+
+def stack_rows(parts: list[torch.Tensor], groups: list[list[int]], fill) -> torch.Tensor:
+    """Tensors [B_g, T_g, ...] of sample groups -> one [B, max T_g, ...] in the samples' order, padded with ``fill``."""
+    first = parts[0]
+    sizes = [max(p.shape[d] for p in parts) for d in range(1, first.dim())]
+    out = first.new_full((sum(len(g) for g in groups), *sizes), fill)
+    for part, index in zip(parts, groups, strict=True):
+        out[(torch.tensor(index), *(slice(0, n) for n in part.shape[1:]))] = part
+    return out
 
 
 def timed(device: torch.device, fn, *args, clock=time.perf_counter, **kwargs):
@@ -218,11 +227,14 @@ def timed(device: torch.device, fn, *args, clock=time.perf_counter, **kwargs):
 
 
 class CompressedLlava:
-    """A LLaVA-1.5-architecture checkpoint (transformers) with a CLIP text tower, generating from K tokens."""
+    """A checkpoint of any family rclib runs (:mod:`rclib.models.families`) with a CLIP text tower, generating
+    from K tokens. The family says how images become visual tokens and how compressed tokens go back."""
 
     def __init__(self, model, processor, text_tower: TextTower, name: str = "", text_encoder_name: str = "",
-                 image_preprocess: str = "crop", prompt_format: str = "chat_template"):
-        check_llava_config(model.config)
+                 image_preprocess: str = "crop", prompt_format: str = "chat_template", newlines: str = "rows"):
+        self.family = family_of(model.config.model_type)
+        self.family.check_config(model.config)
+        self.family.check_newlines(newlines)
         check_input_format(image_preprocess, prompt_format)
         width = model.config.vision_config.hidden_size
         if text_tower.vision_width != width:
@@ -236,6 +248,7 @@ class CompressedLlava:
         self.text_encoder_name = text_encoder_name  # likewise for the text tower
         self.image_preprocess = image_preprocess  # "pad": to a square in the mean colour first (LLaVA-1.5); "crop"
         self.prompt_format = prompt_format  # "vicuna_v1" (LLaVA-1.5's evaluation) or "chat_template"
+        self.newlines = newlines  # row-end tokens after compression (families with tiles): see families.NEWLINES
 
     @property
     def device(self) -> torch.device:
@@ -266,16 +279,17 @@ class CompressedLlava:
         prompts = [build_prompt(self.processor, q, self.prompt_format) for q in questions]
         images = [preprocess_image(i, self.image_preprocess, self.processor.image_processor) for i in images]
         batch = self.processor(images=images, text=prompts, padding=True, return_tensors="pt")
-        pixel_values = batch["pixel_values"].to(self.device, self.dtype)
-        vision = encode_vision(self.model.model.vision_tower, pixel_values, self.model.config.vision_feature_layer)
-        texts = options.texts(questions, prompts, self.processor.image_token)
-        text_embeds = self.text_tower.embed_text(texts, options.text_pooling, options.text_max_length)  # [B, D]
-        patch_embeds = self.text_tower.project_patches(vision.last_hidden_state, options.post_layernorm)  # [B, N, D]
-        return Encoded(features=vision.features, cls_attn=vision.cls_attn,
-                       text_sim=text_similarity(text_embeds, patch_embeds).to(self.device), keys=vision.keys,
-                       grid=vision.grid, questions=list(questions), prompts=prompts, texts=texts,
+        visual = self.family.visual_batch(self.model, batch)
+        text_inputs = options.texts(questions, prompts, self.processor.image_token)
+        text_embeds = self.text_tower.embed_text(text_inputs, options.text_pooling, options.text_max_length)  # [B, D]
+        patch_embeds = self.text_tower.project_tokens(visual.final_tokens, options.post_layernorm)  # [B, N, D]
+        return Encoded(features=visual.features, cls_attn=visual.cls_attn,
+                       text_sim=text_similarity(text_embeds, patch_embeds).to(self.device), keys=visual.keys,
+                       grid=visual.grid, questions=list(questions), prompts=prompts, text_inputs=text_inputs,
                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       pixel_values=pixel_values, cls_attn_heads=vision.cls_attn_heads, keys_heads=vision.keys_heads)
+                       pixel_values=batch["pixel_values"].to(self.device, self.dtype),
+                       cls_attn_head_mean=visual.cls_attn_head_mean, keys_head_mean=visual.keys_head_mean,
+                       token_counts=visual.n_tokens, token_rows=visual.rows, n_llm_tokens=visual.n_llm_tokens)
 
     def compress(self, encoded: Encoded, method: str = "rc", budget: int | None = None, scores: str = "own",
                  **options) -> CompressionResult:
@@ -284,24 +298,61 @@ class CompressedLlava:
         scores: "own" gives a method the [CLS] scores its authors read (``MethodSpec.scores``: FasterVLM, VisionZip
         and VisPruner the feature layer's, per head), "shared" gives every method RC's (for the ablation that
         isolates the selection rule). rc's text weight reads this model's CLIP joint width (``text_dim``) unless given.
+        Images with different token counts are compressed group by group (:meth:`Encoded.groups`).
         """
         if method == "rc":
             options.setdefault("text_dim", self.text_tower.projection_dim)
+        groups = encoded.groups()
+        if len(groups) > 1:
+            parts = [self.compress(encoded.subset(index), method, budget, scores, **options) for index in groups]
+            return stack_results(parts, groups)
         encoded = scored(encoded, method, scores)
         return compress_tokens(encoded.features, encoded.cls_attn, encoded.text_sim, encoded.keys,
                                method=method, budget=budget, **options)
 
+    def row_ends(self, encoded: Encoded, result: CompressionResult) -> list[torch.Tensor]:
+        """Per sample, [K_b] bool: the output slots a row-end token follows in the LLM input (see
+        :data:`rclib.models.families.NEWLINES`); none for families without row ends or with ``newlines="none"``."""
+        if self.newlines != "rows" or self.family.newline(self.model) is None:
+            return [torch.zeros(int(k), dtype=torch.bool, device=self.device) for k in result.n_output]
+        rows = slot_rows(result, encoded.token_rows.to(result.weights.device))  # [B, K]
+        return [row_ends(rows[b, :int(k)]).to(self.device) for b, k in enumerate(result.n_output)]
+
+    def image_sequences(self, encoded: Encoded, result: CompressionResult) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per sample, what its image placeholders become: [K'_b, H] its output tokens projected, with the row-end
+        tokens its family's LLM reads, and [K'_b] long the output slot at each place (-1: a row end)."""
+        embeds = self.family.project(self.model, result.tokens.to(self.device, self.dtype))  # [B, K, H]
+        newline = self.family.newline(self.model)
+        return [(with_row_ends(embeds[b, :len(ends)], ends, newline), slots_with_row_ends(ends))
+                for b, ends in enumerate(self.row_ends(encoded, result))]
+
     @torch.no_grad()
     def llm_inputs(self, encoded: Encoded, result: CompressionResult) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each prompt with its K_b projected tokens in place of the N image tokens, left-padded.
+        """Each prompt with its compressed image sequence in place of its image placeholders, left-padded.
 
         Returns inputs_embeds [B, L, H] and attention_mask [B, L].
         """
+        embeds, mask, _ = self.spliced(encoded, result)
+        return embeds, mask
+
+    def spliced(self, encoded: Encoded, result: CompressionResult) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`llm_inputs` and places [B, L] long: the output slot at each place of the LLM input, -1 elsewhere."""
         if len(result) != len(encoded):
             raise ValueError(f"the result holds {len(result)} samples, the encoded batch {len(encoded)}")
-        return splice_image_tokens(self.model, encoded.input_ids.to(self.device),
-                                   encoded.attention_mask.to(self.device), result.tokens.to(self.device, self.dtype),
-                                   result.n_output, encoded.n_tokens)
+        embed = self.model.get_input_embeddings()
+        rows, places = [], []
+        for b, (sequence, slots) in enumerate(self.image_sequences(encoded, result)):
+            ids = encoded.input_ids[b][encoded.attention_mask[b].bool()].to(self.device)  # this prompt, unpadded
+            start, end = image_span(ids, self.model.config.image_token_id)
+            expected = int(encoded.n_llm_tokens[b]) if encoded.n_llm_tokens is not None else encoded.n_tokens
+            if end - start != expected:
+                raise ValueError(f"expected one run of {expected} image tokens in the prompt, found {end - start}; "
+                                 "put exactly one image placeholder in each prompt")
+            rows.append(torch.cat([embed(ids[:start]), sequence, embed(ids[end:])]))
+            places.append(torch.cat([slots.new_full((start,), -1), slots, slots.new_full((len(ids) - end,), -1)]))
+        embeds, mask = left_pad(rows)
+        length = embeds.shape[1]
+        return embeds, mask, torch.stack([torch.cat([p.new_full((length - len(p),), -1), p]) for p in places])
 
     @property
     def pad_token_id(self) -> int:
@@ -331,13 +382,9 @@ class CompressedLlava:
 
     def image_places(self, encoded: Encoded, length: int) -> torch.Tensor:
         """[B, length] long: the image token index 0..N-1 at each place of the left-padded LLM input that
-        :meth:`llm_inputs` builds from all N tokens, -1 elsewhere."""
-        places = torch.full((len(encoded), length), -1, dtype=torch.long, device=self.device)
-        for b in range(len(encoded)):
-            ids = encoded.input_ids[b][encoded.attention_mask[b].bool()]  # this prompt, unpadded
-            start, end = image_span(ids, self.model.config.image_token_id, encoded.n_tokens)
-            pad = length - len(ids)
-            places[b, pad + start:pad + end] = torch.arange(encoded.n_tokens, device=self.device)
+        :meth:`llm_inputs` builds from all N tokens, -1 elsewhere (the prompt's text, row-end tokens)."""
+        _, _, places = self.spliced(encoded, compress_tokens(encoded.features, method="full"))
+        assert places.shape[1] == length, f"the LLM input of all tokens has {places.shape[1]} places, not {length}"
         return places
 
     @torch.no_grad()
@@ -347,22 +394,28 @@ class CompressedLlava:
 
         Returns the result (what the last decoder layer saw, as a selection of the N image tokens, with the visual
         tokens every layer read in ``tokens_per_layer``), the new token ids [B, T] and the per-layer provenance
-        [B, n_layers, N] (image token n entered layer l). scores: as in :meth:`compress`.
+        [B, n_layers, N] (image token n entered layer l). scores: as in :meth:`compress`. Images with different
+        token counts run group by group (:meth:`Encoded.groups`).
         """
+        groups = encoded.groups()
+        if len(groups) > 1:
+            parts = [self.generate_inside(encoded.subset(index), method, budget, max_new_tokens, scores, **options)
+                     for index in groups]
+            return (stack_results([p[0] for p in parts], groups),
+                    stack_rows([p[1] for p in parts], groups, self.pad_token_id),
+                    stack_rows([p[2] for p in parts], groups, False))
         encoded = scored(encoded, method, scores)
         spec = METHODS[method]
         spec.check_options(options)
         budget = check_budget(budget)  # the same refusals as rclib.compress (a budget per sample, zero, a float)
         pruner = spec.fn(encoded.features, encoded.cls_attn, encoded.text_sim, encoded.keys, budget, **options)
-        embeds, mask = self.llm_inputs(encoded, compress_tokens(encoded.features, method="full"))
+        embeds, mask, places = self.spliced(encoded, compress_tokens(encoded.features, method="full"))
         eos = self.model.generation_config.eos_token_id
-        generation = generate_pruned(self.model.model.language_model, self.model.lm_head, embeds, mask,
-                                     self.image_places(encoded, embeds.shape[1]), pruner, encoded.n_tokens,
-                                     max_new_tokens, [eos] if isinstance(eos, int) else list(eos or ()),
-                                     self.pad_token_id)
+        generation = generate_pruned(self.model.model.language_model, self.model.lm_head, embeds, mask, places,
+                                     pruner, encoded.n_tokens, max_new_tokens,
+                                     [eos] if isinstance(eos, int) else list(eos or ()), self.pad_token_id)
         result = keep_and_drop(encoded.features, generation.seen[:, -1], method, generation.scores)
         return replace(result, tokens_per_layer=generation.visual_tokens), generation.ids, generation.seen
-
     def run(self, encoded: Encoded, method: str = "rc", budget: int | None = None, max_new_tokens: int = 32,
             transform=None, **options) -> Run:
         """Compress an encoded batch and generate from it, timing both (``seconds`` has no vision entry).
@@ -379,13 +432,14 @@ class CompressedLlava:
                 raise ValueError(f"{method!r} prunes inside the LLM: there is no result to transform before it reads it")
             (result, ids, seen), t_generate = timed(self.device, self.generate_inside, encoded, method, budget,
                                                     max_new_tokens, **options)
+            row_end_tokens = self.row_ends(encoded, compress_tokens(encoded.features, method="full"))
             return Run(encoded, result, self.decode(ids), {"generate": t_generate}, method, budget, options, seen,
-                       self.n_llm_layers)
+                       self.n_llm_layers, torch.stack([ends.sum().cpu() for ends in row_end_tokens]))
         result, t_compress = timed(self.device, self.compress, encoded, method, budget, **options)
         result = transform(result) if transform else result
         texts, t_generate = timed(self.device, self.generate, encoded, result, max_new_tokens)
         return Run(encoded, result, texts, {"compress": t_compress, "generate": t_generate}, method, budget, options,
-                   None, self.n_llm_layers)
+                   None, self.n_llm_layers, torch.stack([ends.sum().cpu() for ends in self.row_ends(encoded, result)]))
 
     def answer(self, images, questions, method: str = "rc", budget: int | None = None, max_new_tokens: int = 32,
                **options) -> Run:
@@ -405,7 +459,8 @@ class CompressedLlava:
         statistics are those of the processor that made ``encoded.pixel_values``.
         """
         processor = self.processor.image_processor
-        pixels = encoded.pixel_values.float().cpu().permute(0, 2, 3, 1)  # [B, 3, H, W] -> [B, H, W, 3]
+        pixels = self.family.display_images(processor, encoded.pixel_values)  # [B, 3, H, W]
+        pixels = pixels.float().cpu().permute(0, 2, 3, 1)  # [B, 3, H, W] -> [B, H, W, 3]
         if processor.do_normalize:
             pixels = pixels * torch.tensor(processor.image_std) + torch.tensor(processor.image_mean)
         if processor.do_rescale:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from rclib.models.families import FAMILIES, Family, family_of
 from rclib.models.llava import CompressedLlava, check_input_format
 from rclib.models.manifest import check_pair
 from rclib.models.registry import MODELS, TEXT_TOWERS, ModelSpec, TextTowerSpec, resolve
@@ -216,18 +217,27 @@ def from_pretrained_checked(cls, folder: Path, what: str, **options):
     return model
 
 
-def check_llava_folder(folder: Path) -> None:
-    """Before loading: ``folder`` holds a LLaVA (config.json) with readable safetensors headers."""
-    check_kind(folder, "LLaVA checkpoint", "llava")
+def check_llava_folder(folder: Path) -> Family:
+    """Before loading: ``folder`` holds a checkpoint of a family rclib runs (config.json's model_type) with
+    readable safetensors headers. Returns its family."""
+    config = folder / "config.json"
+    if not config.is_file():
+        raise not_found(folder, "LLaVA checkpoint", "no config.json in it", "Pass a folder written by save_pretrained.")
+    found = read_json(config).get("model_type")
+    if found not in FAMILIES:
+        check_kind(folder, "LLaVA checkpoint", "llava")  # a CLIP passed as the model: say what to do with it
+        family_of(found)
     check_weight_files(folder)
+    return FAMILIES[found]
 
 
-def load_llava(folder: Path, dtype: torch.dtype):
-    """The LlavaForConditionalGeneration of ``folder`` (SDPA attention), its weights checked to cover it."""
-    from transformers import LlavaForConditionalGeneration
+def load_llava(folder: Path, dtype: torch.dtype, family: Family):
+    """The checkpoint of ``folder`` as its family's transformers class (SDPA attention), its weights checked to
+    cover it."""
+    import transformers
 
-    return from_pretrained_checked(LlavaForConditionalGeneration, folder, "LLaVA checkpoint", dtype=dtype,
-                                   attn_implementation="sdpa")
+    return from_pretrained_checked(getattr(transformers, family.model_class), folder, f"{family.title} checkpoint",
+                                   dtype=dtype, attn_implementation="sdpa")
 
 
 def create_open_clip(name: str, weights: Path, device: torch.device, **options):
@@ -307,7 +317,8 @@ def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtyp
 
 def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = None,
          device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
-         image_preprocess: str | None = None, prompt_format: str | None = None) -> CompressedLlava:
+         image_preprocess: str | None = None, prompt_format: str | None = None, newlines: str = "rows"
+         ) -> CompressedLlava:
     """A LLaVA with its CLIP text tower, ready to answer.
 
     name_or_path: a name in ``rclib.models.registry.MODELS`` ("shapes", "llava-1.5-7b", ...), a hub id or
@@ -318,6 +329,8 @@ def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = 
     image_preprocess: "pad" (to a square in the processor's mean colour, as LLaVA-1.5) or "crop" (the
         processor alone); prompt_format: "vicuna_v1" (LLaVA-1.5's evaluation prompt) or "chat_template".
         None takes the registry's (LLaVA-1.5: pad, vicuna_v1); a checkpoint outside it: crop, chat_template.
+    newlines: for families whose LLM reads a row-end token after each row of tiles (LLaVA-NeXT): "rows" keeps
+        one after each row that still holds a token after compression, "none" drops them (the peers' way).
     """
     check_input_format(image_preprocess, prompt_format)
     registered = MODELS.get(name_or_path) if isinstance(name_or_path, str) else None
@@ -330,15 +343,15 @@ def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch_dtype(dtype, device)
     llava_folder = checkpoint_folder(resolve(registered.llava) if registered else name_or_path, "LLaVA checkpoint")
-    check_llava_folder(llava_folder)
+    family = check_llava_folder(llava_folder)
     text_tower = load_text_tower(text_tower_spec(text_encoder), device, dtype, paired_with=llava_folder)
     from transformers import AutoProcessor
 
-    model = load_llava(llava_folder, dtype)
+    model = load_llava(llava_folder, dtype, family)
     processor = AutoProcessor.from_pretrained(llava_folder)
     complete_legacy_processor(processor, model.config)
     defaults = registered or ModelSpec(name_or_path, str(text_encoder))  # unregistered: crop, chat_template
     return CompressedLlava(model.to(device), processor, text_tower, name=str(name_or_path),
                            text_encoder_name=str(text_encoder),
                            image_preprocess=image_preprocess or defaults.image_preprocess,
-                           prompt_format=prompt_format or defaults.prompt_format)
+                           prompt_format=prompt_format or defaults.prompt_format, newlines=newlines)

@@ -31,9 +31,9 @@ class TextTowerSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A LLaVA-1.5-architecture checkpoint in llava-hf format and the CLIP it was built on."""
+    """A checkpoint of a family rclib runs (rclib.models.families) in llava-hf format and the CLIP it was built on."""
 
-    llava: str | Path  # hub id or folder of a LlavaForConditionalGeneration checkpoint + processor
+    llava: str | Path  # hub id or folder of the checkpoint + processor (LlavaForConditionalGeneration, LlavaNext...)
     text_tower: str  # key of TEXT_TOWERS: the CLIP whose vision tower the checkpoint uses
     image_preprocess: str = "crop"  # "crop": the processor alone; "pad": to a square in the mean colour first
     prompt_format: str = "chat_template"  # "chat_template": the checkpoint's; "vicuna_v1": LLaVA-1.5's evaluation
@@ -64,4 +64,10 @@ MODELS: dict[str, ModelSpec] = {
     # vision tower (clip_vision_model, 24 layers, width 1024, patch 14, 336 px) used at layer -2; its card prompts
     # "USER: <image>\n... ASSISTANT:" and its evaluation settings are not published with it: its own processor
     "tiny-llava-v1": ModelSpec("bczhou/tiny-llava-v1-hf", "clip-vit-large-patch14-336"),
+    # LLaVA-NeXT (LLaVA-1.6): LLaVA-1.5's CLIP ViT-L/14-336 on a base view + up to 4 anyres tiles (2,880 patch
+    # tokens and a newline per tile row); the processor does the tiling ("crop" adds nothing before it) and each
+    # checkpoint's chat template is its own prompt format (Vicuna's USER/ASSISTANT, Mistral's [INST])
+    "llava-v1.6-vicuna-7b": ModelSpec("llava-hf/llava-v1.6-vicuna-7b-hf", "clip-vit-large-patch14-336"),
+    "llava-v1.6-mistral-7b": ModelSpec("llava-hf/llava-v1.6-mistral-7b-hf", "clip-vit-large-patch14-336"),
+    "llava-v1.6-vicuna-13b": ModelSpec("llava-hf/llava-v1.6-vicuna-13b-hf", "clip-vit-large-patch14-336"),
 }

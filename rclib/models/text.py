@@ -132,7 +132,11 @@ class TextTower(nn.Module, ABC):
 
     def project_patches(self, last_hidden_state: torch.Tensor, post_layernorm: bool = True) -> torch.Tensor:
         """Final vision tokens [B, 1 + N, C] (CLS first) -> patch tokens in the joint space [B, N, D]."""
-        patches = last_hidden_state[:, 1:].to(self.device)  # drop CLS: [B, N, C]
+        return self.project_tokens(last_hidden_state[:, 1:], post_layernorm)  # drop CLS: [B, N, C]
+
+    def project_tokens(self, patches: torch.Tensor, post_layernorm: bool = True) -> torch.Tensor:
+        """Final vision patch tokens [B, N, C] (no CLS) -> the joint space [B, N, D]."""
+        patches = patches.to(self.device)
         if post_layernorm:
             patches = self.vision_post_layernorm(patches)
         return self.project_vision(patches)

@@ -16,8 +16,8 @@ class VisionOutput:
     keys: torch.Tensor  # [B, N, C] last layer's k_proj outputs for the patches, not normalised
     last_hidden_state: torch.Tensor  # [B, 1 + N, C] final layer output (CLS first), before post_layernorm
     grid: tuple[int, int]  # (h, w) patch grid, raster order of the N tokens
-    cls_attn_heads: torch.Tensor  # [B, N] float32, the feature layer's [CLS] -> patch attention, mean of the heads
-    keys_heads: torch.Tensor  # [B, N, C / heads] the feature layer's k_proj outputs, mean of the heads
+    cls_attn_head_mean: torch.Tensor  # [B, N] float32, the feature layer's [CLS] -> patch attention, mean of the heads
+    keys_head_mean: torch.Tensor  # [B, N, C / heads] the feature layer's k_proj outputs, mean of the heads
 
 
 def cls_attention(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -74,5 +74,5 @@ def encode_vision(tower, pixel_values: torch.Tensor, feature_layer: int = -2) ->
     B, L, C = caught["fk"].shape
     return VisionOutput(features=features, cls_attn=cls_attention(caught["q"], caught["k"]),
                         keys=caught["k"][:, 1:], last_hidden_state=out.last_hidden_state, grid=grid,
-                        cls_attn_heads=cls_attention_per_head(caught["fq"], caught["fk"], heads),
-                        keys_heads=caught["fk"].view(B, L, heads, C // heads).mean(2)[:, 1:])  # [B, N, C / heads]
+                        cls_attn_head_mean=cls_attention_per_head(caught["fq"], caught["fk"], heads),
+                        keys_head_mean=caught["fk"].view(B, L, heads, C // heads).mean(2)[:, 1:])  # [B, N, C / heads]

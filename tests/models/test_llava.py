@@ -94,10 +94,10 @@ def test_answer_returns_the_whole_run_with_timings(tiny_model, tiny_images):
 def test_released_text_options_make_text_sim_the_same_text_for_every_question(tiny_model, tiny_images):
     image = tiny_images[0]
     one = tiny_model.encode([image, image], QUESTIONS[:2], text_source="prompt_first_line")
-    assert one.texts == ["<s> USER:", "<s> USER:"]  # the first line of this checkpoint's chat-template prompt
+    assert one.text_inputs == ["<s> USER:", "<s> USER:"]  # the first line of this checkpoint's chat-template prompt
     torch.testing.assert_close(one.text_sim[0], one.text_sim[1])
     paper = tiny_model.encode([image, image], QUESTIONS[:2])
-    assert paper.texts == QUESTIONS[:2]
+    assert paper.text_inputs == QUESTIONS[:2]
     assert not torch.allclose(paper.text_sim[0], paper.text_sim[1])
 
 

@@ -95,7 +95,7 @@ def test_released_text_is_the_system_line_at_20_tokens_pooled_last(evaluated, ti
 
     encoded = evaluated.encode(tiny_images[:2], QUESTIONS, preset="released")
     line = f"<s> {SYSTEM_PROMPT} USER:"
-    assert encoded.texts == [line, line]
+    assert encoded.text_inputs == [line, line]
     clip = CLIPModel.from_pretrained(tiny_clip_dir).eval()
     ids = AutoTokenizer.from_pretrained(tiny_clip_dir)([line], max_length=20, truncation=True, padding="max_length",
                                                        return_tensors="pt")["input_ids"]

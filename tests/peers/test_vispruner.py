@@ -45,10 +45,10 @@ def test_peers_read_their_own_scores_unless_told_to_share(tiny_model, tiny_image
     encoded = tiny_model.encode(tiny_images[:2], ["what colour is the circle ?", "where is it ?"])
     for method in ("vispruner", "fastervlm"):
         own = tiny_model.compress(encoded, method, 8)
-        assert torch.equal(own.scores["visual"], encoded.cls_attn_heads), f"{method} reads the feature layer's"
+        assert torch.equal(own.scores["visual"], encoded.cls_attn_head_mean), f"{method} reads the feature layer's"
         shared = tiny_model.compress(encoded, method, 8, scores="shared")
         assert torch.equal(shared.scores["visual"], encoded.cls_attn), "scores='shared': RC's"
-        top = set(encoded.cls_attn_heads[0].topk(4).indices.tolist())  # the important half, from its own scores
+        top = set(encoded.cls_attn_head_mean[0].topk(4).indices.tolist())  # the important half, from its own scores
         assert top <= set(torch.nonzero(own.fate[0] == Fate.KEPT).flatten().tolist())
     rc = tiny_model.compress(encoded, "rc", 8)
     assert torch.equal(rc.scores["visual"], tiny_model.compress(encoded, "rc", 8, scores="shared").scores["visual"])

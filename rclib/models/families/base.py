@@ -1,0 +1,127 @@
+"""What a model family gives rclib, and what rclib asks of it: one small interface per architecture.
+
+A family turns a checkpoint's processed images into a :class:`VisualBatch` (the tokens the LLM would see,
+before the projector, with the scores the methods read and where each token sits), and puts a compressed
+batch back into the LLM's input. Everything else (the methods, the text score, generation, the figures)
+reads those two and never learns which model it runs on, as transformers' ``vision_feature_select_strategy``
+or grad-cam's ``reshape_transform`` keep an architecture's quirks behind one hook.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from rclib.result import CompressionResult, Slot
+
+
+@dataclass
+class VisualBatch:
+    """One vision forward of a batch of B images, as N visual tokens per image (padded to the batch's largest N)."""
+
+    features: torch.Tensor  # [B, N, C] feature-layer tokens: what the LLM would see, before the projector
+    cls_attn: torch.Tensor  # [B, N] float32 RC's importance: last vision layer's [CLS] attention, heads as one
+    keys: torch.Tensor  # [B, N, C] last vision layer's keys, the similarity the merging methods read
+    final_tokens: torch.Tensor  # [B, N, C] last vision layer's outputs (before post-layernorm): the text score's input
+    cls_attn_head_mean: torch.Tensor  # [B, N] the feature layer's [CLS] attention, mean over heads (the peers' own)
+    keys_head_mean: torch.Tensor  # [B, N, C / heads] the feature layer's keys, mean over heads
+    n_tokens: torch.Tensor  # [B] long: the real tokens of each image; tokens at n >= n_tokens[b] are padding
+    rows: torch.Tensor  # [B, N] long: the layout row a token belongs to where the LLM marks row ends (-1: none)
+    n_llm_tokens: torch.Tensor  # [B] long: image tokens the uncompressed model feeds its LLM (row ends included)
+    grid: tuple[int, int] | None  # (h, w) when every image is one h x w patch grid in raster order; else None
+
+
+class Family(ABC):
+    """A model family: how its checkpoints' images become visual tokens and how compressed tokens go back."""
+
+    model_type: str  # config.json's model_type ("llava", "llava_next")
+    model_class: str  # the transformers class that loads it
+    title: str  # what users call it, for messages
+
+    @abstractmethod
+    def check_config(self, config) -> None:
+        """Raise a ValueError saying what differs when ``config`` is a variant rclib cannot read."""
+
+    @abstractmethod
+    def visual_batch(self, model, batch: dict) -> VisualBatch:
+        """The processor's outputs ``batch`` (pixel values, sizes) through the vision tower, as visual tokens."""
+
+    def project(self, model, tokens: torch.Tensor) -> torch.Tensor:
+        """Vision-side tokens [B, K, C] -> LLM-side [B, K, H], as the checkpoint projects them."""
+        return model.model.multi_modal_projector(tokens)
+
+    def newline(self, model) -> torch.Tensor | None:
+        """[H] the token the LLM reads at the end of each layout row, None where it reads none."""
+        return None
+
+    @abstractmethod
+    def display_images(self, processor, pixel_values: torch.Tensor) -> torch.Tensor:
+        """float [B, 3, H, W] the pixels a figure draws the patch grid over, in the processor's normalised space."""
+
+    def check_newlines(self, newlines: str) -> None:
+        """Raise a ValueError for a row-end policy the family does not know (see :data:`NEWLINES`)."""
+        if newlines not in NEWLINES:
+            raise ValueError(f"newlines must be one of {NEWLINES}, got {newlines!r}")
+
+
+NEWLINES = ("rows", "none")  # row-end tokens after compression: one after each layout row that still holds a token
+# ("rows": all of them when nothing is pruned, as the model was trained), or none (the peers' released code)
+
+
+def slot_rows(result: CompressionResult, rows: torch.Tensor) -> torch.Tensor:
+    """[B, K] long: the layout row of each output slot: its anchor token's (the input token with the largest
+    weight) for slots that stand at a token's place (kept, recovered, merge centres), -1 for slots that stand for
+    no single place (RC's extra token, pooled cells) and for padding. rows: [B, N] the input tokens' rows."""
+    if result.weights.shape[1] == 0:
+        return torch.full_like(result.slot, -1)
+    anchor = result.weights.argmax(dim=2)  # [B, K] the input token each slot stands at
+    placed = (result.slot == Slot.KEPT) | (result.slot == Slot.RECOVERED) | (result.slot == Slot.CENTRE)
+    return torch.where(placed & result.mask, rows.gather(1, anchor), -1)
+
+
+def row_ends(rows: torch.Tensor) -> torch.Tensor:
+    """[K] bool: the slots after which a row-end token follows: the last of each run of slots of one row (>= 0).
+    rows: [K] long, the slots' layout rows in output order (-1: no row)."""
+    following = torch.cat([rows[1:], rows.new_full((1,), -1)])
+    return (rows >= 0) & (following != rows)
+
+
+def with_row_ends(embeds: torch.Tensor, ends: torch.Tensor, newline: torch.Tensor | None) -> torch.Tensor:
+    """[K + ends.sum(), H]: ``embeds`` [K, H] with ``newline`` [H] inserted after each slot marked in ``ends`` [K]."""
+    if newline is None or not bool(ends.any()):
+        return embeds
+    pieces, start = [], 0
+    for k in torch.nonzero(ends).flatten().tolist():
+        pieces += [embeds[start:k + 1], newline[None].to(embeds)]
+        start = k + 1
+    return torch.cat([*pieces, embeds[start:]])
+
+
+def slots_with_row_ends(ends: torch.Tensor) -> torch.Tensor:
+    """[K + ends.sum()] long: the output slot at each place of :func:`with_row_ends`' sequence, -1 at row ends."""
+    K = len(ends)
+    shift = ends.long().cumsum(0) - ends.long()  # row ends before each slot
+    slots = torch.full((K + int(ends.sum()),), -1, dtype=torch.long, device=ends.device)
+    slots[torch.arange(K, device=ends.device) + shift] = torch.arange(K, device=ends.device)
+    return slots
+
+
+def image_span(ids: torch.Tensor, image_token_id: int) -> tuple[int, int]:
+    """Start and end of the single run of image placeholders in a 1-D row of token ids."""
+    positions = torch.nonzero(ids == image_token_id).flatten()
+    if not len(positions) or int(positions[-1] - positions[0]) != len(positions) - 1:
+        raise ValueError(f"expected one run of image tokens in the prompt, found {len(positions)} image tokens not in "
+                         "one run; put exactly one image placeholder in each prompt")
+    return int(positions[0]), int(positions[-1]) + 1
+
+
+def left_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows [L_b, H] -> zero-padded on the left [B, L, H] and the attention mask [B, L] (1 = real)."""
+    length = max(len(row) for row in rows)
+    embeds = rows[0].new_zeros(len(rows), length, rows[0].shape[-1])
+    mask = torch.zeros(len(rows), length, dtype=torch.long, device=rows[0].device)
+    for b, row in enumerate(rows):
+        embeds[b, length - len(row):] = row
+        mask[b, length - len(row):] = 1
+    return embeds, mask

@@ -1,0 +1,75 @@
+"""LLaVA-1.5 (transformers' LlavaForConditionalGeneration) and rclib's embedded ShapesWorld model.
+
+A CLIP vision tower sees the whole image at one resolution: one square grid of h x w patches, the [CLS]
+dropped ("default" feature selection), the feature layer's tokens projected into one contiguous run of
+image placeholders in the prompt. No row ends.
+"""
+from __future__ import annotations
+
+import torch
+
+from rclib.models.families.base import Family, VisualBatch, image_span, left_pad
+from rclib.models.vision import encode_vision
+
+
+def check_clip_features(config) -> None:
+    """Raise unless the vision tower is a CLIP whose [CLS] is dropped from one feature layer (LLaVA's "default")."""
+    if config.vision_config.model_type != "clip_vision_model":
+        raise ValueError(f"rclib reads [CLS] attention from a CLIP vision tower; this checkpoint's vision tower "
+                         f"is {config.vision_config.model_type!r}")
+    if config.vision_feature_select_strategy != "default" or not isinstance(config.vision_feature_layer, int):
+        raise ValueError("rclib expects LLaVA-1.5's feature selection: one vision_feature_layer, CLS dropped "
+                         f"('default'); got layer {config.vision_feature_layer} and "
+                         f"{config.vision_feature_select_strategy!r}")
+
+
+def splice_image_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_tokens: torch.Tensor,
+                        n_output: torch.Tensor, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LLM's input: each prompt with its projected visual tokens in place of its image placeholders.
+
+    model: a LlavaForConditionalGeneration. input_ids [B, L] and attention_mask [B, L] (any padding side),
+    each row holding one run of ``n_tokens`` image placeholders; image_tokens [B, K, C] vision-side tokens
+    (before the projector), of which row b uses the first n_output[b]. Differentiable (training calls it
+    with gradients). Returns inputs_embeds [B, L', H] and attention_mask [B, L'], left-padded.
+    """
+    image_embeds = model.model.multi_modal_projector(image_tokens)  # [B, K, H]
+    embed = model.get_input_embeddings()
+    rows = []
+    for b in range(len(input_ids)):
+        ids = input_ids[b][attention_mask[b].bool()]  # this prompt, unpadded
+        start, end = placeholder_span(ids, model.config.image_token_id, n_tokens)
+        rows.append(torch.cat([embed(ids[:start]), image_embeds[b, :int(n_output[b])], embed(ids[end:])]))
+    return left_pad(rows)
+
+
+def placeholder_span(ids: torch.Tensor, image_token_id: int, n_tokens: int) -> tuple[int, int]:
+    """The run of image placeholders in a 1-D row of token ids, checked to hold ``n_tokens`` of them."""
+    start, end = image_span(ids, image_token_id)
+    if end - start != n_tokens:
+        raise ValueError(f"expected one run of {n_tokens} image tokens in the prompt, found {end - start}; put "
+                         "exactly one image placeholder in each prompt")
+    return start, end
+
+
+class Llava(Family):
+    """LLaVA-1.5: one CLIP grid per image, [CLS] attention from the tower's own [CLS]."""
+
+    model_type = "llava"
+    model_class = "LlavaForConditionalGeneration"
+    title = "LLaVA"
+
+    def check_config(self, config) -> None:
+        check_clip_features(config)
+
+    def visual_batch(self, model, batch: dict) -> VisualBatch:
+        pixel_values = batch["pixel_values"].to(model.device, model.dtype)  # [B, 3, H, W]
+        vision = encode_vision(model.model.vision_tower, pixel_values, model.config.vision_feature_layer)
+        B, N, _ = vision.features.shape
+        return VisualBatch(features=vision.features, cls_attn=vision.cls_attn, keys=vision.keys,
+                           final_tokens=vision.last_hidden_state[:, 1:], cls_attn_head_mean=vision.cls_attn_head_mean,
+                           keys_head_mean=vision.keys_head_mean, n_tokens=torch.full((B,), N, dtype=torch.long),
+                           rows=torch.full((B, N), -1, dtype=torch.long), n_llm_tokens=torch.full((B,), N),
+                           grid=vision.grid)
+
+    def display_images(self, processor, pixel_values: torch.Tensor) -> torch.Tensor:
+        return pixel_values
