@@ -30,7 +30,7 @@ def record(model, run, b: int = 0, image: str = "<array>", full_text: str | None
     entry = {
         "model": model.name, "text_encoder": model.text_encoder_name, "method": run.method, "budget": run.budget, "options": run.options,
         "image": image, "question": run.encoded.questions[b],
-        **result.counts(0),
+        **run.counts(b),  # in the model's units: row-end tokens count where its LLM reads them
         "tokens_per_layer": run.tokens_per_layer[b].tolist(), "equivalent_tokens": float(run.equivalent_tokens[b]),
         "kept_indices": result.kept_indices[0].tolist(), "recovered_indices": result.recovered_indices[0].tolist(),
         "answer": run.texts[b],
@@ -68,7 +68,8 @@ def print_record(record: dict, said: set | None = None) -> None:
     said: caveats printed before (a demo's earlier examples): each is printed once, then referred to; the set grows."""
     from rclib.examples import REAL_CHECKPOINT
 
-    counts = (f"{record['n_input_tokens']} -> {record['n_visual']} visual / {record['n_text']} text / "
+    kept = METHODS[record["method"]].kept_by or "kept"  # what picked the tokens it kept unchanged
+    counts = (f"{record['n_input_tokens']} -> {record['n_visual']} {kept} / {record['n_text']} text / "
               f"{record['n_merged']} merged -> {record['n_output_tokens']}")
     seconds = " ".join(f"{k} {v:.3f}s" for k, v in record["seconds"].items())
     caveats = record.get("caveats", [])

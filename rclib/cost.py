@@ -41,10 +41,9 @@ from dataclasses import dataclass
 import torch
 
 from rclib.methods import METHODS
-from rclib.methods.fastv import LAYER as FASTV_LAYER
 from rclib.methods.pdrop import PDropPruner
 from rclib.methods.pdrop import schedule as stage_schedule
-from rclib.methods.sparsevlm import SparseVLMPruner, token_schedule
+from rclib.methods.sparsevlm import RELEASED_COUNTS, SparseVLMPruner, token_schedule
 
 
 @dataclass(frozen=True)
@@ -88,9 +87,9 @@ LLAVA_IMAGE_TOKENS = 576  # LLaVA-1.5: 24 x 24 patches of CLIP ViT-L/14 at 336 p
 
 Schedule = Sequence[tuple[int, int]]  # ((from_layer, image_tokens), ...): what each layer reads from that layer on
 
-def fastv_schedule(k: int, layer: int = FASTV_LAYER) -> Schedule:
-    """FastV keeping ``k`` image tokens from decoder layer ``layer`` on."""
-    return ((0, LLAVA_IMAGE_TOKENS), (layer, k))
+def fastv_schedule(k: int, arch: DecoderArch = VICUNA_7B) -> Schedule:
+    """FastV keeping ``k`` image tokens from its layer K on, as rclib's FastV places K in ``arch``."""
+    return method_schedule("fastv", k, arch)
 
 
 def method_schedule(method: str, budget: int | None, arch: DecoderArch = VICUNA_7B,
@@ -99,7 +98,7 @@ def method_schedule(method: str, budget: int | None, arch: DecoderArch = VICUNA_
     given): the method's own plan for that depth inside the LLM (SparseVLM's recycled tokens counted), the budget
     in every layer before it (all tokens for ``full``; an adaptive method needs a budget here)."""
     spec = METHODS[method]
-    if spec.stage == "before_llm":
+    if spec.placement == "before_llm":
         if spec.takes_budget and budget is None:
             raise ValueError(f"{method!r} chooses K per image: give the budget (or the K it chose) to cost it")
         return ((0, budget if spec.takes_budget else n_image),)
@@ -114,7 +113,8 @@ def method_schedule(method: str, budget: int | None, arch: DecoderArch = VICUNA_
     return tuple((layer, n) for layer, n in enumerate(per_layer) if layer == 0 or n != per_layer[layer - 1])
 
 
-SPARSEVLM_7B_SCHEDULES = {k: method_schedule("sparsevlm", k) for k in (64, 128, 192)}  # rclib's SparseVLM plans
+# rclib's SparseVLM plans on LLaVA-1.5-7B at the budgets of the released code's schedules
+SPARSEVLM_7B_SCHEDULES = {k: method_schedule("sparsevlm", k) for k in RELEASED_COUNTS}
 
 
 def layer_tokens(image_tokens: int | Schedule, n_text: int, layers: int) -> list[int]:

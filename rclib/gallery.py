@@ -20,8 +20,8 @@ from rclib.methods import METHODS
 
 # The columns of the token-map grid: every method that compresses an example before the LLM.
 GRID_METHODS = tuple(name for name in EXAMPLE_METHODS
-                     if METHODS[name].takes_budget and METHODS[name].stage == "before_llm")
-CURVE_METHODS = ("full", "rc", "prumerge", "fastervlm", "visionzip", "random")  # a readable subset for figures/
+                     if METHODS[name].takes_budget and METHODS[name].placement == "before_llm")
+CURVE_METHODS = tuple(name for name, spec in METHODS.items() if spec.featured)  # a readable subset for figures/
 CURVE_BUDGETS = ("adaptive", "32/576", "64/576", "128/576")
 
 

@@ -16,7 +16,7 @@ import torch
 class Fate(IntEnum):
     """What became of an input token. One colour per fate in every figure (see ``rclib.viz``)."""
 
-    KEPT = 0  # kept as it is by the visual ([CLS] attention) filter, or by a peer's selection
+    KEPT = 0  # kept as it is: by RC's visual ([CLS] attention) filter, by another method's own selection
     RECOVERED = 1  # passed on unchanged because the text information recovery chose it
     CENTRE = 2  # the seed of a merged output token (a KNN cluster centre, a VisionZip target)
     MERGED = 3  # absorbed into one or more merged output tokens
@@ -26,7 +26,7 @@ class Fate(IntEnum):
 class Slot(IntEnum):
     """What an output slot holds."""
 
-    KEPT = 0  # an input token kept by the visual filter (or a peer's selection), unchanged
+    KEPT = 0  # an input token kept unchanged (by RC's visual filter, by another method's own selection)
     RECOVERED = 1  # an input token recovered by the text stage, unchanged
     CENTRE = 2  # a centre plus the tokens merged into it
     EXTRA = 3  # RC/PruMerge's extra token: the weighted sum of the remaining non-centre tokens
@@ -87,7 +87,8 @@ class CompressionResult:
 
     @property
     def n_visual(self) -> torch.Tensor:
-        """[B] tokens kept by the visual filter (or a peer's selection)."""
+        """[B] tokens kept unchanged (Fate.KEPT): by the visual score for RC (hence the name), by its own selection for
+        another method (``MethodSpec.kept_label`` says what picked them)."""
         return (self.fate == Fate.KEPT).sum(1)
 
     @property
@@ -103,7 +104,7 @@ class CompressionResult:
 
     @property
     def kept_indices(self) -> list[torch.Tensor]:
-        """Per sample, the original indices of the tokens kept by the visual filter, ascending."""
+        """Per sample, the original indices of the tokens kept unchanged (Fate.KEPT), ascending."""
         return [torch.nonzero(row == Fate.KEPT).flatten() for row in self.fate]
 
     @property
@@ -137,7 +138,7 @@ class CompressionResult:
         return self.layer_counts(n_layers).float().mean(1)
 
     def counts(self, b: int = 0) -> dict[str, int]:
-        """Token counts of sample ``b``: in -> visual kept / text recovered / merged -> out."""
+        """Token counts of sample ``b``: in -> kept unchanged (n_visual) / text recovered / merged -> out."""
         return {
             "n_input_tokens": self.n_input,
             "n_visual": int(self.n_visual[b]),

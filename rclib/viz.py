@@ -3,7 +3,9 @@
 Every function draws what it is given (an image, a result, score vectors, a filter decision, bench
 rows) and returns a matplotlib Figure; nothing here runs a model or computes a score. Drawing
 functions take an optional ``ax`` (or ``axes``) so that bigger figures compose them; without one they
-make their own figure.
+make their own figure. A method's curve style and the name of the tokens it keeps come from its
+:class:`~rclib.methods.MethodSpec`; the panels of a row of maps (the explorer's figure, :mod:`rclib.live`) are
+:data:`PANELS`, one entry each.
 
 Images are uint8 HWC arrays of exactly what the patch grid covers (``CompressedLlava.display_images``
 gives them); the patch grid is drawn in patch units, so patch ``n`` of a ``(h, w)`` grid fills the
@@ -15,33 +17,35 @@ matplotlib setting. ``with viz.style(): ...`` gives your own figures the same lo
 """
 from __future__ import annotations
 
-import io
 import textwrap
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 import torch
-from PIL import Image
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
+from rclib.methods import METHODS
+from rclib.methods.registry import PlotStyle
 from rclib.result import CompressionResult, Fate, Slot
 
 FATE_COLOURS: dict[Fate, str] = {
-    Fate.KEPT: "#1c7ed6",  # blue: kept by the visual ([CLS] attention) filter or a peer's selection
+    Fate.KEPT: "#1c7ed6",  # blue: kept unchanged (by RC's visual filter, by another method's own selection)
     Fate.RECOVERED: "#f76707",  # orange: recovered by the text stage
     Fate.CENTRE: "#2b8a3e",  # dark green: a merge centre (its cluster colour fills the patch, a star marks it)
     Fate.MERGED: "#8ce99a",  # light green: merged (into the extra token when no cluster colour applies)
     Fate.DROPPED: "#343a40",  # dark grey: reaches the LLM in no form
 }
 FATE_LABELS: dict[Fate, str] = {
-    Fate.KEPT: "kept (visual)",
+    Fate.KEPT: "kept",  # a method's legend names what picked them (MethodSpec.kept_label)
     Fate.RECOVERED: "recovered (text)",
     Fate.CENTRE: "merge centre",
     Fate.MERGED: "merged into the extra token",
@@ -56,15 +60,7 @@ CLUSTER_SLOTS = (Slot.CENTRE, Slot.POOLED)  # slots that gather a cluster of tok
 # recovered, extra or dropped; pink, yellow, brown, lavender, orchid, pale yellow, light grey, light purple.
 CLUSTER_PALETTE = ["#f781bf", "#ffff33", "#a65628", "#9e9ac8", "#e78ac3", "#ffed6f", "#c7c7c7", "#cab2d6"]
 CVD_DISTANCE = 25.0  # the least CIELAB distance between a cluster colour and a fate colour, in any vision
-# method -> (colour, marker, line style): a method stays recognisable where its line meets another
-METHOD_STYLES: dict[str, tuple[str, str, str]] = {
-    "full": ("#495057", "", "--"), "rc": ("#e03131", "o", "-"), "prumerge": ("#1971c2", "s", "-"),
-    "prumerge+": ("#4dabf7", "D", "--"), "fastervlm": ("#2f9e44", "^", "-"), "visionzip": ("#9c36b5", "v", "--"),
-    "divprune": ("#f08c00", "P", "-."), "random": ("#868e96", "x", ":"), "pool": ("#795548", "h", ":"),
-    "fastv": ("#0c8599", "<", "-."), "cdpruner": ("#d6336c", ">", "--"), "tome": ("#5c940d", "X", "-."),
-    "oracle": ("#000000", "d", ":"),
-}
-OTHER_MARKERS = "o s ^ v D P X h < >".split()  # for labels outside METHOD_STYLES, with matplotlib's colour cycle
+OTHER_MARKERS = "o s ^ v D P X h < >".split()  # for labels that name no method, with matplotlib's colour cycle
 PANELS_PER_ROW = 3  # accuracy_vs_tokens wraps its panels
 GRID_COLUMNS = 6  # method_grid: panels per line (the plain image, then the methods), lines wrap
 MAX_WIDTH = 10.5  # inches: the widest figure here, 1,050 px at a notebook's 100 dpi (a 1,280 px window's column)
@@ -194,6 +190,41 @@ def score_heatmap(image, scores, grid: tuple[int, int], title: str = "score", ax
     return ax.figure
 
 
+@dataclass(frozen=True)
+class Panel:
+    """One panel of a row of maps: the image, under a score map or not (drawn once per image and question), and what
+    a result draws over it (drawn again for each result, replacing what the previous one drew)."""
+
+    kind: str  # its slot in the row (SLOT_WIDTHS)
+    title: str | None  # None: the result's drawing titles it
+    caption: str  # what it shows, in words ("From the left: ...")
+    draw: Callable | None = None  # draw(ax, result, grid): what a result changes (gids "outline", "fates")
+    scores: str | None = None  # the scores it maps: "visual" ([CLS] attention) or "text" (question vs patch)
+    cmap: str = "viridis"
+
+
+def outline_fate(ax, result: CompressionResult, grid: tuple[int, int], fate: Fate) -> None:
+    """The patches of sample 0 whose fate is ``fate`` outlined in its colour (replacing earlier outlines)."""
+    outline_patches(ax, as_numpy(result.fate[0]) == fate, grid, FATE_COLOURS[fate])
+
+
+def draw_panel(panel: Panel, ax, image, grid: tuple[int, int], scores: dict, title: str | None = None) -> None:
+    """What ``panel`` shows of an image and its scores (name -> [N]): the image, under its score map; title: in place
+    of the panel's own."""
+    title = panel.title if title is None else title
+    if panel.scores is None:
+        show_image(ax, image, grid, title or "")
+    else:
+        score_heatmap(image, scores[panel.scores], grid, title, ax=ax, cmap=panel.cmap)
+
+
+def draw_result(panels, axes, result: CompressionResult, grid: tuple[int, int]) -> None:
+    """What ``result`` (sample 0) changes on a row of panels, in place of what a result drew there before."""
+    for panel, ax in zip(panels, axes):
+        if panel.draw is not None:
+            panel.draw(ax, result, grid)
+
+
 @style()
 def score_maps(image, grid: tuple[int, int], cls_attn, text_sim=None, result: CompressionResult | None = None,
                titles: tuple[str, ...] | None = None, axes=None, legend: bool = True) -> Figure:
@@ -205,104 +236,22 @@ def score_maps(image, grid: tuple[int, int], cls_attn, text_sim=None, result: Co
     titles: one per panel after the plain image (default :data:`SCORE_TITLES`, then the fate map's own title).
     axes: the 3 (4 with a result) axes to draw into; default a new figure. legend: the fate legend, below.
     """
-    n_panels = 3 if result is None else 4
+    names = ("image", "visual", "image" if text_sim is None else "text", "fates")[:3 if result is None else 4]
+    panels = [PANELS[name] for name in names]
     if axes is None:
-        kinds = ("image", "heat", "image" if text_sim is None else "heat", "fates")[:n_panels]
-        axes = panel_axes(kinds, legend=legend and result is not None)
-    if len(axes) != n_panels or (titles is not None and len(titles) != n_panels - 1):
-        raise ValueError(f"score_maps draws {n_panels} panels (titles for all but the image); got {len(axes)} axes "
-                         f"and {'no' if titles is None else len(titles)} titles")
+        axes = panel_axes(tuple(panel.kind for panel in panels), legend=legend and result is not None)
+    if len(axes) != len(panels) or (titles is not None and len(titles) != len(panels) - 1):
+        raise ValueError(f"score_maps draws {len(panels)} panels (titles for all but the image); got {len(axes)} "
+                         f"axes and {'no' if titles is None else len(titles)} titles")
     titles = titles or SCORE_TITLES + ((None,) if result is not None else ())
-    show_image(axes[0], image, grid, IMAGE_TITLE)
-    score_heatmap(image, cls_attn, grid, titles[0], ax=axes[1], cmap="viridis")
-    if text_sim is None:
-        show_image(axes[2], image, grid, titles[1])
-    else:
-        score_heatmap(image, text_sim, grid, titles[1], ax=axes[2], cmap="magma")
+    for panel, ax, title in zip(panels, axes, (IMAGE_TITLE, *titles)):
+        draw_panel(panel, ax, image, grid, {"visual": cls_attn, "text": text_sim}, title)
     if result is not None:
-        show_image(axes[3], image, grid)
-        draw_result(axes, result, grid, titles[2], legend)
+        draw_result(panels, axes, result, grid)
+        axes[3].set_title(fate_title(result) if titles[2] is None else titles[2], fontsize=10)
+        if legend:
+            result_legend(axes[3].figure, result)
     return axes[0].figure
-
-
-def draw_result(axes, result: CompressionResult, grid: tuple[int, int], title: str | None = None,
-                legend: bool = True) -> None:
-    """What a result changes on the four panels of :func:`score_maps`: the kept tokens outlined on the first
-    score map, the recovered ones on the second, the fate layers on the last; what it drew there before is
-    replaced."""
-    fate = as_numpy(result.fate[0])
-    outline_patches(axes[1], fate == Fate.KEPT, grid, FATE_COLOURS[Fate.KEPT])
-    outline_patches(axes[2], fate == Fate.RECOVERED, grid, FATE_COLOURS[Fate.RECOVERED])
-    draw_fates(axes[3], result, grid, title, legend)
-
-
-class LiveScoreMaps:
-    """:func:`score_maps` of one image and question, kept for an interactive view.
-
-    Everything but the result (the image, both score maps, their colour bars, the layout) is rendered once
-    and kept as a background; :meth:`show` replaces what a result draws (:func:`draw_result`) and draws only
-    that over the background; :meth:`png` encodes the pixels, ``pixel_ratio`` device pixels per CSS pixel
-    (:attr:`css_size`: the size to show it at). The fate legend is left out (an interactive view shows it once
-    beside the figure).
-    """
-
-    def __init__(self, image, grid: tuple[int, int], cls_attn, text_sim, result: CompressionResult,
-                 css_dpi: int = 96, pixel_ratio: int = 2):
-        self.grid = grid
-        with style():
-            self.axes = panel_axes(("image", "heat", "heat", "fates"))
-            score_maps(image, grid, cls_attn, text_sim, result, axes=self.axes, legend=False)
-        self.figure = self.axes[0].figure
-        width, height = self.figure.get_size_inches()
-        self.css_size = (round(width * css_dpi), round(height * css_dpi))  # (w, h): the px a page shows it at
-        self.figure.set_dpi(css_dpi * pixel_ratio)  # device pixels: sharp on a screen of that pixel ratio
-        FigureCanvasAgg(self.figure)  # pixels to copy, whatever the notebook's backend
-        self.figure.draw_without_rendering()  # constrained layout runs once, here
-        self.figure.set_layout_engine("none")
-        self.render_background()
-        self.show(result)
-
-    def render_background(self) -> None:
-        """Render everything but the result and keep the pixels."""
-        for artist in self.result_artists():
-            artist.set_visible(False)
-        self.figure.canvas.draw()
-        self.background = self.figure.canvas.copy_from_bbox(self.figure.bbox)
-
-    def show_scores(self, image, cls_attn, text_sim, result: CompressionResult) -> None:
-        """Another image or question on the same patch grid: the image and both score maps change in place (their
-        colour bars follow), the layout stays, then ``result`` is drawn."""
-        h, w = self.grid
-        for ax in self.axes:
-            next(a for a in ax.images if a.get_gid() == "image").set_data(image)
-        for ax, scores in zip(self.axes[1:3], (cls_attn, text_sim)):
-            heat = next(a for a in ax.images if a.get_gid() == "score")
-            heat.set_data(as_numpy(scores).reshape(h, w))
-            heat.autoscale()
-        self.render_background()
-        self.show(result)
-
-    def result_artists(self) -> list:
-        """What a result draws: the outlines, the fate layers, the fate map's title."""
-        drawn = [a for ax in self.axes for a in (*ax.images, *ax.collections) if a.get_gid() in ("outline", "fates")]
-        return drawn + [self.axes[3].title]
-
-    def show(self, result: CompressionResult, title: str | None = None) -> None:
-        """Draw ``result`` (sample 0) in place of the previous one."""
-        with style():
-            draw_result(self.axes, result, self.grid, title, legend=False)
-            canvas = self.figure.canvas
-            canvas.restore_region(self.background)
-            for artist in self.result_artists():
-                artist.set_visible(True)
-                self.figure.draw_artist(artist)
-
-    def png(self) -> bytes:
-        """The figure as PNG bytes (fast compression: an interactive view encodes it on every change)."""
-        buffer = io.BytesIO()
-        pixels = np.asarray(self.figure.canvas.buffer_rgba())[..., :3]  # [H, W, 3] uint8
-        Image.fromarray(pixels).save(buffer, format="png", compress_level=1)
-        return buffer.getvalue()
 
 
 def cluster_colours(result: CompressionResult) -> dict[int, tuple]:
@@ -338,10 +287,11 @@ def cluster_borders(assignment: np.ndarray, merged: np.ndarray, grid: tuple[int,
     return segments
 
 
-def fate_legend(figure, fates=tuple(Fate), clusters: bool = True) -> None:
-    """The fate legend below the figure, outside every panel: a swatch per fate, a star for centres, one entry
-    for the cluster colours."""
-    handles = [Patch(facecolor=FATE_COLOURS[f], label=FATE_LABELS[f]) for f in fates if f != Fate.CENTRE]
+def fate_legend(figure, fates=tuple(Fate), clusters: bool = True, method: str | None = None) -> None:
+    """The fate legend below the figure, outside every panel: a swatch per fate (the kept ones named as ``method``
+    picks them, "kept (visual)", when it is a registered one), a star for centres, one entry for the cluster colours."""
+    labels = {**FATE_LABELS, Fate.KEPT: METHODS[method].kept_label} if method in METHODS else FATE_LABELS
+    handles = [Patch(facecolor=FATE_COLOURS[f], label=labels[f]) for f in fates if f != Fate.CENTRE]
     if clusters:
         handles.append(Patch(facecolor=CLUSTER_PALETTE[0], label="merged into a cluster (a colour each)"))
     if Fate.CENTRE in fates:
@@ -349,6 +299,12 @@ def fate_legend(figure, fates=tuple(Fate), clusters: bool = True) -> None:
                               markeredgecolor="black", label=FATE_LABELS[Fate.CENTRE]))
     columns = 3 if figure.bbox.width / figure.dpi > 2 * PANEL + 3 else 2  # (a subfigure has no get_figwidth)
     figure.legend(handles=handles, loc="lower center", ncols=columns, fontsize=8, frameon=False)
+
+
+def result_legend(figure, result: CompressionResult) -> None:
+    """:func:`fate_legend` of the fates sample 0 of ``result`` holds, below ``figure``."""
+    fate = as_numpy(result.fate[0])
+    fate_legend(figure, [f for f in Fate if (fate == f).any()], bool(cluster_colours(result)), result.method)
 
 
 def fate_title(result: CompressionResult) -> str:
@@ -373,8 +329,19 @@ def draw_fates(ax, result: CompressionResult, grid: tuple[int, int], title: str 
     ax.scatter(centres % w + 0.5, centres // w + 0.5, marker="*", s=60, c="white", edgecolors="black",
                linewidths=0.5, zorder=3, gid="fates")
     if legend:
-        fate_legend(ax.figure, [f for f in Fate if (fate == f).any()], clusters=bool(cluster_colours(result)))
+        result_legend(ax.figure, result)
     ax.set_title(fate_title(result) if title is None else title, fontsize=10)
+
+
+PANELS: dict[str, Panel] = {  # the explorer's figure, from the left
+    "image": Panel("image", IMAGE_TITLE, "the image"),
+    "visual": Panel("heat", SCORE_TITLES[0], "[CLS] attention, the tokens the method kept unchanged outlined in blue",
+                    partial(outline_fate, fate=Fate.KEPT), "visual"),
+    "text": Panel("heat", SCORE_TITLES[1], "the question's text score, the recovered tokens outlined in orange",
+                  partial(outline_fate, fate=Fate.RECOVERED), "text", "magma"),
+    "fates": Panel("fates", None, "what the LLM reads of each patch", partial(draw_fates, legend=False)),
+}
+
 
 
 @style()
@@ -502,11 +469,11 @@ def filter_thresholds(scores, decisions: dict, b: int = 0, xlabel: str = "score"
     return figure
 
 
-def method_style(method: str, index: int) -> tuple[str, str, str]:
-    """(colour, marker, line style) of a method (:data:`METHOD_STYLES`), or of the index-th other label."""
-    if method in METHOD_STYLES:
-        return METHOD_STYLES[method]
-    return f"C{index % 10}", OTHER_MARKERS[index % len(OTHER_MARKERS)], ("-", "--", "-.", ":")[index % 4]
+def method_style(method: str, index: int) -> PlotStyle:
+    """A method's curve style (``MethodSpec.style``), or the index-th other label's."""
+    if method in METHODS:
+        return METHODS[method].style
+    return PlotStyle(f"C{index % 10}", OTHER_MARKERS[index % len(OTHER_MARKERS)], ("-", "--", "-.", ":")[index % 4])
 
 
 def dodge(points: list[tuple[float, float]], x_step: float, y_close: float) -> list[float]:
@@ -533,7 +500,7 @@ def accuracy_vs_tokens(rows: list[dict], metrics: tuple[str, ...] = ("accuracy",
     method visible.
 
     rows: bench rows (``rclib.bench.run_bench``) with method, budget, mean_tokens and the metrics.
-    Each method has its own colour, marker and line style (:data:`METHOD_STYLES`), named in one legend right of
+    Each method has its own colour, marker and line style (``MethodSpec.style``), named in one legend right of
     the panels (nothing but data inside them); markers that would hide each other are spread sideways (the
     caption says by how many tokens). Adaptive budgets (the method chose K) are stars; the full model is a dashed
     horizontal line. The x-axis spans the compressed methods' tokens, not the full model's.
@@ -554,15 +521,15 @@ def accuracy_vs_tokens(rows: list[dict], metrics: tuple[str, ...] = ("accuracy",
         offsets = dodge([(r["mean_tokens"], r[metric]) for r in curves], x_step, 0.02)
         x_of = {id(r): r["mean_tokens"] + dx for r, dx in zip(curves, offsets)}
         for index, method in enumerate(methods):
-            colour, marker, line = method_style(method, index)
+            look = method_style(method, index)
             mine = sorted((r for r in shown if r["method"] == method), key=lambda r: r["mean_tokens"])
             if not mine:
                 continue
             if method == "full":
                 named[f"all {mine[0]['mean_tokens']:.0f} tokens"] = ax.axhline(
-                    mine[0][metric], color=colour, linestyle=line, linewidth=1.2, zorder=1)
+                    mine[0][metric], color=look.colour, linestyle=look.line, linewidth=1.2, zorder=1)
                 if metric in mine[0].get("ci", {}):
-                    ax.axhspan(*mine[0]["ci"][metric], color=colour, alpha=0.08, linewidth=0, zorder=0)
+                    ax.axhspan(*mine[0]["ci"][metric], color=look.colour, alpha=0.08, linewidth=0, zorder=0)
                 continue
             fixed = [r for r in mine if r["budget"] != "adaptive"]
             adaptive = [r for r in mine if r["budget"] == "adaptive"]
@@ -570,11 +537,11 @@ def accuracy_vs_tokens(rows: list[dict], metrics: tuple[str, ...] = ("accuracy",
             ax.errorbar([x_of[id(r)] for r in with_ci], [r[metric] for r in with_ci],
                         yerr=[[r[metric] - r["ci"][metric][0] for r in with_ci],
                               [r["ci"][metric][1] - r[metric] for r in with_ci]],
-                        fmt="none", ecolor=colour, elinewidth=0.8, capsize=2, alpha=0.7, zorder=1)
-            (curve,) = ax.plot([x_of[id(r)] for r in fixed], [r[metric] for r in fixed], color=colour, marker=marker,
-                               linestyle=line, linewidth=2.0 if method == "rc" else 1.3, markersize=6, label=method,
-                               markerfacecolor="white" if index % 2 else colour, zorder=2)
-            (stars,) = ax.plot([x_of[id(r)] for r in adaptive], [r[metric] for r in adaptive], "*", color=colour,
+                        fmt="none", ecolor=look.colour, elinewidth=0.8, capsize=2, alpha=0.7, zorder=1)
+            (curve,) = ax.plot([x_of[id(r)] for r in fixed], [r[metric] for r in fixed], color=look.colour,
+                               marker=look.marker, linestyle=look.line, linewidth=look.width, markersize=6,
+                               label=method, markerfacecolor="white" if index % 2 else look.colour, zorder=2)
+            (stars,) = ax.plot([x_of[id(r)] for r in adaptive], [r[metric] for r in adaptive], "*", color=look.colour,
                                markersize=13, markeredgecolor="black", markeredgewidth=0.5, zorder=3,
                                label=f"{method} (adaptive)")
             named[method] = curve if fixed else stars

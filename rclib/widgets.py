@@ -1,11 +1,13 @@
 """An interactive explorer: controls bound to compress + generate, figures from ``rclib.viz``.
 
 Moving a control reruns only the compression and the compressed answer; the encoders run once per
-image and question (cached here), and so does the all-tokens answer. The score maps are drawn once per
-image and question (:class:`rclib.viz.LiveScoreMaps`); a control redraws only what the result changes.
-Which controls apply to the selected method comes from :data:`rclib.methods.METHODS`; the others are
-greyed out. Next to the question: the words the model reads (a closed-vocabulary model such as the
-embedded one) and, in a warning box, why its output is not an answer when it is not
+image and question (cached here), and so does the all-tokens answer. The figure's panels
+(:data:`rclib.viz.PANELS`) are drawn once per image and question (:class:`rclib.live.LiveFigure`); a
+control redraws only what the result changes. The option controls are the ones the methods' specs
+declare (``MethodSpec.controls`` in :data:`rclib.methods.METHODS`: label, widget kind, range, step), one
+per option name; those the selected method does not read are greyed out. Next to the question: the words
+the model reads (a closed-vocabulary model such as the embedded one) and, in a warning box, why its output
+is not an answer when it is not
 (:func:`rclib.examples.caveats`, and an empty question), with notes on what the model does not see of the
 input (:func:`input_notes`: a centre-cropped image, a question past the text tower's context). A callback that
 raises shows its traceback in the explorer's error area instead of vanishing (ipywidgets swallows such errors).
@@ -31,15 +33,14 @@ from matplotlib.colors import to_hex
 
 from rclib import viz
 from rclib.examples import EXAMPLE_METHODS, REAL_CHECKPOINT, caveats, english_list, known_words, learned_families
-from rclib.filters import RULES
 from rclib.images import read_image
-from rclib.methods import METHODS
+from rclib.live import LiveFigure
+from rclib.methods import METHODS, MethodSpec
+from rclib.methods.registry import Control
 from rclib.result import Fate
 from rclib.shapes.world import FAMILIES, normalize_answer
 
 FIRST_METHOD = "rc"  # the method selected when the explorer opens
-OPTION_CONTROLS = ("rule", "n_neighbors", "iqr_factor", "text_stage", "knn_k")  # method options with a control
-RULE_OPTIONS = {"n_neighbors": "lof", "iqr_factor": "iqr"}  # options read only under one filter rule
 LABEL_WIDTH = 150  # px of a control's description
 READOUT_WIDTH = 110  # px of a slider's value and the margins around its track
 MIN_TRACK = 300  # px of a slider's track at least; the budget's is one px per token or more
@@ -48,6 +49,21 @@ TEXT_WIDTH = "660px"  # the question box, beside the image list: long photo ques
 STATUS_WIDTH = 320  # px of the answers box at least (it shares the controls' row, or wraps below them)
 STATUS_HEIGHT = "276px"  # the answers box's fixed height, about the controls' column: it scrolls, nothing moves
 NOTE_HEIGHT = "4em"  # the method's note, two lines: a longer one scrolls
+SWITCH_WIDTH = 220  # px of a checkbox's box and label, beside the description column
+
+
+def option_controls(specs) -> dict[str, tuple[Control, object]]:
+    """Option name -> (its control, its default in the first of ``specs`` that declares it), in the order the specs
+    declare them; methods that take an option of the same name share its control, so they must declare one alike."""
+    found = {}
+    for spec in specs:
+        for name, control in spec.controls.items():
+            if found.setdefault(name, (control, spec.options[name]))[0] != control:
+                raise ValueError(f"{spec.name} declares option {name!r} another control than an earlier method")
+    return found
+
+
+OPTION_CONTROLS = option_controls(METHODS[name] for name in (FIRST_METHOD, *EXAMPLE_METHODS))
 
 
 def slider_layout(steps: int) -> widgets.Layout:
@@ -55,10 +71,33 @@ def slider_layout(steps: int) -> widgets.Layout:
     return widgets.Layout(width=f"{LABEL_WIDTH + max(MIN_TRACK, steps) + READOUT_WIDTH}px")
 
 
+def option_widget(control: Control, value, style: dict) -> widgets.Widget:
+    """The widget of one option :class:`~rclib.methods.registry.Control`, set to ``value``: a dropdown, a slider as
+    wide as its steps, a checkbox."""
+    if control.kind == "choice":
+        return widgets.Dropdown(options=list(control.choices), value=value, description=control.label, style=style)
+    if control.kind == "switch":
+        return widgets.Checkbox(value=value, description=control.label, indent=True, style=style,
+                                layout=widgets.Layout(width=f"{LABEL_WIDTH + SWITCH_WIDTH}px"))
+    slider = widgets.IntSlider if control.kind == "int" else widgets.FloatSlider
+    return slider(value=value, min=control.low, max=control.high, step=control.step, description=control.label,
+                  style=style, layout=slider_layout(round((control.high - control.low) / control.step)))
+
+
+def option_read(spec: MethodSpec, name: str, control: Control, values: dict) -> bool:
+    """Whether ``spec``'s method reads option ``name`` at the controls' ``values``: it takes it, and the option its
+    control depends on (``control.when``) has the value it needs or is not one of the method's."""
+    if name not in spec.options:
+        return False
+    if control.when is None:
+        return True
+    option, needed = control.when
+    return option not in spec.options or values[option] == needed
+
+
 def make_controls(examples: list, n_tokens: int) -> dict[str, widgets.Widget]:
-    """The explorer's controls, the first method's option defaults (``METHODS``) preselected; budget 0 lets
+    """The explorer's controls, the options' defaults (:data:`OPTION_CONTROLS`) preselected; budget 0 lets
     the method choose (adaptive methods) or take its default budget; n_tokens: the model's visual tokens."""
-    defaults = METHODS[FIRST_METHOD].options
     style = {"description_width": f"{LABEL_WIDTH}px"}
     return {
         "example": widgets.Dropdown(options=[e.name for e in examples], description="image", style=style,
@@ -68,15 +107,7 @@ def make_controls(examples: list, n_tokens: int) -> dict[str, widgets.Widget]:
         "method": widgets.Dropdown(options=EXAMPLE_METHODS, value=FIRST_METHOD, description="method", style=style),
         "budget": widgets.IntSlider(value=0, min=0, max=n_tokens, description=budget_label(METHODS[FIRST_METHOD]),
                                     style=style, layout=slider_layout(n_tokens)),
-        "rule": widgets.Dropdown(options=list(RULES), value=defaults["rule"], description="filter rule", style=style),
-        "n_neighbors": widgets.IntSlider(value=defaults["n_neighbors"], min=2, max=60, description="LOF neighbours",
-                                         style=style, layout=slider_layout(58)),
-        "iqr_factor": widgets.FloatSlider(value=defaults["iqr_factor"], min=0.0, max=4.0, step=0.25,
-                                          description="IQR factor", style=style, layout=slider_layout(16)),
-        "text_stage": widgets.Checkbox(value=defaults["text_stage"], description="text stage (recovery)",
-                                       indent=True, style=style, layout=widgets.Layout(width=f"{LABEL_WIDTH + 220}px")),
-        "knn_k": widgets.IntSlider(value=defaults["knn_k"], min=1, max=64, description="KNN k (merge)", style=style,
-                                   layout=slider_layout(63)),
+        **{name: option_widget(control, value, style) for name, (control, value) in OPTION_CONTROLS.items()},
     }
 
 
@@ -95,7 +126,7 @@ def method_note(spec, n_tokens: int) -> str:
         budget = f"budget K: at most K of the {n_tokens} visual tokens; 0 lets it choose K per image"
     else:
         budget = f"budget K: K of the {n_tokens} visual tokens; 0 takes its default"
-    where = " It prunes inside the LLM." if spec.stage == "inside_llm" else ""
+    where = " It prunes inside the LLM." if spec.placement == "inside_llm" else ""
     return f"<small><b>{spec.name}</b>: {html.escape(spec.summary)}.{where} {budget}.</small>"
 
 
@@ -199,9 +230,8 @@ def fate_legend_html() -> str:
     items = [swatch(viz.FATE_COLOURS[fate], viz.FATE_LABELS[fate]) for fate in Fate if fate != Fate.CENTRE]
     items.append(swatch(to_hex(viz.CLUSTER_PALETTE[0]), "merged into a cluster (a colour each; a star marks "
                                                              "its centre)"))
-    return ("<small>From the left: the image; [CLS] attention, the tokens the visual filter kept outlined in blue; "
-            "the question's text score, the recovered tokens outlined in orange; what the LLM reads of each "
-            f"patch.<br>{''.join(items)}</small>")
+    captions = "; ".join(panel.caption for panel in viz.PANELS.values())
+    return f"<small>From the left: {html.escape(captions)}.<br>{''.join(items)}</small>"
 
 
 class Explorer:
@@ -234,7 +264,7 @@ class Explorer:
         self.errors = widgets.Output()
         for name in ("vocabulary", "warning", "method_note", "summary", "answers_table", "figure", "errors"):
             getattr(self, name).add_class(f"rclib-{name.replace('_', '-')}")
-        self.maps = None  # the LiveScoreMaps of the current image and question
+        self.maps = None  # the LiveFigure of the current image and question
         self.maps_key = None  # its (example name, question)
         self.result = None  # the last CompressionResult
         self.answers: dict[str, str] = {}  # "all tokens" / method -> answer
@@ -326,12 +356,11 @@ class Explorer:
             self.errors.append_stderr("".join(traceback.format_exception(error)))
 
     def enable_controls(self) -> None:
-        """Grey out what the selected method ignores: options it does not take, options of the filter rule it
-        is not using, the budget when K is fixed by the method."""
-        spec, rule = self.spec, self.controls["rule"].value
-        for name in OPTION_CONTROLS:
-            rule_applies = "rule" not in spec.options or RULE_OPTIONS.get(name, rule) == rule
-            self.controls[name].disabled = name not in spec.options or not rule_applies
+        """Grey out what the selected method ignores: options it does not take, options it does not read at the
+        other controls' values (the IQR factor under the LOF rule), the budget when K is fixed by the method."""
+        spec, values = self.spec, self.state
+        for name, (control, _) in OPTION_CONTROLS.items():
+            self.controls[name].disabled = not option_read(spec, name, control, values)
         self.controls["budget"].disabled = not spec.takes_budget
         self.controls["budget"].description = budget_label(spec)
         self.method_note.value = method_note(spec, self.n_tokens)
@@ -352,7 +381,7 @@ class Explorer:
         self.warning.value = warnings_box(self.warnings, self.notes)
         counts = self.result.counts(0)
         self.summary.value = (f"<small><b>{state['method']}</b>: {counts['n_input_tokens']} tokens in &rarr; "
-                              f"{counts['n_visual']} kept (visual) / {counts['n_text']} recovered (text) / "
+                              f"{counts['n_visual']} {self.spec.kept_label} / {counts['n_text']} recovered (text) / "
                               f"{counts['n_merged']} merged &rarr; <b>{counts['n_output_tokens']} out</b>"
                               f"{layer_counts(run)}</small>")
         equivalent = float(run.equivalent_tokens[0])  # what each layer read, on average: the method's cost in tokens
@@ -365,11 +394,12 @@ class Explorer:
         if self.maps_key == key:
             self.maps.show(self.result)
         else:  # another image or question: new scores on the same grid, or a new figure
-            scores = self.model.display_images(encoded)[0], encoded.cls_attn[0], encoded.text_sim[0]
+            image = self.model.display_images(encoded)[0]
+            scores = {"visual": encoded.cls_attn[0], "text": encoded.text_sim[0]}
             if self.maps is not None and self.maps.grid == encoded.grid:
-                self.maps.show_scores(*scores, self.result)
+                self.maps.show_scores(image, scores, self.result)
             else:
-                self.maps = viz.LiveScoreMaps(scores[0], encoded.grid, *scores[1:], self.result)
+                self.maps = LiveFigure(image, encoded.grid, scores, self.result)
                 self.figure.layout.width = f"{self.maps.css_size[0]}px"  # its own size: never stretched
             self.maps_key = key
         self.figure.value = self.maps.png()

@@ -19,9 +19,10 @@ from pathlib import Path
 import torch
 
 from rclib.models import load
+from rclib.shapes.clip_stages import encode_bank
 from rclib.shapes.data import PromptLayout, conversation_batch, make_bank
 from rclib.shapes.evaluate import EVAL_SEED
-from rclib.shapes.train import encode_bank, lm_forward
+from rclib.shapes.llava_losses import lm_forward
 from rclib.shapes.world import FAMILIES, NUM_PATCHES
 
 

@@ -2,15 +2,17 @@
 formats, and loaded back through rclib's real loader. Session-scoped: built once per test run."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
-# A tiny LLaVA-1.5: CLIP vision tower at 64 px with 8 px patches (8 x 8 = 64 patch tokens), width 32.
-IMAGE_SIZE = 64
-PATCH_SIZE = 8
-VISION_WIDTH = 32
-JOINT_DIM = 16  # CLIP joint embedding space
+from rclib.models import tiny
+
+# A tiny LLaVA-1.5 (rclib.models.tiny): CLIP vision tower at 64 px with 8 px patches (8 x 8 = 64 patch tokens),
+# width 32; CLIP joint dim 16.
+SHAPES = tiny.ClipShapes()
 # Words of the tiny LLaVA tokenizer (whitespace-split word level); anything else maps to <unk>.
 LLAVA_SPECIAL = ["<unk>", "<s>", "</s>", "<pad>", "<image>"]
 LLAVA_WORDS = ("USER ASSISTANT : ? . , a an the what which where is are colour color shape shapes of in on this "
@@ -22,41 +24,13 @@ CHAT_TEMPLATE = ("{% for message in messages %}{{ message['role'].upper() }}: {%
                  "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
 
 
-def word_tokenizer(words: list[str], special: list[str], template: str, **special_tokens):
-    """A transformers fast tokenizer over a fixed word list; template adds bos / eos (tokenizers syntax)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {token: i for i, token in enumerate(special + words)}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(
-        single=template, special_tokens=[(t, vocab[t]) for t in special if t in template])
-    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", **special_tokens)
-
-
-def tiny_vision_config():
-    from transformers import CLIPVisionConfig
-
-    return CLIPVisionConfig(hidden_size=VISION_WIDTH, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                            image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=JOINT_DIM)
-
-
 @pytest.fixture(scope="session")
 def tiny_clip_dir(tmp_path_factory):
     """A transformers CLIPModel (text + vision, joint dim 16) with its tokenizer, saved with save_pretrained."""
-    from transformers import CLIPConfig, CLIPTextConfig, CLIPModel
-
-    tokenizer = word_tokenizer(LLAVA_WORDS, CLIP_SPECIAL, "<|startoftext|> $A <|endoftext|>",
-                               bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>")
-    text = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                          num_attention_heads=4, max_position_embeddings=77, projection_dim=JOINT_DIM,
-                          bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    config = CLIPConfig(text_config=text.to_dict(), vision_config=tiny_vision_config().to_dict(),
-                        projection_dim=JOINT_DIM)
-    torch.manual_seed(0)
+    tokenizer = tiny.word_tokenizer(LLAVA_WORDS, CLIP_SPECIAL, "<|startoftext|> $A <|endoftext|>", "<unk>",
+                                    bos_token="<|startoftext|>", eos_token="<|endoftext|>", pad_token="<|endoftext|>")
     folder = tmp_path_factory.mktemp("tiny-clip")
-    CLIPModel(config).save_pretrained(folder)
+    tiny.build_clip(SHAPES, tokenizer).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -69,9 +43,9 @@ def tiny_open_clip_dir(tmp_path_factory):
     from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
     from open_clip.push_to_hf_hub import save_config_for_hf
 
-    model_cfg = {"embed_dim": JOINT_DIM, "quick_gelu": True,
-                 "vision_cfg": {"image_size": IMAGE_SIZE, "patch_size": PATCH_SIZE, "width": VISION_WIDTH,
-                                "layers": 2, "head_width": 8},
+    model_cfg = {"embed_dim": SHAPES.joint_dim, "quick_gelu": True,
+                 "vision_cfg": {"image_size": SHAPES.image_size, "patch_size": SHAPES.patch_size,
+                                "width": SHAPES.vision_width, "layers": 2, "head_width": 8},
                  "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 4, "layers": 2}}
     torch.manual_seed(0)
     model = open_clip.CLIP(**model_cfg)
@@ -86,30 +60,94 @@ def tiny_open_clip_dir(tmp_path_factory):
 def tiny_llava_dir(tmp_path_factory, tiny_clip_dir):
     """A LlavaForConditionalGeneration (tiny Llama) whose vision tower is the tiny CLIP's, with a chat
     template processor, saved with save_pretrained (safetensors)."""
-    from transformers import (CLIPImageProcessor, CLIPModel, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor)
+    from transformers import CLIPModel, LlamaConfig
 
-    tokenizer = word_tokenizer(LLAVA_WORDS, LLAVA_SPECIAL, "<s> $A", bos_token="<s>", eos_token="</s>",
-                               pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})
+    tokenizer = tiny.word_tokenizer(LLAVA_WORDS, LLAVA_SPECIAL, "<s> $A", "<unk>", bos_token="<s>", eos_token="</s>",
+                                    pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})
     text = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                        initializer_range=0.2, bos_token_id=1, eos_token_id=2, pad_token_id=3)
-    config = LlavaConfig(vision_config=tiny_vision_config(), text_config=text,
-                         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-                         image_seq_length=(IMAGE_SIZE // PATCH_SIZE) ** 2)
-    torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(config)
-    clip = CLIPModel.from_pretrained(tiny_clip_dir)
-    model.model.vision_tower.load_state_dict(clip.vision_model.state_dict())  # LLaVA keeps CLIP's vision tower
-    image_processor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
-                                         crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=PATCH_SIZE,
-                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                               chat_template=CHAT_TEMPLATE)  # +1: CLIP's CLS, as llava-hf processors
+    model = tiny.build_llava(SHAPES, text, tokenizer.convert_tokens_to_ids("<image>"))
+    tiny.tie_vision_towers(CLIPModel.from_pretrained(tiny_clip_dir), model)  # LLaVA keeps CLIP's vision tower
+    processor = tiny.llava_processor(tokenizer, SHAPES.image_size, SHAPES.patch_size, CHAT_TEMPLATE)
     folder = tmp_path_factory.mktemp("tiny-llava")
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+# Tile layouts of the tiled families (pixels, multiples of the 64 px crop): 1 x 2, 2 x 1, 2 x 2, 1 x 3.
+PINPOINTS = [[64, 128], [128, 64], [128, 128], [64, 192]]
+MAX_TILES = 2  # LLaVA-OneVision's anyres_max: 2 x 2 tiles (4 crops' worth) get shrunk
+
+
+def llava_words_tokenizer(video: bool = False):
+    """The tiny LLaVA's word-level tokenizer (Llama-style specials, an <image> token; ``video``: a <video> token too,
+    which LLaVA-OneVision's processor counts)."""
+    special = LLAVA_SPECIAL + ["<video>"] * video
+    return tiny.word_tokenizer(LLAVA_WORDS, special, "<s> $A", "<unk>", bos_token="<s>", eos_token="</s>",
+                               pad_token="<pad>", extra_special_tokens={"image_token": "<image>",
+                                                                        **({"video_token": "<video>"} if video else {})})
+
+
+def tiny_llm(tokenizer, family: str = "llama"):
+    """A tiny Llama or Qwen2 config for ``tokenizer``: 2 layers, width 32, room for a few hundred image tokens."""
+    import transformers
+
+    config = transformers.LlamaConfig if family == "llama" else transformers.Qwen2Config
+    return config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, initializer_range=0.2,
+                  bos_token_id=1, eos_token_id=2, pad_token_id=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_next_dir(tmp_path_factory, tiny_clip_dir):
+    """A LlavaNextForConditionalGeneration (tiny Llama) on the tiny CLIP's vision tower: a base view and anyres
+    tiles of 64 px crops (8 x 8 patches each, their own [CLS]), saved with save_pretrained."""
+    from transformers import CLIPModel
+
+    tokenizer = llava_words_tokenizer()
+    model = tiny.build_llava_next(SHAPES, tiny_llm(tokenizer), tokenizer.convert_tokens_to_ids("<image>"), PINPOINTS,
+                                  seed=1)
+    tiny.tie_vision_towers(CLIPModel.from_pretrained(tiny_clip_dir), model)
+    folder = tmp_path_factory.mktemp("tiny-llava-next")
+    model.save_pretrained(folder)
+    tiny.llava_next_processor(tokenizer, SHAPES, PINPOINTS, CHAT_TEMPLATE).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip_dir(tmp_path_factory):
+    """A transformers SiglipModel (text + vision with its pooling head, no [CLS]) with its tokenizer."""
+    tokenizer = tiny.word_tokenizer(LLAVA_WORDS, ["<unk>", "</s>", "<pad>"], "$A </s>", "<unk>", eos_token="</s>",
+                                    pad_token="<pad>")
+    folder = tmp_path_factory.mktemp("tiny-siglip")
+    tiny.build_siglip(replace(SHAPES, text_positions=16), tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_onevision_dir(tmp_path_factory, tiny_siglip_dir):
+    """A LlavaOnevisionForConditionalGeneration (tiny Qwen2) whose SigLIP vision tower is the tiny SigLIP's, anyres
+    tiles shrunk past MAX_TILES crops' worth, saved with save_pretrained."""
+    from transformers import SiglipModel
+
+    tokenizer = llava_words_tokenizer(video=True)
+    model = tiny.build_llava_onevision(SHAPES, tiny_llm(tokenizer, "qwen2"), tokenizer.convert_tokens_to_ids("<image>"),
+                                       PINPOINTS, MAX_TILES, seed=2)
+    tiny.tie_siglip_tower(SiglipModel.from_pretrained(tiny_siglip_dir), model)
+    folder = tmp_path_factory.mktemp("tiny-llava-onevision")
+    model.save_pretrained(folder)
+    tiny.onevision_processor(tokenizer, SHAPES, PINPOINTS, MAX_TILES, CHAT_TEMPLATE).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiled_images():
+    """Three images whose sizes give three tile layouts (wide, tall, square)."""
+    rng = np.random.default_rng(3)
+    return [rng.integers(0, 256, size=shape, dtype=np.uint8) for shape in ((60, 130, 3), (140, 70, 3), (100, 96, 3))]
 
 
 @pytest.fixture(scope="session")
@@ -124,4 +162,4 @@ def tiny_model(tiny_llava_dir, tiny_clip_dir):
 def tiny_images():
     """Six random 64 x 80 RGB images (uint8 HWC arrays), different from each other."""
     rng = np.random.default_rng(0)
-    return [rng.integers(0, 256, size=(IMAGE_SIZE, 80, 3), dtype=np.uint8) for _ in range(6)]
+    return [rng.integers(0, 256, size=(SHAPES.image_size, 80, 3), dtype=np.uint8) for _ in range(6)]

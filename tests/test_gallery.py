@@ -15,7 +15,7 @@ def example(tiny_images):
 
 def test_the_grid_shows_every_method_that_compresses_an_example_before_the_llm():
     assert gallery.GRID_METHODS == tuple(name for name, spec in METHODS.items() if spec.takes_budget
-                                         and spec.stage == "before_llm" and "target" not in spec.needs)
+                                         and spec.placement == "before_llm" and "target" not in spec.needs)
     assert {"rc", "prumerge", "fastervlm"} <= set(gallery.GRID_METHODS)
     assert not {"full", "fastv", "oracle"} & set(gallery.GRID_METHODS), "all tokens, inside the LLM, needs the truth"
 
@@ -78,3 +78,10 @@ def test_ranking_orders_the_methods_at_one_budget():
     assert gallery.ranking(rows, "accuracy", 64, top=1) == "divprune 0.80 (then 2 more)"
     del rows[0]["ci"]
     assert gallery.ranking(rows, "accuracy", 64) == "divprune 0.80 ~ rc 0.70 ~ random 0.20", "no interval: no order claimed"
+
+
+def test_the_figures_and_the_card_compare_the_featured_methods():
+    from rclib.shapes.evaluate import COMPARED
+
+    assert gallery.CURVE_METHODS == COMPARED == tuple(name for name, spec in METHODS.items() if spec.featured)
+    assert {"full", "rc"} <= set(COMPARED) and all(METHODS[m].placement == "before_llm" for m in COMPARED)

@@ -7,10 +7,11 @@ import torch
 
 from rclib import compress, cost
 from rclib.methods import METHODS
+from rclib.methods.released_reference import released_compress
 from rclib.models.text import text_similarity
 from rclib.models.vision import cls_attention
-from rclib.speed import (BENCH_METHODS, SpeedConfig, add_bounds, add_command, machine_name, peak_extra_bytes,
-                         released_compress)
+from rclib.speed import BENCH_METHODS, SpeedConfig, add_bounds, add_command, machine_name, peak_extra_bytes
+from rclib.speed.analytic import cost_rows
 
 SUMMARY = ("bound_share_rc", "compress_share_of_vision_rc", "speedup_vs_released_compress", "compress_ms_rc",
            "compress_ms_fastervlm")
@@ -25,7 +26,7 @@ def test_quick_run_writes_every_section(tmp_path):
     results = json.loads(json_path.read_text())
     assert all(isinstance(results["summary"][name], float) for name in SUMMARY)
     assert results["config"]["clock"] == "cpu" and results["machine"]["e2e_threads"] == 1
-    assert {row["method"] for row in results["compress"]} == {m for m in BENCH_METHODS if METHODS[m].stage == "before_llm"}
+    assert {row["method"] for row in results["compress"]} == {m for m in BENCH_METHODS if METHODS[m].placement == "before_llm"}
     assert [row["method"] for row in results["e2e"]] == [*BENCH_METHODS, "rc (released way)"]
     assert all(row["total_s"] > 0 and row["decode_tokens_per_s"] > 0 for row in results["e2e"])
     assert [(row["method"], row["batch"]) for row in results["batch"]] == [
@@ -100,3 +101,9 @@ def test_bad_settings_say_what_to_do():
 def test_machine_name_is_a_file_name():
     assert machine_name({"device": "cpu", "cpu": "AMD EPYC 7B13 64-Core Processor", "cores": 2}) == "amd-epyc-7b13-2c"
     assert machine_name({"device": "NVIDIA H100 80GB HBM3", "cpu": "x", "cores": 16}) == "nvidia-h100-80gb-hbm3"
+
+
+def test_cost_rows_say_where_the_methods_own_plans_prune():
+    prunes = {row["setting"]: row["prunes"] for row in cost_rows(58) if row["model"] == "llava-1.5-7b"}
+    assert prunes["fastv at 64"] == "inside: all tokens in layers 0-1"
+    assert prunes["sparsevlm at 64"] == "inside: all tokens in layers 0-2, pruned again before layers 7, 16"

@@ -11,6 +11,8 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 from rclib import viz
+from rclib.live import LiveFigure
+from rclib.methods import METHODS
 from rclib.result import Fate, Slot, from_weights
 
 GRID = (2, 3)  # 6 patches
@@ -61,7 +63,7 @@ def test_fate_map_overlays_the_patch_colours_and_marks_centres(known_result):
     centres = ax.collections[-1].get_offsets()
     assert np.allclose(centres, [[2.5, 0.5]]), "one star at the centre patch (row 0, column 2)"
     legend = [t.get_text() for t in figure.legends[0].get_texts()]
-    assert viz.FATE_LABELS[Fate.KEPT] in legend and viz.FATE_LABELS[Fate.DROPPED] in legend
+    assert METHODS["rc"].kept_label in legend and viz.FATE_LABELS[Fate.DROPPED] in legend, "kept: as rc picks them"
     assert ax.get_title() == "rc: 6 -> 4 tokens"
 
 
@@ -184,9 +186,10 @@ def test_accuracy_vs_tokens_draws_a_line_per_method():
     ax = viz.accuracy_vs_tokens(rows).axes[0]
     by_label = {line.get_label(): line for line in ax.lines}
     assert list(by_label["rc"].get_xdata()) == [16, 32]
-    colour, marker, style = viz.METHOD_STYLES["rc"]
-    assert to_rgba(by_label["rc"].get_color()) == to_rgba(colour) and by_label["rc"].get_marker() == marker
-    assert by_label["fastervlm"].get_marker() != marker, "methods differ by marker, not only by colour"
+    style = METHODS["rc"].style
+    assert to_rgba(by_label["rc"].get_color()) == to_rgba(style.colour) and by_label["rc"].get_marker() == style.marker
+    assert by_label["rc"].get_linewidth() == style.width
+    assert by_label["fastervlm"].get_marker() != style.marker, "methods differ by marker, not only by colour"
     assert list(by_label["fastervlm"].get_ydata()) == [0.5]
     full = [line for line in ax.lines if line.get_linestyle() == "--" and len(set(line.get_ydata())) == 1]
     assert full[0].get_ydata()[0] == 0.9
@@ -213,7 +216,7 @@ def test_dodge():
 
 def test_live_score_maps_redraw_only_the_result(known_result):
     visual, text = known_result.scores["visual"][0], known_result.scores["text"][0]
-    live = viz.LiveScoreMaps(IMAGE, GRID, visual, text, known_result)
+    live = LiveFigure(IMAGE, GRID, {"visual": visual, "text": text}, known_result)
     first = live.png()
     assert first[:4] == b"\x89PNG"
     assert outlined(live.axes[1]) == [(0, 0)] and outlined(live.axes[2]) == [(1, 0)]
@@ -243,9 +246,9 @@ def test_method_grid_has_a_map_per_image_and_method(known_result):
 
 def test_live_score_maps_take_new_scores_in_place(known_result):
     visual, text = known_result.scores["visual"][0], known_result.scores["text"][0]
-    live = viz.LiveScoreMaps(IMAGE, GRID, visual, text, known_result)
+    live = LiveFigure(IMAGE, GRID, {"visual": visual, "text": text}, known_result)
     before = live.png()
-    live.show_scores(255 - IMAGE, text, visual, known_result)
+    live.show_scores(255 - IMAGE, {"visual": text, "text": visual}, known_result)
     for ax, scores in zip(live.axes[1:3], (text, visual)):
         image, heat = ax.get_images()[:2]
         assert np.array_equal(image.get_array(), 255 - IMAGE)
@@ -348,3 +351,19 @@ def test_heavy_tailed_scores_get_a_log_axis_and_the_lof_axis_stays_with_its_pane
         assert 0.05 < share < 0.98, "the cut is drawn inside the panel, away from the y-axis"
     label = lof_values.yaxis.label.get_window_extent()
     assert label.x1 < iqr_ax.yaxis.label.get_window_extent().x0, "the LOF axis label sits within its own panel"
+
+
+def test_every_method_has_a_curve_style_of_its_own():
+    looks = [(spec.style.colour, spec.style.marker, spec.style.line) for spec in METHODS.values()]
+    assert len(set(looks)) == len(looks), "two methods would draw the same curve"
+    assert len({spec.style.colour for spec in METHODS.values()}) == len(METHODS), "a colour each"
+    assert all("*" not in spec.style.marker for spec in METHODS.values()), "the star marks adaptive budgets"
+
+
+def test_the_live_figure_is_a_row_of_the_registered_panels(known_result):
+    scores = {"visual": known_result.scores["visual"][0], "text": known_result.scores["text"][0]}
+    live = LiveFigure(IMAGE, GRID, scores, known_result)
+    assert len(live.axes) == len(viz.PANELS)
+    assert [ax.get_title() for ax in live.axes] == [p.title or viz.fate_title(known_result) for p in viz.PANELS.values()]
+    one = LiveFigure(IMAGE, GRID, scores, known_result, panels=(viz.PANELS["visual"],))
+    assert len(one.axes) == 1 and outlined(one.axes[0]) == [(0, 0)], "a panel is one entry: it draws alone"

@@ -1,11 +1,14 @@
 """The explorer, driven from pytest: controls rerun compress + generate only; errors are shown."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from rclib.examples import EXAMPLE_METHODS, Example
 from rclib.methods import METHODS
+from rclib.methods.registry import Control
 from rclib.widgets import (LABEL_WIDTH, OPTION_CONTROLS, READOUT_WIDTH, Explorer, answers_html, input_notes,
-                           question_caveats, vocabulary_note)
+                           option_controls, question_caveats, slider_layout, vocabulary_note)
 
 N_TOKENS = 64  # the tiny model's visual tokens (tests/conftest.py)
 
@@ -164,3 +167,31 @@ def test_questions_without_words_and_cropped_images_are_flagged(explorer, tiny_m
     assert question_caveats("") and question_caveats("  ? ") and not question_caveats("what color ?")
     assert any("80 x 64 image is not square" in n for n in explorer.notes), "the tiny images are 80 x 64"
     assert input_notes(tiny_model, "what color ?", np.zeros((64, 64, 3), np.uint8)) == []
+
+
+def test_the_controls_are_the_ones_the_specs_declare(explorer):
+    assert list(OPTION_CONTROLS) == ["rule", "n_neighbors", "iqr_factor", "text_stage", "knn_k"], "RC's, in its order"
+    c = explorer.controls
+    assert (type(c["rule"]).__name__, c["rule"].description, list(c["rule"].options), c["rule"].value) == (
+        "Dropdown", "filter rule", ["lof", "iqr"], "lof")
+    sliders = {name: (type(c[name]).__name__, c[name].description, c[name].min, c[name].max, c[name].step, c[name].value,
+                      c[name].layout.width) for name in ("n_neighbors", "iqr_factor", "knn_k")}
+    assert sliders == {"n_neighbors": ("IntSlider", "LOF neighbours", 2, 60, 1, 20, slider_layout(58).width),
+                       "iqr_factor": ("FloatSlider", "IQR factor", 0.0, 4.0, 0.25, 1.5, slider_layout(16).width),
+                       "knn_k": ("IntSlider", "KNN k (merge)", 1, 64, 1, 32, slider_layout(63).width)}
+    assert (type(c["text_stage"]).__name__, c["text_stage"].description, c["text_stage"].value) == (
+        "Checkbox", "text stage (recovery)", True)
+    shared = Control("k", "int", high=9)
+    specs = [SimpleNamespace(name="a", controls={"k": shared}, options={"k": 3}),
+             SimpleNamespace(name="b", controls={"k": shared, "s": Control("s", "switch")}, options={"k": 5, "s": True})]
+    assert option_controls(specs) == {"k": (shared, 3), "s": (Control("s", "switch"), True)}, "one control per name"
+    specs[1].controls["k"] = Control("k", "int", high=10)
+    with pytest.raises(ValueError, match="another control"):
+        option_controls(specs)
+
+
+def test_the_counts_name_what_picked_the_kept_tokens(explorer):
+    assert "kept (visual)" in explorer.summary.value, "rc keeps by the visual score"
+    explorer.controls["method"].value = "divprune"
+    assert f"{int(explorer.result.n_visual[0])} {METHODS['divprune'].kept_label} /" in explorer.summary.value
+    assert "visual" not in METHODS["divprune"].kept_label

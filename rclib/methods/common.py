@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from rclib.filters import descending_rank
+from rclib.methods.registry import Control
 from rclib.result import CompressionResult, Fate, Slot, from_weights
 
 
@@ -219,6 +220,8 @@ def budget_int(budget: int | torch.Tensor, n_tokens: int | None = None) -> int:
 
 
 EXTRA_TOKEN_RULES = ("if_absorbed", "if_centres")  # when merge_into_centres emits the extra token
+KNN_K_CONTROL = Control("KNN k (merge)", "int", low=1, high=64)  # the explorer's knn_k: neighbours a centre absorbs
+IQR_FACTOR_CONTROL = Control("IQR factor", "float", low=0.0, high=4.0, step=0.25, when=("rule", "iqr"))
 
 
 def merge_into_centres(tokens: torch.Tensor, weight: torch.Tensor, kept: torch.Tensor, recovered: torch.Tensor,

@@ -29,13 +29,14 @@ import torch
 
 from rclib.filters import topk_mask
 from rclib.methods.common import budget_tensor, default_budget, layer_at_depth
+from rclib.methods.pruner import PrunerBase
 
 LAYER = 2  # FastV's K: prune after layer 2 (0-based: before decoder layer 2, from layer 1's attention)
 PAPER_DEPTH = 32  # LAYER is for LLaVA-1.5-7B's 32 decoder layers; other depths scale it (for_depth)
 
 
 @dataclass(frozen=True)
-class FastVPruner:
+class FastVPruner(PrunerBase):
     """FastV's decision for a batch: the image tokens kept from decoder layer ``layer`` on."""
 
     layer: int  # K (>= 1)

@@ -28,6 +28,7 @@ import torch
 
 from rclib.filters import topk_mask
 from rclib.methods.common import budget_tensor, default_budget, layer_at_depth
+from rclib.methods.pruner import PrunerBase
 
 LAYERS = (8, 16, 24)  # rank and drop before these decoder layers (released layer_list)
 PAPER_DEPTH = 32  # LAYERS are for LLaVA-1.5-7B's 32 decoder layers
@@ -81,7 +82,7 @@ def budget_plan(n_image: int, n_layers: int, budget: int, layers: tuple[int, ...
 
 
 @dataclass(frozen=True)
-class PDropPruner:
+class PDropPruner(PrunerBase):
     """PyramidDrop's decision for a batch: before ``layers``, keep ``counts`` image tokens there.
 
     Made for one LLM depth by :meth:`for_depth` (the plan :func:`pdrop` returns says how)."""

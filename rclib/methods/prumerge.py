@@ -11,8 +11,10 @@ from __future__ import annotations
 import torch
 
 from rclib.filters import IQR_FACTOR, outlier_count, topk_mask
-from rclib.methods.common import budget_tensor, merge_into_centres, uniform_mask
+from rclib.methods.common import IQR_FACTOR_CONTROL, KNN_K_CONTROL, budget_tensor, merge_into_centres, uniform_mask
 from rclib.result import CompressionResult
+
+CONTROLS = {"knn_k": KNN_K_CONTROL, "iqr_factor": IQR_FACTOR_CONTROL}  # the options the explorer shows
 
 
 def prumerge(tokens: torch.Tensor, cls_attn: torch.Tensor, text_sim, keys: torch.Tensor | None, budget=None,

@@ -24,13 +24,20 @@ import torch
 from rclib.filters import IQR_FACTOR, RULES, outlier_count, topk_mask
 from rclib.methods.common import (
     EXTRA_TOKEN_RULES,
+    IQR_FACTOR_CONTROL,
+    KNN_K_CONTROL,
     budget_tensor,
     merge_into_centres,
     merge_sizes,
 )
+from rclib.methods.registry import Control
 from rclib.result import CompressionResult
 
 RELEASED_TEXT_WEIGHT = 50.0  # the released code's KNN score: key cosine + 50 * (text cosine * D^-0.5)
+CONTROLS = {"rule": Control("filter rule", "choice", choices=RULES),  # the options the explorer shows
+            "n_neighbors": Control("LOF neighbours", "int", low=2, high=60, when=("rule", "lof")),
+            "iqr_factor": IQR_FACTOR_CONTROL, "text_stage": Control("text stage (recovery)", "switch"),
+            "knn_k": KNN_K_CONTROL}
 
 
 @dataclass

@@ -38,6 +38,7 @@ import torch
 
 from rclib.filters import topk_mask
 from rclib.methods.common import budget_tensor, default_budget, layer_at_depth
+from rclib.methods.pruner import PrunerBase
 
 LAYERS = (3, 7, 16)  # prune before these decoder layers: the attention of layers 2, 6 and 15 decides (released)
 RELEASED_DEPTH = 32  # LAYERS are for LLaVA-1.5-7B's 32 decoder layers; other depths scale them (for_depth)
@@ -124,7 +125,7 @@ def density_peak_clusters(x: torch.Tensor, valid: torch.Tensor, count: torch.Ten
 
 
 @dataclass(frozen=True)
-class SparseVLMPruner:
+class SparseVLMPruner(PrunerBase):
     """SparseVLM's decision for a batch: prune before ``layers``, keeping ``counts`` visual tokens there."""
 
     layers: tuple[int, ...]  # ascending, each >= 1: the attention of layer l - 1 decides what layer l sees

@@ -22,7 +22,6 @@ from rclib.methods.checks import check_budget
 from rclib.methods.common import keep_and_drop
 from rclib.models.families import family_of
 from rclib.models.families.base import image_span, left_pad, row_ends, slot_rows, slots_with_row_ends, with_row_ends
-from rclib.models.families.llava import splice_image_tokens  # noqa: F401  (rclib.shapes trains through it)
 from rclib.models.llm_pruning import generate_pruned
 from rclib.models.text import SYSTEM_PROMPT, TextOptions, TextTower, text_similarity
 from rclib.result import CompressionResult, stack_results
@@ -236,6 +235,10 @@ class CompressedLlava:
         self.family.check_config(model.config)
         self.family.check_newlines(newlines)
         check_input_format(image_preprocess, prompt_format)
+        if text_tower.kind != self.family.text_tower_kind:
+            raise ValueError(f"a {self.family.title} checkpoint scores its patches with a {self.family.text_tower_kind} "
+                             f"text tower, but the text encoder given is a {text_tower.kind}: pass the "
+                             f"{self.family.text_tower_kind} whose vision tower the checkpoint holds")
         width = model.config.vision_config.hidden_size
         if text_tower.vision_width != width:
             raise ValueError(f"the text tower's visual head takes width {text_tower.vision_width} but the LLaVA vision "
@@ -281,7 +284,8 @@ class CompressedLlava:
         batch = self.processor(images=images, text=prompts, padding=True, return_tensors="pt")
         visual = self.family.visual_batch(self.model, batch)
         text_inputs = options.texts(questions, prompts, self.processor.image_token)
-        text_embeds = self.text_tower.embed_text(text_inputs, options.text_pooling, options.text_max_length)  # [B, D]
+        text_embeds = torch.cat([self.text_tower.embed_text([text], options.text_pooling, options.text_max_length)
+                                 for text in text_inputs])  # [B, D] one text at a time: a batch scores as its samples
         patch_embeds = self.text_tower.project_tokens(visual.final_tokens, options.post_layernorm)  # [B, N, D]
         return Encoded(features=visual.features, cls_attn=visual.cls_attn,
                        text_sim=text_similarity(text_embeds, patch_embeds).to(self.device), keys=visual.keys,
@@ -422,12 +426,12 @@ class CompressedLlava:
 
         transform: an optional change to the result before the LLM reads it (a teaching experiment, such
         as shuffling the kept tokens); the Run holds the result the LLM read. Inside-LLM methods
-        (``METHODS[method].stage == "inside_llm"``) prune while generating: one ``generate`` entry, and
+        (``METHODS[method].placement == "inside_llm"``) prune while generating: one ``generate`` entry, and
         ``layer_seen`` says which image tokens each decoder layer saw. A method that keeps every token (``full``)
         ignores a budget, and the Run records None: what ran.
         """
         budget = budget if method not in METHODS or METHODS[method].takes_budget else None
-        if method in METHODS and METHODS[method].stage == "inside_llm":
+        if method in METHODS and METHODS[method].placement == "inside_llm":
             if transform:
                 raise ValueError(f"{method!r} prunes inside the LLM: there is no result to transform before it reads it")
             (result, ids, seen), t_generate = timed(self.device, self.generate_inside, encoded, method, budget,

@@ -101,11 +101,15 @@ class States:
 
 
 class Pruner(Protocol):
-    """What an inside-LLM method decides; :func:`generate_pruned` does the rest."""
+    """What an inside-LLM method decides; :func:`generate_pruned` does the rest. Every pruner derives from
+    :class:`rclib.methods.pruner.PrunerBase`, which gives ``source``, ``for_depth`` and ``recycle`` their defaults."""
 
     layers: tuple[int, ...]  # prune before these decoder layers, ascending, each >= 1
-    # ``source`` (optional, one of SOURCES, default "attention"): "attention" passes ``keep`` the attention rows of
-    # layer ``layer - 1``, "own_attention" those of layer ``layer`` on its input, "states" a :class:`States`
+    source: str  # one of SOURCES: "attention" passes ``keep`` the attention rows of layer ``layer - 1``,
+    # "own_attention" those of layer ``layer`` on its input, "states" a :class:`States`
+
+    def for_depth(self, n_layers: int) -> Pruner:
+        """The plan for an LLM of ``n_layers`` decoder layers (plans made for another depth move)."""
 
     def queries(self, layer: int, sequence: Sequence) -> torch.Tensor:
         """[B, Q] places in ``sequence`` whose attention rows at decoder layer ``layer - 1`` are read; -1 pads a
@@ -115,8 +119,10 @@ class Pruner(Protocol):
         """[B, L] bool: the places layers ``layer`` on see; attention [B, Q, L] is the head mean (a
         :class:`States` for a pruner whose source is "states")."""
 
-    # A pruner may also define ``recycle(layer, attention, sequence, keep) -> (weights [B, M, L], origin [B, M])``:
-    # M new places merged from the hidden states entering layer ``layer`` (see :meth:`Sequence.insert`).
+    def recycle(self, layer: int, attention: torch.Tensor, sequence: Sequence, keep: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(weights [B, M, L], origin [B, M]): M new places merged from the hidden states entering layer ``layer``
+        (see :meth:`Sequence.merged`, :meth:`Sequence.insert`); None: nothing recycled."""
 
 
 @dataclass
@@ -143,44 +149,53 @@ def additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
-def attention_rows(layer, layer_input: torch.Tensor, keys: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor],
-                   rows: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """The head-mean attention weights of the query places ``rows`` [B, Q] in one decoder layer: [B, Q, L] float32.
+def attention_keys(attention, normed: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The rotated keys [B, kv_heads, L, d] an attention module computes from its input normed [B, L, H] (the
+    decoder layer's hidden states after its input layernorm)."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb  # only when pruning runs
 
-    layer_input [B, L, H] is what the layer read; keys [B, kv_heads, L, d] its cached (rotated) keys;
-    rotary the (cos, sin) [B, L, d] of the sequence; real [B, L] its non-padding places. Only the Q rows
-    are computed, so the layer itself can run any attention kernel.
+    B, L, _ = normed.shape
+    keys = attention.k_proj(normed).view(B, L, -1, attention.head_dim).transpose(1, 2)  # [B, kv_heads, L, d]
+    return apply_rotary_pos_emb(keys, keys, *rotary)[1]
+
+
+def attention_rows(attention, normed: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor], rows: torch.Tensor,
+                   real: torch.Tensor, keys: torch.Tensor | None = None, head: int | None = None) -> torch.Tensor:
+    """The attention weights of the query places ``rows`` [B, Q] in one attention module, as the module computes
+    them (q projection, rotary embedding, causal and padding masks): every head's [B, heads, Q, L] float32, or
+    ``head``'s alone [B, Q, L].
+
+    normed [B, L, H] is the module's input (the decoder layer's hidden states after its input layernorm); rotary the
+    (cos, sin) [B, L, d] of the sequence; real [B, L] its non-padding places; keys [B, kv_heads, L, d] its rotated
+    keys (the layer's cache), None for the module's own keys of normed (:func:`attention_keys`). A row -1 attends
+    no place (its weights are NaN: mask it out). Only the Q rows' weights are computed, so the layer itself can run
+    any attention kernel; they keep their gradients (training supervises them).
     """
-    attention = layer.self_attn
-    B, Q = rows.shape
-    picked = layer_input.gather(1, rows[:, :, None].expand(-1, -1, layer_input.shape[2]))  # [B, Q, H]
-    query = attention.q_proj(layer.input_layernorm(picked)).view(B, Q, -1, attention.head_dim).transpose(1, 2)
-    cos, sin = (t.gather(1, rows[:, :, None].expand(-1, -1, t.shape[2])) for t in rotary)  # [B, Q, d]
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv  # only when pruning runs
 
-    query, _ = apply_rotary_pos_emb(query, query, cos, sin)  # [B, heads, Q, d]
+    B, L, _ = normed.shape
+    d = attention.head_dim
+    query = attention.q_proj(normed).view(B, L, -1, d).transpose(1, 2)  # [B, heads, L, d]
+    if keys is None:  # projected after the queries, as the layer does: the gradients of normed sum in its order
+        keys = attention_keys(attention, normed, rotary)
+    query, _ = apply_rotary_pos_emb(query, query, *rotary)
     keys = repeat_kv(keys, query.shape[1] // keys.shape[1])  # [B, heads, L, d]
+    if head is not None:
+        query, keys = query[:, head, None], keys[:, head, None]  # [B, 1, L, d]
+    at = rows.clamp(min=0)[:, None, :, None]  # [B, 1, Q, 1]
+    query = query.gather(2, at.expand(-1, query.shape[1], -1, d))  # [B, heads, Q, d]
     logits = (query.float() @ keys.float().transpose(2, 3)) * attention.scaling  # [B, heads, Q, L]
     index = torch.arange(keys.shape[2], device=rows.device)
     allowed = (index[None, None, :] <= rows[:, :, None]) & real[:, None, :]  # [B, Q, L] causal, no padding
-    return logits.masked_fill(~allowed[:, None], float("-inf")).softmax(-1).mean(1)
-
-
-def layer_keys(layer, hidden: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """The rotated keys [B, kv_heads, L, d] a decoder layer will compute from its input hidden [B, L, H]."""
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb  # only when pruning runs
-
-    attention = layer.self_attn
-    B, L, _ = hidden.shape
-    keys = attention.k_proj(layer.input_layernorm(hidden)).view(B, L, -1, attention.head_dim).transpose(1, 2)
-    return apply_rotary_pos_emb(keys, keys, *rotary)[1]
+    weights = logits.masked_fill(~allowed[:, None], float("-inf")).softmax(-1)
+    return weights if head is None else weights[:, 0]
 
 
 def pruning_evidence(pruner, language_model, index: int, sequence: Sequence, layer_input: torch.Tensor, cache,
                      rotary: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor | States, str, torch.Tensor]:
     """What ``pruner`` reads before decoder layer ``index`` (see :data:`SOURCES`): (attention [B, Q, L] or
     States, the name of the layer it comes from, the [B, L] per-place score recorded for figures)."""
-    source = getattr(pruner, "source", "attention")
+    source = pruner.source
     layers = language_model.layers
     if source == "states":
         keys = cache.layers[index - 1].keys
@@ -189,12 +204,11 @@ def pruning_evidence(pruner, language_model, index: int, sequence: Sequence, lay
     rows = pruner.queries(index, sequence)
     read = rows >= 0  # [B, Q]
     if source == "own_attention":
-        layer, hidden, keys, name = (layers[index], sequence.hidden, layer_keys(layers[index], sequence.hidden, rotary),
-                                     index)
+        layer, hidden, keys, name = layers[index], sequence.hidden, None, index
     else:
         layer, hidden, keys, name = layers[index - 1], layer_input, cache.layers[index - 1].keys, index - 1
-    attention = torch.where(read[:, :, None], attention_rows(  # [B, Q, L], zero rows where none is read
-        layer, hidden, keys, rotary, rows.clamp(min=0), sequence.real), 0.0)
+    attention = torch.where(read[:, :, None], attention_rows(  # [B, Q, L] head mean, zero rows where none is read
+        layer.self_attn, layer.input_layernorm(hidden), rotary, rows, sequence.real, keys).mean(1), 0.0)
     mean = attention.sum(1) / read.sum(1, keepdim=True).clamp(min=1)  # [B, L] over the rows read
     return attention, f"llm_attention_layer{name}", mean
 
@@ -211,7 +225,7 @@ def generate_pruned(language_model, lm_head, embeds: torch.Tensor, mask: torch.T
     batch; the KV cache of each layer holds the places that layer saw.
     """
     layers = language_model.layers
-    pruner = pruner.for_depth(len(layers)) if hasattr(pruner, "for_depth") else pruner  # plans made for another depth
+    pruner = pruner.for_depth(len(layers))  # plans made for another depth
     if not pruner.layers or pruner.layers[0] < 1 or pruner.layers[-1] >= len(layers):
         raise ValueError(f"pruning layers {pruner.layers} must lie in 1..{len(layers) - 1} for a language model of "
                          f"{len(layers)} decoder layers (the attention of the layer before decides)")
@@ -225,7 +239,6 @@ def generate_pruned(language_model, lm_head, embeds: torch.Tensor, mask: torch.T
     seen, visual, scores = [], [], {}
     rotary = language_model.rotary_emb(sequence.hidden, sequence.position)
     bias = causal_bias(sequence.real, embeds.dtype)
-    recycle = getattr(pruner, "recycle", None)  # optional: pruners without it recycle nothing
     layer_input = None  # what the previous layer read (set at the end of each step; pruning starts at layer 1)
     for index, layer in enumerate(layers):
         if index in pruner.layers:
@@ -233,7 +246,8 @@ def generate_pruned(language_model, lm_head, embeds: torch.Tensor, mask: torch.T
                                                       rotary)
             scores[name] = sequence.on_image(score, n_image)
             keep = pruner.keep(index, attention, sequence)
-            recycled = sequence.merged(*recycle(index, attention, sequence, keep)) if recycle else None
+            merges = pruner.recycle(index, attention, sequence, keep)
+            recycled = None if merges is None else sequence.merged(*merges)
             sequence = sequence.select(keep)
             sequence = sequence.insert(recycled) if recycled else sequence
             rotary = language_model.rotary_emb(sequence.hidden, sequence.position)

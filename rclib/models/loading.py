@@ -23,11 +23,15 @@ from rclib.models.families import FAMILIES, Family, family_of
 from rclib.models.llava import CompressedLlava, check_input_format
 from rclib.models.manifest import check_pair
 from rclib.models.registry import MODELS, TEXT_TOWERS, ModelSpec, TextTowerSpec, resolve
-from rclib.models.text import OpenClipTextTower, TextTower, TransformersTextTower
+from rclib.models.text import OpenClipTextTower, SiglipTextTower, TextTower, TransformersTextTower
 
 # What is fetched from the hub: configs, tokenizer files, safetensors weights; never pickled *.bin weights.
 HUB_FILES = ["*.json", "*.jinja", "*.txt", "*.model", "*.safetensors"]
 OPEN_CLIP_WEIGHTS = "open_clip_model.safetensors"  # open_clip's safetensors weights in a hub repo or folder
+TRANSFORMERS_TEXT_TOWERS = {  # config.json's model_type -> (transformers class, rclib's text tower over it)
+    "clip": ("CLIPModel", TransformersTextTower),
+    "siglip": ("SiglipModel", SiglipTextTower),
+}
 SHOWN_KEYS = 6  # weight names an error lists before "..."
 NETWORK_TIMEOUT = 10.0  # seconds to connect to the hub, and for each of its answers, before loading fails
 KIND_HINTS = {  # (what was expected, what config.json says) -> what to do
@@ -164,6 +168,11 @@ def check_kind(folder: Path, what: str, model_type: str) -> None:
                          f"({model_type!r}): {hint}")
 
 
+def read_json_if_any(path: Path) -> dict:
+    """A checkpoint's JSON file, or {} when there is none."""
+    return read_json(path) if path.is_file() else {}
+
+
 def check_weight_files(folder: Path, pattern: str = "*.safetensors") -> None:
     """Open the header of every safetensors file in ``folder``; a ValueError names a damaged or truncated one."""
     from safetensors import safe_open
@@ -254,8 +263,9 @@ def create_open_clip(name: str, weights: Path, device: torch.device, **options):
 
 
 def complete_legacy_processor(processor, config) -> None:
-    """Fill in what processors saved before transformers 4.47 lack to expand <image> into N tokens."""
-    if processor.patch_size is None:
+    """Fill in what processors saved before transformers 4.47 lack to expand <image> into N tokens (LLaVA-1.5 and
+    LLaVA-NeXT processors, which count the image's tokens from the patch size)."""
+    if getattr(processor, "patch_size", "") is None:
         processor.patch_size = config.vision_config.patch_size
         processor.vision_feature_select_strategy = config.vision_feature_select_strategy
         processor.num_additional_image_tokens = 1  # CLIP's [CLS]; "default" selection then drops it again
@@ -285,12 +295,16 @@ def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtyp
         folder = checkpoint_folder(source, "CLIP text tower")
         if paired_with is not None:
             check_pair(paired_with, folder)
-        check_kind(folder, "CLIP text tower", "clip")
+        if read_json_if_any(folder / "config.json").get("model_type") != "siglip":
+            check_kind(folder, "CLIP text tower", "clip")
         check_weight_files(folder)
-        from transformers import AutoTokenizer, CLIPModel
+        import transformers
 
-        clip = from_pretrained_checked(CLIPModel, folder, "CLIP text tower", dtype=dtype)
-        tower = TransformersTextTower(clip, AutoTokenizer.from_pretrained(folder))
+        model_type = read_json(folder / "config.json")["model_type"]
+        model_class, tower_class = TRANSFORMERS_TEXT_TOWERS[model_type]
+        what = f"{model_type.upper() if model_type == 'clip' else 'SigLIP'} text tower"
+        contrastive = from_pretrained_checked(getattr(transformers, model_class), folder, what, dtype=dtype)
+        tower = tower_class(contrastive, transformers.AutoTokenizer.from_pretrained(folder))
         return tower.to(device).eval()
 
     if paired_with is not None:

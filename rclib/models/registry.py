@@ -1,7 +1,7 @@
-"""Which checkpoints rclib knows by name, and which CLIP text tower goes with each.
+"""Which checkpoints rclib knows by name, and which text tower goes with each.
 
-A LLaVA checkpoint carries only CLIP's vision tower; the text score needs the text tower (and the
-visual projection) of the SAME CLIP. The pairing is data, kept here and nowhere else.
+A LLaVA checkpoint carries only its contrastive model's vision tower (CLIP, SigLIP); the text score needs the
+text tower (and the visual head) of the SAME model. The pairing is data, kept here and nowhere else.
 
 A ``str`` source is a Hugging Face hub id; a :class:`~pathlib.Path` source is a local folder, relative
 paths resolving against the repository root (where ``data/models/`` lives).
@@ -51,6 +51,8 @@ TEXT_TOWERS: dict[str, TextTowerSpec] = {
     "clip-vit-large-patch14-336": TextTowerSpec("transformers", "openai/clip-vit-large-patch14-336"),
     # the same OpenAI weights through open_clip (QuickGELU, as OpenAI trained it)
     "open_clip-vit-large-patch14-336": TextTowerSpec("open_clip", "ViT-L-14-336-quickgelu", pretrained="openai"),
+    # the SigLIP of LLaVA-OneVision (so400m/14, 384 px), with its text tower and vision pooling head
+    "siglip-so400m-patch14-384": TextTowerSpec("transformers", "google/siglip-so400m-patch14-384"),
 }
 
 MODELS: dict[str, ModelSpec] = {
@@ -70,4 +72,8 @@ MODELS: dict[str, ModelSpec] = {
     "llava-v1.6-vicuna-7b": ModelSpec("llava-hf/llava-v1.6-vicuna-7b-hf", "clip-vit-large-patch14-336"),
     "llava-v1.6-mistral-7b": ModelSpec("llava-hf/llava-v1.6-mistral-7b-hf", "clip-vit-large-patch14-336"),
     "llava-v1.6-vicuna-13b": ModelSpec("llava-hf/llava-v1.6-vicuna-13b-hf", "clip-vit-large-patch14-336"),
+    # LLaVA-OneVision: SigLIP so400m/14-384 (no [CLS]) on a base view + anyres_max_9 tiles, a Qwen2 LLM; its text
+    # score reads SigLIP's own text tower
+    "llava-onevision-qwen2-0.5b-ov": ModelSpec("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "siglip-so400m-patch14-384"),
+    "llava-onevision-qwen2-7b-ov": ModelSpec("llava-hf/llava-onevision-qwen2-7b-ov-hf", "siglip-so400m-patch14-384"),
 }

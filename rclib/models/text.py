@@ -80,6 +80,7 @@ class TextTower(nn.Module, ABC):
     """A CLIP's text tower with its projection, plus the visual head (post-layernorm, projection)."""
 
     context_length: int  # tokens the text tower reads (77 for OpenAI CLIP); longer texts are truncated
+    kind = "clip"  # the contrastive model it comes from: "clip" or "siglip"; a family names the one it pairs with
 
     @abstractmethod
     def text_hidden(self, texts: list[str], max_length: int, pad_to_max: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,3 +224,53 @@ class OpenClipTextTower(TextTower):
     def projection_dim(self):
         projection = self.model.text_projection
         return projection.out_features if isinstance(projection, nn.Linear) else projection.shape[1]
+
+
+class SiglipTextTower(TextTower):
+    """The text side of a transformers ``SiglipModel``, and its vision head applied to each patch.
+
+    SigLIP pools its text at the last position of a text padded to its full length (as it was trained) and
+    its image with an attention-pooling head, not a per-token projection. A patch enters the joint space
+    through that head as if the pooling query attended to it alone: the head's value and output
+    projections, then its residual MLP.
+    """
+
+    kind = "siglip"
+
+    def __init__(self, siglip, tokenizer):
+        super().__init__()
+        if siglip.vision_model.head is None:
+            raise ValueError("this SigLIP has no vision head (vision_use_head=False), so its patches have no place "
+                             "in the joint space: pass the full SigLIP checkpoint (e.g. google/siglip-so400m-patch14-384)")
+        self.text_model = siglip.text_model
+        self.post_layernorm = siglip.vision_model.post_layernorm
+        self.head = siglip.vision_model.head
+        self.tokenizer = tokenizer
+        self.context_length = siglip.config.text_config.max_position_embeddings
+
+    def text_hidden(self, texts, max_length, pad_to_max):
+        batch = self.tokenizer(texts, padding="max_length", truncation=True, max_length=max_length,
+                               return_tensors="pt")
+        hidden = self.text_model(input_ids=batch["input_ids"].to(self.device)).last_hidden_state  # [B, L, W]
+        return hidden, torch.full((len(texts),), hidden.shape[1] - 1, device=hidden.device)  # pooled at the end
+
+    def project_text(self, pooled):
+        return self.text_model.head(pooled)
+
+    def vision_post_layernorm(self, tokens):
+        return self.post_layernorm(tokens)
+
+    def project_vision(self, tokens):
+        attention = self.head.attention  # nn.MultiheadAttention: in_proj stacks the query, key, value weights
+        C = tokens.shape[-1]
+        value = F.linear(tokens, attention.in_proj_weight[2 * C:], attention.in_proj_bias[2 * C:])  # [B, N, C]
+        pooled = attention.out_proj(value)  # the pooling's output when its query attends to this patch alone
+        return pooled + self.head.mlp(self.head.layernorm(pooled))
+
+    @property
+    def vision_width(self):
+        return self.post_layernorm.normalized_shape[0]
+
+    @property
+    def projection_dim(self):
+        return self.text_model.head.out_features

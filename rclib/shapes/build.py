@@ -2,31 +2,28 @@
 
 `build_clip` gives a `transformers.CLIPModel` (like openai/clip-vit-large-patch14-336) and
 `build_llava` a `LlavaForConditionalGeneration` (like llava-hf/llava-1.5-7b-hf) whose vision tower has
-the same config; `tie_vision_towers` copies the CLIP vision weights into the LLaVA so that the
-CLIP text tower scores exactly the patches the LLaVA sees.
+the same config, both through :mod:`rclib.models.tiny`; this module holds what is the shipped model's own:
+its shapes, its language model config and its prompt. `tie_vision_towers` copies the CLIP vision weights
+into the LLaVA so that the CLIP text tower scores exactly the patches the LLaVA sees.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from transformers import (
-    CLIPConfig,
     CLIPImageProcessor,
     CLIPModel,
-    CLIPTextConfig,
-    CLIPVisionConfig,
     LlamaConfig,
-    LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
     PreTrainedTokenizerFast,
 )
-from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
+from rclib.models import tiny
+from rclib.models.tiny import tie_vision_towers
 from rclib.shapes.tokenizer import CLIP_MAX_LENGTH, IMAGE, build_tokenizer
-from rclib.shapes.world import IMAGE_SIZE, NUM_PATCHES, PATCH_SIZE
+from rclib.shapes.world import IMAGE_SIZE, PATCH_SIZE
 
 PROMPT_TEMPLATE = "USER: <image>\n{question} ASSISTANT:"  # LLaVA-1.5's, without the system line
 CHAT_TEMPLATE = (  # renders [{"role": "user", "content": [image, text]}] as PROMPT_TEMPLATE
@@ -55,52 +52,21 @@ class ShapesModelConfig:
     lm_rope_theta: float = 1e9  # most rotary frequencies barely turn over ~200 positions: question words match image tokens by content
 
 
-def vision_config(cfg: ShapesModelConfig) -> CLIPVisionConfig:
-    return CLIPVisionConfig(
-        hidden_size=cfg.vision_width,
-        intermediate_size=4 * cfg.vision_width,
-        num_hidden_layers=cfg.vision_layers,
-        num_attention_heads=cfg.vision_heads,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
-        projection_dim=cfg.projection_dim,
-        hidden_act="quick_gelu",
-    )
+def clip_shapes(cfg: ShapesModelConfig) -> tiny.ClipShapes:
+    """The CLIP side of ``cfg`` on the world's images: MLPs 4x their width, the world tokenizer's context."""
+    return tiny.ClipShapes(image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, vision_width=cfg.vision_width,
+                           vision_mlp=4 * cfg.vision_width, vision_layers=cfg.vision_layers,
+                           vision_heads=cfg.vision_heads, text_width=cfg.text_width, text_mlp=4 * cfg.text_width,
+                           text_layers=cfg.text_layers, text_heads=cfg.text_heads, text_positions=CLIP_MAX_LENGTH,
+                           joint_dim=cfg.projection_dim)
 
 
 def image_processor() -> CLIPImageProcessor:
-    return CLIPImageProcessor(
-        do_resize=True,
-        size={"shortest_edge": IMAGE_SIZE},
-        do_center_crop=True,
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        do_rescale=True,
-        do_normalize=True,
-        image_mean=OPENAI_CLIP_MEAN,
-        image_std=OPENAI_CLIP_STD,
-        do_convert_rgb=True,
-    )
+    return tiny.image_processor(IMAGE_SIZE)
 
 
 def build_clip(cfg: ShapesModelConfig, tokenizer: PreTrainedTokenizerFast) -> CLIPModel:
-    text = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=cfg.text_width,
-        intermediate_size=4 * cfg.text_width,
-        num_hidden_layers=cfg.text_layers,
-        num_attention_heads=cfg.text_heads,
-        max_position_embeddings=CLIP_MAX_LENGTH,
-        projection_dim=cfg.projection_dim,
-        hidden_act="quick_gelu",
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,  # CLIP pools the text at this token
-    )
-    config = CLIPConfig(
-        text_config=text.to_dict(), vision_config=vision_config(cfg).to_dict(), projection_dim=cfg.projection_dim
-    )
-    torch.manual_seed(0)
-    return CLIPModel(config).eval()
+    return tiny.build_clip(clip_shapes(cfg), tokenizer, seed=0)
 
 
 def build_llava(cfg: ShapesModelConfig, tokenizer: PreTrainedTokenizerFast) -> LlavaForConditionalGeneration:
@@ -118,17 +84,9 @@ def build_llava(cfg: ShapesModelConfig, tokenizer: PreTrainedTokenizerFast) -> L
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
     )
-    config = LlavaConfig(
-        vision_config=vision_config(cfg).to_dict(),
-        text_config=text.to_dict(),
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE),
-        image_seq_length=NUM_PATCHES,
-        projector_hidden_act="gelu",
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-    )
-    torch.manual_seed(1)
-    model = LlavaForConditionalGeneration(config).eval()
+    model = tiny.build_llava(clip_shapes(cfg), text, tokenizer.convert_tokens_to_ids(IMAGE), seed=1,
+                             projector_hidden_act="gelu", vision_feature_select_strategy="default",
+                             vision_feature_layer=-2)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
@@ -139,19 +97,7 @@ def build_llava(cfg: ShapesModelConfig, tokenizer: PreTrainedTokenizerFast) -> L
 
 def build_processor(tokenizer: PreTrainedTokenizerFast) -> LlavaProcessor:
     """`<image>` in a prompt expands to NUM_PATCHES image tokens (CLS dropped by the "default" strategy)."""
-    return LlavaProcessor(
-        image_processor=image_processor(),
-        tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
-        chat_template=CHAT_TEMPLATE,
-    )
-
-
-def tie_vision_towers(clip: CLIPModel, llava: LlavaForConditionalGeneration) -> None:
-    """Copies the CLIP vision tower's weights into the LLaVA's (same config, same parameter names)."""
-    llava.model.vision_tower.load_state_dict(clip.vision_model.state_dict())
+    return tiny.llava_processor(tokenizer, IMAGE_SIZE, PATCH_SIZE, CHAT_TEMPLATE)
 
 
 def build_all(cfg: ShapesModelConfig = ShapesModelConfig()):

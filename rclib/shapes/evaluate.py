@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rclib.methods import METHODS
 from rclib.result import evidence_kept, evidence_recall
 from rclib.shapes.metrics import family_metrics
 from rclib.shapes.world import (
@@ -33,7 +34,7 @@ from rclib.shapes.world import (
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "data" / "models"
 EVAL_SEED = 1  # held-out world stream; training uses seed 0
-COMPARED = ("full", "rc", "fastervlm", "divprune", "prumerge+", "visionzip", "random")
+COMPARED = tuple(name for name, spec in METHODS.items() if spec.featured)  # the methods the card compares
 
 
 def load_folder(folder: Path | str):

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 import rclib
 from rclib import Fate, Slot, compress
 
-ALL = sorted(name for name, spec in rclib.METHODS.items() if spec.stage == "before_llm")  # compress runs these
+ALL = sorted(name for name, spec in rclib.METHODS.items() if spec.placement == "before_llm")  # compress runs these
 
 
 def inputs(seed: int, B: int = 3, N: int = 144, C: int = 16, Ck: int = 8):
@@ -189,3 +189,32 @@ def test_merge_reads_only_the_centres_rows_of_the_similarity():
         compress(tokens, cls_attn, 0.1 * text_sim, torch.randn(16, 576, 64), method="rc")
     shapes = [shape for event in prof.events() for shape in event.input_shapes if len(shape) == 3]
     assert [16, 576, 576] not in shapes
+
+
+def test_the_registry_types_methods_inside_the_llm_apart():
+    from rclib.methods.pruner import PrunerBase
+    from rclib.methods.registry import PLACEMENTS, PrunerSpec
+
+    tokens = inputs(0)[0]
+    for name, spec in rclib.METHODS.items():
+        assert spec.placement in PLACEMENTS
+        assert isinstance(spec, PrunerSpec) == (spec.placement == "inside_llm"), name
+        if isinstance(spec, PrunerSpec):
+            pruner = spec.fn(tokens, budget=8)
+            assert isinstance(pruner, PrunerBase), f"{name}'s pruner has every hook of the Pruner protocol"
+            assert pruner.for_depth(32).layers and pruner.source in ("attention", "own_attention", "states")
+    with pytest.raises(ValueError, match="inside the LLM"):
+        compress(tokens, method="fastv", budget=8)
+
+
+def test_the_registry_declares_controls_and_labels_of_real_options():
+    for name, spec in rclib.METHODS.items():
+        assert set(spec.controls) <= set(spec.options), name
+        for option, control in spec.controls.items():
+            default = spec.options[option]
+            if control.kind in ("int", "float"):
+                assert control.low <= default <= control.high, f"{name}.{option}: its default is off the slider"
+            if control.kind == "choice":
+                assert default in control.choices, f"{name}.{option}"
+        assert spec.kept_label.startswith("kept"), name
+    assert rclib.METHODS["rc"].kept_label == "kept (visual)" and rclib.METHODS["divprune"].kept_label != "kept (visual)"

@@ -7,7 +7,7 @@ import torch
 import rclib
 from rclib.cli import main
 
-INSIDE = [name for name, spec in rclib.METHODS.items() if spec.stage == "inside_llm"]
+INSIDE = [name for name, spec in rclib.METHODS.items() if spec.placement == "inside_llm"]
 PER_SAMPLE = r"one whole number .* for a budget per sample"
 
 

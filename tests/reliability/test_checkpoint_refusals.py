@@ -1,4 +1,4 @@
-"""Loading refuses what would run wrongly (issue cases 1, 4 and 8): partial weights, the wrong kind of checkpoint,
+"""Loading refuses what would run wrongly: partial weights, the wrong kind of checkpoint,
 damaged files, mistyped names; all before the model loads where the files tell."""
 import shutil
 import time
@@ -21,7 +21,7 @@ def drop_weights(folder, prefixes):
                                 metadata={"format": "pt"})
 
 
-# Issue case 1: a LLaVA folder without its projector and lm_head answered "assistant assistant ..." (exit 0).
+# A LLaVA folder without its projector and lm_head would run on random ones and answer nonsense with exit 0.
 def test_a_llava_without_projector_and_lm_head_is_refused_naming_the_keys(tiny_llava_dir, tiny_clip_dir, tmp_path):
     broken = copy(tiny_llava_dir, tmp_path)
     drop_weights(broken, ("multi_modal_projector", "language_model.lm_head"))
@@ -53,7 +53,7 @@ def test_a_tied_checkpoint_is_not_refused(tiny_llava_dir, tiny_clip_dir, tmp_pat
     assert model.model.lm_head.weight.data_ptr() == model.model.get_input_embeddings().weight.data_ptr()
 
 
-# Issue case 1: a LLaVA folder passed as the text encoder ran with a randomly initialised text tower.
+# A LLaVA folder passed as the text encoder would give a randomly initialised text tower.
 def test_a_llava_as_text_tower_is_refused_by_name(tiny_llava_dir):
     start = time.perf_counter()
     with pytest.raises(ValueError, match=r"holds a 'llava' checkpoint \(config.json's model_type\), not a CLIP text "
@@ -72,14 +72,14 @@ def test_a_partial_open_clip_text_tower_is_refused(tiny_llava_dir, tiny_open_cli
         load(tiny_llava_dir, text_encoder=broken, device="cpu")
 
 
-# Issue case 4: a CLIP folder given as --model ended in a traceback after the full model load.
+# A CLIP folder given as --model is told apart from its config, before the full model load.
 def test_a_clip_as_model_is_refused_before_loading(tiny_clip_dir):
     with pytest.raises(ValueError, match=r"holds a 'clip' checkpoint .* not a LLaVA checkpoint \('llava'\): a CLIP is "
                                          r"the text tower: pass it as text_encoder= \(--text-encoder\)"):
         load(tiny_clip_dir, text_encoder=tiny_clip_dir, device="cpu")
 
 
-# Issue case 4: a corrupt safetensors file and a config.json that is not JSON ended in tracebacks.
+# A corrupt safetensors file and a config.json that is not JSON give a message naming the file, not a traceback.
 @pytest.mark.parametrize("damage, message", [
     (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:5000]),
      r"model.safetensors' is not a readable safetensors file \(.*\): it is damaged or truncated"),
@@ -96,7 +96,7 @@ def test_damaged_files_are_named(tiny_llava_dir, tiny_clip_dir, tmp_path, damage
         load(broken, text_encoder=tiny_clip_dir, device="cpu")
 
 
-# Issue case 8: `--model no-such-name` said the text tower was unknown; a mistyped path went to the network.
+# An unknown name is reported with the closest registry names; a mistyped path is never looked up on the hub.
 @pytest.fixture
 def no_network(monkeypatch):
     import huggingface_hub

@@ -1,4 +1,4 @@
-"""The command line on bad input (issue cases 4, 5, 6, 8): one line with the fix, exit code 2, before the model
+"""The command line on bad input: one line with the fix, exit code 2, before the model
 loads where the input tells; ``--debug`` shows the traceback."""
 import re
 import shutil
@@ -31,7 +31,7 @@ def test_unreadable_images_fail_before_the_model_loads(error_of, capsys, no_mode
     assert re.search(message, line), line
 
 
-# Issue case 4: `--out` pointing at a file or a read-only place ended in a traceback after the model load.
+# `--out` at a file or a read-only place is refused in one line, before the model loads.
 def test_unwritable_outputs_fail_before_the_model_loads(error_of, capsys, no_model_load, tiny_args, image, tmp_path):
     (tmp_path / "taken").write_text("a file")
     ask = ["answer", "--image", image, "--question", "what colour ?", *tiny_args]
@@ -40,7 +40,7 @@ def test_unwritable_outputs_fail_before_the_model_loads(error_of, capsys, no_mod
     assert "'/proc' is not writable" in error_of(["bench", *tiny_args, "--out", "/proc/rclib-bench"])
 
 
-# Issue cases 4 and 6: `bench --budgets 64/0` ended in a traceback; `bench --n 0` wrote NaN.
+# Numbers out of range (`--budgets 64/0`, `--n 0`, ...) are refused in one line before anything runs.
 @pytest.mark.parametrize("argv, message", [
     (["bench", "--n", "0"], "--n must be from 1 to 20,000, got 0"),
     (["bench", "--seed", "-1"], "--seed must be from 0 to 4,294,967,295, got -1"),
@@ -59,7 +59,7 @@ def test_numbers_and_folders_are_checked_before_anything_runs(error_of, capsys, 
     assert message in line, line
 
 
-# Issue case 4: a corrupt safetensors file, a config.json that is not JSON, a CLIP folder given as --model.
+# Checkpoint errors (a corrupt safetensors file, a config.json that is not JSON, a CLIP folder as --model): one line.
 def test_checkpoint_errors_are_one_line(error_of, capsys, tiny_llava_dir, tiny_clip_dir, image, tmp_path):
     ask = ["answer", "--image", image, "--question", "what colour ?"]
     line = error_of([*ask, "--model", str(tiny_clip_dir), "--text-encoder", str(tiny_clip_dir)])
@@ -73,7 +73,7 @@ def test_checkpoint_errors_are_one_line(error_of, capsys, tiny_llava_dir, tiny_c
                                                                  str(tiny_clip_dir)])
 
 
-# Issue case 8: `--model no-such-name` said that the text tower was unknown.
+# An unknown --model is reported as such: no folder, registry name or hub id of that name.
 def test_an_unknown_model_name_is_named(error_of, capsys, image):
     line = error_of(["answer", "--image", image, "--question", "what colour ?", "--model", "no-such-name"])
     assert "'no-such-name' is not available: no such folder, registry name or hub id" in line

@@ -1,4 +1,4 @@
-"""What the command line writes (issue cases 3, 5 and 6): whole folders or nothing, one writer, questions checked
+"""What the command line writes: whole folders or nothing, one writer, questions checked
 after the model loads with the text tower's truncation in result.json, JSON without NaN."""
 import json
 
@@ -23,7 +23,7 @@ def strict_json(path):
     return json.loads(path.read_text(), parse_constant=refuse)
 
 
-# Issue case 3: result.json was rewritten in place before the figures; two runs mixed their files.
+# An answer folder is replaced whole: never a new result.json beside old figures, never two runs' files mixed.
 def test_answer_replaces_its_folder_as_a_whole_and_an_interrupt_keeps_the_previous(ask, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     assert main([*ask, "--question", "what colour is the circle ?", "--method", "rc", "--out", str(out)]) == 0
@@ -52,8 +52,8 @@ def test_a_folder_of_other_files_is_refused_before_the_model_loads(ask, tmp_path
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
 
-# Issue case 5: 2,000 words ran past the LLM's context with a warning; CLIP's truncation was silent;
-# text imitating the chat format steered the answer.
+# Questions are checked against the loaded model: too long for the LLM's context is refused, CLIP's truncation
+# is recorded, text imitating the chat format cannot steer the answer.
 def test_questions_are_checked_against_the_loaded_model(ask, tmp_path, capsys):
     assert main([*ask, "--question", " ".join(["red"] * 2000)]) == 2
     assert "the question is too long: the prompt would take 2069 tokens" in capsys.readouterr().err
@@ -66,7 +66,7 @@ def test_questions_are_checked_against_the_loaded_model(ask, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["question_check"] == check
 
 
-# Issue case 2 in the record: what was done to the image is written down.
+# What was done to the image (mode conversion, ...) is written down in result.json.
 def test_image_notes_reach_result_json(ask, tmp_path):
     rgba = tmp_path / "rgba.png"
     Image.new("RGBA", (64, 64), (255, 0, 0, 128)).save(rgba)
@@ -77,7 +77,7 @@ def test_image_notes_reach_result_json(ask, tmp_path):
     assert entry["image_notes"] == ["transparency composited on RGB (255, 255, 255)"] and entry["image"] == str(rgba)
 
 
-# Issue case 6: `bench --n 0` wrote NaN into results.json.
+# `bench` writes strict JSON (no NaN) into a whole folder.
 def test_bench_results_are_strict_json_in_a_whole_folder(tmp_path, tiny_llava_dir, tiny_clip_dir, capsys):
     out = tmp_path / "bench"
     argv = ["bench", "--model", str(tiny_llava_dir), "--text-encoder", str(tiny_clip_dir), "--methods", "fastervlm",

@@ -1,4 +1,4 @@
-"""Images (issue case 2 and the decompression bomb of case 4): every mode to the right RGB, with notes."""
+"""Images: every mode to the right RGB, with notes; decompression bombs refused before decoding."""
 import io
 
 import numpy as np
@@ -88,7 +88,7 @@ def test_an_embedded_colour_profile_is_converted_to_srgb(tmp_path):
     assert np.asarray(broken.image).max() == 90
 
 
-# Issue case 4: a decompression bomb ended in a traceback.
+# A decompression bomb or an oversized image is refused from its header, in one message, before decoding.
 def test_a_decompression_bomb_and_an_oversized_image_are_refused_before_decoding(tmp_path, claimed_png):
     bomb = claimed_png("bomb.png", 30_000, 30_000)
     with pytest.raises(ValueError, match=r"image '.*bomb.png' is too large to decode safely \(.*\); downscale it"):

@@ -18,7 +18,7 @@ def inputs(B=2, N=9, C=4, Ck=3, seed=0):
             torch.randn(B, N, generator=g) * 0.1, torch.randn(B, N, Ck, generator=g))
 
 
-# Issue case 7: NaN or inf in tokens or keys passed unchecked (only the score tensors were checked).
+# NaN or inf is checked in tokens and keys too, not only in the score tensors.
 @pytest.mark.parametrize("name, index", [("tokens", 0), ("keys", 3)])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_nan_or_inf_in_tokens_or_keys_is_named_with_its_row(name, index, bad):
@@ -29,14 +29,14 @@ def test_nan_or_inf_in_tokens_or_keys_is_named_with_its_row(name, index, bad):
         compress(*args, method="rc")
 
 
-# Issue case 7: N = 0 gave a raw torch error.
+# N = 0 is refused by name, not a raw torch error.
 def test_no_tokens_is_refused():
     tokens, a, s, keys = inputs(N=0)
     with pytest.raises(ValueError, match=r"at least one token of at least one channel, got shape \(2, 0, 4\)"):
         compress(tokens, a, s, keys, method="rc")
 
 
-# Issue case 7: meta tensors gave a raw torch error.
+# Meta tensors are refused by name, not a raw torch error.
 def test_meta_tensors_are_refused():
     tokens, a, s, keys = inputs()
     with pytest.raises(ValueError, match="tokens is a meta tensor"):
@@ -45,7 +45,7 @@ def test_meta_tensors_are_refused():
         compress(tokens, a.to("meta"), s, keys, method="fastervlm")
 
 
-# Issue case 7: numpy arrays gave undocumented behaviour.
+# NumPy arrays are refused, naming the conversion.
 def test_numpy_arrays_are_refused_with_the_conversion():
     tokens, a, s, keys = inputs()
     with pytest.raises(ValueError, match=r"tokens must be a torch.Tensor, got ndarray: convert it with torch.from_num"):
@@ -54,7 +54,7 @@ def test_numpy_arrays_are_refused_with_the_conversion():
         compress(tokens, a, s, keys.numpy(), method="rc")
 
 
-# Issue case 7: per-sample budget tensors gave a raw torch error.
+# A per-sample budget tensor is refused by name; a scalar tensor is taken as the budget.
 def test_per_sample_budget_tensor_is_refused_and_a_scalar_one_is_taken():
     tokens, a, s, keys = inputs()
     with pytest.raises(ValueError, match=r"one whole number .* shape \(2,\); for a budget per sample"):
@@ -70,8 +70,8 @@ def test_bad_budgets_are_refused(budget, message):
         compress(*inputs(), method="fastervlm", budget=budget)
 
 
-# Issue case 7: DivPrune failed on an empty batch.
-@pytest.mark.parametrize("method", [m for m in ALL if rclib.METHODS[m].stage == "before_llm"])
+# Every method before the LLM (DivPrune too) gives an empty result for an empty batch.
+@pytest.mark.parametrize("method", [m for m in ALL if rclib.METHODS[m].placement == "before_llm"])
 def test_empty_batch_gives_an_empty_result(method):
     tokens, a, s, keys = inputs(B=0)
     truth = {"target": torch.zeros(0, 9, dtype=torch.bool)} if "target" in rclib.METHODS[method].needs else {}

@@ -1,4 +1,4 @@
-"""Nothing a user owns is lost (issue 31, cases 1-6): training never writes over models it did not make and saves a
+"""Nothing a user owns is lost: training never writes over models it did not make and saves a
 bound pair or nothing; an output folder is replaced only when it holds nothing but the same command's own files;
 links are followed; one writer per folder (eval too); permissions come from the umask."""
 import os
@@ -32,7 +32,7 @@ def load_pair(folder):
     return load(folder / "shapes-llava", text_encoder=folder / "shapes-clip", device="cpu")
 
 
-# Case 1: `train-shapes --quick` with the default --out overwrote the shipped data/models in 13 s.
+# Training refuses a folder holding another run's models (the shipped data/models too) before it starts.
 def test_training_refuses_a_folder_of_another_runs_models_before_it_starts(error_of, pair):
     assert parser().parse_args(["train-shapes"]).out == "out/shapes-models"
     before = {p: p.stat().st_mtime_ns for p in pair.rglob("*")}
@@ -43,7 +43,7 @@ def test_training_refuses_a_folder_of_another_runs_models_before_it_starts(error
     assert {p: p.stat().st_mtime_ns for p in pair.rglob("*")} == before
 
 
-# Case 1: Ctrl-C while saving left a new shapes-clip beside the old shapes-llava.
+# An interrupt while saving leaves neither model (no new shapes-clip beside an old shapes-llava).
 def test_an_interrupted_save_leaves_no_model(tmp_path, monkeypatch):
     from rclib.shapes.build import build_all
     from rclib.shapes.train import save_models
@@ -58,7 +58,7 @@ def test_an_interrupted_save_leaves_no_model(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [], "neither model folder nor the staging folder may stay"
 
 
-# Case 1: rclib.load accepted a new shapes-clip beside the old shapes-llava.
+# rclib.load refuses a shapes-clip and shapes-llava that were not saved together (the manifest binds them).
 def test_load_refuses_a_pair_that_was_not_saved_together(pair, tmp_path):
     load_pair(pair)
     other = tmp_path / "other"
@@ -77,7 +77,8 @@ def test_load_refuses_a_pair_that_was_not_saved_together(pair, tmp_path):
         load_pair(pair)
 
 
-# Case 2: `eval --out X` then `answer --out X` deleted the eval results; a user's file in an output was deleted.
+# An output folder holding anything but the same command's own files (another command's results, a user's file)
+# is refused, naming what it holds.
 def test_an_output_folder_holding_anything_else_is_refused_naming_it(error_of, no_model_load, ask, tmp_path):
     evals = tmp_path / "evals"
     (evals / "rc_64" / "shapes").mkdir(parents=True)
@@ -105,7 +106,7 @@ def test_a_folder_of_the_commands_own_files_is_replaced(tmp_path):
     assert (target / "sub" / "result.json").read_text() == "v2"
 
 
-# Case 3: `figures --out D` overwrote a user's own overview.png; Ctrl-C left a truncated PNG.
+# `figures` never overwrites a user's own file, and an interrupt keeps the previous figures whole.
 def test_figures_never_overwrite_a_users_file_and_an_interrupt_keeps_the_previous(error_of, no_model_load, tmp_path,
                                                                                   monkeypatch, capsys):
     mine = tmp_path / "mine"
@@ -131,7 +132,7 @@ def test_figures_never_overwrite_a_users_file_and_an_interrupt_keeps_the_previou
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "mine"], "no temporary folder left"
 
 
-# Case 4: `--out` at a symlink replaced the link by a folder and left `.link.old-*` behind.
+# An output link is followed: the link stays, no `.link.old-*` is left behind.
 def test_an_output_link_is_followed(tmp_path):
     real = tmp_path / "real"
     link = tmp_path / "link"
@@ -148,7 +149,7 @@ def test_an_output_link_is_followed(tmp_path):
     assert file_link.is_symlink() and (real / "result.json").read_text() == "v3"
 
 
-# Case 5: two `eval` runs into one --out mixed their samples.
+# A second eval into a folder another eval is writing fails at once: one writer per folder.
 def test_a_second_eval_into_the_same_folder_fails_at_once(error_of, no_model_load, tmp_path, monkeypatch):
     import rclib.eval.grid
 
@@ -161,7 +162,7 @@ def test_a_second_eval_into_the_same_folder_fails_at_once(error_of, no_model_loa
     assert "another process is writing" in line and "wait for it to finish" in line
 
 
-# Case 6: files were 0600 and folders 0700 whatever the umask.
+# Files and folders get their permissions from the umask.
 @pytest.mark.parametrize("umask, folder_mode, file_mode", [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
 def test_permissions_follow_the_umask(tmp_path, umask, folder_mode, file_mode):
     previous = os.umask(umask)

@@ -27,7 +27,7 @@ def contents(folder):
     return {p.name: p.read_text() for p in folder.iterdir() if p.name != MARKER}
 
 
-# Issue case 6: `bench --n 0` wrote NaN into results.json.
+# JSON never holds NaN or inf: they are written as null.
 def test_json_never_holds_nan(tmp_path):
     row = {"accuracy": float("nan"), "recall": [1.0, float("inf"), -float("inf")], "n": 0, "budgets": ("a", 8)}
     write_json(tmp_path / "results.json", row)
@@ -37,7 +37,7 @@ def test_json_never_holds_nan(tmp_path):
         to_json({1, 2})
 
 
-# Issue case 3: result.json rewritten in place; an interrupt left a new result beside stale figures.
+# An interrupted write leaves the previous complete folder, never a new result beside stale figures.
 def test_an_interrupted_write_leaves_the_previous_complete_folder(tmp_path):
     target = tmp_path / "out"
     write_version(target, "v1")
@@ -76,7 +76,7 @@ def test_a_killed_run_is_recovered_by_the_next_one(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-# Issue case 3: two runs into one folder mixed their files.
+# A second run replaces the whole folder: no files of the first one stay.
 def test_a_second_run_replaces_the_whole_folder(tmp_path):
     target = tmp_path / "out"
     write_version(target, "v1", files=("result.json", "overview.png"))
@@ -97,7 +97,7 @@ def test_a_second_concurrent_writer_fails_clearly(tmp_path):
     assert contents(target) == {"result.json": "first"}
 
 
-# Issue case 3: a reader polling saw an empty result.json.
+# A reader sees the previous result until the new one is complete, never an empty result.json.
 def test_a_reader_sees_the_previous_result_until_the_new_one_is_complete(tmp_path):
     target = tmp_path / "out"
     write_version(target, "v1")
@@ -124,7 +124,7 @@ def test_a_folder_of_other_files_is_never_replaced(tmp_path):
     assert contents(tmp_path / "empty") == {"result.json": "v1", "figure.png": "v1"}
 
 
-# Issue case 4: `--out` pointing at a file or a read-only place ended in a traceback.
+# An output at a file or an unwritable place is refused before anything is written.
 def test_output_at_a_file_or_an_unwritable_place_is_refused_before_writing(tmp_path):
     (tmp_path / "taken").write_text("a file")
     with pytest.raises(ValueError, match="is a file, not a folder"):

@@ -1,4 +1,4 @@
-"""Questions (issue case 5): empty, too long for the LLM, cut off by CLIP, imitating the chat format."""
+"""Questions: empty, too long for the LLM, cut off by CLIP, imitating the chat format."""
 import pytest
 
 from rclib.questions import check_question, check_question_text

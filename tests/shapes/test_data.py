@@ -3,16 +3,12 @@ import pytest
 import torch
 from PIL import Image
 
-from rclib.models.llava import splice_image_tokens
+from rclib.models.families.llava import splice_image_tokens
+from rclib.models.llm_pruning import attention_rows
 from rclib.shapes.build import PROMPT_TEMPLATE, ShapesModelConfig, build_all
 from rclib.shapes.data import MAX_NAMED, OBJECT_WORDS, PAIR_SIDES, PromptLayout, conversation_batch, make_bank
-from rclib.shapes.train import (
-    grounding_loss,
-    head_attention,
-    lm_forward,
-    onto_position_loss,
-    word_targets,
-)
+from rclib.shapes.llava_losses import grounding_loss, lm_forward, onto_position_loss
+from rclib.shapes.llava_stages import word_targets
 from rclib.shapes.world import COLORS, DIGITS, FAMILIES, GRID_SIZE, LETTERS, NUM_PATCHES, RELATIONS, SHAPES
 
 SMALL = ShapesModelConfig(vision_width=32, text_width=32, lm_width=32, lm_mlp=64, projection_dim=16)
@@ -71,7 +67,7 @@ def test_splice_matches_llava_own_merge(setup):
     assert cut.sum(1).tolist() == (conv.attention_mask.sum(1) - torch.tensor([NUM_PATCHES - 10, NUM_PATCHES - 3])).tolist()
 
 
-def test_head_attention_equals_eager_attention_weights(setup):
+def test_attention_rows_equal_eager_attention_weights(setup):
     llava, _, bank, layout = setup
     conv = conversation_batch(layout, bank, [[0, 1], [7]])
     features = torch.randn(2, NUM_PATCHES, SMALL.vision_width)
@@ -86,7 +82,7 @@ def test_head_attention_equals_eager_attention_weights(setup):
                        output_attentions=True).attentions[1]  # (B, H, L, L)
             _, reads, _ = lm_forward(llava, conv, features, caught_layers=(1,))
             query = conv.name_pos.flatten(1)
-            ours = head_attention(*reads[1], query, conv.attention_mask, head=2)
+            ours = attention_rows(*reads[1], query, conv.attention_mask.bool(), head=2)
     finally:
         lm.config._attn_implementation = implementation
     for b in range(2):
@@ -208,7 +204,8 @@ def test_shortened_conversations_point_at_the_same_words_and_tokens(setup):
     from dataclasses import replace
 
     from rclib.shapes.data import shorten
-    from rclib.shapes.train import TrainConfig, random_shortening
+    from rclib.shapes.recipe import TrainConfig
+    from rclib.shapes.shortening import random_shortening
 
     llava, processor, bank, layout = setup
     conv = conversation_batch(layout, bank, [[0, 1, 2], [5], [7, 8]])
@@ -235,7 +232,8 @@ def test_shortened_conversations_point_at_the_same_words_and_tokens(setup):
 def test_random_shortening_keeps_order_and_mixes_means(setup):
     from dataclasses import replace
 
-    from rclib.shapes.train import TrainConfig, random_shortening
+    from rclib.shapes.recipe import TrainConfig
+    from rclib.shapes.shortening import random_shortening
 
     weights = random_shortening(16, torch.Generator().manual_seed(0), replace(TrainConfig(), shorten_share=0.5))
     full = [b for b in range(16) if weights.shape[1] == NUM_PATCHES and torch.equal(weights[b], torch.eye(NUM_PATCHES))]

@@ -7,8 +7,9 @@ from __future__ import annotations
 from rclib.models.families.base import NEWLINES, Family, VisualBatch
 from rclib.models.families.llava import Llava
 from rclib.models.families.llava_next import LlavaNext
+from rclib.models.families.llava_onevision import LlavaOnevision
 
-FAMILIES: dict[str, Family] = {family.model_type: family for family in (Llava(), LlavaNext())}
+FAMILIES: dict[str, Family] = {family.model_type: family for family in (Llava(), LlavaNext(), LlavaOnevision())}
 
 
 def family_of(model_type: str | None) -> Family:

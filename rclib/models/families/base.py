@@ -38,6 +38,7 @@ class Family(ABC):
     model_type: str  # config.json's model_type ("llava", "llava_next")
     model_class: str  # the transformers class that loads it
     title: str  # what users call it, for messages
+    text_tower_kind = "clip"  # the contrastive model whose text tower scores its patches (TextTower.kind)
 
     @abstractmethod
     def check_config(self, config) -> None:

@@ -17,6 +17,8 @@ feeds it; ``newlines="none"`` drops them, as the peers' released LLaVA-NeXT code
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from rclib.models.families.base import Family, VisualBatch
@@ -24,25 +26,33 @@ from rclib.models.families.llava import check_clip_features
 from rclib.models.vision import encode_vision
 
 
-def packed_order(image_size: tuple[int, int], grid_pinpoints: list, crop_side: int, side: int
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where the LLM's image tokens come from, for one image of ``image_size`` (h, w) pixels.
+def pack_tiles(per_crop: torch.Tensor, image_size: tuple[int, int], grid_pinpoints: list, crop_side: int,
+               max_tiles: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image's crops as its LLM reads them, for any per-patch quantity (features, scores, keys).
 
-    The crops' patches are numbered crop by crop in raster order (crop 0 the base view, s = ``side``
-    patches a side). Returns order [N] long, the patch number of each of the N tokens the LLM reads in
-    its order (newlines excluded), and rows [N] long, each token's row in the unpadded tile grid (-1:
-    the base view, which has no row ends).
+    per_crop [P, s * s, ...] (crop 0 the base view, then the tiles in raster order, each s x s patches in
+    raster order) -> tokens [N, ...]: the base view's patches, then the tiles' as one picture with its
+    padding rows and columns removed (``unpad``), shrunk by bilinear interpolation when it holds more than
+    ``max_tiles`` crops' worth (LLaVA-OneVision's "anyres_max"), row by row; and rows [N] long, each
+    token's row of that picture (-1: the base view, which has no row ends).
     """
     from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
 
+    side = math.isqrt(per_crop.shape[1])
     gh, gw = get_anyres_image_grid_shape(image_size, grid_pinpoints, crop_side)
-    per_crop = side * side
-    tiles = torch.arange(per_crop, per_crop * (1 + gh * gw)).view(gh, gw, side, side)  # [gh, gw, s, s]
-    tiles = tiles.permute(0, 2, 1, 3).reshape(1, gh * side, gw * side)  # the tiles as one picture [1, gh*s, gw*s]
-    tiles = unpad_image(tiles, image_size)[0]  # [h, w] the rows and columns the image covers
-    rows = torch.arange(tiles.shape[0])[:, None].expand_as(tiles)
-    return (torch.cat([torch.arange(per_crop), tiles.flatten()]),
-            torch.cat([torch.full((per_crop,), -1), rows.flatten()]))
+    extra = per_crop.shape[2:]
+    tiles = per_crop[1:].reshape(gh, gw, side, side, -1)  # [gh, gw, s, s, D]
+    tiles = tiles.permute(4, 0, 2, 1, 3).reshape(-1, gh * side, gw * side)  # one picture [D, gh*s, gw*s]
+    tiles = unpad_image(tiles, image_size)  # [D, h, w] the rows and columns the image covers
+    if max_tiles is not None:
+        ratio = math.sqrt(tiles.shape[1] * tiles.shape[2] / (max_tiles * side**2))
+        if ratio > 1.1:
+            size = [int(tiles.shape[1] // ratio), int(tiles.shape[2] // ratio)]
+            tiles = torch.nn.functional.interpolate(tiles[None], size, mode="bilinear")[0]
+    h, w = tiles.shape[1:]
+    tokens = tiles.flatten(1).transpose(0, 1).reshape(h * w, *extra)  # [D, h, w] -> [h*w, ...] row by row
+    rows = torch.arange(h).repeat_interleave(w)
+    return torch.cat([per_crop[0], tokens]), torch.cat([torch.full((side * side,), -1), rows])
 
 
 def crop_counts(image_sizes: torch.Tensor, grid_pinpoints: list, crop_side: int) -> list[int]:
@@ -70,26 +80,37 @@ class LlavaNext(Family):
     def check_config(self, config) -> None:
         check_clip_features(config)
 
+    has_cls = True  # each crop's importance: its [CLS] attention (else the attention each patch receives)
+    max_tiles: int | None = None  # the tiles' picture is shrunk to this many crops' worth of tokens (None: never)
+    project_first = False  # True: the tokens are projected into the LLM's space before packing (and merging)
+
+    def project(self, model, tokens):
+        return tokens if self.project_first else super().project(model, tokens)
+
+    def max_tiles_of(self, config) -> int | None:
+        """The ``max_tiles`` of a checkpoint (LLaVA-OneVision reads it from its config)."""
+        return self.max_tiles
+
     def visual_batch(self, model, batch: dict) -> VisualBatch:
         config = model.config
-        crop_side, patch = config.vision_config.image_size, config.vision_config.patch_size
-        side = crop_side // patch
+        crop_side = config.vision_config.image_size
         counts = crop_counts(batch["image_sizes"], config.image_grid_pinpoints, crop_side)
         pixels = batch["pixel_values"]  # [B, max crops, 3, S, S], each image's crops first
         crops = torch.cat([pixels[b, :n] for b, n in enumerate(counts)]).to(model.device, model.dtype)
-        vision = encode_vision(model.model.vision_tower, crops, config.vision_feature_layer)  # [sum crops, s*s, ...]
-        per_crop = {"features": vision.features, "cls_attn": vision.cls_attn, "keys": vision.keys,
-                    "final_tokens": vision.last_hidden_state[:, 1:], "cls_attn_head_mean": vision.cls_attn_head_mean,
-                    "keys_head_mean": vision.keys_head_mean}
+        vision = encode_vision(model.model.vision_tower, crops, config.vision_feature_layer, self.has_cls)
+        first_patch = 1 if self.has_cls else 0
+        features = model.model.multi_modal_projector(vision.features) if self.project_first else vision.features
+        per_crop = {"features": features, "cls_attn": vision.cls_attn, "keys": vision.keys,
+                    "final_tokens": vision.last_hidden_state[:, first_patch:],
+                    "cls_attn_head_mean": vision.cls_attn_head_mean, "keys_head_mean": vision.keys_head_mean}
         images = {name: [] for name in per_crop}
         all_rows = []
         first = 0
         for n, size in zip(counts, batch["image_sizes"].tolist(), strict=True):
-            order, rows = packed_order(tuple(size), config.image_grid_pinpoints, crop_side, side)
-            order = order.to(model.device)
             for name, value in per_crop.items():
-                flat = value[first:first + n].flatten(0, 1)  # [n crops * s*s, ...] crop by crop, raster order
-                images[name].append(flat[order])
+                tokens, rows = pack_tiles(value[first:first + n], tuple(size), config.image_grid_pinpoints, crop_side,
+                                          self.max_tiles_of(config))
+                images[name].append(tokens)
             all_rows.append(rows)
             first += n
         rows = pad_rows(all_rows, -1)

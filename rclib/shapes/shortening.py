@@ -1,0 +1,50 @@
+"""Method-neutral shortened images: random order-preserving subsets and merges of the patches, which the LM trains
+on (`random_shortening`) and checkpoints are judged with (`random_subset`). Nothing here reads a score, a question,
+an answer or any method's rule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from rclib.shapes.recipe import TrainConfig
+from rclib.shapes.world import NUM_PATCHES
+
+
+def random_shortening(batch: int, generator: torch.Generator, cfg: TrainConfig) -> torch.Tensor:
+    """Mixing weights (B, K, P) of a method-neutral shortened image per conversation: token k of row b is
+    weights[b, k] @ patches, rows of zeros past K_b. With probability 1 - shorten_share a row keeps every patch
+    (the identity). Otherwise K_b is log-uniform in [shorten_min_tokens, P], the K_b anchors are uniformly random
+    patches in raster order, and either the other patches are dropped (a random subset), or, with probability
+    merge_share, each of them joins a uniformly random anchor with a probability u_b ~ U(0, 1) (else dropped) and
+    each token is the mean of its group. Nothing here reads a score, a question, an answer or any method's rule."""
+    rows = []
+    for _ in range(batch):
+        if torch.rand((), generator=generator) >= cfg.shorten_share:
+            rows.append(torch.eye(NUM_PATCHES))
+            continue
+        low, high = math.log(cfg.shorten_min_tokens), math.log(NUM_PATCHES)
+        k = int(math.exp(low + (high - low) * torch.rand((), generator=generator).item()))
+        anchors = torch.randperm(NUM_PATCHES, generator=generator)[:k].sort().values
+        group = torch.full((NUM_PATCHES,), -1)
+        group[anchors] = torch.arange(k)
+        if torch.rand((), generator=generator) < cfg.merge_share:
+            joins = (group < 0) & (torch.rand(NUM_PATCHES, generator=generator) < torch.rand((), generator=generator))
+            group[joins] = torch.randint(k, (int(joins.sum()),), generator=generator)
+        member = torch.nonzero(group >= 0).flatten()
+        weights = torch.zeros(k, NUM_PATCHES)
+        weights[group[member], member] = 1
+        rows.append(weights / weights.sum(-1, keepdim=True))
+    out = torch.zeros(batch, max(len(w) for w in rows), NUM_PATCHES)
+    for b, weights in enumerate(rows):
+        out[b, : len(weights)] = weights
+    return out
+
+
+def random_subset(batch: int, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Weights (B, k, P) keeping k uniformly random patches per row, in raster order."""
+    anchors = torch.stack([torch.randperm(NUM_PATCHES, generator=generator)[:k].sort().values for _ in range(batch)])
+    return F.one_hot(anchors, NUM_PATCHES).float()
+
