@@ -21,7 +21,8 @@ from rclib.methods import compress as compress_tokens
 from rclib.methods.checks import check_budget
 from rclib.methods.common import keep_and_drop
 from rclib.models.families import family_of
-from rclib.models.families.base import image_span, left_pad, row_ends, slot_rows, slots_with_row_ends, with_row_ends
+from rclib.models.families.base import (image_span, left_pad, row_ends, slot_rows, slots_with_row_ends, token_rows,
+                                        with_row_ends)
 from rclib.models.llm_pruning import generate_pruned
 from rclib.models.text import SYSTEM_PROMPT, TextOptions, TextTower, text_similarity
 from rclib.result import CompressionResult, stack_results
@@ -50,7 +51,8 @@ class Encoded:
     cls_attn_head_mean: torch.Tensor | None = None  # [B, N] the feature layer's [CLS] attention, mean over heads
     keys_head_mean: torch.Tensor | None = None  # [B, N, C / heads] the feature layer's keys, mean over heads
     token_counts: torch.Tensor | None = None  # [B] long: real tokens per image (None: all N)
-    token_rows: torch.Tensor | None = None  # [B, N] long: each token's layout row where the LLM marks row ends, else -1
+    token_places: torch.Tensor | None = None  # [B, N, 3] long: each token's (view, row, column); padding -1
+    views: list[list[tuple[int, int]]] | None = None  # per image, each view's (h, w) grid: the base view, the tiles
     n_llm_tokens: torch.Tensor | None = None  # [B] long: image tokens the uncompressed model feeds its LLM
 
     def __len__(self) -> int:
@@ -68,6 +70,11 @@ class Encoded:
     @property
     def n_tokens(self) -> int:
         return self.features.shape[1]
+
+    @property
+    def token_rows(self) -> torch.Tensor:
+        """[B, N] long: each token's row in a view whose rows end in a row-end token (the tiles), else -1."""
+        return token_rows(self.token_places)
 
     def groups(self) -> list[list[int]]:
         """The samples in groups of equal token counts, in order of first appearance: one group when all are equal."""
@@ -293,7 +300,8 @@ class CompressedLlava:
                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        pixel_values=batch["pixel_values"].to(self.device, self.dtype),
                        cls_attn_head_mean=visual.cls_attn_head_mean, keys_head_mean=visual.keys_head_mean,
-                       token_counts=visual.n_tokens, token_rows=visual.rows, n_llm_tokens=visual.n_llm_tokens)
+                       token_counts=visual.n_tokens, token_places=visual.places, views=visual.views,
+                       n_llm_tokens=visual.n_llm_tokens)
 
     def compress(self, encoded: Encoded, method: str = "rc", budget: int | None = None, scores: str = "own",
                  **options) -> CompressionResult:

@@ -27,9 +27,28 @@ class VisualBatch:
     cls_attn_head_mean: torch.Tensor  # [B, N] the feature layer's [CLS] attention, mean over heads (the peers' own)
     keys_head_mean: torch.Tensor  # [B, N, C / heads] the feature layer's keys, mean over heads
     n_tokens: torch.Tensor  # [B] long: the real tokens of each image; tokens at n >= n_tokens[b] are padding
-    rows: torch.Tensor  # [B, N] long: the layout row a token belongs to where the LLM marks row ends (-1: none)
+    places: torch.Tensor  # [B, N, 3] long: each token's (view, row, column) in the image's views (padding: -1)
+    views: list[list[tuple[int, int]]]  # per image, the (h, w) grid of each view: [base] or [base, tiles picture]
     n_llm_tokens: torch.Tensor  # [B] long: image tokens the uncompressed model feeds its LLM (row ends included)
     grid: tuple[int, int] | None  # (h, w) when every image is one h x w patch grid in raster order; else None
+
+    @property
+    def rows(self) -> torch.Tensor:
+        """[B, N] long: the row of each token of a view whose rows end in a row-end token (views after the first,
+        the tiles), -1 elsewhere."""
+        return token_rows(self.places)
+
+
+def token_rows(places: torch.Tensor) -> torch.Tensor:
+    """[B, N] long from places [B, N, 3]: a token's row in a view after the first (whose rows the LLM ends with a
+    row-end token), -1 for the first view and padding."""
+    return torch.where(places[..., 0] >= 1, places[..., 1], -1)
+
+
+def grid_places(view: int, h: int, w: int) -> torch.Tensor:
+    """[h * w, 3] long: (view, row, column) of an h x w grid's tokens in raster order."""
+    rows = torch.arange(h).repeat_interleave(w)
+    return torch.stack([torch.full_like(rows, view), rows, torch.arange(w).repeat(h)], dim=1)
 
 
 class Family(ABC):

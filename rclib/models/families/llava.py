@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from rclib.models.families.base import Family, VisualBatch, image_span, left_pad
+from rclib.models.families.base import Family, VisualBatch, grid_places, image_span, left_pad
 from rclib.models.vision import encode_vision
 
 
@@ -68,8 +68,8 @@ class Llava(Family):
         return VisualBatch(features=vision.features, cls_attn=vision.cls_attn, keys=vision.keys,
                            final_tokens=vision.last_hidden_state[:, 1:], cls_attn_head_mean=vision.cls_attn_head_mean,
                            keys_head_mean=vision.keys_head_mean, n_tokens=torch.full((B,), N, dtype=torch.long),
-                           rows=torch.full((B, N), -1, dtype=torch.long), n_llm_tokens=torch.full((B,), N),
-                           grid=vision.grid)
+                           places=grid_places(0, *vision.grid).expand(B, N, 3), views=[[vision.grid]] * B,
+                           n_llm_tokens=torch.full((B,), N), grid=vision.grid)
 
     def display_images(self, processor, pixel_values: torch.Tensor) -> torch.Tensor:
         return pixel_values

@@ -21,20 +21,20 @@ import math
 
 import torch
 
-from rclib.models.families.base import Family, VisualBatch
+from rclib.models.families.base import Family, VisualBatch, grid_places
 from rclib.models.families.llava import check_clip_features
 from rclib.models.vision import encode_vision
 
 
 def pack_tiles(per_crop: torch.Tensor, image_size: tuple[int, int], grid_pinpoints: list, crop_side: int,
-               max_tiles: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               max_tiles: int | None = None) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
     """One image's crops as its LLM reads them, for any per-patch quantity (features, scores, keys).
 
     per_crop [P, s * s, ...] (crop 0 the base view, then the tiles in raster order, each s x s patches in
     raster order) -> tokens [N, ...]: the base view's patches, then the tiles' as one picture with its
     padding rows and columns removed (``unpad``), shrunk by bilinear interpolation when it holds more than
-    ``max_tiles`` crops' worth (LLaVA-OneVision's "anyres_max"), row by row; and rows [N] long, each
-    token's row of that picture (-1: the base view, which has no row ends).
+    ``max_tiles`` crops' worth (LLaVA-OneVision's "anyres_max"), row by row; places [N, 3] long, each token's
+    (view, row, column): view 0 the base view's s x s grid, view 1 the tiles' h x w picture; and (h, w).
     """
     from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
 
@@ -51,8 +51,7 @@ def pack_tiles(per_crop: torch.Tensor, image_size: tuple[int, int], grid_pinpoin
             tiles = torch.nn.functional.interpolate(tiles[None], size, mode="bilinear")[0]
     h, w = tiles.shape[1:]
     tokens = tiles.flatten(1).transpose(0, 1).reshape(h * w, *extra)  # [D, h, w] -> [h*w, ...] row by row
-    rows = torch.arange(h).repeat_interleave(w)
-    return torch.cat([per_crop[0], tokens]), torch.cat([torch.full((side * side,), -1), rows])
+    return torch.cat([per_crop[0], tokens]), torch.cat([grid_places(0, side, side), grid_places(1, h, w)]), (h, w)
 
 
 def crop_counts(image_sizes: torch.Tensor, grid_pinpoints: list, crop_side: int) -> list[int]:
@@ -104,19 +103,22 @@ class LlavaNext(Family):
                     "final_tokens": vision.last_hidden_state[:, first_patch:],
                     "cls_attn_head_mean": vision.cls_attn_head_mean, "keys_head_mean": vision.keys_head_mean}
         images = {name: [] for name in per_crop}
-        all_rows = []
+        places, views = [], []
         first = 0
+        side = crop_side // config.vision_config.patch_size
         for n, size in zip(counts, batch["image_sizes"].tolist(), strict=True):
             for name, value in per_crop.items():
-                tokens, rows = pack_tiles(value[first:first + n], tuple(size), config.image_grid_pinpoints, crop_side,
-                                          self.max_tiles_of(config))
+                tokens, image_places, tiles = pack_tiles(value[first:first + n], tuple(size),
+                                                         config.image_grid_pinpoints, crop_side, self.max_tiles_of(config))
                 images[name].append(tokens)
-            all_rows.append(rows)
+            places.append(image_places)
+            views.append([(side, side), tiles])
             first += n
-        rows = pad_rows(all_rows, -1)
-        n_tokens = torch.tensor([len(r) for r in all_rows])
+        places = pad_rows(places, -1)
+        n_tokens = torch.tensor([len(tokens) for tokens in images["features"]])
+        row_ends = torch.tensor([h for _, (h, _) in views])  # one per row of the tiles' picture
         return VisualBatch(**{name: pad_rows(values) for name, values in images.items()}, n_tokens=n_tokens,
-                           rows=rows, n_llm_tokens=n_tokens + (rows.amax(1) + 1), grid=None)
+                           places=places, views=views, n_llm_tokens=n_tokens + row_ends, grid=None)
 
     def newline(self, model) -> torch.Tensor:
         return model.model.image_newline
