@@ -76,10 +76,10 @@ def check_markers(question: str, specials: list[str], roles: list[str]) -> None:
 
 
 def text_token_count(tower, text: str) -> int:
-    """Tokens ``text`` has for a CLIP text tower, start and end tokens included, before any truncation."""
-    from rclib.models.text import TransformersTextTower
+    """Tokens ``text`` has for a text tower (CLIP, SigLIP), start and end tokens included, before any truncation."""
+    from rclib.models.text import OpenClipTextTower
 
-    if isinstance(tower, TransformersTextTower):
+    if not isinstance(tower, OpenClipTextTower):  # a transformers tokenizer adds its own start and end
         return len(tower.tokenizer(text)["input_ids"])
     return len(tower.tokenizer.encode(text)) + 2  # open_clip's tokenizer: BPE tokens, plus start and end
 
@@ -95,7 +95,7 @@ def check_question(model, question: str, max_new_tokens: int = 32) -> QuestionRe
     check_markers(question, specials, roles)
 
     config = model.model.config
-    n_image = (config.vision_config.image_size // config.vision_config.patch_size) ** 2  # patches, CLS dropped
+    n_image = model.family.most_image_tokens(config, model.processor.image_processor)
     ids = tokenizer(build_prompt(model.processor, question, model.prompt_format))["input_ids"]
     llm_tokens = len(ids) - ids.count(config.image_token_id) + n_image  # one placeholder becomes N image tokens
     context = config.text_config.max_position_embeddings
@@ -104,6 +104,8 @@ def check_question(model, question: str, max_new_tokens: int = 32) -> QuestionRe
         raise ValueError(f"the question is too long: the prompt would take {llm_tokens} tokens ({n_image} of them the "
                          f"image's) but the LLM reads {context}, {max_new_tokens} of them kept for the answer, so at "
                          f"most {llm_limit}: shorten the question by {llm_tokens - llm_limit} tokens or more")
+    if model.text_tower is None:  # the text score reads the question through the LLM, which has room for it
+        return QuestionReport(llm_tokens, llm_limit, 0, 0, False)
     text_tokens = text_token_count(model.text_tower, question)
     text_context = model.text_tower.context_length
     return QuestionReport(llm_tokens, llm_limit, text_tokens, text_context, text_tokens > text_context)

@@ -144,6 +144,17 @@ def tiny_onevision_dir(tmp_path_factory, tiny_siglip_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory):
+    """A Qwen2_5_VLForConditionalGeneration (tiny ViT with window and full attention, 2 x 2 merger, tiny Qwen2 with
+    M-RoPE) and its processor (8 px patches, images of 32^2 to 96^2 pixels), saved with save_pretrained."""
+    tokenizer = tiny.qwen_tokenizer(LLAVA_WORDS)
+    folder = tmp_path_factory.mktemp("tiny-qwen2.5-vl")
+    tiny.build_qwen2_5_vl(SHAPES, tokenizer, seed=3).save_pretrained(folder)
+    tiny.qwen2_5_vl_processor(tokenizer, SHAPES, min_pixels=32 * 32, max_pixels=96 * 96).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiled_images():
     """Three images whose sizes give three tile layouts (wide, tall, square)."""
     rng = np.random.default_rng(3)

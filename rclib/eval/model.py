@@ -42,6 +42,7 @@ from rclib.methods import METHODS, parse_budget
 from rclib.methods.common import ADAPTIVE
 from rclib.models import TextOptions, load
 
+GRAY_SIDE = 336  # pixels of the option-check image for a checkpoint without one input size
 DEFAULT_MAX_NEW_TOKENS = 1024  # lmms-eval's llava_hf default when a task sets no max_new_tokens
 RUN_SETTINGS = ("batch_size", "device", "cache")  # how to run, not what is computed
 MODEL_ARGS = ("pretrained", "text_encoder", "method", "budget", "dtype", *RUN_SETTINGS)
@@ -82,7 +83,7 @@ def split_options(method: str, options: dict) -> tuple[dict, dict, dict]:
 
 def gray_image(model) -> Image.Image:
     """A uniform image of the checkpoint's input size, to try the options on before the first request."""
-    size = model.model.config.vision_config.image_size
+    size = getattr(model.model.config.vision_config, "image_size", GRAY_SIDE)  # Qwen2.5-VL: any size
     return Image.new("RGB", (size, size), (128, 128, 128))
 
 

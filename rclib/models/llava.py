@@ -25,6 +25,8 @@ from rclib.models.families.base import (image_span, left_pad, row_ends, slot_row
                                         with_row_ends)
 from rclib.models.llm_pruning import generate_pruned
 from rclib.models.text import SYSTEM_PROMPT, TextOptions, TextTower, text_similarity
+from rclib.models.text_free import (TEXT_SCORES, attention_score, embedding_score, layer_attention, question_ids,
+                                   question_places)
 from rclib.result import CompressionResult, stack_results
 
 
@@ -54,6 +56,7 @@ class Encoded:
     token_places: torch.Tensor | None = None  # [B, N, 3] long: each token's (view, row, column); padding -1
     views: list[list[tuple[int, int]]] | None = None  # per image, each view's (h, w) grid: the base view, the tiles
     n_llm_tokens: torch.Tensor | None = None  # [B] long: image tokens the uncompressed model feeds its LLM
+    llm_positions: torch.Tensor | None = None  # [B, 3, L] M-RoPE positions of the uncompressed prompt (None: 1-D)
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -212,6 +215,57 @@ def scored(encoded: Encoded, method: str, scores: str) -> Encoded:
     return encoded.with_feature_layer_scores() if scores == "own" and own else encoded
 
 
+@dataclass
+class LLMInput:
+    """A left-padded batch as the LLM reads it."""
+
+    embeds: torch.Tensor  # [B, L, H] inputs_embeds
+    mask: torch.Tensor  # [B, L] 1 for real places
+    places: torch.Tensor  # [B, L] long: the output slot at each place, -1 for text, row ends and padding
+    positions: torch.Tensor | None  # [4, B, L] text positions then M-RoPE's three, for M-RoPE LLMs; None: 1-D
+
+
+def text_and_rope_positions(rows: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+    """[4, B, L] the position ids an M-RoPE LLM's ``generate`` takes: the text positions (cumsum of the mask, 0 at
+    padding), then the three M-RoPE rows, left-padded with 0. rows: per sample, [3, L_b] its places' positions."""
+    B, L = mask.shape
+    rope = torch.zeros(3, B, L, dtype=torch.long, device=mask.device)
+    for b, row in enumerate(rows):
+        rope[:, b, L - row.shape[1]:] = row
+    text = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # [B, L]
+    return torch.cat([text[None], rope])
+
+
+def no_text_tower(family) -> str:
+    """Why a text encoder given to a family without a text tower is refused."""
+    return (f"{family.title} has no text tower: its vision tower was trained without one, so no text encoder's "
+            "space is its own; rclib scores text with the LLM itself (text_score=): pass no text encoder")
+
+
+def check_text_tower(family, text_tower: TextTower | None, vision_config) -> None:
+    """Raise a ValueError with the reason when ``text_tower`` cannot score ``family``'s patches: a family without a
+    text tower given one, one with a text tower given none or another kind, a visual head of another width."""
+    if family.text_tower_kind is None:
+        if text_tower is not None:
+            raise ValueError(no_text_tower(family))
+        return
+    if text_tower is None:
+        raise ValueError(f"a {family.title} checkpoint scores its patches with a {family.text_tower_kind} text tower: "
+                         "pass the one it was built on as text_encoder=")
+    if text_tower.kind != family.text_tower_kind:
+        raise ValueError(f"a {family.title} checkpoint scores its patches with a {family.text_tower_kind} text "
+                         f"tower, but the text encoder given is a {text_tower.kind}: pass the "
+                         f"{family.text_tower_kind} whose vision tower the checkpoint holds")
+    if text_tower.vision_width != vision_config.hidden_size:
+        raise ValueError(f"the text tower's visual head takes width {text_tower.vision_width} but the vision "
+                         f"tower has width {vision_config.hidden_size}: pair the checkpoint with the model it was "
+                         "built on")
+
+
+TEXT_ATTENTION_LAYER = 2  # the early LLM layer whose text-to-image attention is the "attention" text score (the
+# last one in an LLM of fewer layers)
+
+
 def stack_rows(parts: list[torch.Tensor], groups: list[list[int]], fill) -> torch.Tensor:
     """Tensors [B_g, T_g, ...] of sample groups -> one [B, max T_g, ...] in the samples' order, padded with ``fill``."""
     first = parts[0]
@@ -236,24 +290,21 @@ class CompressedLlava:
     """A checkpoint of any family rclib runs (:mod:`rclib.models.families`) with a CLIP text tower, generating
     from K tokens. The family says how images become visual tokens and how compressed tokens go back."""
 
-    def __init__(self, model, processor, text_tower: TextTower, name: str = "", text_encoder_name: str = "",
-                 image_preprocess: str = "crop", prompt_format: str = "chat_template", newlines: str = "rows"):
+    def __init__(self, model, processor, text_tower: TextTower | None, name: str = "", text_encoder_name: str = "",
+                 image_preprocess: str = "crop", prompt_format: str = "chat_template", newlines: str = "rows",
+                 text_score: str = "embedding"):
         self.family = family_of(model.config.model_type)
         self.family.check_config(model.config)
         self.family.check_newlines(newlines)
         check_input_format(image_preprocess, prompt_format)
-        if text_tower.kind != self.family.text_tower_kind:
-            raise ValueError(f"a {self.family.title} checkpoint scores its patches with a {self.family.text_tower_kind} "
-                             f"text tower, but the text encoder given is a {text_tower.kind}: pass the "
-                             f"{self.family.text_tower_kind} whose vision tower the checkpoint holds")
-        width = model.config.vision_config.hidden_size
-        if text_tower.vision_width != width:
-            raise ValueError(f"the text tower's visual head takes width {text_tower.vision_width} but the LLaVA vision "
-                             f"tower has width {width}: pair the checkpoint with the CLIP it was built on")
+        check_text_tower(self.family, text_tower, model.config.vision_config)
+        if text_score not in TEXT_SCORES:
+            raise ValueError(f"text_score must be one of {TEXT_SCORES}, got {text_score!r}")
         self.model = model.eval()
         self.processor = processor
         self.processor.tokenizer.padding_side = "left"  # batched generation continues every row at its end
-        self.text_tower = text_tower.eval()
+        self.text_tower = text_tower.eval() if text_tower is not None else None
+        self.text_score = text_score  # without a text tower: the LLM-side text score (rclib.models.text_free)
         self.name = name  # how the checkpoint was asked for (registry name, hub id or folder)
         self.text_encoder_name = text_encoder_name  # likewise for the text tower
         self.image_preprocess = image_preprocess  # "pad": to a square in the mean colour first (LLaVA-1.5); "crop"
@@ -291,17 +342,48 @@ class CompressedLlava:
         batch = self.processor(images=images, text=prompts, padding=True, return_tensors="pt")
         visual = self.family.visual_batch(self.model, batch)
         text_inputs = options.texts(questions, prompts, self.processor.image_token)
+        positions = self.family.positions(self.model, batch)  # [3, B, L] or None (1-D positions)
+        encoded = Encoded(features=visual.features, cls_attn=visual.cls_attn, text_sim=None, keys=visual.keys,
+                          grid=visual.grid, questions=list(questions), prompts=prompts, text_inputs=text_inputs,
+                          input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                          pixel_values=self.family.batch_pixels(batch).to(self.device, self.dtype),
+                          cls_attn_head_mean=visual.cls_attn_head_mean, keys_head_mean=visual.keys_head_mean,
+                          token_counts=visual.n_tokens, token_places=visual.places, views=visual.views,
+                          n_llm_tokens=visual.n_llm_tokens,
+                          llm_positions=None if positions is None else positions.transpose(0, 1))
+        if self.text_tower is None:
+            return replace(encoded, text_sim=self.llm_text_scores(encoded))
         text_embeds = torch.cat([self.text_tower.embed_text([text], options.text_pooling, options.text_max_length)
-                                 for text in text_inputs])  # [B, D] one text at a time: a batch scores as its samples
+                                 for text in text_inputs])  # [B, D] one at a time: a batch scores as its samples
         patch_embeds = self.text_tower.project_tokens(visual.final_tokens, options.post_layernorm)  # [B, N, D]
-        return Encoded(features=visual.features, cls_attn=visual.cls_attn,
-                       text_sim=text_similarity(text_embeds, patch_embeds).to(self.device), keys=visual.keys,
-                       grid=visual.grid, questions=list(questions), prompts=prompts, text_inputs=text_inputs,
-                       input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       pixel_values=batch["pixel_values"].to(self.device, self.dtype),
-                       cls_attn_head_mean=visual.cls_attn_head_mean, keys_head_mean=visual.keys_head_mean,
-                       token_counts=visual.n_tokens, token_places=visual.places, views=visual.views,
-                       n_llm_tokens=visual.n_llm_tokens)
+        return replace(encoded, text_sim=text_similarity(text_embeds, patch_embeds).to(self.device))
+
+    def llm_text_scores(self, encoded: Encoded) -> torch.Tensor:
+        """[B, N] each token's relevance to its text without a text tower: ``self.text_score`` of
+        :mod:`rclib.models.text_free`, the LLM's input embeddings ("embedding") or an early layer's attention
+        from the text to the image ("attention")."""
+        tokenizer = self.processor.tokenizer
+        if self.text_score == "embedding":
+            scores = []
+            for b, text in enumerate(encoded.text_inputs):  # one at a time: a batch scores as its samples
+                ids, mask = question_ids(tokenizer, [text])
+                embeds = self.model.get_input_embeddings()(ids.to(self.device))  # [1, T, H]
+                visual = self.family.project(self.model, encoded.features[b:b + 1])  # [1, N, H]
+                scores.append(embedding_score(embeds, mask.to(self.device), visual))
+            return torch.cat(scores)
+        full = self.spliced(encoded, compress_tokens(encoded.features, method="full"))
+        layer = min(TEXT_ATTENTION_LAYER, self.n_llm_layers - 1)
+        attention = layer_attention(self.model.model.language_model, full.embeds, full.mask, layer, full.positions)
+        ids, mask = question_ids(tokenizer, encoded.text_inputs)
+        query = question_places(encoded.input_ids.to(self.device), full.mask, ids.to(self.device), mask.to(self.device))
+        return attention_score(attention, query, full.places, encoded.n_tokens)
+
+    @property
+    def text_dim(self) -> int:
+        """The width of the space the text score compares in: the text tower's joint space, else the LLM's."""
+        if self.text_tower is not None:
+            return self.text_tower.projection_dim
+        return self.model.get_input_embeddings().embedding_dim
 
     def compress(self, encoded: Encoded, method: str = "rc", budget: int | None = None, scores: str = "own",
                  **options) -> CompressionResult:
@@ -313,7 +395,7 @@ class CompressedLlava:
         Images with different token counts are compressed group by group (:meth:`Encoded.groups`).
         """
         if method == "rc":
-            options.setdefault("text_dim", self.text_tower.projection_dim)
+            options.setdefault("text_dim", self.text_dim)
         groups = encoded.groups()
         if len(groups) > 1:
             parts = [self.compress(encoded.subset(index), method, budget, scores, **options) for index in groups]
@@ -344,17 +426,20 @@ class CompressedLlava:
 
         Returns inputs_embeds [B, L, H] and attention_mask [B, L].
         """
-        embeds, mask, _ = self.spliced(encoded, result)
-        return embeds, mask
+        llm_input = self.spliced(encoded, result)
+        return llm_input.embeds, llm_input.mask
 
-    def spliced(self, encoded: Encoded, result: CompressionResult) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """:meth:`llm_inputs` and places [B, L] long: the output slot at each place of the LLM input, -1 elsewhere."""
+    def spliced(self, encoded: Encoded, result: CompressionResult) -> LLMInput:
+        """The LLM input of :meth:`llm_inputs`, with where each place comes from and, for M-RoPE families, where
+        each place sits: an output token at its anchor token's position, text at its own."""
         if len(result) != len(encoded):
             raise ValueError(f"the result holds {len(result)} samples, the encoded batch {len(encoded)}")
         embed = self.model.get_input_embeddings()
-        rows, places = [], []
+        anchors = result.weights.argmax(dim=2).to(self.device) if result.weights.shape[1] else None  # [B, K]
+        rows, places, positions = [], [], []
         for b, (sequence, slots) in enumerate(self.image_sequences(encoded, result)):
-            ids = encoded.input_ids[b][encoded.attention_mask[b].bool()].to(self.device)  # this prompt, unpadded
+            real = encoded.attention_mask[b].bool()
+            ids = encoded.input_ids[b][real].to(self.device)  # this prompt, unpadded
             start, end = image_span(ids, self.model.config.image_token_id)
             expected = int(encoded.n_llm_tokens[b]) if encoded.n_llm_tokens is not None else encoded.n_tokens
             if end - start != expected:
@@ -362,9 +447,14 @@ class CompressedLlava:
                                  "put exactly one image placeholder in each prompt")
             rows.append(torch.cat([embed(ids[:start]), sequence, embed(ids[end:])]))
             places.append(torch.cat([slots.new_full((start,), -1), slots, slots.new_full((len(ids) - end,), -1)]))
+            if encoded.llm_positions is not None:
+                original = encoded.llm_positions[b][:, real.to(encoded.llm_positions.device)].to(self.device)  # [3, L_b]
+                image = original[:, start + anchors[b, slots]] if len(slots) else original[:, :0]
+                positions.append(torch.cat([original[:, :start], image, original[:, end:]], dim=1))
         embeds, mask = left_pad(rows)
         length = embeds.shape[1]
-        return embeds, mask, torch.stack([torch.cat([p.new_full((length - len(p),), -1), p]) for p in places])
+        place = torch.stack([torch.cat([p.new_full((length - len(p),), -1), p]) for p in places])
+        return LLMInput(embeds, mask, place, text_and_rope_positions(positions, mask) if positions else None)
 
     @property
     def pad_token_id(self) -> int:
@@ -379,8 +469,10 @@ class CompressedLlava:
 
         generate_options go to transformers' ``generate`` (e.g. ``min_new_tokens``, ``streamer``).
         """
-        embeds, mask = self.llm_inputs(encoded, result)
-        return self.model.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
+        llm_input = self.spliced(encoded, result)
+        if llm_input.positions is not None:
+            generate_options["position_ids"] = llm_input.positions
+        return self.model.generate(inputs_embeds=llm_input.embeds, attention_mask=llm_input.mask, do_sample=False,
                                    max_new_tokens=max_new_tokens, pad_token_id=self.pad_token_id,
                                    **generate_options)
 
@@ -395,7 +487,7 @@ class CompressedLlava:
     def image_places(self, encoded: Encoded, length: int) -> torch.Tensor:
         """[B, length] long: the image token index 0..N-1 at each place of the left-padded LLM input that
         :meth:`llm_inputs` builds from all N tokens, -1 elsewhere (the prompt's text, row-end tokens)."""
-        _, _, places = self.spliced(encoded, compress_tokens(encoded.features, method="full"))
+        places = self.spliced(encoded, compress_tokens(encoded.features, method="full")).places
         assert places.shape[1] == length, f"the LLM input of all tokens has {places.shape[1]} places, not {length}"
         return places
 
@@ -421,9 +513,13 @@ class CompressedLlava:
         spec.check_options(options)
         budget = check_budget(budget)  # the same refusals as rclib.compress (a budget per sample, zero, a float)
         pruner = spec.fn(encoded.features, encoded.cls_attn, encoded.text_sim, encoded.keys, budget, **options)
-        embeds, mask, places = self.spliced(encoded, compress_tokens(encoded.features, method="full"))
+        if encoded.llm_positions is not None:
+            raise ValueError(f"{method!r} prunes inside the LLM, and rclib's pruned decoding numbers positions in 1-D; "
+                             f"{self.family.title}'s LLM places image tokens with M-RoPE: use a method before the LLM")
+        llm_input = self.spliced(encoded, compress_tokens(encoded.features, method="full"))
+        embeds, mask = llm_input.embeds, llm_input.mask
         eos = self.model.generation_config.eos_token_id
-        generation = generate_pruned(self.model.model.language_model, self.model.lm_head, embeds, mask, places,
+        generation = generate_pruned(self.model.model.language_model, self.model.lm_head, embeds, mask, llm_input.places,
                                      pruner, encoded.n_tokens, max_new_tokens,
                                      [eos] if isinstance(eos, int) else list(eos or ()), self.pad_token_id)
         result = keep_and_drop(encoded.features, generation.seen[:, -1], method, generation.scores)
@@ -471,7 +567,7 @@ class CompressedLlava:
         statistics are those of the processor that made ``encoded.pixel_values``.
         """
         processor = self.processor.image_processor
-        pixels = self.family.display_images(processor, encoded.pixel_values)  # [B, 3, H, W]
+        pixels = self.family.display_images(processor, encoded.pixel_values, encoded.views)  # [B, 3, H, W]
         pixels = pixels.float().cpu().permute(0, 2, 3, 1)  # [B, 3, H, W] -> [B, H, W, 3]
         if processor.do_normalize:
             pixels = pixels * torch.tensor(processor.image_std) + torch.tensor(processor.image_mean)

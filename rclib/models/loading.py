@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from rclib.models.families import FAMILIES, Family, family_of
-from rclib.models.llava import CompressedLlava, check_input_format
+from rclib.models.llava import CompressedLlava, check_input_format, no_text_tower
 from rclib.models.manifest import check_pair
 from rclib.models.registry import MODELS, TEXT_TOWERS, ModelSpec, TextTowerSpec, resolve
 from rclib.models.text import OpenClipTextTower, SiglipTextTower, TextTower, TransformersTextTower
@@ -331,8 +331,8 @@ def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtyp
 
 def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = None,
          device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
-         image_preprocess: str | None = None, prompt_format: str | None = None, newlines: str = "rows"
-         ) -> CompressedLlava:
+         image_preprocess: str | None = None, prompt_format: str | None = None, newlines: str = "rows",
+         text_score: str = "embedding") -> CompressedLlava:
     """A LLaVA with its CLIP text tower, ready to answer.
 
     name_or_path: a name in ``rclib.models.registry.MODELS`` ("shapes", "llava-1.5-7b", ...), a hub id or
@@ -345,27 +345,33 @@ def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = 
         None takes the registry's (LLaVA-1.5: pad, vicuna_v1); a checkpoint outside it: crop, chat_template.
     newlines: for families whose LLM reads a row-end token after each row of tiles (LLaVA-NeXT): "rows" keeps
         one after each row that still holds a token after compression, "none" drops them (the peers' way).
+    text_score: for families without a text tower (Qwen2.5-VL), the LLM-side text score (rclib.models.text_free).
     """
     check_input_format(image_preprocess, prompt_format)
     registered = MODELS.get(name_or_path) if isinstance(name_or_path, str) else None
     text_encoder = text_encoder or (registered.text_tower if registered else None)
-    if text_encoder is None:
+    if text_encoder is None and not registered:
         check_exists_locally(name_or_path)  # a mistyped name or folder: say that, not that the text tower is unknown
-        raise ValueError(f"{str(name_or_path)!r} is not in rclib's registry ({', '.join(MODELS)}), so its CLIP text "
-                         f"tower is unknown: pass text_encoder= one of {', '.join(TEXT_TOWERS)}, a CLIPModel hub id "
-                         "or folder, or an open_clip folder")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = torch_dtype(dtype, device)
     llava_folder = checkpoint_folder(resolve(registered.llava) if registered else name_or_path, "LLaVA checkpoint")
     family = check_llava_folder(llava_folder)
-    text_tower = load_text_tower(text_tower_spec(text_encoder), device, dtype, paired_with=llava_folder)
+    if family.text_tower_kind is None and text_encoder is not None:
+        raise ValueError(no_text_tower(family))
+    if family.text_tower_kind is not None and text_encoder is None:
+        raise ValueError(f"{str(name_or_path)!r} is not in rclib's registry ({', '.join(MODELS)}), so its "
+                         f"{family.text_tower_kind} text tower is unknown: pass text_encoder= one of "
+                         f"{', '.join(TEXT_TOWERS)}, a CLIPModel or SiglipModel hub id or folder, or an open_clip folder")
+    text_tower = (load_text_tower(text_tower_spec(text_encoder), device, dtype, paired_with=llava_folder)
+                  if text_encoder is not None else None)
     from transformers import AutoProcessor
 
     model = load_llava(llava_folder, dtype, family)
     processor = AutoProcessor.from_pretrained(llava_folder)
     complete_legacy_processor(processor, model.config)
-    defaults = registered or ModelSpec(name_or_path, str(text_encoder))  # unregistered: crop, chat_template
+    defaults = registered or ModelSpec(name_or_path, text_encoder and str(text_encoder))  # crop, chat_template
     return CompressedLlava(model.to(device), processor, text_tower, name=str(name_or_path),
-                           text_encoder_name=str(text_encoder),
+                           text_encoder_name=str(text_encoder or ""),
                            image_preprocess=image_preprocess or defaults.image_preprocess,
-                           prompt_format=prompt_format or defaults.prompt_format, newlines=newlines)
+                           prompt_format=prompt_format or defaults.prompt_format, newlines=newlines,
+                           text_score=text_score)

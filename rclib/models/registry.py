@@ -34,7 +34,7 @@ class ModelSpec:
     """A checkpoint of a family rclib runs (rclib.models.families) in llava-hf format and the CLIP it was built on."""
 
     llava: str | Path  # hub id or folder of the checkpoint + processor (LlavaForConditionalGeneration, LlavaNext...)
-    text_tower: str  # key of TEXT_TOWERS: the CLIP whose vision tower the checkpoint uses
+    text_tower: str | None  # key of TEXT_TOWERS: the CLIP / SigLIP whose vision tower it uses; None: it has none
     image_preprocess: str = "crop"  # "crop": the processor alone; "pad": to a square in the mean colour first
     prompt_format: str = "chat_template"  # "chat_template": the checkpoint's; "vicuna_v1": LLaVA-1.5's evaluation
 
@@ -76,4 +76,7 @@ MODELS: dict[str, ModelSpec] = {
     # score reads SigLIP's own text tower
     "llava-onevision-qwen2-0.5b-ov": ModelSpec("llava-hf/llava-onevision-qwen2-0.5b-ov-hf", "siglip-so400m-patch14-384"),
     "llava-onevision-qwen2-7b-ov": ModelSpec("llava-hf/llava-onevision-qwen2-7b-ov-hf", "siglip-so400m-patch14-384"),
+    # Qwen2.5-VL: dynamic resolution, a ViT trained without a text tower (its text score comes from its LLM), M-RoPE
+    "qwen2.5-vl-3b": ModelSpec("Qwen/Qwen2.5-VL-3B-Instruct", None),
+    "qwen2.5-vl-7b": ModelSpec("Qwen/Qwen2.5-VL-7B-Instruct", None),
 }

@@ -210,3 +210,51 @@ def onevision_processor(tokenizer, shapes: ClipShapes, grid_pinpoints: list, max
                                    num_image_tokens=shapes.n_tokens,
                                    vision_feature_select_strategy="full", chat_template=chat_template,
                                    vision_aspect_ratio=f"anyres_max_{max_tiles}")
+
+
+QWEN_SPECIAL = ["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                "<|image_pad|>", "<|video_pad|>"]  # Qwen2.5-VL's chat and vision markers
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ part['text'] }}"
+    "{% endif %}{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def qwen_tokenizer(words: list[str]):
+    """A word-level tokenizer with Qwen2.5-VL's markers as its special tokens (end of turn <|im_end|>)."""
+    names = ("unk", "pad", "im_start", "eos", "vision_start_token", "vision_end_token", "image_token", "video_token")
+    named = dict(zip(names, QWEN_SPECIAL, strict=True))
+    return word_tokenizer(words + ["user", "assistant"], QWEN_SPECIAL, "$A", "<unk>", eos_token=named.pop("eos"),
+                          pad_token=named.pop("pad"), extra_special_tokens={k: v for k, v in named.items() if k != "unk"})
+
+
+def build_qwen2_5_vl(shapes: ClipShapes, tokenizer, seed: int | None = 0):
+    """A ``Qwen2_5_VLForConditionalGeneration`` with random weights (eval mode): a ViT of ``shapes`` (patch size,
+    width, layers; window attention except in its last block), a 2 x 2 merger into a tiny Qwen2 LLM with M-RoPE."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL}
+    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]},
+                bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+    vision = dict(depth=shapes.vision_layers, hidden_size=shapes.vision_width, intermediate_size=shapes.vision_mlp,
+                  num_heads=shapes.vision_heads, out_hidden_size=32, patch_size=shapes.patch_size, spatial_merge_size=2,
+                  temporal_patch_size=2, window_size=4 * shapes.patch_size,
+                  fullatt_block_indexes=[shapes.vision_layers - 1])
+    config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, image_token_id=ids["<|image_pad|>"],
+                              video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+                              vision_end_token_id=ids["<|vision_end|>"])
+    reseed(seed)
+    return Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
+def qwen2_5_vl_processor(tokenizer, shapes: ClipShapes, min_pixels: int, max_pixels: int):
+    """A ``Qwen2_5_VLProcessor``: images resized within [min_pixels, max_pixels] to multiples of 2 patches, one
+    <|image_pad|> per merged 2 x 2 group."""
+    from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
+
+    options = dict(patch_size=shapes.patch_size, merge_size=2, temporal_patch_size=2)
+    images = Qwen2VLImageProcessor(min_pixels=min_pixels, max_pixels=max_pixels, **options)
+    return Qwen2_5_VLProcessor(image_processor=images, tokenizer=tokenizer,
+                               video_processor=Qwen2VLVideoProcessor(**options), chat_template=QWEN_CHAT_TEMPLATE)

@@ -8,8 +8,10 @@ from rclib.models.families.base import NEWLINES, Family, VisualBatch
 from rclib.models.families.llava import Llava
 from rclib.models.families.llava_next import LlavaNext
 from rclib.models.families.llava_onevision import LlavaOnevision
+from rclib.models.families.qwen2_5_vl import Qwen2_5_VL
 
-FAMILIES: dict[str, Family] = {family.model_type: family for family in (Llava(), LlavaNext(), LlavaOnevision())}
+FAMILIES: dict[str, Family] = {family.model_type: family
+                               for family in (Llava(), LlavaNext(), LlavaOnevision(), Qwen2_5_VL())}
 
 
 def family_of(model_type: str | None) -> Family:

@@ -76,8 +76,24 @@ class Family(ABC):
         return None
 
     @abstractmethod
-    def display_images(self, processor, pixel_values: torch.Tensor) -> torch.Tensor:
-        """float [B, 3, H, W] the pixels a figure draws the patch grid over, in the processor's normalised space."""
+    def display_images(self, processor, pixel_values: torch.Tensor, views: list[list[tuple[int, int]]]
+                       ) -> torch.Tensor:
+        """float [B, 3, H, W] the pixels a figure draws the patch grid over, in the processor's normalised space.
+        pixel_values: :meth:`batch_pixels`; views: each image's views (:attr:`VisualBatch.views`)."""
+
+    @abstractmethod
+    def most_image_tokens(self, config, image_processor) -> int:
+        """The most image tokens one image can take in the LLM input (row ends included): what a prompt must leave
+        room for."""
+
+    def batch_pixels(self, batch: dict) -> torch.Tensor:
+        """The processor's pixels with the images on the first axis (what ``Encoded.pixel_values`` holds)."""
+        return batch["pixel_values"]
+
+    def positions(self, model, batch: dict) -> torch.Tensor | None:
+        """[3, B, L] the M-RoPE positions of the uncompressed prompts for LLMs that place tokens in 3-D; None for
+        1-D positions (the LLM numbers its input places itself)."""
+        return None
 
     def check_newlines(self, newlines: str) -> None:
         """Raise a ValueError for a row-end policy the family does not know (see :data:`NEWLINES`)."""

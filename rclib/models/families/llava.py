@@ -71,5 +71,8 @@ class Llava(Family):
                            places=grid_places(0, *vision.grid).expand(B, N, 3), views=[[vision.grid]] * B,
                            n_llm_tokens=torch.full((B,), N), grid=vision.grid)
 
-    def display_images(self, processor, pixel_values: torch.Tensor) -> torch.Tensor:
+    def most_image_tokens(self, config, image_processor) -> int:
+        return (config.vision_config.image_size // config.vision_config.patch_size) ** 2  # patches, [CLS] dropped
+
+    def display_images(self, processor, pixel_values: torch.Tensor, views) -> torch.Tensor:
         return pixel_values

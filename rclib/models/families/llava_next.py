@@ -120,8 +120,15 @@ class LlavaNext(Family):
         return VisualBatch(**{name: pad_rows(values) for name, values in images.items()}, n_tokens=n_tokens,
                            places=places, views=views, n_llm_tokens=n_tokens + row_ends, grid=None)
 
+    def most_image_tokens(self, config, image_processor) -> int:
+        """The base view, the largest tile layout's patches and a row end per row of it (before any shrinking)."""
+        side = config.vision_config.image_size // config.vision_config.patch_size
+        crop = config.vision_config.image_size
+        return side * side + max((h // crop) * (w // crop) * side * side + (h // crop) * side
+                                 for h, w in config.image_grid_pinpoints)
+
     def newline(self, model) -> torch.Tensor:
         return model.model.image_newline
 
-    def display_images(self, processor, pixel_values: torch.Tensor) -> torch.Tensor:
+    def display_images(self, processor, pixel_values: torch.Tensor, views) -> torch.Tensor:
         return pixel_values[:, 0]  # the base view: the whole image at the tower's size

@@ -1,0 +1,111 @@
+"""Qwen2.5-VL through the family interface: merged tokens of images of different sizes, importance from received
+attention, no text tower (the LLM-side text score), M-RoPE positions kept, identity with transformers."""
+import pytest
+import torch
+
+from rclib.methods import METHODS
+
+QUESTIONS = ["what colour is the circle ?", "how many shapes are there in this picture ?", "where is it ?"]
+MAX_NEW = 6
+BEFORE_LLM = [m for m in METHODS if METHODS[m].placement == "before_llm" and "target" not in METHODS[m].needs
+              and m != "pool"]
+
+
+@pytest.fixture(scope="session")
+def qwen_model(tiny_qwen_dir):
+    from rclib.models import load
+
+    return load(tiny_qwen_dir, device="cpu", dtype=torch.float32)
+
+
+def transformers_generate(model, images, prompts):
+    batch = model.processor(images=images, text=prompts, padding=True, return_tensors="pt")
+    generated = model.model.generate(**batch, do_sample=False, max_new_tokens=MAX_NEW)
+    return generated[:, batch["input_ids"].shape[1]:]
+
+
+def test_full_is_identical_to_transformers_generate(qwen_model, tiled_images):
+    encoded = qwen_model.encode(tiled_images, QUESTIONS)
+    counts = encoded.token_counts.tolist()
+    assert len({view[0] for view in encoded.views}) == 3, f"three image sizes, three grids: {encoded.views}"
+    placeholders = (encoded.input_ids == qwen_model.model.config.image_token_id).sum(1)
+    assert placeholders.tolist() == counts
+    ours = qwen_model.generate_ids(encoded, qwen_model.compress(encoded, "full"), MAX_NEW)
+    assert torch.equal(ours, transformers_generate(qwen_model, tiled_images, encoded.prompts))
+
+
+def test_kept_tokens_keep_their_mrope_positions(qwen_model, tiled_images):
+    """Pruned tokens leave gaps: the kept ones and the text keep the positions they have in the full input."""
+    encoded = qwen_model.encode(tiled_images[:1], QUESTIONS[:1])
+    full = qwen_model.spliced(encoded, qwen_model.compress(encoded, "full")).positions
+    result = qwen_model.compress(encoded, "fastervlm", budget=10)
+    pruned = qwen_model.spliced(encoded, result).positions
+    kept = result.kept_indices[0]
+    ids = encoded.input_ids[0]
+    start = int(torch.nonzero(ids == qwen_model.model.config.image_token_id)[0])
+    n = int(encoded.token_counts[0])
+    torch.testing.assert_close(pruned[1:, 0, -(len(ids) - start - n):], full[1:, 0, start + n:])  # the text after
+    torch.testing.assert_close(pruned[1:, 0, start:start + 10], full[1:, 0, start + kept])
+    assert torch.equal(pruned[0, 0], torch.arange(pruned.shape[2])), "text positions count the places"
+
+
+def test_importance_is_received_attention_pooled_over_merge_groups(qwen_model, tiled_images):
+    encoded = qwen_model.encode(tiled_images[2:], QUESTIONS[2:])
+    importance = encoded.cls_attn[0]
+    assert importance.shape == (int(encoded.token_counts[0]),)
+    assert bool((importance > 0).all())
+    torch.testing.assert_close(importance.sum(), torch.tensor(1.0), atol=1e-5, rtol=0)  # shares of one image
+
+
+@pytest.mark.parametrize("method", BEFORE_LLM)
+def test_batch_equals_single_for_every_method(qwen_model, tiled_images, method):
+    budget = None if METHODS[method].adaptive else 12
+    batch = qwen_model.answer(tiled_images, QUESTIONS, method=method, budget=budget, max_new_tokens=MAX_NEW)
+    for b in range(3):
+        single = qwen_model.answer(tiled_images[b], QUESTIONS[b], method=method, budget=budget, max_new_tokens=MAX_NEW)
+        assert batch.texts[b] == single.texts[0], method
+        n = int(single.encoded.token_counts[0])
+        assert torch.equal(batch.result[b].fate[:, :n], single.result.fate), method
+
+
+def test_text_scores_are_switches(tiny_qwen_dir, tiled_images):
+    from rclib.models import load
+
+    scores = {}
+    for name in ("embedding", "attention"):
+        model = load(tiny_qwen_dir, device="cpu", dtype=torch.float32, text_score=name)
+        scores[name] = model.encode(tiled_images[0], QUESTIONS[0]).text_sim
+    assert scores["embedding"].shape == scores["attention"].shape
+    assert not torch.allclose(scores["embedding"], scores["attention"])
+    with pytest.raises(ValueError, match="text_score must be one of"):
+        load(tiny_qwen_dir, device="cpu", text_score="clip")
+
+
+def test_a_text_encoder_is_refused_with_the_reason(tiny_qwen_dir, tiny_clip_dir):
+    from rclib.models import load
+
+    with pytest.raises(ValueError, match="has no text tower"):
+        load(tiny_qwen_dir, text_encoder=tiny_clip_dir, device="cpu")
+
+
+def test_inside_llm_methods_say_why_they_do_not_run(qwen_model, tiled_images):
+    with pytest.raises(ValueError, match="M-RoPE"):
+        qwen_model.answer(tiled_images[0], QUESTIONS[0], method="fastv", budget=8, max_new_tokens=2)
+
+
+def test_answer_json_without_a_text_encoder(tmp_path, tiny_qwen_dir, qwen_model, tiled_images, capsys):
+    import json
+
+    from PIL import Image
+
+    from rclib.cli import main
+
+    image = tmp_path / "image.png"
+    Image.fromarray(tiled_images[1]).save(image)
+    assert main(["answer", "--model", str(tiny_qwen_dir), "--image", str(image), "--question", QUESTIONS[1],
+                 "--method", "rc", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    encoded = qwen_model.encode([Image.open(image)], [QUESTIONS[1]])
+    assert record["n_input_tokens"] == int(encoded.token_counts[0])
+    assert 0 < record["n_output_tokens"] <= record["n_input_tokens"]
+    assert record["kept_indices"] == sorted(record["kept_indices"])
