@@ -513,15 +513,13 @@ class CompressedLlava:
         spec.check_options(options)
         budget = check_budget(budget)  # the same refusals as rclib.compress (a budget per sample, zero, a float)
         pruner = spec.fn(encoded.features, encoded.cls_attn, encoded.text_sim, encoded.keys, budget, **options)
-        if encoded.llm_positions is not None:
-            raise ValueError(f"{method!r} prunes inside the LLM, and rclib's pruned decoding numbers positions in 1-D; "
-                             f"{self.family.title}'s LLM places image tokens with M-RoPE: use a method before the LLM")
         llm_input = self.spliced(encoded, compress_tokens(encoded.features, method="full"))
         embeds, mask = llm_input.embeds, llm_input.mask
         eos = self.model.generation_config.eos_token_id
         generation = generate_pruned(self.model.model.language_model, self.model.lm_head, embeds, mask, llm_input.places,
                                      pruner, encoded.n_tokens, max_new_tokens,
-                                     [eos] if isinstance(eos, int) else list(eos or ()), self.pad_token_id)
+                                     [eos] if isinstance(eos, int) else list(eos or ()), self.pad_token_id,
+                                     None if llm_input.positions is None else llm_input.positions[1:])
         result = keep_and_drop(encoded.features, generation.seen[:, -1], method, generation.scores)
         return replace(result, tokens_per_layer=generation.visual_tokens), generation.ids, generation.seen
     def run(self, encoded: Encoded, method: str = "rc", budget: int | None = None, max_new_tokens: int = 32,

@@ -34,12 +34,23 @@ import torch
 RECYCLED = -2  # Sequence.image of a place made by merging pruned image places
 
 
+def gather_places(values: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """values [B, L, ...] at the places ``order`` [B, L'] -> [B, L', ...]."""
+    index = order.view(*order.shape, *([1] * (values.dim() - 2))).expand(*order.shape, *values.shape[2:])
+    return values.gather(1, index)
+
+
+def rotary_positions(position: torch.Tensor) -> torch.Tensor:
+    """Positions [B, L, P] as the LLM's rotary embedding takes them: [B, L] (P = 1), M-RoPE's [3, B, L] (P = 3)."""
+    return position[..., 0] if position.shape[2] == 1 else position.permute(2, 0, 1)
+
+
 @dataclass
 class Sequence:
     """The left-padded sequence a run of decoder layers sees; row b is sample b."""
 
     hidden: torch.Tensor  # [B, L, H] hidden states
-    position: torch.Tensor  # [B, L] long rotary positions (original ones; padding: 0)
+    position: torch.Tensor  # [B, L, P] long rotary positions (original ones; padding: 0): P = 1, or M-RoPE's 3
     real: torch.Tensor  # [B, L] bool, False on padding
     image: torch.Tensor  # [B, L] long, the image token index 0..N-1 at this place, -1 for text and padding,
     # RECYCLED (-2) for a place a pruner made by merging pruned image places
@@ -56,8 +67,9 @@ class Sequence:
         whose rotary position it takes, -1 for no new place (a padding slot).
         """
         real = origin >= 0
+        at = origin.clamp(min=0)[:, :, None].expand(-1, -1, self.position.shape[2])  # [B, M, P]
         return Sequence(hidden=weights.to(self.hidden.dtype) @ self.hidden,  # [B, M, L] @ [B, L, H] -> [B, M, H]
-                        position=self.position.gather(1, origin.clamp(min=0)).masked_fill(~real, 0), real=real,
+                        position=self.position.gather(1, at).masked_fill(~real[:, :, None], 0), real=real,
                         image=torch.full_like(origin, RECYCLED).masked_fill(~real, -1))
 
     def insert(self, new: Sequence) -> Sequence:
@@ -68,9 +80,8 @@ class Sequence:
         j = torch.arange(L + M, device=self.real.device)[None]  # [1, L + M] places of the longer row
         order = torch.where((j > after) & (j <= after + M), L + j - after - 1,
                             torch.where(j <= after, j, j - M))  # [B, L + M] into cat(self, new)
-        joined = Sequence(*(torch.cat([getattr(self, name), getattr(new, name)], 1).gather(
-            1, order if name != "hidden" else order[:, :, None].expand(-1, -1, self.hidden.shape[2]))
-            for name in ("hidden", "position", "real", "image")))
+        joined = Sequence(*(gather_places(torch.cat([getattr(self, name), getattr(new, name)], 1), order)
+                            for name in ("hidden", "position", "real", "image")))
         return joined.select(joined.real)
 
     def select(self, keep: torch.Tensor) -> Sequence:
@@ -79,8 +90,8 @@ class Sequence:
         length = int(keep.sum(1).max())
         order = keep.long().argsort(dim=1, stable=True)[:, -length:]  # [B, L'] dropped first, kept last, in order
         real = keep.gather(1, order)
-        return Sequence(hidden=self.hidden.gather(1, order[:, :, None].expand(-1, -1, self.hidden.shape[2])),
-                        position=self.position.gather(1, order).masked_fill(~real, 0), real=real,
+        return Sequence(hidden=gather_places(self.hidden, order),
+                        position=gather_places(self.position, order).masked_fill(~real[:, :, None], 0), real=real,
                         image=self.image.gather(1, order).masked_fill(~real, -1))
 
     def on_image(self, values: torch.Tensor, n_image: int) -> torch.Tensor:
@@ -215,14 +226,15 @@ def pruning_evidence(pruner, language_model, index: int, sequence: Sequence, lay
 
 @torch.no_grad()
 def generate_pruned(language_model, lm_head, embeds: torch.Tensor, mask: torch.Tensor, image: torch.Tensor,
-                    pruner: Pruner, n_image: int, max_new_tokens: int, eos_ids: list[int], pad_id: int
-                    ) -> PrunedGeneration:
+                    pruner: Pruner, n_image: int, max_new_tokens: int, eos_ids: list[int], pad_id: int,
+                    positions: torch.Tensor | None = None) -> PrunedGeneration:
     """Greedy decoding of a decoder-only ``language_model`` (transformers' LlamaModel or alike) that prunes
     its input between layers as ``pruner`` decides.
 
     embeds [B, L, H] left-padded inputs, mask [B, L] (1 = real), image [B, L] the image token index of each
-    place (-1 elsewhere), n_image N. Positions are cumsum(mask) - 1, as ``generate`` numbers a left-padded
-    batch; the KV cache of each layer holds the places that layer saw.
+    place (-1 elsewhere), n_image N. positions: M-RoPE's [3, B, L] for LLMs that place tokens in 3-D (Qwen2.5-VL),
+    None for cumsum(mask) - 1, as ``generate`` numbers a left-padded batch. The KV cache of each layer holds the
+    places that layer saw.
     """
     layers = language_model.layers
     pruner = pruner.for_depth(len(layers))  # plans made for another depth
@@ -230,14 +242,15 @@ def generate_pruned(language_model, lm_head, embeds: torch.Tensor, mask: torch.T
         raise ValueError(f"pruning layers {pruner.layers} must lie in 1..{len(layers) - 1} for a language model of "
                          f"{len(layers)} decoder layers (the attention of the layer before decides)")
     real = mask.bool()
-    sequence = Sequence(embeds, (mask.long().cumsum(1) - 1).clamp(min=0), real, image.masked_fill(~real, -1))
-    next_position = sequence.position[:, -1] + 1  # [B] the first new token's position
+    position = (mask.long().cumsum(1) - 1).clamp(min=0)[:, :, None] if positions is None else positions.permute(1, 2, 0)
+    sequence = Sequence(embeds, position, real, image.masked_fill(~real, -1))  # position [B, L, P]
+    next_position = sequence.position[:, -1] + 1  # [B, P] the first new token's position (after text: all equal)
     from transformers.cache_utils import DynamicCache  # only when pruning runs: importing rclib stays light
 
     cache = DynamicCache(config=language_model.config)
     key_real = []  # per layer: [B, L_l] the real places of its cache
     seen, visual, scores = [], [], {}
-    rotary = language_model.rotary_emb(sequence.hidden, sequence.position)
+    rotary = language_model.rotary_emb(sequence.hidden, rotary_positions(sequence.position))
     bias = causal_bias(sequence.real, embeds.dtype)
     layer_input = None  # what the previous layer read (set at the end of each step; pruning starts at layer 1)
     for index, layer in enumerate(layers):
@@ -250,10 +263,11 @@ def generate_pruned(language_model, lm_head, embeds: torch.Tensor, mask: torch.T
             recycled = None if merges is None else sequence.merged(*merges)
             sequence = sequence.select(keep)
             sequence = sequence.insert(recycled) if recycled else sequence
-            rotary = language_model.rotary_emb(sequence.hidden, sequence.position)
+            rotary = language_model.rotary_emb(sequence.hidden, rotary_positions(sequence.position))
             bias = causal_bias(sequence.real, embeds.dtype)
         layer_input = sequence.hidden
-        hidden = layer(layer_input, attention_mask=bias, position_ids=sequence.position, past_key_values=cache,
+        hidden = layer(layer_input, attention_mask=bias, position_ids=rotary_positions(sequence.position),
+                       past_key_values=cache,
                        use_cache=True, position_embeddings=rotary)
         sequence = replace(sequence, hidden=hidden)
         key_real.append(sequence.real)
@@ -270,7 +284,7 @@ def generate_pruned(language_model, lm_head, embeds: torch.Tensor, mask: torch.T
         unfinished &= ~torch.isin(token, eos)
         if step == max_new_tokens - 1 or not bool(unfinished.any()):
             break
-        position = (next_position + step)[:, None]  # [B, 1]
+        position = rotary_positions((next_position + step)[:, None])  # [B, 1, P] -> the rotary's layout
         hidden = language_model.embed_tokens(token)[:, None]  # [B, 1, H]
         rotary = language_model.rotary_emb(hidden, position)
         for index, layer in enumerate(layers):

@@ -88,9 +88,22 @@ def test_a_text_encoder_is_refused_with_the_reason(tiny_qwen_dir, tiny_clip_dir)
         load(tiny_qwen_dir, text_encoder=tiny_clip_dir, device="cpu")
 
 
-def test_inside_llm_methods_say_why_they_do_not_run(qwen_model, tiled_images):
-    with pytest.raises(ValueError, match="M-RoPE"):
-        qwen_model.answer(tiled_images[0], QUESTIONS[0], method="fastv", budget=8, max_new_tokens=2)
+@pytest.mark.parametrize("method", ["fastv", "sparsevlm", "dart", "pdrop"])
+def test_inside_llm_methods_keep_mrope_positions(qwen_model, tiled_images, method):
+    """Inside Qwen2's LLM: a batch of three image sizes answers as its images one by one, and with nothing pruned
+    (a budget of all tokens for FastV) the pruned decoding says what transformers' generate says."""
+    batch = qwen_model.answer(tiled_images, QUESTIONS, method=method, budget=12, max_new_tokens=MAX_NEW)
+    for b in range(3):
+        single = qwen_model.answer(tiled_images[b], QUESTIONS[b], method=method, budget=12, max_new_tokens=MAX_NEW)
+        assert batch.texts[b] == single.texts[0], method
+
+
+def test_fastv_keeping_everything_is_transformers_generate(qwen_model, tiled_images):
+    encoded = qwen_model.encode(tiled_images[:1], QUESTIONS[:1])
+    n = int(encoded.token_counts[0])
+    _, ids, _ = qwen_model.generate_inside(encoded, "fastv", budget=n, max_new_tokens=MAX_NEW)
+    reference = transformers_generate(qwen_model, tiled_images[:1], encoded.prompts)
+    assert torch.equal(ids[:, :reference.shape[1]], reference)
 
 
 def test_answer_json_without_a_text_encoder(tmp_path, tiny_qwen_dir, qwen_model, tiled_images, capsys):
