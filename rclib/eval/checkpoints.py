@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rclib.models.families import FAMILIES
+from rclib.models.llava import no_text_tower
 from rclib.models.registry import MODELS, TEXT_TOWERS, resolve
 
 LLAVA15_INPUT = {"image_preprocess": "pad", "prompt_format": "vicuna_v1"}  # as LLaVA-1.5 was evaluated
@@ -74,8 +76,14 @@ def text_tower_shape(text_encoder: str) -> tuple | None:
 
 
 def check_text_encoder(pretrained: str, text_encoder: str | None) -> None:
-    """Raise, saying what to pass, when a checkpoint has no text tower or one whose CLIP does not fit it."""
+    """Raise, saying what to pass, when a checkpoint needs a text tower and has none or one that does not fit it,
+    or is given one although its family has none."""
     config = config_of(pretrained)
+    family = FAMILIES.get((config or {}).get("model_type"))
+    if family is not None and family.text_tower_kind is None:  # Qwen2.5-VL: the text score comes from its LLM
+        if text_encoder is not None:
+            raise ValueError(no_text_tower(family))
+        return
     if text_encoder is None:
         if pretrained in MODELS:
             return

@@ -118,3 +118,20 @@ def test_a_question_needs_exactly_one_image(tiny_lmm, tiny_images):
     made[0].arguments = (made[0].args[0], made[0].args[1], lambda doc: [], 0, "t", "test")
     with pytest.raises(ValueError, match="exactly one image"):
         tiny_lmm.generate_until(made)
+
+
+@pytest.mark.parametrize("family", ["llava_next", "llava_onevision", "qwen2_5_vl"])
+def test_the_new_families_answer_through_lmms_eval(family, tiled_images, request):
+    """LLaVA-NeXT, LLaVA-OneVision and Qwen2.5-VL checkpoints load as lmms-eval's rclib model and answer batches of
+    images of different sizes as one by one."""
+    folder, text_encoder = {"llava_next": ("tiny_next_dir", "tiny_clip_dir"),
+                            "llava_onevision": ("tiny_onevision_dir", "tiny_siglip_dir"),
+                            "qwen2_5_vl": ("tiny_qwen_dir", None)}[family]
+    args = {"pretrained": str(request.getfixturevalue(folder)), "device": "cpu", "dtype": "float32",
+            **({"text_encoder": str(request.getfixturevalue(text_encoder))} if text_encoder else {})}
+    lmm = RclibModel(**args, method="rc", budget=12, batch_size=3)
+    made, lmm.task_dict = requests(tiled_images)
+    answers = lmm.generate_until(made)
+    singles = [lmm.model.run(lmm.model.encode([Image.fromarray(image)], [r.args[0]]), "rc", 12, 3).texts[0]
+               for image, r in zip(tiled_images, made)]
+    assert answers == [cut_at_stop(text, ["ASSISTANT:"]) for text in singles]
