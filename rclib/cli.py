@@ -28,7 +28,8 @@ def record(model, run, b: int = 0, image: str = "<array>", full_text: str | None
     what it answered, how long each stage took (for the whole batch)."""
     result = run.result[b]
     entry = {
-        "model": model.name, "text_encoder": model.text_encoder_name, "method": run.method, "budget": run.budget, "options": run.options,
+        "model": model.name, "text_encoder": model.text_encoder_name, "importance": model.family.importance,
+        "method": run.method, "budget": run.budget, "options": run.options,
         "image": image, "question": run.encoded.questions[b],
         **run.counts(b),  # in the model's units: row-end tokens count where its LLM reads them
         "tokens_per_layer": run.tokens_per_layer[b].tolist(), "equivalent_tokens": float(run.equivalent_tokens[b]),

@@ -57,7 +57,7 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec("random", random_tokens, "K uniformly random tokens, original order", "", kept_by="random",
                featured=True, style=PlotStyle("#868e96", "x", ":")),
     MethodSpec("pool", pool, "average pooling of the patch grid to g x g cells, g = floor(sqrt(K))", "",
-               style=PlotStyle("#795548", "h", ":")),
+               style=PlotStyle("#795548", "h", ":"), layout="grid"),
     PrunerSpec("fastv", fastv, "from LLM layer K = 2 of 32 on (the same relative depth in other LLMs), only the "
                "image tokens the last prompt token attended to most in layer K-1",
                "Chen et al., FastV, ECCV 2024 (arXiv 2403.06764)", kept_by="LLM attention",

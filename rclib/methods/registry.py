@@ -18,6 +18,7 @@ from rclib.result import CompressionResult
 if TYPE_CHECKING:
     from rclib.models.llm_pruning import Pruner
 
+LAYOUTS = ("any", "grid")  # the token layouts a method can read: any set of tokens, or one square patch grid
 INPUTS = ("cls_attn", "text_sim", "keys", "target")  # what a method may need besides the tokens; target (the
 # ground-truth mask of the asked-about objects, [B, N] bool) is passed as an option: only a benchmark has it
 PLACEMENTS = ("before_llm", "inside_llm")  # where a method prunes
@@ -75,13 +76,15 @@ class MethodSpec:
     # their count: "visual" for the [CLS]-attention score; "" for a selection that is no one score (printed "kept")
     controls: dict[str, Control] = field(default_factory=dict)  # option -> its explorer control; none: not shown
     featured: bool = False  # one of the methods the summary figures and the ShapesWorld card compare
+    layout: str = "any"  # one of LAYOUTS: "grid" reads each image as one square patch grid (a model family whose
+    # images are tiles or rectangles refuses it by name)
     placement: str = field(default="before_llm", init=False)  # one of PLACEMENTS
     options: dict[str, object] = field(init=False)  # option name -> default, derived from fn or config
 
     def __post_init__(self):
         unknown = set(self.needs) - set(INPUTS)
-        assert not unknown and self.placement in PLACEMENTS and self.scores in SCORE_SOURCES, \
-            f"{self.name}: needs {unknown or ''} placement {self.placement!r} scores {self.scores!r}"
+        assert not unknown and self.placement in PLACEMENTS and self.scores in SCORE_SOURCES and self.layout in LAYOUTS, \
+            f"{self.name}: needs {unknown or ''} placement {self.placement!r} scores {self.scores!r} layout {self.layout!r}"
         object.__setattr__(self, "options", option_defaults(self.fn, self.config))
         shown = set(self.controls) - set(self.options)
         assert not shown, f"{self.name}: controls for options it does not take: {shown}"

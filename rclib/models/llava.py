@@ -236,6 +236,18 @@ def text_and_rope_positions(rows: list[torch.Tensor], mask: torch.Tensor) -> tor
     return torch.cat([text[None], rope])
 
 
+def check_layout(method: str, encoded: Encoded, family) -> None:
+    """Raise a ValueError naming the family when ``method`` reads one square patch grid per image
+    (``MethodSpec.layout == "grid"``) and an image of ``encoded`` is tiles or a rectangle."""
+    if method not in METHODS or METHODS[method].layout != "grid":
+        return
+    for views in encoded.views or [[encoded.grid]] * len(encoded):
+        if len(views) != 1 or views[0][0] != views[0][1]:
+            shape = " + ".join(f"{h} x {w}" for h, w in views)
+            raise ValueError(f"method {method!r} reads each image as one square patch grid, but a {family.title} image "
+                             f"here is {shape} tokens: choose a method that reads any set of tokens")
+
+
 def no_text_tower(family) -> str:
     """Why a text encoder given to a family without a text tower is refused."""
     return (f"{family.title} has no text tower: its vision tower was trained without one, so no text encoder's "
@@ -396,6 +408,7 @@ class CompressedLlava:
         """
         if method == "rc":
             options.setdefault("text_dim", self.text_dim)
+        check_layout(method, encoded, self.family)
         groups = encoded.groups()
         if len(groups) > 1:
             parts = [self.compress(encoded.subset(index), method, budget, scores, **options) for index in groups]

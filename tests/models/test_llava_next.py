@@ -107,3 +107,9 @@ def test_answer_json_contract(tmp_path, tiny_next_dir, tiny_clip_dir, next_model
     assert 0 < record["n_output_tokens"] < record["n_input_tokens"]
     assert record["kept_indices"] == sorted(record["kept_indices"])
     assert isinstance(record["answer"], str)
+
+
+def test_a_method_that_needs_one_square_grid_is_refused_by_family(next_model, tiled_images):
+    encoded = next_model.encode(tiled_images[:1], QUESTIONS[:1])
+    with pytest.raises(ValueError, match="'pool' reads each image as one square patch grid, but a LLaVA-NeXT image"):
+        next_model.compress(encoded, "pool", budget=16)

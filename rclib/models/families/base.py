@@ -57,7 +57,10 @@ class Family(ABC):
     model_type: str  # config.json's model_type ("llava", "llava_next")
     model_class: str  # the transformers class that loads it
     title: str  # what users call it, for messages
-    text_tower_kind = "clip"  # the contrastive model whose text tower scores its patches (TextTower.kind)
+    text_tower_kind: str | None = "clip"  # the contrastive model whose text tower scores its patches (TextTower.kind);
+    # None: no text tower, the LLM scores the text (rclib.models.text_free)
+    importance = "[CLS] attention"  # what fills the importance score methods read as cls_attn: the [CLS]'s attention
+    # to each patch, or the substitute a family without a [CLS] declares
 
     @abstractmethod
     def check_config(self, config) -> None:

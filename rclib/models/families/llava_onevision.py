@@ -25,6 +25,7 @@ class LlavaOnevision(LlavaNext):
     model_type = "llava_onevision"
     model_class = "LlavaOnevisionForConditionalGeneration"
     title = "LLaVA-OneVision"
+    importance = "received attention (mean over queries), last SigLIP layer"
     has_cls = False
     project_first = True
     text_tower_kind = "siglip"

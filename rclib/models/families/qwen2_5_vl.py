@@ -53,6 +53,7 @@ class Qwen2_5_VL(Family):
     model_type = "qwen2_5_vl"
     model_class = "Qwen2_5_VLForConditionalGeneration"
     title = "Qwen2.5-VL"
+    importance = "received attention (mean over queries), last full-attention ViT block, summed per merge group"
     text_tower_kind = None  # no text tower: the text score comes from the LLM (rclib.models.text_free)
 
     def check_config(self, config) -> None:
