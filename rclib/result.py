@@ -206,3 +206,27 @@ def stack_results(parts: list[CompressionResult], groups: list[list[int]]) -> Co
         if part.tokens_per_layer is not None:
             out.tokens_per_layer[rows] = part.tokens_per_layer
     return out
+
+
+def join_slots(parts: list[tuple[torch.Tensor, CompressionResult]], n_input: int) -> CompressionResult:
+    """One sample's result from the results of disjoint subsets of its tokens, their slots one after another.
+
+    parts: (index [n_p] long, the subset's input tokens among the sample's ``n_input``; its result, one sample).
+    """
+    first = parts[0][1]
+    K = sum(int(result.n_output[0]) for _, result in parts)
+    weights = first.weights.new_zeros(1, K, n_input)
+    fate = first.fate.new_full((1, n_input), int(Fate.DROPPED))
+    scores = {name: score.new_zeros(1, n_input) for name, score in first.scores.items()}
+    start = 0
+    for index, result in parts:
+        k = int(result.n_output[0])
+        weights[0, start:start + k, index.to(weights.device)] = result.weights[0, :k]
+        fate[0, index.to(fate.device)] = result.fate[0]
+        for name, score in result.scores.items():
+            scores[name][0, index.to(score.device)] = score[0].to(scores[name].dtype)
+        start += k
+    trimmed = [result[0] for _, result in parts]
+    return CompressionResult(tokens=torch.cat([r.tokens for r in trimmed], 1), mask=torch.cat([r.mask for r in trimmed], 1),
+                             weights=weights, fate=fate, slot=torch.cat([r.slot for r in trimmed], 1),
+                             method=first.method, scores=scores)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, fields, replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from rclib.methods import METHODS
 from rclib.methods import compress as compress_tokens
 from rclib.methods.checks import check_budget
 from rclib.methods.common import keep_and_drop
+from rclib.models.crops import BUDGET_SCOPES, compress_by_crop
 from rclib.models.families import family_of
 from rclib.models.families.base import (image_span, left_pad, row_ends, slot_rows, slots_with_row_ends, token_rows,
                                         with_row_ends)
@@ -57,6 +59,7 @@ class Encoded:
     views: list[list[tuple[int, int]]] | None = None  # per image, each view's (h, w) grid: the base view, the tiles
     n_llm_tokens: torch.Tensor | None = None  # [B] long: image tokens the uncompressed model feeds its LLM
     llm_positions: torch.Tensor | None = None  # [B, 3, L] M-RoPE positions of the uncompressed prompt (None: 1-D)
+    token_crops: torch.Tensor | None = None  # [B, N] long: the vision-tower crop of each token (-1: several, padding)
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -87,6 +90,19 @@ class Encoded:
         for b, count in enumerate(self.token_counts.tolist()):
             by_count.setdefault(count, []).append(b)
         return list(by_count.values())
+
+    def tokens_at(self, index: torch.Tensor) -> Encoded:
+        """This one-image batch with only its tokens ``index`` [n] (no grid: a subset of tokens is none)."""
+        assert len(self) == 1, "tokens_at takes the tokens of one image"
+
+        def take(value):
+            if isinstance(value, torch.Tensor) and value.dim() > 1 and value.shape[1] == self.n_tokens:
+                return value[:, index.to(value.device)]
+            return value
+
+        changed = {f.name: take(getattr(self, f.name)) for f in fields(self)
+                   if f.name not in ("input_ids", "attention_mask", "grid", "token_counts")}
+        return replace(self, **changed, grid=None, token_counts=torch.tensor([len(index)]))
 
     def subset(self, index: list[int]) -> Encoded:
         """Samples ``index`` alone, their tokens cut to the largest count among them."""
@@ -248,6 +264,17 @@ def check_layout(method: str, encoded: Encoded, family) -> None:
                              f"here is {shape} tokens: choose a method that reads any set of tokens")
 
 
+def compress_images(encoded: Encoded, budget: int | None, method: str, scores: str, **options) -> CompressionResult:
+    """Each group of images with equal token counts compressed by ``method`` (see CompressedLlava.compress)."""
+    groups = encoded.groups()
+    if len(groups) > 1:
+        parts = [compress_images(encoded.subset(index), budget, method, scores, **options) for index in groups]
+        return stack_results(parts, groups)
+    encoded = scored(encoded, method, scores)
+    return compress_tokens(encoded.features, encoded.cls_attn, encoded.text_sim, encoded.keys, method=method,
+                           budget=budget, **options)
+
+
 def no_text_tower(family) -> str:
     """Why a text encoder given to a family without a text tower is refused."""
     return (f"{family.title} has no text tower: its vision tower was trained without one, so no text encoder's "
@@ -304,7 +331,7 @@ class CompressedLlava:
 
     def __init__(self, model, processor, text_tower: TextTower | None, name: str = "", text_encoder_name: str = "",
                  image_preprocess: str = "crop", prompt_format: str = "chat_template", newlines: str = "rows",
-                 text_score: str = "embedding"):
+                 text_score: str = "embedding", budget_scope: str = "image"):
         self.family = family_of(model.config.model_type)
         self.family.check_config(model.config)
         self.family.check_newlines(newlines)
@@ -312,11 +339,14 @@ class CompressedLlava:
         check_text_tower(self.family, text_tower, model.config.vision_config)
         if text_score not in TEXT_SCORES:
             raise ValueError(f"text_score must be one of {TEXT_SCORES}, got {text_score!r}")
+        if budget_scope not in BUDGET_SCOPES:
+            raise ValueError(f"budget_scope must be one of {BUDGET_SCOPES}, got {budget_scope!r}")
         self.model = model.eval()
         self.processor = processor
         self.processor.tokenizer.padding_side = "left"  # batched generation continues every row at its end
         self.text_tower = text_tower.eval() if text_tower is not None else None
         self.text_score = text_score  # without a text tower: the LLM-side text score (rclib.models.text_free)
+        self.budget_scope = budget_scope  # "image": one budget over an image's tokens; "crop": a share per crop
         self.name = name  # how the checkpoint was asked for (registry name, hub id or folder)
         self.text_encoder_name = text_encoder_name  # likewise for the text tower
         self.image_preprocess = image_preprocess  # "pad": to a square in the mean colour first (LLaVA-1.5); "crop"
@@ -361,7 +391,7 @@ class CompressedLlava:
                           pixel_values=self.family.batch_pixels(batch).to(self.device, self.dtype),
                           cls_attn_head_mean=visual.cls_attn_head_mean, keys_head_mean=visual.keys_head_mean,
                           token_counts=visual.n_tokens, token_places=visual.places, views=visual.views,
-                          n_llm_tokens=visual.n_llm_tokens,
+                          n_llm_tokens=visual.n_llm_tokens, token_crops=visual.crops,
                           llm_positions=None if positions is None else positions.transpose(0, 1))
         if self.text_tower is None:
             return replace(encoded, text_sim=self.llm_text_scores(encoded))
@@ -404,18 +434,14 @@ class CompressedLlava:
         scores: "own" gives a method the [CLS] scores its authors read (``MethodSpec.scores``: FasterVLM, VisionZip
         and VisPruner the feature layer's, per head), "shared" gives every method RC's (for the ablation that
         isolates the selection rule). rc's text weight reads this model's CLIP joint width (``text_dim``) unless given.
-        Images with different token counts are compressed group by group (:meth:`Encoded.groups`).
+        Images with different token counts are compressed group by group (:meth:`Encoded.groups`); with
+        ``budget_scope="crop"`` each crop of an image on its own (:mod:`rclib.models.crops`).
         """
         if method == "rc":
             options.setdefault("text_dim", self.text_dim)
         check_layout(method, encoded, self.family)
-        groups = encoded.groups()
-        if len(groups) > 1:
-            parts = [self.compress(encoded.subset(index), method, budget, scores, **options) for index in groups]
-            return stack_results(parts, groups)
-        encoded = scored(encoded, method, scores)
-        return compress_tokens(encoded.features, encoded.cls_attn, encoded.text_sim, encoded.keys,
-                               method=method, budget=budget, **options)
+        images = partial(compress_images, method=method, scores=scores, **options)
+        return compress_by_crop(encoded, budget, images) if self.budget_scope == "crop" else images(encoded, budget)
 
     def row_ends(self, encoded: Encoded, result: CompressionResult) -> list[torch.Tensor]:
         """Per sample, [K_b] bool: the output slots a row-end token follows in the LLM input (see

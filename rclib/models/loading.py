@@ -33,6 +33,14 @@ TRANSFORMERS_TEXT_TOWERS = {  # config.json's model_type -> (transformers class,
     "siglip": ("SiglipModel", SiglipTextTower),
 }
 SHOWN_KEYS = 6  # weight names an error lists before "..."
+DTYPES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16,  # dtype= names, with the usual aliases
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+          "float64": torch.float64, "fp64": torch.float64, "double": torch.float64}
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # what device= may name (with an index: "cuda:1")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
+                   "sentencepiece.bpe.model")  # any one lets transformers build the tokenizer (with its config)
+PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")  # the image processor's settings
 NETWORK_TIMEOUT = 10.0  # seconds to connect to the hub, and for each of its answers, before loading fails
 KIND_HINTS = {  # (what was expected, what config.json says) -> what to do
     ("llava", "clip"): "a CLIP is the text tower: pass it as text_encoder= (--text-encoder) and a LLaVA as the model",
@@ -272,10 +280,63 @@ def complete_legacy_processor(processor, config) -> None:
 
 
 def torch_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
-    """The requested dtype (a torch dtype or its name); by default float16 on GPU, float32 on CPU."""
+    """The requested dtype: a floating-point torch dtype or its name ("float16", "bfloat16", "float32", "float64",
+    or "fp16", "half", "bf16", "fp32", "float", "fp64", "double"); by default float16 on GPU, float32 on CPU."""
     if dtype is None:
         return torch.float16 if device.type == "cuda" else torch.float32
-    return getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    names = ", ".join(map(repr, DTYPES))
+    if isinstance(dtype, str):
+        name = dtype.strip().lower().removeprefix("torch.")
+        if name not in DTYPES:
+            raise ValueError(f"dtype {dtype!r} is not a floating-point type rclib loads: pass one of {names}")
+        return DTYPES[name]
+    if not isinstance(dtype, torch.dtype) or dtype not in DTYPES.values():
+        raise ValueError(f"dtype must be a floating-point torch dtype or its name, got {dtype!r}: pass one of {names}")
+    return dtype
+
+
+def torch_device(device: torch.device | str | None) -> torch.device:
+    """The requested device (a torch.device or its name, "cpu", "cuda", "cuda:1", "mps"), checked to exist here;
+    by default cuda when available, else cpu."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    hint = "pass 'cpu', 'cuda' (or 'cuda:N'), 'mps' or a torch.device"
+    if isinstance(device, int) and not isinstance(device, bool):
+        device = f"cuda:{device}"  # torch's convention: an index is a GPU
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"device must be a device name or a torch.device, got {type(device).__name__}: {hint}")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        gpu = " (a GPU is 'cuda')" if str(device).strip().lower().startswith("gpu") else ""
+        raise ValueError(f"unknown device {device!r}{gpu}: {hint}") from None
+    if device.type not in DEVICE_TYPES:
+        raise ValueError(f"rclib does not run on device type {device.type!r}: {hint}")
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {str(device)!r}: CUDA is not available on this machine (no GPU, or torch built "
+                             "without CUDA): pass device='cpu'")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {str(device)!r}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps': Apple's Metal backend is not available here: pass device='cpu'")
+    return device
+
+
+def check_processor_files(folder: Path, what: str = "LLaVA checkpoint") -> None:
+    """Before loading: ``folder`` holds the files transformers builds the tokenizer (and, for a model, the image
+    processor) from; without them it would fail later with advice to install sentencepiece or tiktoken."""
+    def how(part: str) -> str:
+        return (f"save them next to the weights: load the {part} of the checkpoint the weights came from and call "
+                f"its save_pretrained({str(folder)!r}) (processor.save_pretrained for a model)")
+
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(f"{what} folder {str(folder)!r} lacks its tokenizer files (one of "
+                         f"{', '.join(TOKENIZER_FILES)}): {how('processor' if what.startswith('LLaVA') else 'tokenizer')}")
+    if what.startswith("LLaVA") and not any((folder / name).is_file() for name in PROCESSOR_FILES):
+        raise ValueError(f"{what} folder {str(folder)!r} lacks its image processor's settings (preprocessor_config.json"
+                         f" or processor_config.json): {how('processor')}")
 
 
 def text_tower_spec(text_encoder: str | Path) -> TextTowerSpec:
@@ -298,6 +359,7 @@ def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtyp
         if read_json_if_any(folder / "config.json").get("model_type") != "siglip":
             check_kind(folder, "CLIP text tower", "clip")
         check_weight_files(folder)
+        check_processor_files(folder, "CLIP text tower")
         import transformers
 
         model_type = read_json(folder / "config.json")["model_type"]
@@ -332,7 +394,7 @@ def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtyp
 def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = None,
          device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
          image_preprocess: str | None = None, prompt_format: str | None = None, newlines: str = "rows",
-         text_score: str = "embedding") -> CompressedLlava:
+         text_score: str = "embedding", budget_scope: str = "image") -> CompressedLlava:
     """A LLaVA with its CLIP text tower, ready to answer.
 
     name_or_path: a name in ``rclib.models.registry.MODELS`` ("shapes", "llava-1.5-7b", ...), a hub id or
@@ -346,16 +408,25 @@ def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = 
     newlines: for families whose LLM reads a row-end token after each row of tiles (LLaVA-NeXT): "rows" keeps
         one after each row that still holds a token after compression, "none" drops them (the peers' way).
     text_score: for families without a text tower (Qwen2.5-VL), the LLM-side text score (rclib.models.text_free).
+    budget_scope: "image" spends a budget over all of an image's tokens; "crop" gives each crop of a tiled image
+        (LLaVA-NeXT's base view and tiles) an equal share, as the peers' released LLaVA-NeXT code does.
     """
     check_input_format(image_preprocess, prompt_format)
+    for name, value in (("name_or_path", name_or_path), ("text_encoder", text_encoder)):
+        if not (isinstance(value, (str, os.PathLike)) or value is None and name == "text_encoder"):
+            raise ValueError(f"{name} must be a registry name ({', '.join(MODELS if name == 'name_or_path' else TEXT_TOWERS)}"
+                             f"), a hub id (owner/name) or a folder path, got {type(value).__name__} {value!r}")
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(f"{name} is empty: pass a registry name, a hub id (owner/name) or a folder path")
+    device = torch_device(device)
+    dtype = torch_dtype(dtype, device)
     registered = MODELS.get(name_or_path) if isinstance(name_or_path, str) else None
     text_encoder = text_encoder or (registered.text_tower if registered else None)
     if text_encoder is None and not registered:
         check_exists_locally(name_or_path)  # a mistyped name or folder: say that, not that the text tower is unknown
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = torch_dtype(dtype, device)
     llava_folder = checkpoint_folder(resolve(registered.llava) if registered else name_or_path, "LLaVA checkpoint")
     family = check_llava_folder(llava_folder)
+    check_processor_files(llava_folder)
     if family.text_tower_kind is None and text_encoder is not None:
         raise ValueError(no_text_tower(family))
     if family.text_tower_kind is not None and text_encoder is None:
@@ -374,4 +445,4 @@ def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = 
                            text_encoder_name=str(text_encoder or ""),
                            image_preprocess=image_preprocess or defaults.image_preprocess,
                            prompt_format=prompt_format or defaults.prompt_format, newlines=newlines,
-                           text_score=text_score)
+                           text_score=text_score, budget_scope=budget_scope)

@@ -113,3 +113,24 @@ def test_a_method_that_needs_one_square_grid_is_refused_by_family(next_model, ti
     encoded = next_model.encode(tiled_images[:1], QUESTIONS[:1])
     with pytest.raises(ValueError, match="'pool' reads each image as one square patch grid, but a LLaVA-NeXT image"):
         next_model.compress(encoded, "pool", budget=16)
+
+
+def test_a_budget_per_crop_gives_each_crop_its_share(tiny_next_dir, tiny_clip_dir, tiled_images):
+    """budget_scope="crop" (the peers' released way): each crop keeps an equal share, base view first."""
+    from rclib.models import load
+
+    model = load(tiny_next_dir, text_encoder=tiny_clip_dir, device="cpu", dtype=torch.float32, budget_scope="crop")
+    encoded = model.encode(tiled_images, QUESTIONS)
+    result = model.compress(encoded, "fastervlm", budget=30)
+    for b in range(3):
+        crops = encoded.token_crops[b, :int(encoded.token_counts[b])]
+        n_crops = int(crops.max()) + 1
+        kept = crops[result.kept_indices[b]]
+        shares = [30 // n_crops + (c < 30 % n_crops) for c in range(n_crops)]
+        assert torch.bincount(kept, minlength=n_crops).tolist() == shares
+        scores = encoded.cls_attn_head_mean[b, :len(crops)]
+        top = scores[crops == 0].topk(shares[0]).indices  # the base view's own top tokens
+        assert set(torch.nonzero(crops == 0).flatten()[top].tolist()) == set(result.kept_indices[b][:shares[0]].tolist())
+    batch = model.answer(tiled_images, QUESTIONS, method="rc", max_new_tokens=MAX_NEW)
+    for b in range(3):
+        assert batch.texts[b] == model.answer(tiled_images[b], QUESTIONS[b], method="rc", max_new_tokens=MAX_NEW).texts[0]

@@ -28,6 +28,8 @@ class VisualBatch:
     keys_head_mean: torch.Tensor  # [B, N, C / heads] the feature layer's keys, mean over heads
     n_tokens: torch.Tensor  # [B] long: the real tokens of each image; tokens at n >= n_tokens[b] are padding
     places: torch.Tensor  # [B, N, 3] long: each token's (view, row, column) in the image's views (padding: -1)
+    crops: torch.Tensor  # [B, N] long: the vision-tower crop each token comes from (0: the base view or the only
+    # one), -1 where it mixes crops (a shrunk tiles' picture) and for padding
     views: list[list[tuple[int, int]]]  # per image, the (h, w) grid of each view: [base] or [base, tiles picture]
     n_llm_tokens: torch.Tensor  # [B] long: image tokens the uncompressed model feeds its LLM (row ends included)
     grid: tuple[int, int] | None  # (h, w) when every image is one h x w patch grid in raster order; else None

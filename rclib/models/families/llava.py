@@ -69,6 +69,7 @@ class Llava(Family):
                            final_tokens=vision.last_hidden_state[:, 1:], cls_attn_head_mean=vision.cls_attn_head_mean,
                            keys_head_mean=vision.keys_head_mean, n_tokens=torch.full((B,), N, dtype=torch.long),
                            places=grid_places(0, *vision.grid).expand(B, N, 3), views=[[vision.grid]] * B,
+                           crops=torch.zeros(B, N, dtype=torch.long),
                            n_llm_tokens=torch.full((B,), N), grid=vision.grid)
 
     def most_image_tokens(self, config, image_processor) -> int:

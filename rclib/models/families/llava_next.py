@@ -18,6 +18,7 @@ feeds it; ``newlines="none"`` drops them, as the peers' released LLaVA-NeXT code
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 
@@ -52,6 +53,15 @@ def pack_tiles(per_crop: torch.Tensor, image_size: tuple[int, int], grid_pinpoin
     h, w = tiles.shape[1:]
     tokens = tiles.flatten(1).transpose(0, 1).reshape(h * w, *extra)  # [D, h, w] -> [h*w, ...] row by row
     return torch.cat([per_crop[0], tokens]), torch.cat([grid_places(0, side, side), grid_places(1, h, w)]), (h, w)
+
+
+def token_crops(pack, n_crops: int, side: int) -> torch.Tensor:
+    """[N] long: the crop each packed token comes from (0: the base view), -1 for a token the shrinking mixed from
+    several crops. pack: :func:`pack_tiles` for one image; it packs the crop numbers and their squares, whose
+    difference from the packed numbers' square (a variance) is 0 exactly where one crop contributes."""
+    numbers = torch.arange(n_crops, dtype=torch.float64)[:, None].expand(-1, side * side)  # [P, s*s]
+    crop, squared = pack(numbers)[0], pack(numbers**2)[0]
+    return torch.where((squared - crop**2).abs() < 1e-6, crop.round(), -1).long()
 
 
 def crop_counts(image_sizes: torch.Tensor, grid_pinpoints: list, crop_side: int) -> list[int]:
@@ -96,6 +106,7 @@ class LlavaNext(Family):
         counts = crop_counts(batch["image_sizes"], config.image_grid_pinpoints, crop_side)
         pixels = batch["pixel_values"]  # [B, max crops, 3, S, S], each image's crops first
         crops = torch.cat([pixels[b, :n] for b, n in enumerate(counts)]).to(model.device, model.dtype)
+        side = crop_side // config.vision_config.patch_size
         vision = encode_vision(model.model.vision_tower, crops, config.vision_feature_layer, self.has_cls)
         first_patch = 1 if self.has_cls else 0
         features = model.model.multi_modal_projector(vision.features) if self.project_first else vision.features
@@ -103,22 +114,24 @@ class LlavaNext(Family):
                     "final_tokens": vision.last_hidden_state[:, first_patch:],
                     "cls_attn_head_mean": vision.cls_attn_head_mean, "keys_head_mean": vision.keys_head_mean}
         images = {name: [] for name in per_crop}
-        places, views = [], []
+        places, views, crop_of = [], [], []
         first = 0
-        side = crop_side // config.vision_config.patch_size
         for n, size in zip(counts, batch["image_sizes"].tolist(), strict=True):
+            pack = partial(pack_tiles, image_size=tuple(size), grid_pinpoints=config.image_grid_pinpoints,
+                           crop_side=crop_side, max_tiles=self.max_tiles_of(config))
             for name, value in per_crop.items():
-                tokens, image_places, tiles = pack_tiles(value[first:first + n], tuple(size),
-                                                         config.image_grid_pinpoints, crop_side, self.max_tiles_of(config))
+                tokens, image_places, tiles = pack(value[first:first + n])
                 images[name].append(tokens)
             places.append(image_places)
             views.append([(side, side), tiles])
+            crop_of.append(token_crops(pack, n, side))
             first += n
         places = pad_rows(places, -1)
         n_tokens = torch.tensor([len(tokens) for tokens in images["features"]])
         row_ends = torch.tensor([h for _, (h, _) in views])  # one per row of the tiles' picture
         return VisualBatch(**{name: pad_rows(values) for name, values in images.items()}, n_tokens=n_tokens,
-                           places=places, views=views, n_llm_tokens=n_tokens + row_ends, grid=None)
+                           places=places, views=views, crops=pad_rows(crop_of, -1), n_llm_tokens=n_tokens + row_ends,
+                           grid=None)
 
     def most_image_tokens(self, config, image_processor) -> int:
         """The base view, the largest tile layout's patches and a row end per row of it (before any shrinking)."""

@@ -94,6 +94,7 @@ class Qwen2_5_VL(Family):
         n_tokens = torch.tensor(counts)
         return VisualBatch(features=features, cls_attn=importance, keys=keys, final_tokens=None,
                            cls_attn_head_mean=importance, keys_head_mean=keys, n_tokens=n_tokens, places=places,
+                           crops=torch.where(places[..., 0] >= 0, 0, -1),
                            views=[[grid] for grid in grids], n_llm_tokens=n_tokens,
                            grid=grids[0] if len(set(grids)) == 1 else None)
 
