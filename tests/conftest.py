@@ -117,6 +117,21 @@ def tiny_next_dir(tmp_path_factory, tiny_clip_dir):
 
 
 @pytest.fixture(scope="session")
+def tiny_next_video_dir(tmp_path_factory, tiny_clip_dir):
+    """A LlavaNextVideoForConditionalGeneration on the tiny CLIP's vision tower (LLaVA-NeXT's image path)."""
+    from transformers import CLIPModel
+
+    tokenizer = llava_words_tokenizer(video=True)
+    model = tiny.build_llava_next(SHAPES, tiny_llm(tokenizer), tokenizer.convert_tokens_to_ids("<image>"), PINPOINTS,
+                                  seed=4, video=True)
+    tiny.tie_vision_towers(CLIPModel.from_pretrained(tiny_clip_dir), model)
+    folder = tmp_path_factory.mktemp("tiny-llava-next-video")
+    model.save_pretrained(folder)
+    tiny.llava_next_processor(tokenizer, SHAPES, PINPOINTS, CHAT_TEMPLATE, video=True).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_siglip_dir(tmp_path_factory):
     """A transformers SiglipModel (text + vision with its pooling head, no [CLS]) with its tokenizer."""
     tokenizer = tiny.word_tokenizer(LLAVA_WORDS, ["<unk>", "</s>", "<pad>"], "$A </s>", "<unk>", eos_token="</s>",

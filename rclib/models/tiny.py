@@ -128,28 +128,37 @@ def llava_processor(tokenizer, image_size: int, patch_size: int, chat_template: 
                           chat_template=chat_template)  # +1: CLIP's CLS, as llava-hf processors
 
 
-def build_llava_next(shapes: ClipShapes, llm, image_token_id: int, grid_pinpoints: list, seed: int | None = 0):
+def build_llava_next(shapes: ClipShapes, llm, image_token_id: int, grid_pinpoints: list, seed: int | None = 0,
+                     video: bool = False):
     """A ``LlavaNextForConditionalGeneration`` with random weights (eval mode): the CLIP vision tower of ``shapes``
-    on a base view and anyres tiles of ``grid_pinpoints`` (pixel sizes, multiples of the image size)."""
-    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
+    on a base view and anyres tiles of ``grid_pinpoints`` (pixel sizes, multiples of the image size); ``video``:
+    a ``LlavaNextVideoForConditionalGeneration`` (the same image path)."""
+    import transformers
 
-    config = LlavaNextConfig(vision_config=vision_config(shapes).to_dict(), text_config=llm,
-                             image_token_index=image_token_id, image_grid_pinpoints=grid_pinpoints)
+    kind = "LlavaNextVideo" if video else "LlavaNext"
+    config = getattr(transformers, f"{kind}Config")(vision_config=vision_config(shapes).to_dict(), text_config=llm,
+                                                    image_token_index=image_token_id, image_grid_pinpoints=grid_pinpoints)
     reseed(seed)
-    return LlavaNextForConditionalGeneration(config).eval()
+    return getattr(transformers, f"{kind}ForConditionalGeneration")(config).eval()
 
 
-def llava_next_processor(tokenizer, shapes: ClipShapes, grid_pinpoints: list, chat_template: str | None = None):
+def llava_next_processor(tokenizer, shapes: ClipShapes, grid_pinpoints: list, chat_template: str | None = None,
+                         video: bool = False):
     """A ``LlavaNextProcessor``: a base view and tiles of ``shapes.image_size`` pixels; ``<image>`` becomes one token
-    per patch of the base view and of the unpadded tiles, plus one per tile row (the newline)."""
-    from transformers import LlavaNextImageProcessor, LlavaNextProcessor
+    per patch of the base view and of the unpadded tiles, plus one per tile row (the newline). ``video``: a
+    ``LlavaNextVideoProcessor`` (the tokenizer needs a <video> token)."""
+    import transformers
 
     side = shapes.image_size
-    images = LlavaNextImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
-                                     image_grid_pinpoints=grid_pinpoints)
-    return LlavaNextProcessor(image_processor=images, tokenizer=tokenizer, patch_size=shapes.patch_size,
-                              vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                              chat_template=chat_template)
+    images = transformers.LlavaNextImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side},
+                                                  image_grid_pinpoints=grid_pinpoints)
+    options = dict(image_processor=images, tokenizer=tokenizer, patch_size=shapes.patch_size,
+                   vision_feature_select_strategy="default", num_additional_image_tokens=1, chat_template=chat_template)
+    if video:
+        videos = transformers.LlavaNextVideoVideoProcessor(size={"shortest_edge": side},
+                                                           crop_size={"height": side, "width": side})
+        return transformers.LlavaNextVideoProcessor(video_processor=videos, **options)
+    return transformers.LlavaNextProcessor(**options)
 
 
 def siglip_vision_config(shapes: ClipShapes, head: bool = True):

@@ -1,17 +1,31 @@
 """The model families rclib runs, by config.json's ``model_type``: one module each, behind :class:`Family`.
 
-Adding a family is one module with a :class:`Family` subclass and one entry in :data:`FAMILIES`.
+Adding a family is one module in this package with a :class:`Family` subclass that names its ``model_type``:
+every module here is imported and each such class registered in :data:`FAMILIES`.
 """
 from __future__ import annotations
 
-from rclib.models.families.base import NEWLINES, Family, VisualBatch
-from rclib.models.families.llava import Llava
-from rclib.models.families.llava_next import LlavaNext
-from rclib.models.families.llava_onevision import LlavaOnevision
-from rclib.models.families.qwen2_5_vl import Qwen2_5_VL
+import importlib
+import pkgutil
 
-FAMILIES: dict[str, Family] = {family.model_type: family
-                               for family in (Llava(), LlavaNext(), LlavaOnevision(), Qwen2_5_VL())}
+from rclib.models.families.base import NEWLINES, Family, VisualBatch
+
+
+def discovered() -> dict[str, Family]:
+    """model_type -> family, for every Family subclass with a ``model_type`` in this package's modules."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+    found, stack = {}, [Family]
+    while stack:
+        for cls in stack.pop().__subclasses__():
+            stack.append(cls)
+            if "model_type" in vars(cls):
+                assert cls.model_type not in found, f"two families claim model_type {cls.model_type!r}"
+                found[cls.model_type] = cls()
+    return found
+
+
+FAMILIES: dict[str, Family] = discovered()
 
 
 def family_of(model_type: str | None) -> Family:
