@@ -23,12 +23,12 @@ from rclib.methods.checks import check_budget
 from rclib.methods.common import keep_and_drop
 from rclib.models.crops import BUDGET_SCOPES, compress_by_crop
 from rclib.models.families import family_of
-from rclib.models.families.base import (image_span, left_pad, row_ends, slot_rows, slots_with_row_ends, token_rows,
-                                        with_row_ends)
+from rclib.models.families.base import (image_span, left_pad, pad_rows, row_ends, slot_rows, slots_with_row_ends,
+                                        token_rows, with_row_ends)
 from rclib.models.llm_pruning import generate_pruned
 from rclib.models.text import SYSTEM_PROMPT, TextOptions, TextTower, text_similarity
-from rclib.models.text_free import (TEXT_SCORES, attention_score, embedding_score, layer_attention, question_ids,
-                                   question_places)
+from rclib.models.text_free import (ATTENTION_LAYER, TEXT_SCORES, attention_score, content_tokens, embedding_score,
+                                   layer_attention, question_ids, question_places)
 from rclib.result import CompressionResult, stack_results
 
 
@@ -301,10 +301,6 @@ def check_text_tower(family, text_tower: TextTower | None, vision_config) -> Non
                          "built on")
 
 
-TEXT_ATTENTION_LAYER = 2  # the early LLM layer whose text-to-image attention is the "attention" text score (the
-# last one in an LLM of fewer layers)
-
-
 def stack_rows(parts: list[torch.Tensor], groups: list[list[int]], fill) -> torch.Tensor:
     """Tensors [B_g, T_g, ...] of sample groups -> one [B, max T_g, ...] in the samples' order, padded with ``fill``."""
     first = parts[0]
@@ -331,7 +327,7 @@ class CompressedLlava:
 
     def __init__(self, model, processor, text_tower: TextTower | None, name: str = "", text_encoder_name: str = "",
                  image_preprocess: str = "crop", prompt_format: str = "chat_template", newlines: str = "rows",
-                 text_score: str = "embedding", budget_scope: str = "image"):
+                 text_score: str = "attention", budget_scope: str = "image"):
         self.family = family_of(model.config.model_type)
         self.family.check_config(model.config)
         self.family.check_newlines(newlines)
@@ -402,23 +398,25 @@ class CompressedLlava:
 
     def llm_text_scores(self, encoded: Encoded) -> torch.Tensor:
         """[B, N] each token's relevance to its text without a text tower: ``self.text_score`` of
-        :mod:`rclib.models.text_free`, the LLM's input embeddings ("embedding") or an early layer's attention
-        from the text to the image ("attention")."""
+        :mod:`rclib.models.text_free` from the text's content words, an early LLM layer's attention from them to
+        the image ("attention") or the cosine of their mean input embedding with each token ("embedding"). One
+        sample at a time, so that a batch scores as its samples."""
+        return pad_rows([self.llm_text_score(encoded.subset([b]))[0] for b in range(len(encoded))])
+
+    def llm_text_score(self, one: Encoded) -> torch.Tensor:
+        """[1, N] :meth:`llm_text_scores` of a one-image batch."""
         tokenizer = self.processor.tokenizer
+        ids, mask = question_ids(tokenizer, one.text_inputs)
+        content = content_tokens(tokenizer, ids, mask).to(self.device)
         if self.text_score == "embedding":
-            scores = []
-            for b, text in enumerate(encoded.text_inputs):  # one at a time: a batch scores as its samples
-                ids, mask = question_ids(tokenizer, [text])
-                embeds = self.model.get_input_embeddings()(ids.to(self.device))  # [1, T, H]
-                visual = self.family.project(self.model, encoded.features[b:b + 1])  # [1, N, H]
-                scores.append(embedding_score(embeds, mask.to(self.device), visual))
-            return torch.cat(scores)
-        full = self.spliced(encoded, compress_tokens(encoded.features, method="full"))
-        layer = min(TEXT_ATTENTION_LAYER, self.n_llm_layers - 1)
+            embeds = self.model.get_input_embeddings()(ids.to(self.device))  # [1, T, H]
+            return embedding_score(embeds, content, self.family.project(self.model, one.features))
+        full = self.spliced(one, compress_tokens(one.features, method="full"))
+        layer = min(ATTENTION_LAYER, self.n_llm_layers - 1)
         attention = layer_attention(self.model.model.language_model, full.embeds, full.mask, layer, full.positions)
-        ids, mask = question_ids(tokenizer, encoded.text_inputs)
-        query = question_places(encoded.input_ids.to(self.device), full.mask, ids.to(self.device), mask.to(self.device))
-        return attention_score(attention, query, full.places, encoded.n_tokens)
+        prompt = one.input_ids[:, -full.mask.shape[1]:].to(self.device)  # the row without the batch's left padding
+        query = question_places(prompt, full.mask, ids.to(self.device), mask.to(self.device), read=content)
+        return attention_score(attention, query, full.places, one.n_tokens)
 
     @property
     def text_dim(self) -> int:

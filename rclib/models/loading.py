@@ -394,7 +394,7 @@ def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtyp
 def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = None,
          device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
          image_preprocess: str | None = None, prompt_format: str | None = None, newlines: str = "rows",
-         text_score: str = "embedding", budget_scope: str = "image") -> CompressedLlava:
+         text_score: str = "attention", budget_scope: str = "image") -> CompressedLlava:
     """A LLaVA with its CLIP text tower, ready to answer.
 
     name_or_path: a name in ``rclib.models.registry.MODELS`` ("shapes", "llava-1.5-7b", ...), a hub id or

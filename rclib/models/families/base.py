@@ -166,3 +166,11 @@ def left_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         embeds[b, length - len(row):] = row
         mask[b, length - len(row):] = 1
     return embeds, mask
+
+
+def pad_rows(rows: list[torch.Tensor], fill: float = 0) -> torch.Tensor:
+    """Per-image tensors [N_b, ...] -> one [B, max N_b, ...], padded with ``fill``."""
+    out = rows[0].new_full((len(rows), max(len(r) for r in rows), *rows[0].shape[1:]), fill)
+    for b, row in enumerate(rows):
+        out[b, :len(row)] = row
+    return out

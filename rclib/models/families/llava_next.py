@@ -22,7 +22,7 @@ from functools import partial
 
 import torch
 
-from rclib.models.families.base import Family, VisualBatch, grid_places
+from rclib.models.families.base import Family, VisualBatch, grid_places, pad_rows
 from rclib.models.families.llava import check_clip_features
 from rclib.models.vision import encode_vision
 
@@ -69,14 +69,6 @@ def crop_counts(image_sizes: torch.Tensor, grid_pinpoints: list, crop_side: int)
     from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 
     return [image_size_to_num_patches(size, grid_pinpoints, crop_side) for size in image_sizes.tolist()]
-
-
-def pad_rows(rows: list[torch.Tensor], fill: float = 0) -> torch.Tensor:
-    """Per-image tensors [N_b, ...] -> one [B, max N_b, ...], padded with ``fill``."""
-    out = rows[0].new_full((len(rows), max(len(r) for r in rows), *rows[0].shape[1:]), fill)
-    for b, row in enumerate(rows):
-        out[b, :len(row)] = row
-    return out
 
 
 class LlavaNext(Family):

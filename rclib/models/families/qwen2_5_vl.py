@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from rclib.models.families.base import Family, VisualBatch, grid_places
-from rclib.models.families.llava_next import pad_rows
+from rclib.models.families.base import Family, VisualBatch, grid_places, pad_rows
 
 
 def merge_groups(values: torch.Tensor, unit: int) -> torch.Tensor:
