@@ -35,13 +35,32 @@ class BenchConfig:
     batch_size: int = 32  # samples encoded and generated together
 
     def __post_init__(self):
+        for name in ("methods", "budgets", "families"):
+            if isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a list or tuple, got the string {getattr(self, name)!r}: pass "
+                                 f"({getattr(self, name)!r},)")
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown:
             raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
         if self.n < 1 or self.batch_size < 1:
             raise ValueError(f"n and batch_size must be at least 1, got n={self.n}, batch_size={self.batch_size}")
+        for name in ("methods", "budgets", "families"):
+            values = list(getattr(self, name) or ())
+            twice = sorted({str(v) for v in values if values.count(v) > 1})
+            if twice:  # each would be a row of the same numbers again
+                raise ValueError(f"{name} lists {', '.join(twice)} more than once: give each once")
+        if not self.methods or not self.budgets:
+            raise ValueError("methods and budgets must each name at least one: see rclib.methods.METHODS and "
+                             "'adaptive', a token count like 64 or a share like 64/576")
         for budget in self.budgets:
             parse_budget(budget, 576)  # raises a ValueError that says what a budget looks like
+        if self.families is not None:
+            from rclib.shapes.world import check_families
+
+            check_families(self.families)
+        if not bench_cells(self):  # only 'adaptive' for methods that take a fixed budget
+            raise ValueError(f"{', '.join(self.methods)} take a fixed budget, not 'adaptive': add a budget count "
+                             "like 64, or a method that adapts (rc, prumerge)")
 
 
 @dataclass
@@ -132,7 +151,7 @@ class Tally:
 
 def run_cells(model, samples: list, cells: list[Cell], batch_size: int = 32, max_new_tokens: int = 4,
               progress: bool = False) -> list[dict]:
-    """One row per cell on ``samples`` (ShapesWorld VQASample items); ``model`` is a loaded CompressedLlava.
+    """One row per cell on ``samples`` (ShapesWorld VQASample items); ``model`` is a loaded CompressedModel.
 
     Every cell compresses and generates from the same encoder outputs (cells with ``encode_options`` from the
     batch encoded once with them); seconds count compress + generate.

@@ -19,7 +19,7 @@ from pathlib import Path
 from rclib.bench import BenchConfig
 from rclib.eval.commands import add_commands
 from rclib.methods import METHODS, method_table
-from rclib.models.llava import IMAGE_PREPROCESS, PROMPT_FORMATS
+from rclib.models.prompts import IMAGE_PREPROCESS, PROMPT_FORMATS
 from rclib.speed import add_command as add_speed_command
 
 
@@ -335,6 +335,8 @@ def preflight(args) -> None:
 
     check_numbers(args)
     check_method_choice(args)
+    if hasattr(args, "prompt_format"):  # the commands that load a model: answer, demo, bench
+        check_model_files(args.model, args.text_encoder)
     if getattr(args, "question", None) is not None:
         check_question_text(args.question)
     if getattr(args, "image", None) is not None:
@@ -350,6 +352,25 @@ def preflight(args) -> None:
     if args.command == "demo":
         for name, _ in demo_examples(args.model):
             check_output_folder(Path(args.out) / name, "demo")
+
+
+def check_model_files(model: str, text_encoder: str | None) -> None:
+    """A local model folder (given, or a registry name's) is of a family rclib runs, with readable safetensors headers
+    and the tokenizer and image processor files it needs; a local transformers text tower folder has its tokenizer
+    files. Hub ids are checked when loading."""
+    from rclib.models.loading import check_llava_folder, check_processor_files
+    from rclib.models.registry import MODELS, TEXT_TOWERS, resolve
+
+    folder = Path(resolve(MODELS[model].llava)) if model in MODELS else Path(model).expanduser()
+    if folder.is_dir() and (folder / "config.json").is_file():
+        check_llava_folder(folder)
+        check_processor_files(folder)
+    text_encoder = text_encoder or (MODELS[model].text_tower if model in MODELS else None)
+    tower = TEXT_TOWERS.get(text_encoder)
+    folder = Path(resolve(tower.source)) if tower else Path(text_encoder).expanduser() if text_encoder else None
+    if (tower is None or tower.kind == "transformers") and folder is not None and folder.is_dir() \
+            and (folder / "config.json").is_file() and not (folder / "open_clip_config.json").is_file():
+        check_processor_files(folder, "CLIP text tower")
 
 
 def check_numbers(args) -> None:

@@ -213,12 +213,12 @@ def counted_prefill_flops(arch: DecoderArch, n_tokens: int) -> float:
 def measure_prefill(model, encoded, result, repeats: int = 5) -> float:
     """Median wall seconds of the LLM prefill (projector excluded) of ``model`` on the compressed input.
 
-    model: a :class:`~rclib.models.CompressedLlava`; encoded, result: its encoder output and a
+    model: a :class:`~rclib.models.CompressedModel`; encoded, result: its encoder output and a
     compression of it. One untimed warm-up run precedes the ``repeats`` timed ones.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
-    from rclib.models.llava import timed
+    from rclib.models.compressed import timed
 
     embeds, mask = model.llm_inputs(encoded, result)
     language_model = model.model.model.language_model

@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from rclib.methods import METHODS
-from rclib.models.llava import Encoded
+from rclib.models.batch import Encoded
 from rclib.shapes.world import FAMILIES, question_family, sample_vqa
 
 SAMPLE_IMAGES = Path(__file__).resolve().parents[1] / "data" / "images"
@@ -69,7 +69,7 @@ def known_words(model) -> list[str] | None:
     """The words a closed-vocabulary model reads, in its tokenizer's order (special tokens left out); None when
     its tokenizer is not word-level (a real checkpoint's subword tokenizer spells any word).
 
-    model: a loaded :class:`~rclib.models.CompressedLlava`.
+    model: a loaded :class:`~rclib.models.CompressedModel`.
     """
     tokenizer = model.processor.tokenizer
     if type(tokenizer.backend_tokenizer.model).__name__ != "WordLevel":

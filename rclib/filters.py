@@ -22,6 +22,8 @@ measure how often.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +46,15 @@ class FilterDecision:
 
 def check_scores(scores: torch.Tensor, valid: torch.Tensor | None = None, name: str = "scores") -> None:
     """Raise a ValueError naming the problem if ``scores`` is not a finite [B, n] tensor."""
+    if not isinstance(scores, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(scores).__name__}: convert it with torch.as_tensor")
+    if scores.is_meta:
+        raise ValueError(f"{name} is a meta tensor (a shape without data): pass a tensor that holds values")
+    if scores.dtype == torch.bool or scores.is_complex():
+        raise ValueError(f"{name} must hold real numbers, got {scores.dtype}")
+    if valid is not None and (not isinstance(valid, torch.Tensor) or valid.dtype != torch.bool):
+        raise ValueError(f"the valid mask must be a bool tensor like {name}, got "
+                         f"{valid.dtype if isinstance(valid, torch.Tensor) else type(valid).__name__}")
     if scores.dim() != 2:
         raise ValueError(f"{name} must be [B, n] (a batch of score rows), got shape {tuple(scores.shape)}")
     if valid is not None and valid.shape != scores.shape:
@@ -59,6 +70,18 @@ def check_scores(scores: torch.Tensor, valid: torch.Tensor | None = None, name: 
                          "(fp16 overflow?) and the inputs")
 
 
+def check_filter_options(rule: str, n_neighbors: int, iqr_factor: float) -> None:
+    """Raise a ValueError naming the option and what it accepts: a known rule, n_neighbors a whole number >= 1,
+    iqr_factor a finite number >= 0."""
+    if rule not in RULES:
+        raise ValueError(f"unknown filter rule {rule!r}; use one of {RULES} or pass a fixed budget")
+    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, numbers.Integral) or n_neighbors < 1:
+        raise ValueError(f"n_neighbors must be at least 1 and a whole number (LOF's neighbours), got {n_neighbors!r}")
+    if (isinstance(iqr_factor, bool) or not isinstance(iqr_factor, numbers.Real) or not math.isfinite(iqr_factor)
+            or iqr_factor < 0):
+        raise ValueError(f"iqr_factor must be a finite number >= 0 (PruMerge's 1.5), got {iqr_factor!r}")
+
+
 def filter_decision(scores: torch.Tensor, rule: str = "lof", n_neighbors: int = 20,
                     valid: torch.Tensor | None = None, iqr_factor: float = IQR_FACTOR,
                     check: bool = True) -> FilterDecision:
@@ -68,12 +91,10 @@ def filter_decision(scores: torch.Tensor, rule: str = "lof", n_neighbors: int = 
     rule's multiplier (PruMerge: 1.5). Rows with fewer than 2 valid tokens keep 0. check: False skips
     :func:`check_scores` (a host sync) for scores already checked.
     """
+    check_filter_options(rule, n_neighbors, iqr_factor)
+    n_neighbors = int(n_neighbors)
     if check:
         check_scores(scores, valid)
-    if rule not in RULES:
-        raise ValueError(f"unknown filter rule {rule!r}; use one of {RULES} or pass a fixed budget")
-    if rule == "lof" and n_neighbors < 1:
-        raise ValueError(f"n_neighbors must be at least 1 for the LOF rule, got {n_neighbors}")
     if valid is None:
         valid = torch.ones_like(scores, dtype=torch.bool)
     B = scores.shape[0]
@@ -94,7 +115,7 @@ def outlier_count(scores: torch.Tensor, rule: str = "lof", n_neighbors: int = 20
     scores [B, n] (or [n]); see :func:`filter_decision` for the rest.
     Returns LongTensor [B] (or a 0-d tensor for 1-D input).
     """
-    if scores.dim() == 1:
+    if isinstance(scores, torch.Tensor) and scores.dim() == 1:
         return outlier_count(scores[None], rule, n_neighbors, None if valid is None else valid[None], iqr_factor,
                              check)[0]
     return filter_decision(scores, rule, n_neighbors, valid, iqr_factor, check).count

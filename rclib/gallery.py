@@ -17,6 +17,7 @@ from rclib.bench import BenchConfig, run_bench
 from rclib.examples import EXAMPLE_METHODS, Example, examples_for_model, learned_families
 from rclib.filters import RULES, filter_decision
 from rclib.methods import METHODS
+from rclib.views import image_views
 
 # The columns of the token-map grid: every method that compresses an example before the LLM.
 GRID_METHODS = tuple(name for name in EXAMPLE_METHODS
@@ -28,8 +29,8 @@ CURVE_BUDGETS = ("adaptive", "32/576", "64/576", "128/576")
 def overview_figure(model, example: Example, **options):
     """The paper's Figure 1 on one example: RC's four stages and the compressed answer."""
     run = model.answer(example.image, example.question, "rc", **options)
-    return viz.overview(model.display_images(run.encoded)[0], run.result, run.encoded.grid, example.question,
-                        run.texts[0])
+    return viz.overview(image_views(model, run.encoded), run.result, None, example.question, run.texts[0],
+                        run.counts(0))
 
 
 def threshold_figure(model, example: Example, n_neighbors: int = 20):
@@ -54,13 +55,15 @@ def answer_figures(model, run, b: int = 0) -> dict:
     """The figures of sample ``b`` of an answered :class:`~rclib.models.Run`: name -> Figure.
 
     "scores": both score maps (kept and recovered outlined) and the token-fate map; "overview" (RC only):
-    the paper's Figure 1 with the question and the answer.
+    the paper's Figure 1 with the question and the answer. An image of a tiled family is drawn as its views (the
+    base view, the tiles' picture); token counts are in the model's units (``Run.counts``).
     """
-    encoded, result = run.encoded, run.result[b]
-    image = model.display_images(encoded)[b]
-    figures = {"scores": viz.score_maps(image, encoded.grid, encoded.cls_attn[b], encoded.text_sim[b], result)}
+    encoded, result, counts = run.encoded, run.result[b], run.counts(b)
+    views = image_views(model, encoded, b)
+    figures = {"scores": viz.score_maps(views, None, encoded.cls_attn[b], encoded.text_sim[b], result,
+                                        counts=counts)}
     if run.method == "rc":
-        figures["overview"] = viz.overview(image, result, encoded.grid, encoded.questions[b], run.texts[b])
+        figures["overview"] = viz.overview(views, result, None, encoded.questions[b], run.texts[b], counts)
     return figures
 
 
@@ -75,7 +78,7 @@ def bench_rows(model, n: int = 24, methods=CURVE_METHODS, budgets=CURVE_BUDGETS,
 def render_figures(out_dir: Path | str, model="shapes", n_bench: int = 24) -> list[Path]:
     """Write the notebooks' main figures as PNGs to ``out_dir``; returns their paths.
 
-    model: a loaded :class:`~rclib.models.CompressedLlava` or a name / folder for ``rclib.models.load``.
+    model: a loaded :class:`~rclib.models.CompressedModel` or a name / folder for ``rclib.models.load``.
     """
     from rclib.models import load
 

@@ -2,6 +2,8 @@
 
 - :func:`check_question_text` needs no model (the CLI runs it before loading one): a question must be
   text, valid UTF-8, without control characters, and not empty or only whitespace and invisible characters.
+- :func:`check_questions` needs the loaded model: every question of a batch (``CompressedModel.encode``'s) through
+  :func:`check_question_text` and the chat-marker check below, the error naming ``questions[i]``.
 - :func:`check_question` needs the loaded model: the prompt (with the N image tokens and room for the
   answer) must fit the LLM's context, and the question must not contain the markers of the chat format
   the prompt is built with (special tokens such as ``<image>`` or ``</s>``, role words such as
@@ -18,6 +20,8 @@ from dataclasses import asdict, dataclass
 SLOT = "RCLIBQUESTIONSLOT"  # stands in for the question when the prompt template is rendered
 ROLE_MARKER = re.compile(r"\b([A-Za-z][A-Za-z_]*)\s*:")  # "USER:", "ASSISTANT:", "### Human:" in a template
 ALLOWED_CONTROL = "\n\t\r"
+INVISIBLE_CATEGORIES = {"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me"}  # controls, zero-width / format, spaces, lone marks
+FILLERS = set("\u115f\u1160\u3164\uffa0\u2800\u17b4\u17b5")  # blank letters: Hangul fillers, braille blank, Khmer
 
 
 @dataclass
@@ -46,9 +50,40 @@ def check_question_text(question) -> str:
     control = sorted({c for c in question if unicodedata.category(c) == "Cc" and c not in ALLOWED_CONTROL})
     if control:
         raise ValueError(f"the question contains control characters {', '.join(map(repr, control))}: remove them")
-    if not "".join(c for c in question if unicodedata.category(c) != "Cf").strip():  # Cf: zero-width, BOM, ...
+    if not any(visible(c) for c in question):  # "", spaces, zero-width spaces, joiners, BOM, Hangul fillers...
         raise ValueError("the question is empty: ask something about the image (it holds nothing visible)")
     return question
+
+
+def visible(character: str) -> bool:
+    """False for what shows nothing on its own: whitespace, zero-width and format characters, combining marks
+    without a base, and the blank letters (Hangul fillers, the braille blank)."""
+    return unicodedata.category(character) not in INVISIBLE_CATEGORIES and character not in FILLERS
+
+
+def check_questions(model, questions) -> list[str]:
+    """The questions of a batch for a loaded :class:`~rclib.models.CompressedModel`, as a list, each checked by
+    :func:`check_question_text` and for the markers of the model's chat format; a ValueError names
+    ``questions[i]`` and the fix. A single string is a batch of one. (The context-length check of
+    :func:`check_question` needs the answer length, which ``encode`` does not know.)"""
+    from rclib.models.prompts import build_prompt
+
+    if isinstance(questions, str):
+        questions = [questions]
+    if not isinstance(questions, (list, tuple)):
+        raise ValueError(f"questions must be a list of strings, one per image, got {type(questions).__name__}: "
+                         "pass [question] for one")
+    if not questions:
+        raise ValueError("no questions: pass at least one image and one question about it")
+    specials, roles = chat_markers(model.processor.tokenizer,
+                                   build_prompt(model.processor, SLOT, model.prompt_format))
+    for i, question in enumerate(questions):
+        try:
+            check_question_text(question)
+            check_markers(question, specials, roles)
+        except ValueError as error:
+            raise ValueError(f"questions[{i}]: {error}") from error
+    return list(questions)
 
 
 def chat_markers(tokenizer, template: str) -> tuple[list[str], list[str]]:
@@ -85,9 +120,9 @@ def text_token_count(tower, text: str) -> int:
 
 
 def check_question(model, question: str, max_new_tokens: int = 32) -> QuestionReport:
-    """Check ``question`` for a loaded :class:`~rclib.models.CompressedLlava` answering in up to ``max_new_tokens``
+    """Check ``question`` for a loaded :class:`~rclib.models.CompressedModel` answering in up to ``max_new_tokens``
     tokens; raise a ValueError naming the problem (and the limit) or return what the encoders will see."""
-    from rclib.models.llava import build_prompt
+    from rclib.models.prompts import build_prompt
 
     check_question_text(question)
     tokenizer = model.processor.tokenizer

@@ -1,16 +1,21 @@
-"""Figures from compression results: score maps, token-fate maps, the overview, the filter's cut, curves.
+"""Maps of compression results on their image: score maps, token-fate maps, the overview, the token sequence, the
+method grid; and the figure API's namespace, ``viz.<name>`` for every figure function.
 
-Every function draws what it is given (an image, a result, score vectors, a filter decision, bench
-rows) and returns a matplotlib Figure; nothing here runs a model or computes a score. Drawing
-functions take an optional ``ax`` (or ``axes``) so that bigger figures compose them; without one they
-make their own figure. A method's curve style and the name of the tokens it keeps come from its
+Every function draws what it is given (an image, a result, score vectors) and returns a matplotlib Figure; nothing
+here runs a model or computes a score. Drawing functions take an optional ``ax`` (or ``axes``) so that bigger figures
+compose them; without one they make their own figure. The name of the tokens a method keeps comes from its
 :class:`~rclib.methods.MethodSpec`; the panels of a row of maps (the explorer's figure, :mod:`rclib.live`) are
-:data:`PANELS`, one entry each.
+:data:`PANELS`, one entry each. The figures without an image (the filter's cut, accuracy against tokens) are
+:mod:`rclib.charts`'; the style, the fate colour code and the panel geometry every figure shares are
+:mod:`rclib.plotting`'s. Both are re-exported here (``viz.accuracy_vs_tokens``, ``viz.style``, ``viz.PANEL``, ...).
 
-Images are uint8 HWC arrays of exactly what the patch grid covers (``CompressedLlava.display_images``
+Images are uint8 HWC arrays of exactly what the patch grid covers (``CompressedModel.display_images``
 gives them); the patch grid is drawn in patch units, so patch ``n`` of a ``(h, w)`` grid fills the
-unit square at row ``n // w``, column ``n % w``. One colour code for the fates (:data:`FATE_COLOURS`)
-is used by every figure, notebook and the CLI.
+unit square at row ``n // w``, column ``n % w``. A ``grid`` is that (h, w), or a view's cells (the token at each
+cell, :class:`rclib.views.View`). An image of a tiled family is drawn as its views (:func:`rclib.views.image_views`:
+the base view, the tiles' picture with the borders of its tiles): the figures given them draw a row per panel
+and a column per view. One colour code for the fates (:data:`FATE_COLOURS`) is used by every figure, notebook and
+the CLI.
 
 Style: each drawing function applies :func:`style` for itself; importing this module changes no
 matplotlib setting. ``with viz.style(): ...`` gives your own figures the same look.
@@ -23,27 +28,63 @@ from functools import partial
 from typing import Callable
 
 import matplotlib as mpl
-import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
-import torch
 from matplotlib.collections import LineCollection
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
+from rclib.charts import (
+    OTHER_MARKERS,
+    PANELS_PER_ROW,
+    accuracy_vs_tokens,
+    dodge,
+    filter_histogram,
+    filter_thresholds,
+    method_style,
+)
 from rclib.methods import METHODS
-from rclib.methods.registry import PlotStyle
+from rclib.plotting import (
+    FATE_COLOURS,
+    HEADER,
+    LEGEND,
+    MAX_WIDTH,
+    PANEL,
+    SLOT_WIDTHS,
+    STYLE,
+    TITLE,
+    WIDEST,
+    as_numpy,
+    close,
+    new_axes,
+    new_figure,
+    notebook_figures,
+    panel_axes,
+    panel_table,
+    place_panels,
+    style,
+    table,
+    table_extent,
+    table_size,
+    view_size,
+)
 from rclib.result import CompressionResult, Fate, Slot
+from rclib.views import View, as_cells, as_views, on_cells, token_count
 
-FATE_COLOURS: dict[Fate, str] = {
-    Fate.KEPT: "#1c7ed6",  # blue: kept unchanged (by RC's visual filter, by another method's own selection)
-    Fate.RECOVERED: "#f76707",  # orange: recovered by the text stage
-    Fate.CENTRE: "#2b8a3e",  # dark green: a merge centre (its cluster colour fills the patch, a star marks it)
-    Fate.MERGED: "#8ce99a",  # light green: merged (into the extra token when no cluster colour applies)
-    Fate.DROPPED: "#343a40",  # dark grey: reaches the LLM in no form
-}
+__all__ = [  # the maps, and what rclib.plotting and rclib.charts define: viz.<name> for the whole figure API
+    "CLUSTER_PALETTE", "CLUSTER_SLOTS", "CVD_DISTANCE", "FATE_COLOURS", "FATE_LABELS", "GRID_COLUMNS", "HEADER",
+    "IMAGE_TITLE", "LEGEND", "MAX_WIDTH", "OTHER_MARKERS", "OVERLAY_ALPHA", "PANEL", "PANELS", "PANELS_PER_ROW",
+    "SCORE_TITLES", "SLOT_FATES", "SLOT_WIDTHS", "STYLE", "TITLE", "WIDEST", "Panel", "accuracy_vs_tokens",
+    "as_numpy", "close", "cluster_borders", "cluster_colours", "dodge", "draw_fates", "draw_panel", "draw_result",
+    "draw_tile_lines", "draw_views", "fate_legend", "fate_map", "fate_title", "filter_histogram",
+    "filter_thresholds", "method_grid", "method_style", "new_axes", "new_figure", "notebook_figures",
+    "outline_fate", "outline_patches", "outline_segments", "overview", "panel_axes", "panel_figure", "panel_table",
+    "panel_views", "patch_colours", "place_panels", "result_legend", "score_heatmap", "score_maps", "score_range",
+    "show_image", "style", "table", "table_extent", "table_size", "token_sequence", "view_size",
+]
+
 FATE_LABELS: dict[Fate, str] = {
     Fate.KEPT: "kept",  # a method's legend names what picked them (MethodSpec.kept_label)
     Fate.RECOVERED: "recovered (text)",
@@ -60,104 +101,34 @@ CLUSTER_SLOTS = (Slot.CENTRE, Slot.POOLED)  # slots that gather a cluster of tok
 # recovered, extra or dropped; pink, yellow, brown, lavender, orchid, pale yellow, light grey, light purple.
 CLUSTER_PALETTE = ["#f781bf", "#ffff33", "#a65628", "#9e9ac8", "#e78ac3", "#ffed6f", "#c7c7c7", "#cab2d6"]
 CVD_DISTANCE = 25.0  # the least CIELAB distance between a cluster colour and a fate colour, in any vision
-OTHER_MARKERS = "o s ^ v D P X h < >".split()  # for labels that name no method, with matplotlib's colour cycle
-PANELS_PER_ROW = 3  # accuracy_vs_tokens wraps its panels
 GRID_COLUMNS = 6  # method_grid: panels per line (the plain image, then the methods), lines wrap
-MAX_WIDTH = 10.5  # inches: the widest figure here, 1,050 px at a notebook's 100 dpi (a 1,280 px window's column)
-PANEL = 2.1  # inches: the side of an image panel, the same in every figure (a notebook's maps line up)
-SLOT_WIDTHS = {"image": PANEL + 0.2, "heat": PANEL + 0.85, "fates": PANEL + 0.2}  # inches per panel kind (bar, pads)
-TITLE = 0.55  # inches above a row of panels for their (two-line) titles
-LEGEND = 0.6  # inches below a figure for the fate legend
 OVERLAY_ALPHA = 0.6  # opacity of patch colours over the image
 IMAGE_TITLE = "the image"
 SCORE_TITLES = ("visual score\n([CLS] attention)", "text score\n(question vs patch)")
-STYLE = {**sns.axes_style("white"), **sns.plotting_context("notebook")}  # rcParams of every figure here
 
 
-def style():
-    """rclib's figure style as a context manager (``with viz.style(): ...``) or a decorator (``@style()``);
-    the user's matplotlib settings are restored on exit."""
-    return mpl.rc_context(STYLE)
-
-
-def notebook_figures() -> None:
-    """A notebook's inline figures at the resolution they are shown: PNGs drawn at twice their size in CSS pixels
-    (sharp on a high-density screen), cropped to what is drawn. Figures here are at most :data:`MAX_WIDTH` inches,
-    so a 1,280 px window shows them unscaled."""
-    from matplotlib_inline.backend_inline import set_matplotlib_formats
-
-    set_matplotlib_formats("retina", bbox_inches="tight")
-
-
-def table(frame, digits: int = 2, na_rep: str = ""):
-    """A DataFrame as HTML in a box of its own that scrolls sideways when the table is wider than the page (a
-    notebook's column never cuts it off); numbers to ``digits`` places, missing values as ``na_rep``."""
-    from IPython.display import HTML
-
-    inner = frame.style.format(precision=digits, na_rep=na_rep).to_html()
-    return HTML(f'<div class="rclib-table" style="overflow-x: auto; max-width: 100%">{inner}</div>')
-
-
-def close(figure: Figure) -> None:
-    """Free a figure's memory once saved (figures here are never registered with pyplot)."""
-    figure.clear()
-
-
-def new_figure(size: tuple[float, float], layout: str | None = "constrained") -> Figure:
-    """A figure outside pyplot's registry: a notebook shows it once, as a cell's value, and it is
-    freed like any object (no "too many open figures" in long sessions). layout None: the caller places
-    the axes."""
-    figure = plt.figure(figsize=size, layout=layout)
-    plt.close(figure)
-    return figure
-
-
-def as_numpy(x) -> np.ndarray:
-    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-def new_axes(ax, size: tuple[float, float] = (4.2, 4.2)):
-    """The given axes, or the single axes of a new figure."""
-    if ax is not None:
-        return ax
-    return new_figure(size).add_subplot()
-
-
-def place_panels(figure, kinds: tuple[str, ...], left: float, bottom: float) -> list:
-    """A row of PANEL-inch square axes on a figure without a layout engine, one per kind (:data:`SLOT_WIDTHS`:
-    "image", "heat", "fates"; a heatmap's slot holds its colour bar), from (left, bottom) in inches."""
-    width, height = figure.get_size_inches()
-    axes = []
-    for kind in kinds:
-        axes.append(figure.add_axes((left / width, bottom / height, PANEL / width, PANEL / height)))
-        left += SLOT_WIDTHS[kind]
-    return axes
-
-
-def panel_axes(kinds: tuple[str, ...], legend: bool = False) -> list:
-    """One row of image panels of the given kinds (:func:`place_panels`) in a new figure, every image PANEL
-    inches square whatever the kind, titles above; legend: room below for the fate legend."""
-    bottom = LEGEND if legend else 0.1
-    figure = new_figure((sum(SLOT_WIDTHS[kind] for kind in kinds), PANEL + TITLE + bottom), layout=None)
-    return place_panels(figure, kinds, 0.1, bottom)
-
-
-def show_image(ax, image, grid: tuple[int, int], title: str = "") -> None:
-    """The image stretched over the patch grid, in patch units, without ticks."""
-    h, w = grid
+def show_image(ax, image, grid, title: str = "") -> None:
+    """The image stretched over the patch grid (or a view's cells), in patch units, without ticks."""
+    h, w = as_cells(grid).shape
     ax.imshow(image, extent=(0, w, h, 0), interpolation="bilinear", gid="image")
     ax.set(xlim=(0, w), ylim=(h, 0), xticks=[], yticks=[])
     ax.set_title(title, fontsize=10)
 
 
-def outline_segments(selected, grid: tuple[int, int]) -> list:
+def draw_tile_lines(ax, view: View) -> None:
+    """The borders between a view's tiles, dashed white lines over everything a panel shows."""
+    if view.lines:
+        ax.add_collection(LineCollection(view.lines, colors="white", linewidths=1.2, linestyles="--", zorder=4,
+                                         gid="tiles"))
+
+
+def outline_segments(selected, grid) -> list:
     """The squares around the selected patches (selected: [N] bool), one closed polyline each, in patch units."""
-    w = grid[1]
-    return [[(x, y), (x + 1, y), (x + 1, y + 1), (x, y + 1), (x, y)]
-            for x, y in ((n % w, n // w) for n in np.flatnonzero(as_numpy(selected)))]
+    rows, columns = np.nonzero(on_cells(as_numpy(selected), as_cells(grid)) == 1)
+    return [[(x, y), (x + 1, y), (x + 1, y + 1), (x, y + 1), (x, y)] for y, x in zip(rows, columns)]
 
 
-def outline_patches(ax, selected, grid: tuple[int, int], colour: str, width: float = 1.6) -> LineCollection:
+def outline_patches(ax, selected, grid, colour: str, width: float = 1.6) -> LineCollection:
     """A square outline around each selected patch (selected: [N] bool), as one collection; outlines drawn
     before on ``ax`` are replaced (an interactive view redraws only them)."""
     for old in [c for c in ax.collections if c.get_gid() == "outline"]:
@@ -167,10 +138,17 @@ def outline_patches(ax, selected, grid: tuple[int, int], colour: str, width: flo
     return outlines
 
 
+def score_range(scores) -> tuple[float, float]:
+    """The colour scale of a score map: the least and the greatest of the scores ([N]) given."""
+    values = as_numpy(scores)
+    return float(np.nanmin(values)), float(np.nanmax(values))
+
+
 @style()
-def score_heatmap(image, scores, grid: tuple[int, int], title: str = "score", ax=None, cmap: str = "magma",
+def score_heatmap(image, scores, grid, title: str = "score", ax=None, cmap: str = "magma",
                   highlight=None, highlight_colour: str = FATE_COLOURS[Fate.KEPT]) -> Figure:
-    """A score per patch ([N]) as a translucent heatmap over the image, with a colour bar.
+    """A score per patch ([N]) as a translucent heatmap over the image (on a view: its cells' tokens, coloured on
+    the scale of all N), with a colour bar.
 
     highlight: optional [N] bool, patches outlined in ``highlight_colour`` (e.g. the kept ones).
     ax: the axes to draw into; default a new figure with the plain image on the left, the heatmap on the right.
@@ -178,11 +156,14 @@ def score_heatmap(image, scores, grid: tuple[int, int], title: str = "score", ax
     if ax is None:
         plain, ax = panel_axes(("image", "heat"))
         show_image(plain, image, grid, IMAGE_TITLE)
-    h, w = grid
-    show_image(ax, image, grid, title)
-    heat = ax.imshow(as_numpy(scores).reshape(h, w), extent=(0, w, h, 0), cmap=cmap, alpha=0.65,
-                     interpolation="nearest", gid="score")
-    bar = ax.figure.colorbar(heat, cax=ax.inset_axes((1.04, 0.0, 0.06, 1.0)))  # beside, the panel keeps its size
+    cells = as_cells(grid)
+    h, w = cells.shape
+    show_image(ax, image, cells, title)
+    low, high = score_range(scores)
+    heat = ax.imshow(on_cells(as_numpy(scores), cells), extent=(0, w, h, 0), cmap=cmap, alpha=0.65, vmin=low,
+                     vmax=high, interpolation="nearest", gid="score")
+    scale = PANEL * ax.figure.dpi / ax.bbox.width  # a wider panel's bar keeps its inches
+    bar = ax.figure.colorbar(heat, cax=ax.inset_axes((1 + 0.04 * scale, 0.0, 0.06 * scale, 1.0)))  # beside it
     bar.ax.tick_params(labelsize=8)
     bar.locator = mpl.ticker.MaxNLocator(4)
     if highlight is not None:
@@ -203,12 +184,12 @@ class Panel:
     cmap: str = "viridis"
 
 
-def outline_fate(ax, result: CompressionResult, grid: tuple[int, int], fate: Fate) -> None:
+def outline_fate(ax, result: CompressionResult, grid, fate: Fate) -> None:
     """The patches of sample 0 whose fate is ``fate`` outlined in its colour (replacing earlier outlines)."""
     outline_patches(ax, as_numpy(result.fate[0]) == fate, grid, FATE_COLOURS[fate])
 
 
-def draw_panel(panel: Panel, ax, image, grid: tuple[int, int], scores: dict, title: str | None = None) -> None:
+def draw_panel(panel: Panel, ax, image, grid, scores: dict, title: str | None = None) -> None:
     """What ``panel`` shows of an image and its scores (name -> [N]): the image, under its score map; title: in place
     of the panel's own."""
     title = panel.title if title is None else title
@@ -218,40 +199,73 @@ def draw_panel(panel: Panel, ax, image, grid: tuple[int, int], scores: dict, tit
         score_heatmap(image, scores[panel.scores], grid, title, ax=ax, cmap=panel.cmap)
 
 
-def draw_result(panels, axes, result: CompressionResult, grid: tuple[int, int]) -> None:
-    """What ``result`` (sample 0) changes on a row of panels, in place of what a result drew there before."""
-    for panel, ax in zip(panels, axes):
+def panel_views(panels, views: list[View]) -> list[tuple]:
+    """(panel, view index, view) in the order of a table's axes (:func:`panel_table`): kind by kind, then view."""
+    return [(panel, v, view) for panel in panels for v, view in enumerate(views)]
+
+
+def draw_views(panels, axes, views: list[View], scores: dict, titles=None) -> None:
+    """Each panel of each view (:func:`draw_panel`) and the views' tile borders; a score map colours all the image's
+    tokens on one scale. titles: one per panel (default their own), over the first view's column."""
+    n = token_count(views)
+    scores = {name: as_numpy(values)[:n] for name, values in scores.items() if values is not None}
+    titles = [title for title in titles or [panel.title for panel in panels] for _ in views]  # one per axes
+    for (panel, v, view), ax, title in zip(panel_views(panels, views), axes, titles):
+        draw_panel(panel, ax, view.image, view.cells, scores, title if v == 0 else "")
+        draw_tile_lines(ax, view)
+
+
+def draw_result(panels, axes, result: CompressionResult, views: list[View], title: str | None = None) -> None:
+    """What ``result`` (sample 0) changes on the panels of each view, in place of what a result drew there before;
+    the panels it titles get ``title`` (default :func:`fate_title`) over the first view's column."""
+    for (panel, v, view), ax in zip(panel_views(panels, views), axes):
         if panel.draw is not None:
-            panel.draw(ax, result, grid)
+            panel.draw(ax, result, view.cells)
+        if panel.title is None:
+            ax.set_title((title or fate_title(result)) if v == 0 else "", fontsize=10)
+
+
+def panel_figure(names: tuple[str, ...], views: list[View], scores: dict, result: CompressionResult | None,
+                 titles, axes=None, legend: bool = True, counts: dict | None = None) -> Figure:
+    """The :data:`PANELS` ``names`` of each view (titles: one per panel, None: its own, the fate map's
+    :func:`fate_title` of ``counts``) and what ``result`` draws on them; axes: default a new figure. legend: the fate
+    legend."""
+    panels = [PANELS[name] for name in names]
+    if axes is None:
+        axes = panel_axes(tuple(panel.kind for panel in panels), views, legend and result is not None)
+    draw_views(panels, axes, views, scores, titles)
+    if result is not None:
+        draw_result(panels, axes, result, views, dict(zip(names, titles)).get("fates") or fate_title(result, counts))
+        if legend:
+            result_legend(axes[0].figure, result)
+    return axes[0].figure
 
 
 @style()
-def score_maps(image, grid: tuple[int, int], cls_attn, text_sim=None, result: CompressionResult | None = None,
-               titles: tuple[str, ...] | None = None, axes=None, legend: bool = True) -> Figure:
+def score_maps(image, grid, cls_attn, text_sim=None, result: CompressionResult | None = None,
+               titles: tuple[str, ...] | None = None, axes=None, legend: bool = True,
+               counts: dict | None = None) -> Figure:
     """The plain image and its two score maps side by side: [CLS] attention and text similarity ([N] each).
 
+    image, grid: the image and its patch grid (h, w), or the image's views (:func:`rclib.views.image_views`) and
+    None: then a row per panel, a column per view.
     text_sim: None (no text score) shows the image alone in the third panel.
     result: a result of this image (its sample 0 is drawn): the kept tokens are outlined on the first
     map, the recovered ones on the second, and its token-fate map (:func:`fate_map`) is a fourth panel.
     titles: one per panel after the plain image (default :data:`SCORE_TITLES`, then the fate map's own title).
-    axes: the 3 (4 with a result) axes to draw into; default a new figure. legend: the fate legend, below.
+    axes: the 3 (4 with a result) axes per view to draw into; default a new figure. legend: the fate legend, below.
+    counts: token counts in the model's units for the fate map's title (``Run.counts``; default the result's).
     """
+    views = as_views(image, grid)
     names = ("image", "visual", "image" if text_sim is None else "text", "fates")[:3 if result is None else 4]
-    panels = [PANELS[name] for name in names]
-    if axes is None:
-        axes = panel_axes(tuple(panel.kind for panel in panels), legend=legend and result is not None)
-    if len(axes) != len(panels) or (titles is not None and len(titles) != len(panels) - 1):
-        raise ValueError(f"score_maps draws {len(panels)} panels (titles for all but the image); got {len(axes)} "
-                         f"axes and {'no' if titles is None else len(titles)} titles")
+    if (axes is not None and len(axes) != len(names) * len(views)) or (
+            titles is not None and len(titles) != len(names) - 1):
+        raise ValueError(f"score_maps draws {len(names)} panels per view (titles for all but the image); got "
+                         f"{'no' if axes is None else len(axes)} axes for {len(views)} views and "
+                         f"{'no' if titles is None else len(titles)} titles")
     titles = titles or SCORE_TITLES + ((None,) if result is not None else ())
-    for panel, ax, title in zip(panels, axes, (IMAGE_TITLE, *titles)):
-        draw_panel(panel, ax, image, grid, {"visual": cls_attn, "text": text_sim}, title)
-    if result is not None:
-        draw_result(panels, axes, result, grid)
-        axes[3].set_title(fate_title(result) if titles[2] is None else titles[2], fontsize=10)
-        if legend:
-            result_legend(axes[3].figure, result)
-    return axes[0].figure
+    return panel_figure(names, views, {"visual": cls_attn, "text": text_sim}, result, (IMAGE_TITLE, *titles), axes,
+                        legend, counts)
 
 
 def cluster_colours(result: CompressionResult) -> dict[int, tuple]:
@@ -273,10 +287,12 @@ def patch_colours(result: CompressionResult) -> np.ndarray:
     return colours
 
 
-def cluster_borders(assignment: np.ndarray, merged: np.ndarray, grid: tuple[int, int]) -> list:
-    """Segments between neighbouring merged patches that belong to different output slots."""
-    h, w = grid
-    a, m = assignment.reshape(h, w), merged.reshape(h, w)
+def cluster_borders(assignment: np.ndarray, merged: np.ndarray, grid) -> list:
+    """Segments between neighbouring merged patches that belong to different output slots (assignment, merged:
+    [N])."""
+    cells = as_cells(grid)
+    h, w = cells.shape
+    a, m = on_cells(assignment, cells), on_cells(merged, cells) == 1
     segments = []
     for i in range(h):
         for j in range(w):
@@ -307,33 +323,36 @@ def result_legend(figure, result: CompressionResult) -> None:
     fate_legend(figure, [f for f in Fate if (fate == f).any()], bool(cluster_colours(result)), result.method)
 
 
-def fate_title(result: CompressionResult) -> str:
-    """The default title of a token-fate map: "method: N -> K tokens"."""
-    counts = result.counts(0)
+def fate_title(result: CompressionResult, counts: dict | None = None) -> str:
+    """The default title of a token-fate map: "method: N -> K tokens"; counts: in the model's units (``Run.counts``:
+    row-end tokens included), default the result's own."""
+    counts = counts or result.counts(0)
     return f"{result.method}: {counts['n_input_tokens']} -> {counts['n_output_tokens']} tokens"
 
 
-def draw_fates(ax, result: CompressionResult, grid: tuple[int, int], title: str | None = None,
-               legend: bool = True) -> None:
-    """The fate layers of :func:`fate_map` over an image already on ``ax``: patch colours, cluster borders, centre
-    stars, legend and title. Layers drawn before on ``ax`` are replaced (an interactive view redraws only them)."""
+def draw_fates(ax, result: CompressionResult, grid, title: str | None = None, legend: bool = True) -> None:
+    """The fate layers of :func:`fate_map` over an image already on ``ax``: patch colours (none where a view's cell
+    holds no token), cluster borders, centre stars, legend and title. Layers drawn before on ``ax`` are replaced (an
+    interactive view redraws only them)."""
     for old in [a for a in (*ax.images, *ax.collections) if a.get_gid() == "fates"]:
         old.remove()
-    h, w = grid
-    ax.imshow(patch_colours(result).reshape(h, w, 4), extent=(0, w, h, 0), interpolation="nearest", gid="fates")
+    cells = as_cells(grid)
+    h, w = cells.shape
+    colours = np.nan_to_num(on_cells(patch_colours(result), cells))  # [h, w, 4], transparent where no token
+    ax.imshow(colours, extent=(0, w, h, 0), interpolation="nearest", gid="fates")
     fate = as_numpy(result.fate[0]).astype(int)
     merged = (fate == Fate.MERGED) | (fate == Fate.CENTRE)
-    segments = cluster_borders(as_numpy(result.assignment[0]).astype(int), merged, grid)
+    segments = cluster_borders(as_numpy(result.assignment[0]).astype(int), merged, cells)
     ax.add_collection(LineCollection(segments, colors="white", linewidths=0.8, gid="fates"))
-    centres = np.flatnonzero(fate == Fate.CENTRE)
-    ax.scatter(centres % w + 0.5, centres // w + 0.5, marker="*", s=60, c="white", edgecolors="black",
+    rows, columns = np.nonzero(on_cells(fate, cells) == Fate.CENTRE)
+    ax.scatter(columns + 0.5, rows + 0.5, marker="*", s=60, c="white", edgecolors="black",
                linewidths=0.5, zorder=3, gid="fates")
     if legend:
         result_legend(ax.figure, result)
     ax.set_title(fate_title(result) if title is None else title, fontsize=10)
 
 
-PANELS: dict[str, Panel] = {  # the explorer's figure, from the left
+PANELS: dict[str, Panel] = {  # the explorer's figure, from the left (from the top for an image's views)
     "image": Panel("image", IMAGE_TITLE, "the image"),
     "visual": Panel("heat", SCORE_TITLES[0], "[CLS] attention, the tokens the method kept unchanged outlined in blue",
                     partial(outline_fate, fate=Fate.KEPT), "visual"),
@@ -343,28 +362,31 @@ PANELS: dict[str, Panel] = {  # the explorer's figure, from the left
 }
 
 
-
 @style()
-def fate_map(image, result: CompressionResult, grid: tuple[int, int], title: str | None = None, ax=None,
-             legend: bool = True) -> Figure:
+def fate_map(image, result: CompressionResult, grid, title: str | None = None, ax=None, legend: bool = True,
+             counts: dict | None = None) -> Figure:
     """What became of every patch of sample 0: kept, recovered, merged (coloured by cluster), dropped.
 
     Merged tokens take the colour of the output slot that holds most of them (their cluster); tokens
     only in the extra token keep the plain "merged" colour; a star marks each merge centre and thin
     white lines separate neighbouring clusters. ax: the axes to draw into; default a new figure with the plain
-    image on the left, the fate map on the right (and the legend below).
+    image on the left, the fate map on the right (and the legend below). image, grid: as :func:`score_maps` takes
+    them; an image's views get a row of plain views above a row of fate maps (ax None). counts: see
+    :func:`fate_title`.
     """
     if ax is None:
-        plain, ax = panel_axes(("image", "fates"), legend)
-        show_image(plain, image, grid, IMAGE_TITLE)
+        return panel_figure(("image", "fates"), as_views(image, grid), {}, result, (IMAGE_TITLE, title), None,
+                            legend, counts)
     show_image(ax, image, grid)
-    draw_fates(ax, result, grid, title, legend)
+    draw_fates(ax, result, grid, fate_title(result, counts) if title is None else title, legend)
     return ax.figure
 
 
 @style()
-def token_sequence(result: CompressionResult, ax=None, per_row: int | None = None) -> Figure:
-    """The K output tokens of sample 0 in the order the LLM reads them, coloured by slot kind."""
+def token_sequence(result: CompressionResult, ax=None, per_row: int | None = None, counts: dict | None = None
+                   ) -> Figure:
+    """The K output tokens of sample 0 in the order the LLM reads them, coloured by slot kind; counts: in the
+    model's units (``Run.counts``), whose row-end tokens the title adds."""
     slots = as_numpy(result.slot[0]).astype(int)
     K = len(slots)
     per_row = per_row or max(1, min(K, 48))
@@ -376,187 +398,43 @@ def token_sequence(result: CompressionResult, ax=None, per_row: int | None = Non
         ax.add_patch(Rectangle((k % per_row, k // per_row), 0.9, 0.9, facecolor=colour, edgecolor="none"))
     ax.set(xlim=(-0.2, per_row), ylim=(rows, -0.2), xticks=[], yticks=[], aspect="equal")
     sns.despine(ax=ax, left=True, bottom=True)
-    counts = result.counts(0)
+    counts = counts or result.counts(0)
+    row_ends = counts["n_output_tokens"] - K
     ax.set_title(f"the LLM reads K = {K} visual tokens: {counts['n_visual']} kept + {counts['n_text']} recovered "
-                 f"+ {counts['n_merged']} merged", fontsize=10)
+                 f"+ {counts['n_merged']} merged" + (f" (and {row_ends} row ends)" if row_ends else ""), fontsize=10)
     return ax.figure
 
 
 @style()
-def overview(image, result: CompressionResult, grid: tuple[int, int], question: str = "",
-             answer: str | None = None) -> Figure:
+def overview(image, result: CompressionResult, grid, question: str = "", answer: str | None = None,
+             counts: dict | None = None) -> Figure:
     """The four stages of Recoverable Compression on sample 0 of a result, after the paper's Figure 1.
 
     1. visual score ([CLS] attention) -> kept tokens; 2. text score -> recovered tokens;
     3. the rest merged into clusters; 4. the token sequence the LLM reads. The scores are the ones the
-    result records (``result.scores``: "visual", and "text" when the method used it).
+    result records (``result.scores``: "visual", and "text" when the method used it). image, grid: as
+    :func:`score_maps` takes them (an image's views: a row per stage, a column per view); counts: the token counts
+    in the model's units (``Run.counts``), default the result's.
     """
-    counts = result.counts(0)
+    views = as_views(image, grid)
+    counts = counts or result.counts(0)
     text = result.scores.get("text")
     kinds = ("image", "heat", "image" if text is None else "heat", "fates")
+    table, headers = panel_table(kinds, views)
+    maps_width, maps_height = table_size(table, headers)
     sequence = 0.3 * -(-len(result.slot[0]) // 48) + 0.5  # inches for the token sequence's rows and title
-    figure = new_figure((sum(SLOT_WIDTHS[kind] for kind in kinds), PANEL + TITLE + 0.35 + sequence + LEGEND),
+    figure = new_figure((maps_width, maps_height + 0.35 + sequence + LEGEND),
                         layout=None)  # top to bottom: the question, the maps, the token sequence, the fate legend
     titles = (f"1. visual score\n-> {counts['n_visual']} kept",
               "2. no text stage" if text is None else f"2. text score\n-> {counts['n_text']} recovered",
               f"3. the rest:\n{counts['n_merged']} merged tokens")
-    score_maps(image, grid, result.scores["visual"][0], None if text is None else text[0], result, titles,
-               axes=place_panels(figure, kinds, 0.1, LEGEND + sequence))
+    score_maps(views, None, result.scores["visual"][0], None if text is None else text[0], result, titles,
+               axes=place_panels(figure, table, 0.1, LEGEND + sequence, headers))
     width, height = figure.get_size_inches()
-    token_sequence(result, ax=figure.add_axes((0.3 / width, LEGEND / height, 1 - 0.6 / width, (sequence - 0.4) / height)))
+    sequence_box = (0.3 / width, LEGEND / height, 1 - 0.6 / width, (sequence - 0.4) / height)
+    token_sequence(result, ax=figure.add_axes(sequence_box), counts=counts)
     answered = f"  ->  answer: {answer}" if answer is not None else ""
     figure.suptitle(f"Q: {question}{answered}" if question else result.method, fontsize=12)
-    return figure
-
-
-@style()
-def filter_histogram(scores, decision, b: int = 0, title: str | None = None, xlabel: str = "score",
-                     ax=None) -> Figure:
-    """What the dynamic scale filter decided on row ``b`` of a score batch: histogram, outliers, cut.
-
-    scores: that row's scores [n]; decision: the :class:`~rclib.filters.FilterDecision` of the batch
-    (its statistic, threshold, outliers and count). Ticks mark the outliers; the dashed line is the
-    lowest of the top-``count`` scores, where the stage cuts. IQR: the threshold is a score, drawn as
-    a line. LOF: the statistic is each score's Local Outlier Factor, drawn as dots on a second axis
-    with its threshold; LOF is two-sided, so low scores count too.
-    """
-    ax = new_axes(ax, (6, 3.4))
-    values = as_numpy(scores)
-    outliers = as_numpy(decision.outliers[b]).astype(bool)
-    count = int(decision.count[b])
-    threshold = float(decision.threshold[b])
-    spread = values.min() > 0 and values.max() > 30 * values.min()  # heavy-tailed positive scores: a log axis
-    bins = np.geomspace(values.min(), values.max(), 41) if spread else 40
-    sns.histplot(values, bins=bins, ax=ax, color="#adb5bd", edgecolor="white")
-    if spread:
-        ax.set_xscale("log")  # attention crowds near zero on a linear axis, its cut and threshold on the y-axis
-    handles = ax.plot(values[outliers], np.zeros(int(outliers.sum())), "|", color=FATE_COLOURS[Fate.RECOVERED],
-                      markersize=18, markeredgewidth=1.5, label=f"outliers ({int(outliers.sum())})")
-    if count > 0:
-        cut = np.sort(values)[-count]  # where top-k by score stops
-        handles.append(ax.axvline(cut, color=FATE_COLOURS[Fate.KEPT], linestyle="--",
-                                  label=f"keeps the top {count} of {len(values)}"))
-    if decision.rule == "iqr":  # the statistic is the score itself
-        handles.append(ax.axvline(threshold, color="black", linewidth=0.8, label=f"threshold {threshold:.3g}"))
-    else:
-        lof_ax = ax.twinx()
-        lof_ax.plot(values, as_numpy(decision.statistic[b]), ".", color="black", markersize=3, alpha=0.5)
-        handles.append(lof_ax.axhline(threshold, color="black", linewidth=0.8,
-                                      label=f"{decision.rule.upper()} > {threshold:g}: outlier"))
-        lof_ax.set_yscale("log")  # ties give huge LOF values
-        lof_ax.yaxis.set_major_formatter(mpl.ticker.LogFormatter())  # plain "1e+05": no mathtext, no STIX fonts
-        lof_ax.yaxis.set_minor_formatter(mpl.ticker.NullFormatter())
-        lof_ax.set_ylabel(f"{decision.rule.upper()} (dots)", fontsize=9)
-    ax.set(xlabel=xlabel + (" (log scale)" if spread else ""), ylabel="tokens")
-    ax.set_title(title or f"{decision.rule.upper()} filter", fontsize=10)
-    ax.legend(handles=handles, fontsize=8, frameon=False)
-    return ax.figure
-
-
-@style()
-def filter_thresholds(scores, decisions: dict, b: int = 0, xlabel: str = "score") -> Figure:
-    """:func:`filter_histogram` of the same scores under several filter rules, side by side, each panel with its
-    own axis labels (a LOF panel's second axis stays beside its own panel).
-
-    decisions: panel title -> the :class:`~rclib.filters.FilterDecision` of a batch whose row ``b`` is
-    ``scores``.
-    """
-    figure = new_figure((min(MAX_WIDTH, 5.2 * len(decisions)), 3.6))
-    figure.get_layout_engine().set(wspace=0.08)
-    axes = figure.subplots(1, len(decisions), squeeze=False)[0]
-    for ax, (title, decision) in zip(axes, decisions.items()):
-        filter_histogram(scores, decision, b, title, xlabel, ax=ax)
-    return figure
-
-
-def method_style(method: str, index: int) -> PlotStyle:
-    """A method's curve style (``MethodSpec.style``), or the index-th other label's."""
-    if method in METHODS:
-        return METHODS[method].style
-    return PlotStyle(f"C{index % 10}", OTHER_MARKERS[index % len(OTHER_MARKERS)], ("-", "--", "-.", ":")[index % 4])
-
-
-def dodge(points: list[tuple[float, float]], x_step: float, y_close: float) -> list[float]:
-    """Sideways offsets that keep markers apart: points within ``x_step`` / 2 and ``y_close`` of each other
-    (in order of x, then y) form a group, spread ``x_step`` apart around their place; a lone point stays."""
-    order = sorted(range(len(points)), key=lambda i: points[i])
-    offsets = [0.0] * len(points)
-    group: list[int] = []
-    for i in [*order, None]:
-        if i is not None and group:
-            (x, y), (x0, y0) = points[i], points[group[0]]
-            if abs(x - x0) <= x_step / 2 and abs(y - y0) <= y_close:
-                group.append(i)
-                continue
-        for j, member in enumerate(group):
-            offsets[member] = (j - (len(group) - 1) / 2) * x_step
-        group = [] if i is None else [i]
-    return offsets
-
-
-@style()
-def accuracy_vs_tokens(rows: list[dict], metrics: tuple[str, ...] = ("accuracy",), title: str = "") -> Figure:
-    """One panel per metric (three to a row): the metric against mean visual tokens, a line per method, every
-    method visible.
-
-    rows: bench rows (``rclib.bench.run_bench``) with method, budget, mean_tokens and the metrics.
-    Each method has its own colour, marker and line style (``MethodSpec.style``), named in one legend right of
-    the panels (nothing but data inside them); markers that would hide each other are spread sideways (the
-    caption says by how many tokens). Adaptive budgets (the method chose K) are stars; the full model is a dashed
-    horizontal line. The x-axis spans the compressed methods' tokens, not the full model's.
-    """
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    columns = min(len(metrics), PANELS_PER_ROW)
-    lines = -(-len(metrics) // columns)
-    figure = new_figure((min(MAX_WIDTH, 3.1 * columns + 1.2), 3.0 * lines + 0.7))
-    axes = figure.subplots(lines, columns, squeeze=False).flatten()
-    for spare in axes[len(metrics):]:
-        spare.remove()
-    x_max = max((r["mean_tokens"] for r in rows if r["method"] != "full"), default=1.0)
-    x_step = 0.012 * x_max  # the sideways spread between markers that would overlap
-    named = {}  # label -> handle, for the one legend
-    for ax, metric in zip(axes, metrics):
-        shown = [r for r in rows if metric in r]
-        curves = [r for r in shown if r["method"] != "full"]
-        offsets = dodge([(r["mean_tokens"], r[metric]) for r in curves], x_step, 0.02)
-        x_of = {id(r): r["mean_tokens"] + dx for r, dx in zip(curves, offsets)}
-        for index, method in enumerate(methods):
-            look = method_style(method, index)
-            mine = sorted((r for r in shown if r["method"] == method), key=lambda r: r["mean_tokens"])
-            if not mine:
-                continue
-            if method == "full":
-                named[f"all {mine[0]['mean_tokens']:.0f} tokens"] = ax.axhline(
-                    mine[0][metric], color=look.colour, linestyle=look.line, linewidth=1.2, zorder=1)
-                if metric in mine[0].get("ci", {}):
-                    ax.axhspan(*mine[0]["ci"][metric], color=look.colour, alpha=0.08, linewidth=0, zorder=0)
-                continue
-            fixed = [r for r in mine if r["budget"] != "adaptive"]
-            adaptive = [r for r in mine if r["budget"] == "adaptive"]
-            with_ci = [r for r in mine if metric in r.get("ci", {})]
-            ax.errorbar([x_of[id(r)] for r in with_ci], [r[metric] for r in with_ci],
-                        yerr=[[r[metric] - r["ci"][metric][0] for r in with_ci],
-                              [r["ci"][metric][1] - r[metric] for r in with_ci]],
-                        fmt="none", ecolor=look.colour, elinewidth=0.8, capsize=2, alpha=0.7, zorder=1)
-            (curve,) = ax.plot([x_of[id(r)] for r in fixed], [r[metric] for r in fixed], color=look.colour,
-                               marker=look.marker, linestyle=look.line, linewidth=look.width, markersize=6,
-                               label=method, markerfacecolor="white" if index % 2 else look.colour, zorder=2)
-            (stars,) = ax.plot([x_of[id(r)] for r in adaptive], [r[metric] for r in adaptive], "*", color=look.colour,
-                               markersize=13, markeredgecolor="black", markeredgewidth=0.5, zorder=3,
-                               label=f"{method} (adaptive)")
-            named[method] = curve if fixed else stars
-        ax.set(xlabel="visual tokens to the LLM (mean)", ylabel=metric.replace("_", " "), ylim=(-0.03, 1.03),
-               xlim=(0, x_max * 1.08))
-        ax.grid(alpha=0.3)
-    star = Line2D([], [], marker="*", linestyle="none", markersize=11, markerfacecolor="white", markeredgecolor="black")
-    caption = f"star: the method chose K itself (adaptive). Markers at equal values are spread {x_step:.0f} tokens apart"
-    sizes = sorted({r["n"] for r in rows if "n" in r})
-    if sizes:
-        caption += f". n = {'/'.join(map(str, sizes))} questions; bars: 95% intervals"
-    figure.legend([star], [caption], loc="outside lower center", fontsize=8, frameon=False)
-    figure.legend(list(named.values()), list(named), loc="outside right upper", fontsize=8, frameon=False)
-    if title:
-        figure.suptitle(title)
     return figure
 
 

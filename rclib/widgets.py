@@ -39,6 +39,7 @@ from rclib.methods import METHODS, MethodSpec
 from rclib.methods.registry import Control
 from rclib.result import Fate
 from rclib.shapes.world import FAMILIES, normalize_answer
+from rclib.views import image_views
 
 FIRST_METHOD = "rc"  # the method selected when the explorer opens
 LABEL_WIDTH = 150  # px of a control's description
@@ -152,12 +153,13 @@ def question_caveats(question: str) -> list[str]:
             "prompt's own tokens) and the output answers no question. Type a question and press Enter."]
 
 
-def input_notes(model, question: str, image) -> list[str]:
+def input_notes(model, question: str, image, tiled: bool = False) -> list[str]:
     """What the model does not see of its input, one sentence each: the part of a non-square image the processor's
-    centre crop cuts off, the words past the text tower's context."""
+    centre crop cuts off (none for a tiled family, ``tiled``: its base view and tiles hold the whole image), the
+    words past the text tower's context."""
     notes = []
     width, height = read_image(image).size  # a path, PIL image or array, read as the model reads it
-    if getattr(model, "image_preprocess", "crop") == "crop" and width != height:
+    if getattr(model, "image_preprocess", "crop") == "crop" and width != height and not tiled:
         side = min(width, height)
         cut = "left and right" if width > height else "top and bottom"
         notes.append(f"This {width} x {height} image is not square: the processor keeps its centred {side} x {side} "
@@ -221,8 +223,9 @@ def answers_html(question: str, answers: dict[str, tuple[str, int]], n_tokens: i
             f"{caption}</caption><thead><tr>{header}</tr></thead><tbody>{body}</tbody></table>")
 
 
-def fate_legend_html() -> str:
-    """The fate colours of every figure, once, as a line of swatches."""
+def fate_legend_html(tiled: bool = False) -> str:
+    """The fate colours of every figure, once, as a line of swatches, after what the panels show; tiled: the figure
+    has a row per panel and a column per view (the base view, the tiles' picture)."""
     def swatch(colour: str, label: str) -> str:
         return (f"<span style='display: inline-block; width: 12px; height: 12px; background: {colour}; "
                 f"margin: 0 4px 0 12px; vertical-align: middle'></span>{html.escape(label)}")
@@ -231,13 +234,15 @@ def fate_legend_html() -> str:
     items.append(swatch(to_hex(viz.CLUSTER_PALETTE[0]), "merged into a cluster (a colour each; a star marks "
                                                              "its centre)"))
     captions = "; ".join(panel.caption for panel in viz.PANELS.values())
-    return f"<small>From the left: {html.escape(captions)}.<br>{''.join(items)}</small>"
+    where = ("From the top, the base view on the left and the tiles' picture on the right (dashed: the tiles' "
+             "borders)" if tiled else "From the left")
+    return f"<small>{where}: {html.escape(captions)}.<br>{''.join(items)}</small>"
 
 
 class Explorer:
     """Pick an image and question, move the controls, see scores, token fates, counts and answers.
 
-    model: a :class:`~rclib.models.CompressedLlava`; examples: :class:`rclib.examples.Example` items.
+    model: a :class:`~rclib.models.CompressedModel`; examples: :class:`rclib.examples.Example` items.
     Which option controls and whether the budget apply to the selected method come from
     :data:`rclib.methods.METHODS`; selecting a method resets its option controls to its defaults.
     """
@@ -250,7 +255,8 @@ class Explorer:
         self.examples = {e.name: e for e in examples}
         self.encoded = {}  # (example name, question) -> Encoded, the encoders' output
         self.full_answers = {}  # (example name, question) -> answer with all tokens
-        self.n_tokens = self.encode(examples[0].name, examples[0].question).n_tokens  # the model's visual tokens
+        first = self.encode(examples[0].name, examples[0].question)
+        self.n_tokens = first.n_tokens  # the model's visual tokens (all views' of a tiled family)
         self.controls = make_controls(examples, self.n_tokens)
         for name, control in self.controls.items():
             control.add_class(f"rclib-{name}")  # what the browser tests (tests/browser) find them by
@@ -259,7 +265,7 @@ class Explorer:
         self.method_note = widgets.HTML(layout=widgets.Layout(height=NOTE_HEIGHT, overflow="auto"))
         self.summary = widgets.HTML()
         self.answers_table = widgets.HTML()
-        self.legend = widgets.HTML(fate_legend_html())
+        self.legend = widgets.HTML(fate_legend_html(tiled=len(first.views[0]) > 1))
         self.figure = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
         self.errors = widgets.Output()
         for name in ("vocabulary", "warning", "method_note", "summary", "answers_table", "figure", "errors"):
@@ -377,9 +383,9 @@ class Explorer:
         self.result = run.result
         self.answers = {"all tokens": self.full_answers[key], state["method"]: run.texts[0]}
         self.warnings = question_caveats(state["question"]) + caveats(self.model, state["question"], example.scene)
-        self.notes = input_notes(self.model, state["question"], example.image)
+        self.notes = input_notes(self.model, state["question"], example.image, tiled=len(encoded.views[0]) > 1)
         self.warning.value = warnings_box(self.warnings, self.notes)
-        counts = self.result.counts(0)
+        counts = run.counts(0)  # in the model's units: row-end tokens included
         self.summary.value = (f"<small><b>{state['method']}</b>: {counts['n_input_tokens']} tokens in &rarr; "
                               f"{counts['n_visual']} {self.spec.kept_label} / {counts['n_text']} recovered (text) / "
                               f"{counts['n_merged']} merged &rarr; <b>{counts['n_output_tokens']} out</b>"
@@ -392,14 +398,14 @@ class Explorer:
             state["question"], {label: (text, n_read[label]) for label, text in self.answers.items()},
             encoded.n_tokens, truth, meaningful=not self.warnings)
         if self.maps_key == key:
-            self.maps.show(self.result)
-        else:  # another image or question: new scores on the same grid, or a new figure
-            image = self.model.display_images(encoded)[0]
+            self.maps.show(self.result, counts)
+        else:  # another image or question: new scores on the same cells, or a new figure
+            views = image_views(self.model, encoded)
             scores = {"visual": encoded.cls_attn[0], "text": encoded.text_sim[0]}
-            if self.maps is not None and self.maps.grid == encoded.grid:
-                self.maps.show_scores(image, scores, self.result)
+            if self.maps is not None and self.maps.fits(views):
+                self.maps.show_scores(views, scores, self.result, counts)
             else:
-                self.maps = LiveFigure(image, encoded.grid, scores, self.result)
+                self.maps = LiveFigure(views, None, scores, self.result, counts=counts)
                 self.figure.layout.width = f"{self.maps.css_size[0]}px"  # its own size: never stretched
             self.maps_key = key
         self.figure.value = self.maps.png()

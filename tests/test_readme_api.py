@@ -9,11 +9,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def api_blocks() -> list[str]:
+def readme_blocks(heading: str) -> list[str]:
+    """The ```python blocks of the README's section ``heading`` (a "## " title), in order."""
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Python API"):]
+    section = readme[readme.index(heading):]
     section = section[: section.index("\n## ", 1)]
     return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def api_blocks() -> list[str]:
+    return readme_blocks("## Python API")
 
 
 def test_the_api_section_has_its_blocks():

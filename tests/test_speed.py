@@ -17,11 +17,16 @@ SUMMARY = ("bound_share_rc", "compress_share_of_vision_rc", "speedup_vs_released
            "compress_ms_fastervlm")
 
 
-def test_quick_run_writes_every_section(tmp_path):
+def run_speed_command(*flags: str) -> None:
+    """``rclib speed`` with ``flags``, through the sub-command's parser."""
     parser = argparse.ArgumentParser()
     add_command(parser.add_subparsers())
-    args = parser.parse_args(["speed", "--quick", "--clock", "cpu", "--out", str(tmp_path)])
+    args = parser.parse_args(["speed", *flags])
     args.run(args)
+
+
+def test_quick_run_writes_every_section(tmp_path):
+    run_speed_command("--quick", "--clock", "cpu", "--out", str(tmp_path))
     [json_path] = tmp_path.glob("speed-*-cpu-clock-quick.json")
     results = json.loads(json_path.read_text())
     assert all(isinstance(results["summary"][name], float) for name in SUMMARY)
@@ -38,6 +43,38 @@ def test_quick_run_writes_every_section(tmp_path):
     for heading in ("## Summary", "## Compression step", "## End to end", "## Batch scaling",
                     "## Analytic prefill cost", "## LOF count agreement"):
         assert heading in table
+
+
+def test_quick_llava_next_run_measures_at_its_token_count(tmp_path):
+    run_speed_command("--quick", "--clock", "cpu", "--model-shape", "llava-next", "--methods", "fastervlm", "pool",
+                      "fastv", "--out", str(tmp_path))
+    [json_path] = tmp_path.glob("speed-*-llava-next-cpu-clock-quick.json")
+    results = json.loads(json_path.read_text())
+    n = (1 + 1 * 2) * (112 // 8) ** 2  # --quick: a 112 x 224 photo, its base view and 1 x 2 tiles of 14 x 14 patches
+    assert results.keys() == {"machine", "config", "refused", "compress", "filters", "filter_agreement", "launches",
+                              "e2e", "released", "batch", "cost", "summary"}
+    assert results["config"]["model_shape"] == "llava-next" and results["config"]["shapes"]["n_tokens"] == n
+    assert list(results["refused"]) == ["pool"]  # 588 tokens are no square grid
+    assert [(row["method"], row["n_tokens"]) for row in results["compress"]] == [("full", n), ("rc", n),
+                                                                               ("fastervlm", n)]
+    assert [(row["method"], row["n_tokens"]) for row in results["e2e"]] == [("full", n), ("rc", n), ("fastervlm", n),
+                                                                          ("fastv", n)]  # as the model encodes
+    assert all(row["total_s"] > 0 and row["vision_s"] > 0 for row in results["e2e"])
+    assert results["released"].keys() == {"skipped"}
+    assert results["summary"]["targets_met"].keys() == {"compress_rc_over_fastervlm", "compress_share_of_vision_rc",
+                                                        "peak_extra_mib_rc"}
+    assert all(isinstance(results["summary"][name], float) for name in results["summary"]["targets_met"])
+    assert results["summary"]["memory_batch"] == 4  # --quick's; the real shapes' is 16
+    assert ("llava-next-7b", "full", n) in {(r["model"], r["setting"], r["mean_image_tokens"])
+                                            for r in results["cost"]["rows"]}
+    assert f"## End to end, B = 1, N = {n}" in json_path.with_suffix(".md").read_text()
+
+
+def test_llava_next_shapes_are_the_real_ones():
+    config = SpeedConfig(model_shape="llava-next")
+    assert config.shapes.grid_pinpoints == [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+    assert config.shapes.photo_size == (672, 672) and config.shapes.n_tokens == 2880 and config.memory_batch == 16
+    assert SpeedConfig().shapes.n_tokens == 576 and SpeedConfig().memory_batch == 64
 
 
 def test_released_way_computes_what_rc_released_computes():
@@ -89,7 +126,8 @@ def test_bad_settings_say_what_to_do():
     for settings, message in (({"dtype": "fp8"}, "dtype must be one of"), ({"lm": "70b"}, "lm must be one of"),
                               ({"methods": ("oracle",)}, "cannot be timed here"),
                               ({"repeats": 0}, "repeats and batches must be >= 1"),
-                              ({"clock": "cpu", "threads": 2}, "one thread's CPU time")):
+                              ({"clock": "cpu", "threads": 2}, "one thread's CPU time"),
+                              ({"model_shape": "llava-2"}, "model_shape must be one of")):
         with pytest.raises(ValueError, match=message):
             SpeedConfig(**settings)
     if not torch.cuda.is_available():

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from rclib.models.families import FAMILIES
-from rclib.models.llava import no_text_tower
+from rclib.models.compressed import no_text_tower
 from rclib.models.registry import MODELS, TEXT_TOWERS, resolve
 
 LLAVA15_INPUT = {"image_preprocess": "pad", "prompt_format": "vicuna_v1"}  # as LLaVA-1.5 was evaluated

@@ -2,7 +2,7 @@
 
 lmms-eval finds the model through its entry-point group ``lmms_eval.models`` (``rclib.eval:manifest``), so an
 installed rclib needs no path or environment setting. Every request runs the real path of
-:class:`~rclib.models.CompressedLlava`: ``encode`` a batch, then ``run`` it: compress with the method (each
+:class:`~rclib.models.CompressedModel`: ``encode`` a batch, then ``run`` it: compress with the method (each
 sample its own K; an inside-LLM method prunes while generating) and generate greedily.
 
 model_args: ``pretrained`` (registry name, hub id or folder), ``text_encoder``, ``method``, ``budget``
@@ -104,7 +104,7 @@ def cut_at_stop(text: str, until) -> str:
 
 
 class RclibModel(lmms):
-    """An lmms-eval ``simple`` model over :class:`~rclib.models.CompressedLlava`; see the module docstring."""
+    """An lmms-eval ``simple`` model over :class:`~rclib.models.CompressedModel`; see the module docstring."""
 
     def __init__(self, pretrained: str = "shapes", text_encoder: str | None = None, method: str = "rc",
                  budget: str | int = ADAPTIVE, batch_size: int | str = 1, device: str | None = None,

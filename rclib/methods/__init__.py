@@ -105,7 +105,7 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor | None = None, text_si
     spec = METHODS[method]
     if spec.placement == "inside_llm":
         raise ValueError(f"method {method!r} prunes inside the LLM, from its attention: run it through "
-                         f"CompressedLlava.answer / run (method={method!r}); compress covers the methods before the LLM")
+                         f"CompressedModel.answer / run (method={method!r}); compress covers the methods before the LLM")
     budget = check_inputs(spec, tokens, cls_attn, text_sim, keys, budget, options, check_values)
     return spec.fn(tokens, cls_attn, text_sim, keys, budget, **options)
 

@@ -1,14 +1,17 @@
 """Checks of what a caller hands the compression methods: a ValueError that says what to fix, before any work.
 
 :func:`check_inputs` looks at every tensor (type, device, dtype, shape, empty dimensions, NaN or inf
-anywhere), at what the method needs, at its options and at the budget. A batch of B = 0 samples is
+anywhere), at what the method needs, at its options (names, and the kind of value each takes; their ranges
+are the method's config's to check, e.g. :class:`~rclib.methods.rc.RCConfig`) and at the budget. A batch of B = 0 samples is
 valid (the result is empty); N = 0 tokens or C = 0 channels is not.
 """
 from __future__ import annotations
 
 import functools
+import math
 import numbers
 
+import numpy as np
 import torch
 
 from rclib.filters import check_scores
@@ -18,7 +21,10 @@ WHAT = {"cls_attn": "the [CLS] attention over the patches [B, N]",
         "text_sim": "the question-to-patch similarity [B, N]",
         "keys": "the last vision layer's keys [B, N, Ck]",
         "target": "the asked-about objects' patches [B, N] bool as the option target= (a benchmark's ground truth)"}
-FIX = "pass the encoders' outputs (rclib.models.CompressedLlava.encode gives them all)"
+FIX = "pass the encoders' outputs (rclib.models.CompressedModel.encode gives them all)"
+OPTION_RANGES = {  # option -> (least, most or None) of the methods that take it
+    "n_neighbors": (1, None), "centre_neighbors": (1, None), "knn_k": (1, None), "text_dim": (1, None),
+    "step": (1, None), "uniform_per_centre": (0, None), "iqr_factor": (0, None), "important_share": (0, 1)}
 
 
 def check_tensor(value, name: str, dims: int, device: torch.device | None) -> None:
@@ -41,13 +47,13 @@ def check_tensor(value, name: str, dims: int, device: torch.device | None) -> No
 def check_finite(tensors: dict[str, torch.Tensor]) -> None:
     """Raise a ValueError naming the first of ``tensors`` (name -> [B, ...]) holding NaN or inf, and its rows.
 
-    One host sync: the float64 sums of all of them are added up on the device and read once (NaN and inf
-    survive a sum; finite float16/32 values cannot overflow float64). Only when that total is not finite
-    are the tensors looked at one by one.
+    One host sync: the float32 sums of all of them (no float64 copy of a large input) are added up on the device
+    and read once (NaN and inf survive a sum). Only when that total is not finite (a NaN or inf, or a finite sum
+    past float32's range) are the tensors looked at one by one, exactly.
     """
     if not tensors:
         return
-    total = functools.reduce(torch.add, (value.sum(dtype=torch.float64) for value in tensors.values()))
+    total = functools.reduce(torch.add, (value.sum(dtype=torch.float32) for value in tensors.values()))
     if total.sub(total).item() == 0:  # x - x is 0 for a finite x, NaN for NaN and inf
         return
     for name, value in tensors.items():
@@ -70,6 +76,34 @@ def check_budget(budget) -> int | None:
     return int(budget)
 
 
+def check_option_types(spec, options: dict) -> None:
+    """Each option given is of the kind its default is: True / False for a switch, a whole number for a count, a
+    finite number for a share or factor, text for a choice (options defaulting to None are the method's to check)."""
+    for name, value in options.items():
+        default = spec.options.get(name)
+        if default is None:
+            continue
+        if isinstance(default, bool):
+            ok, kind = isinstance(value, (bool, np.bool_)), "True or False"
+        elif isinstance(default, numbers.Integral):
+            ok, kind = not isinstance(value, bool) and isinstance(value, numbers.Integral), "a whole number"
+        elif isinstance(default, numbers.Real):
+            ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+            kind = "a finite number"
+        elif isinstance(default, str):
+            ok, kind = isinstance(value, str), "text"
+        else:
+            continue
+        least, most = OPTION_RANGES.get(name, (None, None))
+        if least is not None:
+            kind += f" from {least} to {most}" if most is not None else f" >= {least}"
+        if ok and least is not None:
+            ok = least <= value and (most is None or value <= most)
+        if not ok:
+            raise ValueError(f"method {spec.name!r}: option {name} must be {kind} (default {default!r}), got "
+                             f"{type(value).__name__} {value!r}")
+
+
 def needed_inputs(spec, options: dict) -> list[str]:
     """The inputs a call of ``spec`` reads: its ``needs``, and text_sim where a text stage is on (rc's
     ``text_stage`` option, on by default)."""
@@ -85,6 +119,7 @@ def check_inputs(spec, tokens, cls_attn, text_sim, keys, budget, options: dict,
     check_values: False skips :func:`check_finite`, the one check that reads the values (and the device).
     """
     spec.check_options(options)
+    check_option_types(spec, options)
     check_tensor(tokens, "tokens", 3, None)
     B, N, C = tokens.shape
     if N == 0 or C == 0:

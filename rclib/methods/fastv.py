@@ -18,7 +18,7 @@ Where rclib departs:
   4-layer LLM, where K = 2 would let half the layers read every token. An explicit ``layer`` is exact.
 
 The mechanism (layer-by-layer prefill, per-layer KV cache) is :mod:`rclib.models.llm_pruning`; this file
-is the decision. ``rclib.compress`` refuses inside-LLM methods: run them with ``CompressedLlava.answer`` /
+is the decision. ``rclib.compress`` refuses inside-LLM methods: run them with ``CompressedModel.answer`` /
 ``run`` (``method="fastv"``).
 """
 from __future__ import annotations

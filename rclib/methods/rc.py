@@ -15,10 +15,14 @@ text, centres) and the extra token takes the last one.
 """
 from __future__ import annotations
 
+import math
+import numbers
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
+import numpy as np
 import torch
 
 from rclib.filters import IQR_FACTOR, RULES, outlier_count, topk_mask
@@ -40,6 +44,11 @@ CONTROLS = {"rule": Control("filter rule", "choice", choices=RULES),  # the opti
             "knn_k": KNN_K_CONTROL}
 
 
+def is_number(value) -> bool:
+    """True for a finite real number (not a bool)."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+
+
 @dataclass
 class RCConfig:
     rule: str = "lof"  # dynamic scale filter: "lof" (released code) or "iqr" (PruMerge's)
@@ -48,7 +57,7 @@ class RCConfig:
     centre_neighbors: int = 10  # LOF neighbours for the merge-centre count
     text_stage: bool = True  # False: skip text recovery (and the text term of the KNN similarity)
     knn_k: int = 32  # neighbours each centre absorbs
-    text_dim: int = 768  # D, joint-space width of the CLIP behind text_sim (CompressedLlava fills in its CLIP's)
+    text_dim: int = 768  # D, joint-space width of the CLIP behind text_sim (CompressedModel fills in its CLIP's)
     knn_text_weight: float | None = None  # w in cos(key) + w * s; None: 50 * D^-0.5, the released score scale
     count_rounding: str = "exact"  # stage counts floor(n * count / total); "float": int(n * (count / total)) released
     centre_count: str = "remaining"  # "remaining": int(M * ratio); "released": int(C * ratio), C = feature width
@@ -65,14 +74,23 @@ class RCConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"rc option {name}={getattr(self, name)!r}: use one of {allowed}")
         for name in ("n_neighbors", "centre_neighbors", "knn_k", "text_dim"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"rc option {name} must be a positive integer, got {getattr(self, name)}")
-        if self.iqr_factor < 0:
-            raise ValueError(f"rc option iqr_factor must be >= 0, got {self.iqr_factor}")
-        split = tuple(self.budget_split)
-        if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1) > 1e-6:
-            raise ValueError(f"budget_split must be three shares >= 0 (visual, text, centres) summing to 1, "
-                             f"got {self.budget_split}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"rc option {name} must be a whole number >= 1, got {value!r}")
+            setattr(self, name, int(value))
+        if not is_number(self.iqr_factor) or self.iqr_factor < 0:
+            raise ValueError(f"rc option iqr_factor must be a finite number >= 0 (PruMerge's 1.5), got "
+                             f"{self.iqr_factor!r}")
+        if self.knn_text_weight is not None and not is_number(self.knn_text_weight):
+            raise ValueError(f"rc option knn_text_weight must be a finite number, or None for 50 / sqrt(text_dim), "
+                             f"got {self.knn_text_weight!r}")
+        if not isinstance(self.text_stage, (bool, np.bool_)):
+            raise ValueError(f"rc option text_stage must be True or False, got {self.text_stage!r}")
+        split = self.budget_split.tolist() if isinstance(self.budget_split, np.ndarray) else self.budget_split
+        if (isinstance(split, (str, bytes)) or not isinstance(split, Sequence) or len(split) != 3
+                or not all(map(is_number, split)) or min(split) < 0 or abs(sum(split) - 1) > 1e-6):
+            raise ValueError(f"rc option budget_split must be three numbers >= 0 (the shares of visual, text and "
+                             f"centres) summing to 1, got {self.budget_split!r}")
 
     @property
     def text_weight(self) -> float:

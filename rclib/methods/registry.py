@@ -70,7 +70,7 @@ class MethodSpec:
     adaptive: bool = False  # with budget=None it chooses K per sample itself (else a default budget applies)
     takes_budget: bool = True  # False: K is fixed by the method (all tokens)
     config: type | None = None  # a dataclass whose fields are options too (RC's RCConfig), beside keyword-only args
-    scores: str = "shared"  # one of SCORE_SOURCES: the cls_attn / keys its authors read (CompressedLlava passes them;
+    scores: str = "shared"  # one of SCORE_SOURCES: the cls_attn / keys its authors read (CompressedModel passes them;
     # the run option scores="shared" gives it RC's instead, for ablations)
     kept_by: str = ""  # what picks the tokens it keeps unchanged (Fate.KEPT, counted as n_visual), as printed beside
     # their count: "visual" for the [CLS]-attention score; "" for a selection that is no one score (printed "kept")

@@ -11,7 +11,7 @@ Before the LLM, from the vision encoder alone:
 3. the important and diverse tokens go on in original order, nothing merged.
 
 Its scores, as the released code reads them: the feature layer's [CLS] attention (LLaVA's penultimate layer,
-the mean over heads), which :meth:`rclib.models.CompressedLlava.compress` passes by default
+the mean over heads), which :meth:`rclib.models.CompressedModel.compress` passes by default
 (``scores="shared"``: RC's). A model without [CLS] would need the attention each token receives; rclib's CLIP
 towers all have one.
 

@@ -25,7 +25,7 @@ def compress_by_crop(encoded, budget: int | None, compress: Callable[..., Compre
     """Each image's crops compressed one by one with :func:`crop_shares` of ``budget``, their output slots one
     after another (base view first); ``compress(encoded, budget)`` compresses a batch of whole images.
 
-    encoded: an :class:`~rclib.models.llava.Encoded` with ``token_crops``.
+    encoded: an :class:`~rclib.models.batch.Encoded` with ``token_crops``.
     """
     results = []
     for b in range(len(encoded)):

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from rclib.models.families import FAMILIES, Family, family_of
-from rclib.models.llava import CompressedLlava, check_input_format, no_text_tower
+from rclib.models.compressed import CompressedModel, no_text_tower
+from rclib.models.prompts import check_input_format
 from rclib.models.manifest import check_pair
 from rclib.models.registry import MODELS, TEXT_TOWERS, ModelSpec, TextTowerSpec, resolve
 from rclib.models.text import OpenClipTextTower, SiglipTextTower, TextTower, TransformersTextTower
@@ -394,7 +395,7 @@ def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtyp
 def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = None,
          device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
          image_preprocess: str | None = None, prompt_format: str | None = None, newlines: str = "rows",
-         text_score: str = "attention", budget_scope: str = "image") -> CompressedLlava:
+         text_score: str = "attention", budget_scope: str = "image") -> CompressedModel:
     """A LLaVA with its CLIP text tower, ready to answer.
 
     name_or_path: a name in ``rclib.models.registry.MODELS`` ("shapes", "llava-1.5-7b", ...), a hub id or
@@ -441,7 +442,7 @@ def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = 
     processor = AutoProcessor.from_pretrained(llava_folder)
     complete_legacy_processor(processor, model.config)
     defaults = registered or ModelSpec(name_or_path, text_encoder and str(text_encoder))  # crop, chat_template
-    return CompressedLlava(model.to(device), processor, text_tower, name=str(name_or_path),
+    return CompressedModel(model.to(device), processor, text_tower, name=str(name_or_path),
                            text_encoder_name=str(text_encoder or ""),
                            image_preprocess=image_preprocess or defaults.image_preprocess,
                            prompt_format=prompt_format or defaults.prompt_format, newlines=newlines,

@@ -1,6 +1,6 @@
 """Measures a trained ShapesWorld model through the real path, on held-out scenes.
 
-Everything goes through `rclib.models.load(<folder>)` -> `CompressedLlava.encode / compress / generate`
+Everything goes through `rclib.models.load(<folder>)` -> `CompressedModel.encode / compress / generate`
 and `rclib.methods`: the text score is the one RC reads (`TransformersTextTower`, post-layernorm on by
 default), the [CLS] attention the one every method reads (`encode_vision`).
 
@@ -38,7 +38,7 @@ COMPARED = tuple(name for name, spec in METHODS.items() if spec.featured)  # the
 
 
 def load_folder(folder: Path | str):
-    """The CompressedLlava saved under `folder` (shapes-llava + shapes-clip), on CPU in float32."""
+    """The CompressedModel saved under `folder` (shapes-llava + shapes-clip), on CPU in float32."""
     from rclib.models import load
 
     folder = Path(folder)

@@ -1,8 +1,10 @@
-"""The analytic rows of ``rclib speed`` (:mod:`rclib.cost`): the prefill cost of LLaVA-1.5-7B and 13B per method
-and K, the FLOP formula against torch's count, and the paper's cost claims against the formulas."""
+"""The analytic rows of ``rclib speed`` (:mod:`rclib.cost`): the prefill cost of the 7B and 13B models per method
+and K, at the measured model's image tokens, the FLOP formula against torch's count, and the paper's cost claims
+against the formulas."""
 from __future__ import annotations
 
 from rclib import cost
+from rclib.methods.sparsevlm import RELEASED_COUNTS
 from rclib.speed.config import ModelShapes
 
 COST_BUDGETS = (64, 128, 192)  # the usual fixed-token settings of the field
@@ -20,20 +22,21 @@ def inside_settings(method: str, schedules: dict[int, cost.Schedule]) -> list[tu
     return [(f"{method} at {k}", prunes_inside(schedule), schedule) for k, schedule in schedules.items()]
 
 
-def cost_rows(rc_tokens: float) -> list[dict]:
-    """Prefill cost of LLaVA-1.5-7B and 13B: all tokens, compression before the LLM at each K (every
-    rclib method, rc at its measured mean K too), and the methods that prune inside the LLM (their own plans)."""
+def cost_rows(rc_tokens: float, n_image: int = cost.LLAVA_IMAGE_TOKENS, model: str = "llava-1.5") -> list[dict]:
+    """Prefill cost of ``model``-7B and 13B (Vicuna) with ``n_image`` image tokens: all tokens, compression before
+    the LLM at each K (every rclib method, rc at its measured mean K too), and the methods that prune inside the
+    LLM (their own plans)."""
     rows = []
     for arch_name in ("7b", "13b"):
         arch = cost.ARCHS[arch_name]
-        settings = [("full", "all tokens", cost.LLAVA_IMAGE_TOKENS),
-                    ("rc (adaptive)", "before the LLM", round(rc_tokens))]
+        settings = [("full", "all tokens", n_image), ("rc (adaptive)", "before the LLM", round(rc_tokens))]
         settings += [(f"any method at {k}", "before the LLM", k) for k in COST_BUDGETS]
-        settings += inside_settings("fastv", {k: cost.fastv_schedule(k, arch) for k in COST_BUDGETS})
+        settings += inside_settings("fastv", {k: cost.method_schedule("fastv", k, arch, n_image) for k in COST_BUDGETS})
         if arch_name == "7b":  # SparseVLM's counts are written for LLaVA-1.5-7B's 32 layers
-            settings += inside_settings("sparsevlm", cost.SPARSEVLM_7B_SCHEDULES)
+            settings += inside_settings("sparsevlm", {k: cost.method_schedule("sparsevlm", k, arch, n_image)
+                                                      for k in RELEASED_COUNTS})
         for name, where, tokens in settings:
-            rows.append({"model": f"llava-1.5-{arch_name}", "setting": name, "prunes": where,
+            rows.append({"model": f"{model}-{arch_name}", "setting": name, "prunes": where,
                          **cost.cost_row(tokens, arch=arch)})
     return rows
 

@@ -6,7 +6,7 @@ import statistics
 
 from rclib.methods import METHODS
 from rclib.methods.released_reference import released_compress
-from rclib.models.llava import CompressedLlava
+from rclib.models.compressed import CompressedModel
 from rclib.speed.config import QUESTION, SpeedConfig
 from rclib.speed.machine import importable
 from rclib.speed.model import random_images
@@ -15,15 +15,25 @@ from rclib.speed.probes import encode_probed, generate_timed, llm_run, rclib_rc_
 RELEASED_WAY = "rc (released way)"  # the e2e row of the released code's way
 
 
+def released_way_skipped(model: CompressedModel) -> str | None:
+    """Why the released code's way of doing RC's work is not run on ``model``, as the results say it (None: it runs)."""
+    if model.family.model_type != "llava":
+        return f"not run (it works on LLaVA-1.5's one grid of patches, not on {model.family.title}'s tiles)"
+    if not importable("sklearn"):
+        return "not run (it needs scikit-learn: pip install scikit-learn)"
+    return None
+
+
 def placement(method: str) -> str:
     """Where an end-to-end row's method prunes (the released way compresses before the LLM)."""
     return "before_llm" if method == RELEASED_WAY else METHODS[method].placement
 
 
-def e2e_rows(model: CompressedLlava, config: SpeedConfig) -> tuple[list[dict], dict]:
+def e2e_rows(model: CompressedModel, config: SpeedConfig) -> tuple[list[dict], dict]:
     """B = 1 end to end per method (medians of ``config.repeats`` runs after a warm-up), and the
-    released code's way against rclib's on the same inputs."""
-    watch, images, questions = config.stopwatch, random_images(1), [QUESTION]
+    released code's way against rclib's on the same inputs where it runs (:func:`released_way_skipped`)."""
+    watch, images, questions = config.stopwatch, random_images(1, config.shapes.photo_size), [QUESTION]
+    skipped = released_way_skipped(model)
     text_embed = model.text_tower.embed_text(questions)  # common to both ways of RC's work: not timed
     runs: list[dict[str, dict]] = []  # per repeat: method -> its row
     released: dict[str, list[float]] = {}  # rclib's and the released way's RC work, per run
@@ -33,7 +43,7 @@ def e2e_rows(model: CompressedLlava, config: SpeedConfig) -> tuple[list[dict], d
             llm_run(model, encoded, "rc", config.new_tokens, watch)
             continue
         rows = {method: llm_run(model, encoded, method, config.new_tokens, watch) for method in config.methods}
-        if importable("sklearn"):
+        if skipped is None:
             ours, t_ours = watch(rclib_rc_work, model, encoded, caught, text_embed)
             patch_embeds, t_forward = watch(released_second_forward, model, encoded)
             theirs, t_rest = watch(released_compress, caught["q"], caught["k"], encoded.features, patch_embeds,
@@ -51,14 +61,13 @@ def e2e_rows(model: CompressedLlava, config: SpeedConfig) -> tuple[list[dict], d
                        + row["generate_s"])
         add_bounds(rows)
         runs.append(rows)
-    rows = [{"method": method, "batch": 1, "prunes": placement(method), **median_row([run[method] for run in runs])}
-            for method in runs[0]]
-    if released:
-        released = {name: statistics.median(values) for name, values in released.items()}
-        released["speedup"] = released["released_s"] / released["rclib_s"]
-        released["speedup_without_second_forward"] = released["released_rest_s"] / released["rclib_s"]
-    else:
-        released = {"skipped": "the released way needs scikit-learn: pip install scikit-learn"}
+    rows = [{"method": method, "batch": 1, "n_tokens": encoded.n_tokens, "prunes": placement(method),
+             **median_row([run[method] for run in runs])} for method in runs[0]]
+    if skipped is not None:
+        return rows, {"skipped": skipped}
+    released = {name: statistics.median(values) for name, values in released.items()}
+    released["speedup"] = released["released_s"] / released["rclib_s"]
+    released["speedup_without_second_forward"] = released["released_rest_s"] / released["rclib_s"]
     return rows, released
 
 
@@ -89,11 +98,11 @@ def add_bounds(rows: dict[str, dict]) -> None:
         row["compress_share_of_vision"] = row["compress_s"] / row["vision_s"]
 
 
-def batch_rows(model: CompressedLlava, config: SpeedConfig) -> list[dict]:
+def batch_rows(model: CompressedModel, config: SpeedConfig) -> list[dict]:
     """Images per second at each batch size, all tokens vs rc (one timed run each, after the B = 1 warm-up)."""
     watch, rows = config.stopwatch, []
     for batch in config.batches:
-        images, questions = random_images(batch, seed=batch), [QUESTION] * batch
+        images, questions = random_images(batch, config.shapes.photo_size, seed=batch), [QUESTION] * batch
         for method in ("full", "rc"):
             encoded, t_encode, t_vision, _ = encode_probed(model, images, questions, watch)
             result, t_compress = watch(model.compress, encoded, method)

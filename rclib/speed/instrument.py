@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rclib.models.llava import timed
+from rclib.models.compressed import timed
 
 
 @contextmanager
@@ -26,7 +26,7 @@ def torch_threads(n: int | None):
 
 @dataclass(frozen=True)
 class Stopwatch:
-    """Times calls on one clock, the device synchronised on both ends (``rclib.models.llava.timed``)."""
+    """Times calls on one clock, the device synchronised on both ends (``rclib.models.compressed.timed``)."""
 
     device: torch.device
     clock: Callable[[], float] = time.perf_counter  # a value of rclib.speed.config.CLOCKS

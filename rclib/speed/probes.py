@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 
 from rclib.methods import METHODS, compress
-from rclib.models.llava import CompressedLlava
+from rclib.models.compressed import CompressedModel
 from rclib.models.text import text_similarity
 from rclib.models.vision import cls_attention
 from rclib.speed.instrument import Stopwatch
@@ -16,7 +16,7 @@ from rclib.speed.instrument import Stopwatch
 class VisionProbe:
     """Hooks on the vision tower during an encode: its time, its final tokens, the last layer's q and k."""
 
-    def __init__(self, model: CompressedLlava, watch: Stopwatch):
+    def __init__(self, model: CompressedModel, watch: Stopwatch):
         self.tower = model.model.model.vision_tower
         self.watch = watch
         self.seconds = 0.0
@@ -57,7 +57,7 @@ class TokenClock:
         pass
 
 
-def generate_timed(model: CompressedLlava, encoded, result, new_tokens: int, watch: Stopwatch) -> dict:
+def generate_timed(model: CompressedModel, encoded, result, new_tokens: int, watch: Stopwatch) -> dict:
     """Splice + greedy generation of exactly ``new_tokens`` tokens, with the prefill and decode split."""
     tokens = TokenClock(watch.clock)
     ids, seconds = watch(model.generate_ids, encoded, result, new_tokens, streamer=tokens)
@@ -67,14 +67,14 @@ def generate_timed(model: CompressedLlava, encoded, result, new_tokens: int, wat
             "decode_tokens_per_s": len(encoded) * (new_tokens - 1) / max(last - first, 1e-9)}
 
 
-def encode_probed(model: CompressedLlava, images, questions, watch: Stopwatch) -> tuple:
+def encode_probed(model: CompressedModel, images, questions, watch: Stopwatch) -> tuple:
     """(encoded, its seconds, the vision tower's share of them, what the probe caught)."""
     with VisionProbe(model, watch) as probe:
         encoded, seconds = watch(model.encode, images, questions)
     return encoded, seconds, probe.seconds, probe.caught
 
 
-def rclib_rc_work(model: CompressedLlava, encoded, caught: dict, text_embed: torch.Tensor):
+def rclib_rc_work(model: CompressedModel, encoded, caught: dict, text_embed: torch.Tensor):
     """rclib's share of RC's work after the one vision forward, configured as the released code
     (``preset="released"``: no post-layernorm before the projection, its stage counts and quirks): text
     score, [CLS] attention, compression."""
@@ -85,14 +85,14 @@ def rclib_rc_work(model: CompressedLlava, encoded, caught: dict, text_embed: tor
                     text_dim=model.text_tower.projection_dim)
 
 
-def released_second_forward(model: CompressedLlava, encoded) -> torch.Tensor:
+def released_second_forward(model: CompressedModel, encoded) -> torch.Tensor:
     """The released code's text side of the image: a second vision forward, its final patch tokens through
     the visual projection without post-layernorm -> [1, N, D]."""
     second = model.model.model.vision_tower(encoded.pixel_values).last_hidden_state  # [1, 1 + N, C]
     return model.text_tower.project_vision(second[:, 1:])
 
 
-def llm_run(model: CompressedLlava, encoded, method: str, new_tokens: int, watch: Stopwatch) -> dict:
+def llm_run(model: CompressedModel, encoded, method: str, new_tokens: int, watch: Stopwatch) -> dict:
     """One method on an encoded batch: the image tokens the last LLM layer reads, the compression's and the
     LLM's seconds.
 

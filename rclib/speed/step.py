@@ -1,5 +1,6 @@
-"""The compression step alone, on inputs shaped like LLaVA-1.5's: each method's time, memory and GPU kernels,
-its aten ops and host syncs, the dynamic scale filter's time and its LOF count against scikit-learn's."""
+"""The compression step alone, on inputs shaped like the model's (LLaVA-1.5's 576 tokens, LLaVA-NeXT's 2,880): each
+method's time, memory and GPU kernels, its aten ops and host syncs, the dynamic scale filter's time and its LOF count
+against scikit-learn's; the methods that refuse the model's token count."""
 from __future__ import annotations
 
 import statistics
@@ -45,11 +46,28 @@ def before_llm(methods: tuple[str, ...]) -> list[str]:
     return [m for m in methods if METHODS[m].placement == "before_llm"]
 
 
+def refusal(call) -> str | None:
+    """What ``call()`` says when it refuses its inputs with a ValueError (pool: N not a square); None once it ran."""
+    try:
+        call()
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def refused_methods(methods: tuple[str, ...], n: int) -> dict[str, str]:
+    """The before-LLM methods among ``methods`` that refuse N = ``n`` tokens, and what each says."""
+    inputs = llava_like_inputs(1, n, LAUNCH_WIDTH)
+    said = {method: refusal(partial(compress, *inputs, method=method)) for method in before_llm(methods)}
+    return {method: why for method, why in said.items() if why is not None}
+
+
 def compress_rows(config: SpeedConfig) -> list[dict]:
-    """Each method's compression step: B = 1 on one thread (median of 10 x repeats), memory at a large batch."""
-    device, dtype = config.torch_device, config.torch_dtype
-    one = llava_like_inputs(1, device=device, dtype=dtype)
-    many = llava_like_inputs(config.memory_batch, device=device, dtype=dtype)
+    """Each method's compression step on the model's N tokens of its vision width: B = 1 on one thread (median of
+    10 x repeats), memory at a large batch."""
+    device, dtype, shapes = config.torch_device, config.torch_dtype, config.shapes
+    one = llava_like_inputs(1, shapes.n_tokens, shapes.vision_width, device, dtype)
+    many = llava_like_inputs(config.memory_batch, shapes.n_tokens, shapes.vision_width, device, dtype)
     calls = {method: (lambda inputs=one, method=method: compress(*inputs, method=method))
              for method in before_llm(config.methods)}
     rows = []
@@ -57,7 +75,7 @@ def compress_rows(config: SpeedConfig) -> list[dict]:
         seconds = round_robin(calls, 10 * config.repeats, config.stopwatch)
         for method, call in calls.items():
             rows.append({
-                "method": method, "batch": 1, "threads": 1,
+                "method": method, "batch": 1, "n_tokens": shapes.n_tokens, "threads": 1,
                 "ms": 1e3 * statistics.median(seconds[method]), "ms_min": 1e3 * min(seconds[method]),
                 "tokens": float(call().n_output.float().mean()),
                 "kernel_launches": kernel_launches(call, device),
@@ -68,8 +86,9 @@ def compress_rows(config: SpeedConfig) -> list[dict]:
 
 
 def filter_rows(config: SpeedConfig) -> list[dict]:
-    """The dynamic scale filter alone on a 576-token [CLS] attention, B = 1, one thread."""
-    _, cls_attn, _, _ = llava_like_inputs(1, device=config.torch_device)
+    """The dynamic scale filter alone on the model's [CLS] attention over N tokens, B = 1, one thread."""
+    shapes = config.shapes
+    _, cls_attn, _, _ = llava_like_inputs(1, shapes.n_tokens, shapes.vision_width, config.torch_device)
     calls = {rule: (lambda rule=rule: outlier_count(cls_attn, rule, 20)) for rule in ("lof", "iqr")}
     with torch_threads(1):
         seconds = round_robin(calls, 10 * config.repeats, config.stopwatch)
@@ -106,9 +125,7 @@ def launch_rows(methods: tuple[str, ...], sizes=LAUNCH_SIZES, device="cpu") -> l
             for budget in budgets:
                 for checks in (True, False):
                     call = partial(compress, *inputs, method=method, budget=budget, check_values=checks)
-                    try:
-                        call()
-                    except ValueError:  # a method that refuses this grid (pool: not a square)
+                    if refusal(call) is not None:  # a method that refuses this grid (pool: not a square)
                         continue
                     counted = count_ops(call)[1]
                     rows.append({"method": method, "budget": ADAPTIVE if budget is None else budget, "batch": batch,

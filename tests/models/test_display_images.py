@@ -1,4 +1,4 @@
-"""CompressedLlava.display_images undoes the model's own image processor."""
+"""CompressedModel.display_images undoes the model's own image processor."""
 import numpy as np
 
 

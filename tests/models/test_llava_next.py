@@ -2,10 +2,10 @@
 every method, token counts in the model's units, row-end tokens."""
 import pytest
 import torch
+from family_checks import QUESTIONS, assert_batch_equals_single
 
 from rclib.methods import METHODS
 
-QUESTIONS = ["what colour is the circle ?", "how many shapes are there in this picture ?", "where is it ?"]
 MAX_NEW = 6
 
 
@@ -54,14 +54,7 @@ def test_full_llm_input_equals_transformers_own(next_model, tiled_images):
 
 @pytest.mark.parametrize("method", [m for m in METHODS if "target" not in METHODS[m].needs and m != "pool"])
 def test_batch_equals_single_for_every_method(next_model, tiled_images, method):
-    budget = None if METHODS[method].adaptive else 40
-    batch = next_model.answer(tiled_images, QUESTIONS, method=method, budget=budget, max_new_tokens=MAX_NEW)
-    for b in range(3):
-        single = next_model.answer(tiled_images[b], QUESTIONS[b], method=method, budget=budget, max_new_tokens=MAX_NEW)
-        assert batch.texts[b] == single.texts[0], method
-        n = int(single.encoded.token_counts[0])
-        assert torch.equal(batch.result[b].fate[:, :n], single.result.fate), method
-        assert batch.counts(b) == single.counts(0), method
+    assert_batch_equals_single(next_model, tiled_images, method, None if METHODS[method].adaptive else 40)
 
 
 def test_counts_are_in_the_models_units(next_model, tiled_images):

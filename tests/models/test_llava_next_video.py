@@ -1,7 +1,6 @@
 """LLaVA-NeXT-Video on still images: a family added as one file (rclib/models/families/llava_next_video.py)."""
 import torch
-
-QUESTIONS = ["what colour is the circle ?", "how many shapes are there in this picture ?", "where is it ?"]
+from family_checks import QUESTIONS
 
 
 def test_full_is_identical_to_transformers_and_batches_answer_as_single(tiny_next_video_dir, tiny_clip_dir,

@@ -4,10 +4,10 @@ import math
 
 import pytest
 import torch
+from family_checks import QUESTIONS, assert_batch_equals_single
 
 from rclib.methods import METHODS
 
-QUESTIONS = ["what colour is the circle ?", "how many shapes are there in this picture ?", "where is it ?"]
 MAX_NEW = 6
 
 
@@ -88,14 +88,7 @@ def test_a_patch_enters_siglips_space_through_its_pooling_head(tiny_siglip_dir):
 
 @pytest.mark.parametrize("method", [m for m in METHODS if "target" not in METHODS[m].needs and m != "pool"])
 def test_batch_equals_single_for_every_method(ov_model, tiled_images, method):
-    budget = None if METHODS[method].adaptive else 40
-    batch = ov_model.answer(tiled_images, QUESTIONS, method=method, budget=budget, max_new_tokens=MAX_NEW)
-    for b in range(3):
-        single = ov_model.answer(tiled_images[b], QUESTIONS[b], method=method, budget=budget, max_new_tokens=MAX_NEW)
-        assert batch.texts[b] == single.texts[0], method
-        n = int(single.encoded.token_counts[0])
-        assert torch.equal(batch.result[b].fate[:, :n], single.result.fate), method
-        assert batch.counts(b) == single.counts(0), method
+    assert_batch_equals_single(ov_model, tiled_images, method, None if METHODS[method].adaptive else 40)
 
 
 def test_a_clip_text_tower_is_refused_with_the_reason(tiny_onevision_dir, tiny_clip_dir):

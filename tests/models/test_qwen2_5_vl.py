@@ -2,10 +2,10 @@
 attention, no text tower (the LLM-side text score), M-RoPE positions kept, identity with transformers."""
 import pytest
 import torch
+from family_checks import QUESTIONS, assert_batch_equals_single
 
 from rclib.methods import METHODS
 
-QUESTIONS = ["what colour is the circle ?", "how many shapes are there in this picture ?", "where is it ?"]
 MAX_NEW = 6
 BEFORE_LLM = [m for m in METHODS if METHODS[m].placement == "before_llm" and "target" not in METHODS[m].needs
               and m != "pool"]
@@ -59,13 +59,7 @@ def test_importance_is_received_attention_pooled_over_merge_groups(qwen_model, t
 
 @pytest.mark.parametrize("method", BEFORE_LLM)
 def test_batch_equals_single_for_every_method(qwen_model, tiled_images, method):
-    budget = None if METHODS[method].adaptive else 12
-    batch = qwen_model.answer(tiled_images, QUESTIONS, method=method, budget=budget, max_new_tokens=MAX_NEW)
-    for b in range(3):
-        single = qwen_model.answer(tiled_images[b], QUESTIONS[b], method=method, budget=budget, max_new_tokens=MAX_NEW)
-        assert batch.texts[b] == single.texts[0], method
-        n = int(single.encoded.token_counts[0])
-        assert torch.equal(batch.result[b].fate[:, :n], single.result.fate), method
+    assert_batch_equals_single(qwen_model, tiled_images, method, None if METHODS[method].adaptive else 12)
 
 
 def test_text_scores_are_switches(tiny_qwen_dir, tiled_images):

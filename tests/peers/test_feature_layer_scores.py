@@ -34,5 +34,5 @@ def test_feature_layer_scores_need_an_encoder_output(tiny_model, tiny_images):
     encoded = tiny_model.encode(tiny_images[0], "where is it ?")
     bare = copy.copy(encoded)
     bare.cls_attn_head_mean = None
-    with pytest.raises(ValueError, match="CompressedLlava.encode"):
+    with pytest.raises(ValueError, match="CompressedModel.encode"):
         bare.with_feature_layer_scores()

@@ -1,6 +1,7 @@
 """Shared by the reliability tests: a PNG that only claims its size (the shape of a decompression bomb), the
 command line's one-line errors, a guard that fails a test if a model loads."""
 import struct
+import time
 import zlib
 
 import pytest
@@ -59,4 +60,15 @@ def error_of(capsys):
         assert len(lines) == 1, f"expected one line, got:\n{err}"
         assert lines[0].startswith(f"rclib {argv[0]}: error: ")
         return lines[0]
+    return run
+
+
+@pytest.fixture
+def fast(no_model_load, error_of):
+    """error_of that also requires the refusal within 5 s, before any model loads."""
+    def run(argv):
+        started = time.monotonic()
+        line = error_of(argv)
+        assert time.monotonic() - started < 5, line
+        return line
     return run

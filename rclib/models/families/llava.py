@@ -12,15 +12,15 @@ from rclib.models.families.base import Family, VisualBatch, grid_places, image_s
 from rclib.models.vision import encode_vision
 
 
-def check_clip_features(config) -> None:
-    """Raise unless the vision tower is a CLIP whose [CLS] is dropped from one feature layer (LLaVA's "default")."""
-    if config.vision_config.model_type != "clip_vision_model":
-        raise ValueError(f"rclib reads [CLS] attention from a CLIP vision tower; this checkpoint's vision tower "
-                         f"is {config.vision_config.model_type!r}")
-    if config.vision_feature_select_strategy != "default" or not isinstance(config.vision_feature_layer, int):
-        raise ValueError("rclib expects LLaVA-1.5's feature selection: one vision_feature_layer, CLS dropped "
-                         f"('default'); got layer {config.vision_feature_layer} and "
-                         f"{config.vision_feature_select_strategy!r}")
+def check_features(config, tower: str, strategy: str, family: str) -> None:
+    """Raise unless the vision tower is a ``tower`` (config's model_type) read at one feature layer with the feature
+    selection ``strategy`` ("default": [CLS] dropped; "full": every token), as ``family`` reads it."""
+    if config.vision_config.model_type != tower:
+        raise ValueError(f"rclib reads {family} with its {tower!r} vision tower; this checkpoint's is "
+                         f"{config.vision_config.model_type!r}")
+    if config.vision_feature_select_strategy != strategy or not isinstance(config.vision_feature_layer, int):
+        raise ValueError(f"rclib expects {family}'s feature selection: one vision_feature_layer, {strategy!r}; got "
+                         f"layer {config.vision_feature_layer} and {config.vision_feature_select_strategy!r}")
 
 
 def splice_image_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, image_tokens: torch.Tensor,
@@ -59,7 +59,7 @@ class Llava(Family):
     title = "LLaVA"
 
     def check_config(self, config) -> None:
-        check_clip_features(config)
+        check_features(config, "clip_vision_model", "default", self.title)
 
     def visual_batch(self, model, batch: dict) -> VisualBatch:
         pixel_values = batch["pixel_values"].to(model.device, model.dtype)  # [B, 3, H, W]

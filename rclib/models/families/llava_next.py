@@ -23,7 +23,7 @@ from functools import partial
 import torch
 
 from rclib.models.families.base import Family, VisualBatch, grid_places, pad_rows
-from rclib.models.families.llava import check_clip_features
+from rclib.models.families.llava import check_features
 from rclib.models.vision import encode_vision
 
 
@@ -79,7 +79,7 @@ class LlavaNext(Family):
     title = "LLaVA-NeXT"
 
     def check_config(self, config) -> None:
-        check_clip_features(config)
+        check_features(config, "clip_vision_model", "default", self.title)
 
     has_cls = True  # each crop's importance: its [CLS] attention (else the attention each patch receives)
     max_tiles: int | None = None  # the tiles' picture is shrunk to this many crops' worth of tokens (None: never)

@@ -16,6 +16,7 @@ The text score reads the paired SigLIP's text tower (:class:`rclib.models.text.S
 """
 from __future__ import annotations
 
+from rclib.models.families.llava import check_features
 from rclib.models.families.llava_next import LlavaNext
 
 
@@ -31,13 +32,7 @@ class LlavaOnevision(LlavaNext):
     text_tower_kind = "siglip"
 
     def check_config(self, config) -> None:
-        if config.vision_config.model_type != "siglip_vision_model":
-            raise ValueError(f"rclib reads LLaVA-OneVision with its SigLIP vision tower; this checkpoint's is "
-                             f"{config.vision_config.model_type!r}")
-        if config.vision_feature_select_strategy != "full" or not isinstance(config.vision_feature_layer, int):
-            raise ValueError("rclib expects LLaVA-OneVision's feature selection: one vision_feature_layer, every "
-                             f"token ('full'); got layer {config.vision_feature_layer} and "
-                             f"{config.vision_feature_select_strategy!r}")
+        check_features(config, "siglip_vision_model", "full", self.title)
         self.max_tiles_of(config)
 
     def max_tiles_of(self, config) -> int:

@@ -9,215 +9,29 @@ everything a caller reports or draws, so nothing downstream re-runs a stage.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
 import torch
-from PIL import Image
 
-from rclib.images import read_image
+from rclib.images import read_images
 from rclib.methods import METHODS
 from rclib.methods import compress as compress_tokens
 from rclib.methods.checks import check_budget
 from rclib.methods.common import keep_and_drop
+from rclib.models.batch import Encoded, LLMInput, Run, stack_rows, text_and_rope_positions
 from rclib.models.crops import BUDGET_SCOPES, compress_by_crop
 from rclib.models.families import family_of
 from rclib.models.families.base import (image_span, left_pad, pad_rows, row_ends, slot_rows, slots_with_row_ends,
-                                        token_rows, with_row_ends)
+                                        with_row_ends)
 from rclib.models.llm_pruning import generate_pruned
-from rclib.models.text import SYSTEM_PROMPT, TextOptions, TextTower, text_similarity
+from rclib.models.prompts import build_prompt, check_input_format, preprocess_image
+from rclib.models.text import TextOptions, TextTower, text_similarity
 from rclib.models.text_free import (ATTENTION_LAYER, TEXT_SCORES, attention_score, content_tokens, embedding_score,
                                    layer_attention, question_ids, question_places)
+from rclib.questions import check_questions
 from rclib.result import CompressionResult, stack_results
-
-
-@dataclass
-class Encoded:
-    """A batch after the encoders, in the model's device: what compression and generation read.
-
-    Images of one batch may give different numbers of tokens (LLaVA-NeXT's tiles): the per-token tensors are
-    padded to the largest N, ``token_counts`` says how many are real, and compression runs on each group of
-    equal counts (:meth:`groups`), so a batch answers exactly as its samples one by one.
-    """
-
-    features: torch.Tensor  # [B, N, C] feature-layer patch tokens, the ones the LLM would see
-    cls_attn: torch.Tensor  # [B, N] last vision layer's [CLS] -> patch attention
-    text_sim: torch.Tensor  # [B, N] cosine between the text embedding and each projected final patch token
-    keys: torch.Tensor  # [B, N, C] last vision layer's k_proj outputs for the patches
-    grid: tuple[int, int] | None  # (h, w) patch grid, N = h * w in raster order; None: tiles (see token_rows)
-    questions: list[str]  # the questions as asked
-    prompts: list[str]  # the LLM prompts, one image placeholder each
-    text_inputs: list[str]  # what the CLIP text tower embedded (the questions, or the released code's prompt line)
-    input_ids: torch.Tensor  # [B, L] the processor's tokens, left-padded, one run of image placeholders per row
-    attention_mask: torch.Tensor  # [B, L] 1 for real tokens
-    pixel_values: torch.Tensor  # the processor's images: [B, 3, H, W], or [B, crops, 3, H, W] for tiled families
-    cls_attn_head_mean: torch.Tensor | None = None  # [B, N] the feature layer's [CLS] attention, mean over heads
-    keys_head_mean: torch.Tensor | None = None  # [B, N, C / heads] the feature layer's keys, mean over heads
-    token_counts: torch.Tensor | None = None  # [B] long: real tokens per image (None: all N)
-    token_places: torch.Tensor | None = None  # [B, N, 3] long: each token's (view, row, column); padding -1
-    views: list[list[tuple[int, int]]] | None = None  # per image, each view's (h, w) grid: the base view, the tiles
-    n_llm_tokens: torch.Tensor | None = None  # [B] long: image tokens the uncompressed model feeds its LLM
-    llm_positions: torch.Tensor | None = None  # [B, 3, L] M-RoPE positions of the uncompressed prompt (None: 1-D)
-    token_crops: torch.Tensor | None = None  # [B, N] long: the vision-tower crop of each token (-1: several, padding)
-
-    def __len__(self) -> int:
-        return self.features.shape[0]
-
-    def with_feature_layer_scores(self) -> Encoded:
-        """The same batch with the scores FasterVLM and VisionZip define in place of RC's: [CLS] attention and
-        keys of the feature layer (LLaVA's penultimate), per head, averaged over heads. Run a peer on it to
-        run it as its paper does; the default ``cls_attn`` / ``keys`` are RC's (last layer, one wide head),
-        shared by all methods for ablations."""
-        if self.cls_attn_head_mean is None or self.keys_head_mean is None:
-            raise ValueError("this Encoded has no feature-layer scores; make it with CompressedLlava.encode")
-        return replace(self, cls_attn=self.cls_attn_head_mean, keys=self.keys_head_mean)
-
-    @property
-    def n_tokens(self) -> int:
-        return self.features.shape[1]
-
-    @property
-    def token_rows(self) -> torch.Tensor:
-        """[B, N] long: each token's row in a view whose rows end in a row-end token (the tiles), else -1."""
-        return token_rows(self.token_places)
-
-    def groups(self) -> list[list[int]]:
-        """The samples in groups of equal token counts, in order of first appearance: one group when all are equal."""
-        if self.token_counts is None:
-            return [list(range(len(self)))]
-        by_count: dict[int, list[int]] = {}
-        for b, count in enumerate(self.token_counts.tolist()):
-            by_count.setdefault(count, []).append(b)
-        return list(by_count.values())
-
-    def tokens_at(self, index: torch.Tensor) -> Encoded:
-        """This one-image batch with only its tokens ``index`` [n] (no grid: a subset of tokens is none)."""
-        assert len(self) == 1, "tokens_at takes the tokens of one image"
-
-        def take(value):
-            if isinstance(value, torch.Tensor) and value.dim() > 1 and value.shape[1] == self.n_tokens:
-                return value[:, index.to(value.device)]
-            return value
-
-        changed = {f.name: take(getattr(self, f.name)) for f in fields(self)
-                   if f.name not in ("input_ids", "attention_mask", "grid", "token_counts")}
-        return replace(self, **changed, grid=None, token_counts=torch.tensor([len(index)]))
-
-    def subset(self, index: list[int]) -> Encoded:
-        """Samples ``index`` alone, their tokens cut to the largest count among them."""
-        n = int(self.token_counts[index].max()) if self.token_counts is not None else self.n_tokens
-        rows = torch.tensor(index)
-
-        def take(value):
-            if isinstance(value, list):
-                return [value[b] for b in index]
-            if not isinstance(value, torch.Tensor):
-                return value
-            value = value[rows.to(value.device)]
-            return value[:, :n] if value.dim() > 1 and value.shape[1] == self.n_tokens else value
-
-        changed = {f.name: take(getattr(self, f.name)) for f in fields(self)
-                   if f.name not in ("input_ids", "attention_mask", "pixel_values", "grid")}
-        return replace(self, **changed, input_ids=self.input_ids[rows], attention_mask=self.attention_mask[rows],
-                       pixel_values=self.pixel_values[rows.to(self.pixel_values.device)])
-
-
-@dataclass
-class Run:
-    """A batch through encode -> compress -> generate: what went in, what the LLM saw, what it said, how long."""
-
-    encoded: Encoded  # the encoders' outputs (images, questions, scores, grid)
-    result: CompressionResult  # the batch's compression, with provenance
-    texts: list[str]  # one generated answer per sample, special tokens removed
-    seconds: dict[str, float]  # wall time of the whole batch per stage: vision (+ text), compress, generate
-    method: str
-    budget: int | None  # as asked: None lets adaptive methods choose K
-    options: dict  # the method's options as given
-    layer_seen: torch.Tensor | None = None  # [B, n_layers, N] bool: image token n entered LLM layer l (inside-LLM
-    # methods; ``result`` is then what the last layer saw). None: every layer saw ``result``'s tokens
-    n_layers: int = 0  # the LLM's decoder layers
-    row_end_tokens: torch.Tensor | None = None  # [B] long: row-end tokens the LLM read besides the visual tokens
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    @property
-    def tokens_per_layer(self) -> torch.Tensor:
-        """[B, n_layers] long: the visual tokens each LLM layer read (see CompressionResult.layer_counts)."""
-        return self.result.layer_counts(self.n_layers)
-
-    @property
-    def equivalent_tokens(self) -> torch.Tensor:
-        """[B] float: their mean over the layers, what the prefill pays for (n_output before the LLM)."""
-        return self.result.equivalent_tokens(self.n_layers)
-
-    def counts(self, b: int = 0) -> dict[str, int]:
-        """Token counts of sample ``b`` in the LLM's units: ``n_input_tokens`` the image tokens the uncompressed
-        model feeds its LLM, ``n_output_tokens`` those this run fed it (row-end tokens included where the family
-        has them); in between, the result's kept / recovered / merged counts."""
-        counts = self.result[b].counts(0)
-        if self.encoded.n_llm_tokens is not None:
-            counts["n_input_tokens"] = int(self.encoded.n_llm_tokens[b])
-        if self.row_end_tokens is not None:
-            counts["n_output_tokens"] += int(self.row_end_tokens[b])
-        return counts
-
-
-PROMPT_FORMATS = ("vicuna_v1", "chat_template")
-IMAGE_PREPROCESS = ("pad", "crop")
-
-
-def build_prompt(processor, question: str, prompt_format: str = "chat_template") -> str:
-    """The LLM prompt for one image and the question.
-
-    "vicuna_v1": LLaVA-1.5's evaluation prompt, its system prompt then " USER: <image>\n{question}
-    ASSISTANT:". "chat_template": the checkpoint's chat template (llava-hf's has no system prompt); a
-    processor without one gets LLaVA-1.5's plain "USER: <image>\n{question} ASSISTANT:".
-    """
-    if prompt_format == "vicuna_v1":
-        return f"{SYSTEM_PROMPT} USER: {processor.image_token}\n{question} ASSISTANT:"
-    if processor.chat_template:
-        conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-        return processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-    return f"USER: {processor.image_token}\n{question} ASSISTANT:"
-
-
-def check_input_format(image_preprocess: str | None, prompt_format: str | None) -> None:
-    """Raise a ValueError naming the choices for an unknown image preprocessing or prompt format (None passes)."""
-    if image_preprocess not in (None, *IMAGE_PREPROCESS):
-        raise ValueError(f"image_preprocess must be one of {IMAGE_PREPROCESS}, got {image_preprocess!r}")
-    if prompt_format not in (None, *PROMPT_FORMATS):
-        raise ValueError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
-
-
-def pad_to_square(image: Image.Image, fill: tuple[int, ...]) -> Image.Image:
-    """LLaVA-1.5's expand2square: the image centred on a square of colour ``fill``, its longer side long."""
-    width, height = image.size
-    if width == height:
-        return image
-    side = max(width, height)
-    square = Image.new(image.mode, (side, side), fill)
-    square.paste(image, ((side - width) // 2, (side - height) // 2))
-    return square
-
-
-def mean_colour(image_processor) -> tuple[int, ...]:
-    """The processor's mean pixel as LLaVA-1.5 pads with it: int(mean * 255) per channel."""
-    return tuple(int(x * 255) for x in image_processor.image_mean)
-
-
-def preprocess_image(image, image_preprocess: str, image_processor):
-    """An image as the processor should receive it: "pad" pads it to a square in the processor's mean
-    colour first (LLaVA-1.5's image_aspect_ratio="pad"), "crop" leaves it to the processor, whose centre
-    crop cuts the sides of a non-square image. A path is read first; arrays and tensors become PIL images."""
-    image = read_image(image)
-    if image_preprocess == "crop":
-        return image
-    from transformers.image_transforms import to_pil_image
-
-    pil = image if isinstance(image, Image.Image) else to_pil_image(image)
-    return pad_to_square(pil.convert("RGB"), mean_colour(image_processor))
 
 
 SCORES = ("own", "shared")  # the [CLS] scores a method gets: its authors' (MethodSpec.scores) or RC's, for all
@@ -229,27 +43,6 @@ def scored(encoded: Encoded, method: str, scores: str) -> Encoded:
         raise ValueError(f"scores must be one of {SCORES} (the method's own scores or RC's for all), got {scores!r}")
     own = method in METHODS and METHODS[method].scores == "feature_layer"
     return encoded.with_feature_layer_scores() if scores == "own" and own else encoded
-
-
-@dataclass
-class LLMInput:
-    """A left-padded batch as the LLM reads it."""
-
-    embeds: torch.Tensor  # [B, L, H] inputs_embeds
-    mask: torch.Tensor  # [B, L] 1 for real places
-    places: torch.Tensor  # [B, L] long: the output slot at each place, -1 for text, row ends and padding
-    positions: torch.Tensor | None  # [4, B, L] text positions then M-RoPE's three, for M-RoPE LLMs; None: 1-D
-
-
-def text_and_rope_positions(rows: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-    """[4, B, L] the position ids an M-RoPE LLM's ``generate`` takes: the text positions (cumsum of the mask, 0 at
-    padding), then the three M-RoPE rows, left-padded with 0. rows: per sample, [3, L_b] its places' positions."""
-    B, L = mask.shape
-    rope = torch.zeros(3, B, L, dtype=torch.long, device=mask.device)
-    for b, row in enumerate(rows):
-        rope[:, b, L - row.shape[1]:] = row
-    text = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # [B, L]
-    return torch.cat([text[None], rope])
 
 
 def check_layout(method: str, encoded: Encoded, family) -> None:
@@ -265,7 +58,7 @@ def check_layout(method: str, encoded: Encoded, family) -> None:
 
 
 def compress_images(encoded: Encoded, budget: int | None, method: str, scores: str, **options) -> CompressionResult:
-    """Each group of images with equal token counts compressed by ``method`` (see CompressedLlava.compress)."""
+    """Each group of images with equal token counts compressed by ``method`` (see CompressedModel.compress)."""
     groups = encoded.groups()
     if len(groups) > 1:
         parts = [compress_images(encoded.subset(index), budget, method, scores, **options) for index in groups]
@@ -301,16 +94,6 @@ def check_text_tower(family, text_tower: TextTower | None, vision_config) -> Non
                          "built on")
 
 
-def stack_rows(parts: list[torch.Tensor], groups: list[list[int]], fill) -> torch.Tensor:
-    """Tensors [B_g, T_g, ...] of sample groups -> one [B, max T_g, ...] in the samples' order, padded with ``fill``."""
-    first = parts[0]
-    sizes = [max(p.shape[d] for p in parts) for d in range(1, first.dim())]
-    out = first.new_full((sum(len(g) for g in groups), *sizes), fill)
-    for part, index in zip(parts, groups, strict=True):
-        out[(torch.tensor(index), *(slice(0, n) for n in part.shape[1:]))] = part
-    return out
-
-
 def timed(device: torch.device, fn, *args, clock=time.perf_counter, **kwargs):
     """(fn(*args, **kwargs), seconds on ``clock``, wall time by default), waiting for the GPU on both ends."""
     synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -321,7 +104,7 @@ def timed(device: torch.device, fn, *args, clock=time.perf_counter, **kwargs):
     return value, clock() - start
 
 
-class CompressedLlava:
+class CompressedModel:
     """A checkpoint of any family rclib runs (:mod:`rclib.models.families`) with a CLIP text tower, generating
     from K tokens. The family says how images become visual tokens and how compressed tokens go back."""
 
@@ -373,8 +156,8 @@ class CompressedLlava:
         options = TextOptions.preset(preset, **text_options)
         if isinstance(questions, str):
             images, questions = [images], [questions]
-        if len(images) != len(questions):
-            raise ValueError(f"got {len(images)} images for {len(questions)} questions; pass one image per question")
+        questions = check_questions(self, questions)  # text, no chat markers; "questions[i]: ..." with the fix
+        images = read_images(images, len(questions))  # one RGB image per question; "images[i]: ..." with the fix
         prompts = [build_prompt(self.processor, q, self.prompt_format) for q in questions]
         images = [preprocess_image(i, self.image_preprocess, self.processor.image_processor) for i in images]
         batch = self.processor(images=images, text=prompts, padding=True, return_tensors="pt")
