@@ -92,6 +92,18 @@ def write_json(path: str | Path, value) -> None:
         file.write(text + "\n")
 
 
+def write_report(stem: str | Path, results: dict, markdown: str) -> tuple[Path, Path]:
+    """A benchmark's numbers (``stem.json``) and their Markdown (``stem.md``), each written atomically; the folder is
+    made if missing."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = stem.with_name(stem.name + ".json"), stem.with_name(stem.name + ".md")
+    write_json(json_path, results)
+    with atomic_file(md_path, encoding="utf-8") as file:
+        file.write(markdown)
+    return json_path, md_path
+
+
 def nearest_existing(path: Path) -> Path:
     """``path`` itself or its closest existing ancestor."""
     while not path.exists() and path != path.parent:

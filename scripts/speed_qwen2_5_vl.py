@@ -11,7 +11,6 @@ compression step each method before the LLM on the encoded batch.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from rclib.methods import METHODS
 from rclib.models import tiny
 from rclib.models.compressed import CompressedModel
 from rclib.models.prompts import build_prompt
+from rclib.outputs import write_report
 from rclib.speed.instrument import Stopwatch, peak_extra_bytes, round_robin, torch_threads
 from rclib.speed.machine import machine_info, machine_name
 
@@ -102,10 +102,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     results = measure(args.repeats)
-    stem = args.out / f"speed-qwen2.5-vl-{machine_name(results['machine'])}"
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(results))
+    write_report(args.out / f"speed-qwen2.5-vl-{machine_name(results['machine'])}", results, markdown(results))
     print(markdown(results))
 
 

@@ -18,11 +18,9 @@ object(s) (not existence, whose "no" asks about an absent object); per question 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,6 +31,7 @@ from rclib.methods import compress
 from rclib.models import load
 from rclib.models.text_free import (ATTENTION_LAYER, attention_score, content_tokens, embedding_score,
                                     layer_attention, question_ids, question_places)
+from rclib.outputs import write_report
 from rclib.result import Fate, evidence_kept, evidence_recall
 from rclib.shapes.metrics import scored
 from rclib.shapes.world import sample_vqa
@@ -242,10 +241,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/text-free-scores", help="writes OUT.json and OUT.md")
     args = parser.parse_args()
     results = measure(args.n, args.seed, args.layer, args.batch_size)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown(results))
+    write_report(args.out, results, markdown(results))
     print(markdown(results))
 
 

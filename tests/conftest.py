@@ -170,6 +170,30 @@ def tiny_qwen_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def next_model(tiny_next_dir, tiny_clip_dir):
+    """The tiny LLaVA-NeXT with its CLIP text tower, through ``rclib.load`` (cpu, float32)."""
+    from rclib.models import load
+
+    return load(tiny_next_dir, text_encoder=tiny_clip_dir, device="cpu", dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def ov_model(tiny_onevision_dir, tiny_siglip_dir):
+    """The tiny LLaVA-OneVision with its SigLIP text tower, through ``rclib.load`` (cpu, float32)."""
+    from rclib.models import load
+
+    return load(tiny_onevision_dir, text_encoder=tiny_siglip_dir, device="cpu", dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def qwen_model(tiny_qwen_dir):
+    """The tiny Qwen2.5-VL (no text tower), through ``rclib.load`` (cpu, float32)."""
+    from rclib.models import load
+
+    return load(tiny_qwen_dir, device="cpu", dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
 def tiled_images():
     """Three images whose sizes give three tile layouts (wide, tall, square)."""
     rng = np.random.default_rng(3)

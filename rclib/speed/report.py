@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rclib import cost
-from rclib.outputs import atomic_file, write_json
+from rclib.outputs import write_report
 from rclib.speed.e2e import RELEASED_WAY
 from rclib.speed.machine import machine_name
 from rclib.speed.step import LAUNCH_WIDTH
@@ -137,13 +137,8 @@ def fmt(value) -> str:
 def write_results(results: dict, out: Path) -> tuple[Path, Path]:
     """``speed-<machine>.json`` and ``.md`` under ``out``, the stem followed by the model shape (LLaVA-1.5's
     none), ``-cpu-clock`` and ``-quick`` where they apply."""
-    out.mkdir(parents=True, exist_ok=True)
     config = results["config"]
     stem = ("speed-" + machine_name(results["machine"])
             + ("" if config["model_shape"] == "llava-1.5" else "-" + config["model_shape"])
             + ("-cpu-clock" if config["clock"] == "cpu" else "") + ("-quick" if config["quick"] else ""))
-    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
-    write_json(json_path, results)
-    with atomic_file(md_path, encoding="utf-8") as file:
-        file.write(markdown(results))
-    return json_path, md_path
+    return write_report(out / stem, results, markdown(results))

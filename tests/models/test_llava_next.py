@@ -2,18 +2,12 @@
 every method, token counts in the model's units, row-end tokens."""
 import pytest
 import torch
-from family_checks import QUESTIONS, assert_batch_equals_single
+from family_checks import (QUESTIONS, assert_batch_equals_single, assert_full_is_transformers,
+                           assert_llm_input_is_transformers)
 
 from rclib.methods import METHODS
 
 MAX_NEW = 6
-
-
-@pytest.fixture(scope="session")
-def next_model(tiny_next_dir, tiny_clip_dir):
-    from rclib.models import load
-
-    return load(tiny_next_dir, text_encoder=tiny_clip_dir, device="cpu", dtype=torch.float32)
 
 
 def test_batch_mixes_tile_layouts(next_model, tiled_images):
@@ -28,28 +22,13 @@ def test_batch_mixes_tile_layouts(next_model, tiled_images):
 
 
 def test_full_is_identical_to_transformers_generate(next_model, tiled_images):
-    encoded = next_model.encode(tiled_images, QUESTIONS)
-    batch = next_model.processor(images=tiled_images, text=encoded.prompts, padding=True, return_tensors="pt")
-    generated = next_model.model.generate(**batch, do_sample=False, max_new_tokens=MAX_NEW)
-    reference = generated[:, batch["input_ids"].shape[1]:]
-    ours = next_model.generate_ids(encoded, next_model.compress(encoded, "full"), MAX_NEW)
-    assert torch.equal(ours, reference)
+    assert_full_is_transformers(next_model, tiled_images, MAX_NEW)
 
 
 def test_full_llm_input_equals_transformers_own(next_model, tiled_images):
     """The spliced inputs of all tokens (newlines included) are transformers' inputs_embeds, row by row."""
     encoded = next_model.encode(tiled_images[:1], QUESTIONS[:1])
-    batch = next_model.processor(images=tiled_images[:1], text=encoded.prompts, return_tensors="pt")
-    seen = []
-    hook = next_model.model.model.language_model.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append(kwargs["inputs_embeds"].detach().clone()), with_kwargs=True)
-    try:
-        with torch.no_grad():
-            next_model.model(**batch)
-    finally:
-        hook.remove()
-    embeds, _ = next_model.llm_inputs(encoded, next_model.compress(encoded, "full"))
-    torch.testing.assert_close(embeds, seen[0])
+    assert_llm_input_is_transformers(next_model, tiled_images[:1], encoded)
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if "target" not in METHODS[m].needs and m != "pool"])

@@ -1,6 +1,6 @@
 """LLaVA-NeXT-Video on still images: a family added as one file (rclib/models/families/llava_next_video.py)."""
 import torch
-from family_checks import QUESTIONS
+from family_checks import assert_batch_equals_single, assert_full_is_transformers
 
 
 def test_full_is_identical_to_transformers_and_batches_answer_as_single(tiny_next_video_dir, tiny_clip_dir,
@@ -8,11 +8,5 @@ def test_full_is_identical_to_transformers_and_batches_answer_as_single(tiny_nex
     from rclib.models import load
 
     model = load(tiny_next_video_dir, text_encoder=tiny_clip_dir, device="cpu", dtype=torch.float32)
-    encoded = model.encode(tiled_images, QUESTIONS)
-    batch = model.processor(images=tiled_images, text=encoded.prompts, padding=True, return_tensors="pt")
-    generated = model.model.generate(**batch, do_sample=False, max_new_tokens=6)
-    ours = model.generate_ids(encoded, model.compress(encoded, "full"), 6)
-    assert torch.equal(ours, generated[:, batch["input_ids"].shape[1]:])
-    run = model.answer(tiled_images, QUESTIONS, method="rc", max_new_tokens=6)
-    for b in range(3):
-        assert run.texts[b] == model.answer(tiled_images[b], QUESTIONS[b], method="rc", max_new_tokens=6).texts[0]
+    assert_full_is_transformers(model, tiled_images)
+    assert_batch_equals_single(model, tiled_images, "rc", None)

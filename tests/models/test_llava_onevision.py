@@ -4,29 +4,17 @@ import math
 
 import pytest
 import torch
-from family_checks import QUESTIONS, assert_batch_equals_single
+from family_checks import (QUESTIONS, assert_batch_equals_single, assert_full_is_transformers,
+                           assert_llm_input_is_transformers)
 
 from rclib.methods import METHODS
 
 MAX_NEW = 6
 
 
-@pytest.fixture(scope="session")
-def ov_model(tiny_onevision_dir, tiny_siglip_dir):
-    from rclib.models import load
-
-    return load(tiny_onevision_dir, text_encoder=tiny_siglip_dir, device="cpu", dtype=torch.float32)
-
-
 def test_full_is_identical_to_transformers_generate(ov_model, tiled_images):
-    encoded = ov_model.encode(tiled_images, QUESTIONS)
+    encoded = assert_full_is_transformers(ov_model, tiled_images, MAX_NEW)
     assert len(set(encoded.token_counts.tolist())) == 3, "three tile layouts, three token counts"
-    placeholders = (encoded.input_ids == ov_model.model.config.image_token_id).sum(1)
-    assert placeholders.tolist() == encoded.n_llm_tokens.tolist()
-    batch = ov_model.processor(images=tiled_images, text=encoded.prompts, padding=True, return_tensors="pt")
-    generated = ov_model.model.generate(**batch, do_sample=False, max_new_tokens=MAX_NEW)
-    ours = ov_model.generate_ids(encoded, ov_model.compress(encoded, "full"), MAX_NEW)
-    assert torch.equal(ours, generated[:, batch["input_ids"].shape[1]:])
 
 
 def test_shrunk_tiles_are_what_the_llm_reads(ov_model, tiled_images):
@@ -34,17 +22,7 @@ def test_shrunk_tiles_are_what_the_llm_reads(ov_model, tiled_images):
     encoded = ov_model.encode(tiled_images[2:], QUESTIONS[2:])
     tiles = int(encoded.token_counts[0]) - 64
     assert tiles < 4 * 64, "the 2 x 2 tiles were shrunk"
-    batch = ov_model.processor(images=tiled_images[2:], text=encoded.prompts, return_tensors="pt")
-    seen = []
-    hook = ov_model.model.model.language_model.register_forward_pre_hook(
-        lambda module, args, kwargs: seen.append(kwargs["inputs_embeds"].detach().clone()), with_kwargs=True)
-    try:
-        with torch.no_grad():
-            ov_model.model(**batch)
-    finally:
-        hook.remove()
-    embeds, _ = ov_model.llm_inputs(encoded, ov_model.compress(encoded, "full"))
-    torch.testing.assert_close(embeds, seen[0])
+    assert_llm_input_is_transformers(ov_model, tiled_images[2:], encoded)
 
 
 def test_importance_is_the_attention_each_patch_receives(ov_model):

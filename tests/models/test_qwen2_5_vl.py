@@ -2,7 +2,7 @@
 attention, no text tower (the LLM-side text score), M-RoPE positions kept, identity with transformers."""
 import pytest
 import torch
-from family_checks import QUESTIONS, assert_batch_equals_single
+from family_checks import QUESTIONS, assert_batch_equals_single, assert_full_is_transformers, transformers_generate
 
 from rclib.methods import METHODS
 
@@ -11,27 +11,9 @@ BEFORE_LLM = [m for m in METHODS if METHODS[m].placement == "before_llm" and "ta
               and m != "pool"]
 
 
-@pytest.fixture(scope="session")
-def qwen_model(tiny_qwen_dir):
-    from rclib.models import load
-
-    return load(tiny_qwen_dir, device="cpu", dtype=torch.float32)
-
-
-def transformers_generate(model, images, prompts):
-    batch = model.processor(images=images, text=prompts, padding=True, return_tensors="pt")
-    generated = model.model.generate(**batch, do_sample=False, max_new_tokens=MAX_NEW)
-    return generated[:, batch["input_ids"].shape[1]:]
-
-
 def test_full_is_identical_to_transformers_generate(qwen_model, tiled_images):
-    encoded = qwen_model.encode(tiled_images, QUESTIONS)
-    counts = encoded.token_counts.tolist()
+    encoded = assert_full_is_transformers(qwen_model, tiled_images, MAX_NEW)
     assert len({view[0] for view in encoded.views}) == 3, f"three image sizes, three grids: {encoded.views}"
-    placeholders = (encoded.input_ids == qwen_model.model.config.image_token_id).sum(1)
-    assert placeholders.tolist() == counts
-    ours = qwen_model.generate_ids(encoded, qwen_model.compress(encoded, "full"), MAX_NEW)
-    assert torch.equal(ours, transformers_generate(qwen_model, tiled_images, encoded.prompts))
 
 
 def test_kept_tokens_keep_their_mrope_positions(qwen_model, tiled_images):
