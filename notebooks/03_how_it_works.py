@@ -193,7 +193,7 @@ Markdown(f"On this image LOF counts {counts['lof']} outliers and IQR {counts['iq
 
 # %%
 released = {"preset": "released"}
-print("released text:", repr(model.encode(example.image, example.question, preset="released").texts[0]))
+print("released text:", repr(model.encode(example.image, example.question, preset="released").text_inputs[0]))
 cells = [Cell("question text (paper)", "rc"), Cell("released text", "rc", encode_options=released),
          Cell("released text + released rc", "rc", options=released, encode_options=released)]
 rows = [{"family": family, **row} for family in families
