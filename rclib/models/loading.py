@@ -33,6 +33,7 @@ TRANSFORMERS_TEXT_TOWERS = {  # config.json's model_type -> (transformers class,
     "clip": ("CLIPModel", TransformersTextTower),
     "siglip": ("SiglipModel", SiglipTextTower),
 }
+FLOATS = {"F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"}  # safetensors dtypes of weights rclib runs
 SHOWN_KEYS = 6  # weight names an error lists before "..."
 DTYPES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16,  # dtype= names, with the usual aliases
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -188,11 +189,16 @@ def check_weight_files(folder: Path, pattern: str = "*.safetensors") -> None:
 
     for path in sorted(folder.glob(pattern)):
         try:
-            with safe_open(path, framework="pt"):
-                pass
+            with safe_open(path, framework="pt") as weights:
+                kinds = {key: weights.get_slice(key).get_dtype() for key in weights.keys()}
         except Exception as error:  # safetensors' own SafetensorError, neither an OSError nor a ValueError
             raise ValueError(f"{str(path)!r} is not a readable safetensors file ({error}): it is damaged or "
                              "truncated; download or save it again") from error
+        whole = sorted(key for key, kind in kinds.items() if key.endswith(("weight", "bias")) and kind not in FLOATS)
+        if whole:
+            raise ValueError(f"{str(path)!r} holds weights that are not floating point ({listed(whole)}: "
+                             f"{kinds[whole[0]]}): a quantised or damaged checkpoint; pass one saved in float16, "
+                             "bfloat16 or float32")
 
 
 def listed(keys) -> str:
@@ -232,7 +238,17 @@ def from_pretrained_checked(cls, folder: Path, what: str, **options):
         if bars:
             transformers_logging.enable_progress_bar()
     check_coverage(info, folder, what)
+    check_finite_weights(model, folder, what)
     return model
+
+
+def check_finite_weights(model, folder: Path, what: str) -> None:
+    """Raise a ValueError naming the parameters of ``model`` that hold NaN or inf (a damaged checkpoint answers
+    nothing, silently, with them)."""
+    bad = [name for name, value in model.named_parameters() if not bool(torch.isfinite(value).all())]
+    if bad:
+        raise ValueError(f"the weights in {str(folder)!r} hold NaN or inf in {listed(bad)}: the {what} is damaged; "
+                         "download or save it again")
 
 
 def check_llava_folder(folder: Path) -> Family:

@@ -125,3 +125,18 @@ def test_a_mistyped_relative_path_is_not_looked_up_on_the_network(no_network, tm
         load("data/llava", text_encoder="shapes-clip", device="cpu")  # like owner/name, but data/ is a folder here
     with pytest.raises(CheckpointNotFound, match="'./llava' is not available: no such folder"):
         load("./llava", text_encoder="shapes-clip", device="cpu")
+
+
+def test_nan_or_integer_weights_are_refused_naming_them(tiny_llava_dir, tiny_clip_dir, tmp_path):
+    """A weight with NaN would make the model answer nothing, and integer weights garbage: both are refused with the
+    parameter and the file named."""
+    for damage, message in ((lambda t: t.fill_(float("nan")), "hold NaN or inf in .*lm_head.weight"),
+                            (lambda t: t.to(torch.int32), "not floating point .*lm_head.weight.*I32")):
+        folder = copy(tiny_llava_dir, tmp_path, message[:4])
+        path = folder / "model.safetensors"
+        weights = safetensors.torch.load_file(path)
+        key = next(k for k in weights if k.endswith("lm_head.weight"))
+        weights[key] = damage(weights[key].clone())
+        safetensors.torch.save_file(weights, path, metadata={"format": "pt"})
+        with pytest.raises(ValueError, match=message):
+            load(folder, text_encoder=tiny_clip_dir, device="cpu", dtype=torch.float32)
