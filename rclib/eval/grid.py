@@ -9,7 +9,6 @@ are rclib bench's: full once, "adaptive" only for the methods that choose K them
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from rclib.bench import DEFAULT_BUDGETS, BenchConfig, bench_cells
 from rclib.eval.benchmarks import ASSUMED_RATE, task_questions
+from rclib.eval.result_files import read_results
 from rclib.eval.shapesworld import GROUP as SHAPESWORLD
 from rclib.eval.shapesworld import tasks_dir
 from rclib.methods import METHODS
@@ -107,8 +107,8 @@ def finished(folder: Path, config: GridConfig, method: str, budget: str) -> bool
     """True when a results file in the cell's folder has the cell's model_args and limit and covers every task."""
     limit = float(config.limit) if config.limit else None
     for path in folder.rglob("*_results.json"):
-        results = json.loads(path.read_text())
-        if (results["config"]["model_args"] == model_args(config, method, budget)
+        results = read_results(path)  # a damaged file is named and skipped: the cell runs again
+        if results is not None and (results["config"].get("model_args") == model_args(config, method, budget)
                 and results["config"].get("limit") == limit and set(config.tasks) <= set(results["results"])):
             return True
     return False

@@ -14,28 +14,17 @@ from __future__ import annotations
 
 import csv
 import inspect
-import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rclib.eval.benchmarks import COLUMN_ORDER, REPORTED, REPORTED_MODEL, REPORTED_SOURCE, Benchmark, benchmark_for
 from rclib.eval.grid import NO_BUDGET
+from rclib.eval.result_files import read_results, result_files
 from rclib.methods import METHODS
 from rclib.methods.common import ADAPTIVE
 
 MEASURED = "measured"
 KEYS = ("source", "model", "method", "budget", "options", "limit", "visual_tokens")  # before the benchmarks' columns
-
-
-def result_files(folders: list[str | Path]) -> list[Path]:
-    """Every lmms-eval results file under the folders."""
-    files = []
-    for folder in map(Path, folders):
-        if not folder.is_dir():
-            raise ValueError(f"{folder} is not a folder; pass lmms-eval output folders (--output_path)")
-        files += sorted(folder.rglob("*_results.json"))
-    return files
 
 
 def rclib_defaults() -> dict:
@@ -131,21 +120,6 @@ def row_order(model: str, method: str, budget: str, options: str, limit: str) ->
     """By model and limit, then rclib's method order (other lmms-eval models last), budget, options."""
     position = list(METHODS).index(method) if method in METHODS else len(METHODS)
     return model, limit, position, method, budget_order(budget), options
-
-
-def read_results(path: Path) -> dict | None:
-    """An lmms-eval results file, or None (with one line on stderr naming it and why) if it is damaged."""
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(results, dict) or not isinstance(results.get("config"), dict) or \
-                not isinstance(results.get("results"), dict) or "model" not in results["config"]:
-            raise ValueError("no 'config' with a 'model', or no 'results': not an lmms-eval results file")
-        return results
-    except (OSError, UnicodeDecodeError, ValueError) as error:  # json.JSONDecodeError is a ValueError
-        reason = " ".join(str(error).split())
-        print(f"skipped {str(path)!r}: {reason}; rerun the cell that wrote it, or move the file away",
-              file=sys.stderr)
-        return None
 
 
 def measured_rows(folders: list[str | Path]) -> list[dict]:

@@ -113,3 +113,15 @@ def test_options_and_limit_get_columns_and_keep_share_of_full(tmp_path):
         ("full", "image_preprocess=pad,prompt_format=vicuna_v1", None, pytest.approx(100.0)),
         ("rc", "image_preprocess=pad,prompt_format=vicuna_v1", None, pytest.approx(75.0)),
         ("rc", "image_preprocess=pad,prompt_format=vicuna_v1", "200", None)]  # no full row run with --limit 200
+
+
+def test_a_damaged_results_file_does_not_stop_the_grid(tmp_path, capsys):
+    """rclib eval's resume check reads the cell's results files as the table does: a damaged one is named and the
+    cell counts as not finished (it runs again), instead of a KeyError stopping the whole grid."""
+    from rclib.eval.grid import GridConfig, finished
+
+    (tmp_path / "a_results.json").write_text('{"results": {}}')  # no "config"
+    (tmp_path / "b_results.json").write_text("{not json")
+    assert not finished(tmp_path, GridConfig(tasks=("mme",)), "rc", "64")
+    err = capsys.readouterr().err
+    assert "a_results.json" in err and "b_results.json" in err
