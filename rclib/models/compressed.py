@@ -321,6 +321,9 @@ class CompressedModel:
         [B, n_layers, N] (image token n entered layer l). scores: as in :meth:`compress`. Images with different
         token counts run group by group (:meth:`Encoded.groups`).
         """
+        if self.budget_scope == "crop":
+            raise ValueError(f"budget_scope='crop' shares a budget among the crops before the LLM; {method!r} prunes "
+                             "inside the LLM over all of an image's tokens: load the model with budget_scope='image'")
         groups = encoded.groups()
         if len(groups) > 1:
             parts = [self.generate_inside(encoded.subset(index), method, budget, max_new_tokens, scores, **options)

@@ -103,6 +103,8 @@ def test_a_budget_per_crop_gives_each_crop_its_share(tiny_next_dir, tiny_clip_di
         scores = encoded.cls_attn_head_mean[b, :len(crops)]
         top = scores[crops == 0].topk(shares[0]).indices  # the base view's own top tokens
         assert set(torch.nonzero(crops == 0).flatten()[top].tolist()) == set(result.kept_indices[b][:shares[0]].tolist())
+    with pytest.raises(ValueError, match="budget_scope='crop' shares a budget among the crops before the LLM"):
+        model.answer(tiled_images[0], QUESTIONS[0], method="fastv", budget=30, max_new_tokens=2)
     batch = model.answer(tiled_images, QUESTIONS, method="rc", max_new_tokens=MAX_NEW)
     for b in range(3):
         assert batch.texts[b] == model.answer(tiled_images[b], QUESTIONS[b], method="rc", max_new_tokens=MAX_NEW).texts[0]

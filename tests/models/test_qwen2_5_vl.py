@@ -98,3 +98,13 @@ def test_answer_json_without_a_text_encoder(tmp_path, tiny_qwen_dir, qwen_model,
     assert record["n_input_tokens"] == int(encoded.token_counts[0])
     assert 0 < record["n_output_tokens"] <= record["n_input_tokens"]
     assert record["kept_indices"] == sorted(record["kept_indices"])
+
+
+def test_positions_without_the_processors_token_types(qwen_model, tiled_images):
+    """A processor that gives no mm_token_type_ids (older ones): the types come from the image token, the same
+    positions."""
+    encoded = qwen_model.encode(tiled_images, QUESTIONS)
+    batch = qwen_model.processor(images=tiled_images, text=encoded.prompts, padding=True, return_tensors="pt")
+    given = qwen_model.family.positions(qwen_model.model, batch)
+    batch.pop("mm_token_type_ids")
+    assert torch.equal(qwen_model.family.positions(qwen_model.model, batch), given)

@@ -112,7 +112,10 @@ class Qwen2_5_VL(Family):
 
     def positions(self, model, batch: dict) -> torch.Tensor:
         """[3, B, L] the M-RoPE positions of the uncompressed prompt (zero at padding)."""
-        positions, _ = model.model.get_rope_index(batch["input_ids"], batch["mm_token_type_ids"],
+        types = batch.get("mm_token_type_ids")  # 1 on image tokens, 0 on text; older processors give none
+        if types is None:
+            types = (batch["input_ids"] == model.config.image_token_id).int()
+        positions, _ = model.model.get_rope_index(batch["input_ids"], types,
                                                   image_grid_thw=batch["image_grid_thw"],
                                                   attention_mask=batch["attention_mask"])
         return positions
