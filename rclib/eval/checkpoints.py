@@ -12,14 +12,9 @@ from pathlib import Path
 
 from rclib.models.families import FAMILIES
 from rclib.models.compressed import no_text_tower
-from rclib.models.registry import MODELS, TEXT_TOWERS, resolve
+from rclib.models.registry import CLIP_L14_336, LLAVA15_INPUT, MODELS, TEXT_TOWERS, is_llava15, resolve, vision_shape
 
-LLAVA15_INPUT = {"image_preprocess": "pad", "prompt_format": "vicuna_v1"}  # as LLaVA-1.5 was evaluated
 LLAVA15_TEXT_TOWERS = ("clip-vit-large-patch14-336", "open_clip-vit-large-patch14-336")
-LLAVA15_LLMS = {(4096, 32), (5120, 40)}  # Vicuna-7B, Vicuna-13B: (width, layers)
-CLIP_L14_336 = (336, 14, 1024, 24)  # image size, patch, width, layers of LLaVA-1.5's CLIP
-CLIP_VISION_DEFAULTS = {"image_size": 224, "patch_size": 32, "hidden_size": 768, "num_hidden_layers": 12}  # a
-# config.json leaves out what equals transformers' CLIPVisionConfig defaults (LlamaConfig's: width 4096, 32 layers)
 
 
 def config_of(source: str | Path, file: str = "config.json") -> dict | None:
@@ -36,22 +31,6 @@ def config_of(source: str | Path, file: str = "config.json") -> dict | None:
             return None
         path = Path(cached) if isinstance(cached, str) else None
     return json.loads(path.read_text(encoding="utf-8")) if path else None
-
-
-def vision_shape(vision: dict) -> tuple:
-    """(image size, patch, width, layers) of a transformers CLIP vision config."""
-    vision = {**CLIP_VISION_DEFAULTS, **vision}
-    return vision["image_size"], vision["patch_size"], vision["hidden_size"], vision["num_hidden_layers"]
-
-
-def is_llava15(config: dict | None) -> bool:
-    """LLaVA-1.5-7B or -13B: CLIP ViT-L/14-336 read at its second-to-last layer, a GELU MLP projector, Vicuna."""
-    if not config or config.get("model_type") != "llava":
-        return False
-    vision, text = config.get("vision_config") or {}, config.get("text_config") or {}
-    return (vision_shape(vision) == CLIP_L14_336 and config.get("vision_feature_layer", -2) == -2
-            and config.get("projector_hidden_act", "gelu") == "gelu" and text.get("model_type", "llama") == "llama"
-            and (text.get("hidden_size", 4096), text.get("num_hidden_layers", 32)) in LLAVA15_LLMS)
 
 
 def input_format(pretrained: str | Path) -> dict:

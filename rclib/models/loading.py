@@ -23,7 +23,7 @@ from rclib.models.families import FAMILIES, Family, family_of
 from rclib.models.compressed import CompressedModel, no_text_tower
 from rclib.models.prompts import check_input_format
 from rclib.models.manifest import check_pair
-from rclib.models.registry import MODELS, TEXT_TOWERS, ModelSpec, TextTowerSpec, resolve
+from rclib.models.registry import MODELS, TEXT_TOWERS, ModelSpec, TextTowerSpec, recognised_input, resolve
 from rclib.models.text import OpenClipTextTower, SiglipTextTower, TextTower, TransformersTextTower
 
 # What is fetched from the hub: configs, tokenizer files, safetensors weights; never pickled *.bin weights.
@@ -265,13 +265,14 @@ def check_llava_folder(folder: Path) -> Family:
     return FAMILIES[found]
 
 
-def load_llava(folder: Path, dtype: torch.dtype, family: Family):
+def load_llava(folder: Path, dtype: torch.dtype, family: Family, device_map: str | dict | None = None):
     """The checkpoint of ``folder`` as its family's transformers class (SDPA attention), its weights checked to
-    cover it."""
+    cover it; device_map: transformers' placement of its layers (None: leave it to the caller)."""
     import transformers
 
+    placement = {} if device_map is None else {"device_map": device_map}
     return from_pretrained_checked(getattr(transformers, family.model_class), folder, f"{family.title} checkpoint",
-                                   dtype=dtype, attn_implementation="sdpa")
+                                   dtype=dtype, attn_implementation="sdpa", **placement)
 
 
 def create_open_clip(name: str, weights: Path, device: torch.device, **options):
@@ -411,8 +412,9 @@ def load_text_tower(spec: TextTowerSpec, device: torch.device, dtype: torch.dtyp
 def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = None,
          device: torch.device | str | None = None, dtype: torch.dtype | str | None = None,
          image_preprocess: str | None = None, prompt_format: str | None = None, newlines: str = "rows",
-         text_score: str = "attention", budget_scope: str = "image") -> CompressedModel:
-    """A LLaVA with its CLIP text tower, ready to answer.
+         text_score: str = "attention", budget_scope: str = "image", device_map: str | dict | None = None
+         ) -> CompressedModel:
+    """A model of any family rclib runs with its text tower (where it has one), ready to answer.
 
     name_or_path: a name in ``rclib.models.registry.MODELS`` ("shapes", "llava-1.5-7b", ...), a hub id or
         a folder of a llava-hf format checkpoint.
@@ -425,6 +427,8 @@ def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = 
     newlines: for families whose LLM reads a row-end token after each row of tiles (LLaVA-NeXT): "rows" keeps
         one after each row that still holds a token after compression, "none" drops them (the peers' way).
     text_score: for families without a text tower (Qwen2.5-VL), the LLM-side text score (rclib.models.text_free).
+    device_map: transformers' placement of the checkpoint's layers ("auto": over every GPU, then CPU, for a model
+        larger than one GPU); None puts the whole model on ``device``.
     budget_scope: "image" spends a budget over all of an image's tokens; "crop" gives each crop of a tiled image
         (LLaVA-NeXT's base view and tiles) an equal share, as the peers' released LLaVA-NeXT code does.
     """
@@ -454,11 +458,13 @@ def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = 
                   if text_encoder is not None else None)
     from transformers import AutoProcessor
 
-    model = load_llava(llava_folder, dtype, family)
+    model = load_llava(llava_folder, dtype, family, device_map)
     processor = AutoProcessor.from_pretrained(llava_folder)
     complete_legacy_processor(processor, model.config)
-    defaults = registered or ModelSpec(name_or_path, text_encoder and str(text_encoder))  # crop, chat_template
-    return CompressedModel(model.to(device), processor, text_tower, name=str(name_or_path),
+    defaults = registered or ModelSpec(name_or_path, text_encoder and str(text_encoder),  # crop, chat_template
+                                       **recognised_input(read_json(llava_folder / "config.json")))  # or LLaVA-1.5's
+    return CompressedModel(model if device_map is not None else model.to(device), processor, text_tower,
+                           name=str(name_or_path),
                            text_encoder_name=str(text_encoder or ""),
                            image_preprocess=image_preprocess or defaults.image_preprocess,
                            prompt_format=prompt_format or defaults.prompt_format, newlines=newlines,

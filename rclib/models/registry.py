@@ -80,3 +80,32 @@ MODELS: dict[str, ModelSpec] = {
     "qwen2.5-vl-3b": ModelSpec("Qwen/Qwen2.5-VL-3B-Instruct", None),
     "qwen2.5-vl-7b": ModelSpec("Qwen/Qwen2.5-VL-7B-Instruct", None),
 }
+
+
+LLAVA15_INPUT = {"image_preprocess": "pad", "prompt_format": "vicuna_v1"}  # as LLaVA-1.5 was evaluated
+LLAVA15_LLMS = {(4096, 32), (5120, 40)}  # Vicuna-7B, Vicuna-13B: (width, layers)
+CLIP_L14_336 = (336, 14, 1024, 24)  # image size, patch, width, layers of LLaVA-1.5's CLIP
+CLIP_VISION_DEFAULTS = {"image_size": 224, "patch_size": 32, "hidden_size": 768, "num_hidden_layers": 12}  # a
+# config.json leaves out what equals transformers' CLIPVisionConfig defaults (LlamaConfig's: width 4096, 32 layers)
+
+
+def vision_shape(vision: dict) -> tuple:
+    """(image size, patch, width, layers) of a transformers CLIP vision config."""
+    vision = {**CLIP_VISION_DEFAULTS, **vision}
+    return vision["image_size"], vision["patch_size"], vision["hidden_size"], vision["num_hidden_layers"]
+
+
+def is_llava15(config: dict | None) -> bool:
+    """LLaVA-1.5-7B or -13B: CLIP ViT-L/14-336 read at its second-to-last layer, a GELU MLP projector, Vicuna."""
+    if not config or config.get("model_type") != "llava":
+        return False
+    vision, text = config.get("vision_config") or {}, config.get("text_config") or {}
+    return (vision_shape(vision) == CLIP_L14_336 and config.get("vision_feature_layer", -2) == -2
+            and config.get("projector_hidden_act", "gelu") == "gelu" and text.get("model_type", "llama") == "llama"
+            and (text.get("hidden_size", 4096), text.get("num_hidden_layers", 32)) in LLAVA15_LLMS)
+
+
+def recognised_input(config: dict | None) -> dict:
+    """LLaVA-1.5's image preprocessing and prompt for a checkpoint whose config is LLaVA-1.5's, else {}: a LLaVA-1.5
+    outside the registry (a folder, a hub id) is run as the paper ran it."""
+    return dict(LLAVA15_INPUT) if is_llava15(config) else {}

@@ -83,3 +83,16 @@ def test_legacy_processor_is_completed_to_expand_the_image_token(tiny_model, tin
     complete_legacy_processor(legacy, tiny_model.model.config)
     ids = legacy(images=tiny_images[:1], text=["USER: <image>\nwhat ? ASSISTANT:"], return_tensors="pt")["input_ids"]
     assert int((ids == tiny_model.model.config.image_token_id).sum()) == 64
+
+
+def test_a_llava15_outside_the_registry_gets_the_papers_input(tiny_llava_dir, tiny_clip_dir, monkeypatch):
+    """A folder whose config is LLaVA-1.5's is run as the paper ran it (pad to square, vicuna_v1), wherever it lies;
+    any other folder with its own processor and chat template; device_map places the layers (here all on the CPU)."""
+    from rclib.models import registry
+
+    plain = load(tiny_llava_dir, text_encoder=tiny_clip_dir, device="cpu", device_map="cpu")
+    assert (plain.image_preprocess, plain.prompt_format) == ("crop", "chat_template")
+    assert plain.model.device.type == "cpu"
+    monkeypatch.setattr(registry, "is_llava15", lambda config: config.get("model_type") == "llava")
+    recognised = load(tiny_llava_dir, text_encoder=tiny_clip_dir, device="cpu")
+    assert (recognised.image_preprocess, recognised.prompt_format) == ("pad", "vicuna_v1")
