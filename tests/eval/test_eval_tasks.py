@@ -80,7 +80,8 @@ def test_grid_skips_finished_cells_and_goes_on_past_a_failed_one(tmp_path, monke
     def write_results(cell: str, method: str, budget: str, limit=None) -> None:
         (tmp_path / cell / "shapes").mkdir(parents=True, exist_ok=True)
         (tmp_path / cell / "shapes" / f"{limit}_results.json").write_text(json.dumps(
-            {"results": {"pope": {}}, "config": {"model_args": model_args(config, method, budget), "limit": limit}}))
+            {"results": {"pope": {}},
+             "config": {"model": "rclib", "model_args": model_args(config, method, budget), "limit": limit}}))
 
     write_results("full_all", "full", "all")  # finished before
     write_results("rc_8", "rc", "8", limit=20.0)  # a quick look with --limit 20: not the cell's results
