@@ -18,7 +18,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
+
+from rclib.models.prompts import display_pixels
 
 
 @dataclass(frozen=True)
@@ -78,16 +79,6 @@ def view_maps(values, places, views: list[tuple[int, int]]) -> list[np.ndarray]:
 def token_count(views: list[View]) -> int:
     """The tokens the views hold: the image's real ones, 0..n-1 (a batch pads the rest)."""
     return 1 + max(int(view.cells.max()) for view in views)
-
-
-def display_pixels(image_processor, pixels: torch.Tensor) -> np.ndarray:
-    """The processor's pixels [..., 3, H, W] as uint8 [..., H, W, 3]: its normalisation and rescale undone."""
-    pixels = pixels.float().cpu().movedim(-3, -1)  # [..., 3, H, W] -> [..., H, W, 3]
-    if image_processor.do_normalize:
-        pixels = pixels * torch.tensor(image_processor.image_std) + torch.tensor(image_processor.image_mean)
-    if image_processor.do_rescale:
-        pixels = pixels / image_processor.rescale_factor
-    return pixels.round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def tile_grid(n_tiles: int, side: int, tiles: tuple[int, int]) -> tuple[int, int]:

@@ -69,14 +69,16 @@ class Encoded:
             by_count.setdefault(count, []).append(b)
         return list(by_count.values())
 
+    def per_token(self, value) -> bool:
+        """True for a field with a value per token: a tensor [B, N, ...]."""
+        return isinstance(value, torch.Tensor) and value.dim() > 1 and value.shape[1] == self.n_tokens
+
     def tokens_at(self, index: torch.Tensor) -> Encoded:
         """This one-image batch with only its tokens ``index`` [n] (no grid: a subset of tokens is none)."""
         assert len(self) == 1, "tokens_at takes the tokens of one image"
 
         def take(value):
-            if isinstance(value, torch.Tensor) and value.dim() > 1 and value.shape[1] == self.n_tokens:
-                return value[:, index.to(value.device)]
-            return value
+            return value[:, index.to(value.device)] if self.per_token(value) else value
 
         changed = {f.name: take(getattr(self, f.name)) for f in fields(self)
                    if f.name not in ("input_ids", "attention_mask", "grid", "token_counts")}
@@ -92,8 +94,9 @@ class Encoded:
                 return [value[b] for b in index]
             if not isinstance(value, torch.Tensor):
                 return value
+            per_token = self.per_token(value)
             value = value[rows.to(value.device)]
-            return value[:, :n] if value.dim() > 1 and value.shape[1] == self.n_tokens else value
+            return value[:, :n] if per_token else value
 
         changed = {f.name: take(getattr(self, f.name)) for f in fields(self)
                    if f.name not in ("input_ids", "attention_mask", "pixel_values", "grid")}

@@ -23,10 +23,10 @@ from rclib.methods.common import keep_and_drop
 from rclib.models.batch import Encoded, LLMInput, Run, stack_rows, text_and_rope_positions
 from rclib.models.crops import BUDGET_SCOPES, compress_by_crop
 from rclib.models.families import family_of
-from rclib.models.families.base import (image_span, left_pad, pad_rows, row_ends, slot_rows, slots_with_row_ends,
+from rclib.models.families.base import (left_pad, pad_rows, placeholder_span, row_ends, slot_rows, slots_with_row_ends,
                                         with_row_ends)
 from rclib.models.llm_pruning import generate_pruned
-from rclib.models.prompts import build_prompt, check_input_format, preprocess_image
+from rclib.models.prompts import build_prompt, check_input_format, display_pixels, preprocess_image
 from rclib.models.text import TextOptions, TextTower, text_similarity
 from rclib.models.text_free import (ATTENTION_LAYER, TEXT_SCORES, attention_score, content_tokens, embedding_score,
                                    layer_attention, question_ids, question_places)
@@ -260,11 +260,8 @@ class CompressedModel:
         for b, (sequence, slots) in enumerate(self.image_sequences(encoded, result)):
             real = encoded.attention_mask[b].bool()
             ids = encoded.input_ids[b][real].to(self.device)  # this prompt, unpadded
-            start, end = image_span(ids, self.model.config.image_token_id)
             expected = int(encoded.n_llm_tokens[b]) if encoded.n_llm_tokens is not None else encoded.n_tokens
-            if end - start != expected:
-                raise ValueError(f"expected one run of {expected} image tokens in the prompt, found {end - start}; "
-                                 "put exactly one image placeholder in each prompt")
+            start, end = placeholder_span(ids, self.model.config.image_token_id, expected)
             rows.append(torch.cat([embed(ids[:start]), sequence, embed(ids[end:])]))
             places.append(torch.cat([slots.new_full((start,), -1), slots, slots.new_full((len(ids) - end,), -1)]))
             if encoded.llm_positions is not None:
@@ -388,10 +385,4 @@ class CompressedModel:
         statistics are those of the processor that made ``encoded.pixel_values``.
         """
         processor = self.processor.image_processor
-        pixels = self.family.display_images(processor, encoded.pixel_values, encoded.views)  # [B, 3, H, W]
-        pixels = pixels.float().cpu().permute(0, 2, 3, 1)  # [B, 3, H, W] -> [B, H, W, 3]
-        if processor.do_normalize:
-            pixels = pixels * torch.tensor(processor.image_std) + torch.tensor(processor.image_mean)
-        if processor.do_rescale:
-            pixels = pixels / processor.rescale_factor
-        return pixels.round().clamp(0, 255).to(torch.uint8).numpy()
+        return display_pixels(processor, self.family.display_images(processor, encoded.pixel_values, encoded.views))

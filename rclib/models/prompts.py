@@ -1,7 +1,10 @@
 """The prompt and the image as a checkpoint's processor should receive them: LLaVA-1.5's evaluation prompt or the
-checkpoint's chat template, the processor's crop or LLaVA-1.5's pad-to-square."""
+checkpoint's chat template, the processor's crop or LLaVA-1.5's pad-to-square; and the processor's pixels
+undone, for figures."""
 from __future__ import annotations
 
+import numpy as np
+import torch
 from PIL import Image
 
 from rclib.images import read_image
@@ -62,3 +65,13 @@ def preprocess_image(image, image_preprocess: str, image_processor):
 
     pil = image if isinstance(image, Image.Image) else to_pil_image(image)
     return pad_to_square(pil.convert("RGB"), mean_colour(image_processor))
+
+
+def display_pixels(image_processor, pixels: torch.Tensor) -> np.ndarray:
+    """The processor's pixels [..., 3, H, W] as uint8 [..., H, W, 3]: its normalisation and rescale undone."""
+    pixels = pixels.float().cpu().movedim(-3, -1)  # [..., 3, H, W] -> [..., H, W, 3]
+    if image_processor.do_normalize:
+        pixels = pixels * torch.tensor(image_processor.image_std) + torch.tensor(image_processor.image_mean)
+    if image_processor.do_rescale:
+        pixels = pixels / image_processor.rescale_factor
+    return pixels.round().clamp(0, 255).to(torch.uint8).numpy()

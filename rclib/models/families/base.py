@@ -157,6 +157,15 @@ def image_span(ids: torch.Tensor, image_token_id: int) -> tuple[int, int]:
     return int(positions[0]), int(positions[-1]) + 1
 
 
+def placeholder_span(ids: torch.Tensor, image_token_id: int, n_tokens: int) -> tuple[int, int]:
+    """The run of image placeholders in a 1-D row of token ids, checked to hold ``n_tokens`` of them."""
+    start, end = image_span(ids, image_token_id)
+    if end - start != n_tokens:
+        raise ValueError(f"expected one run of {n_tokens} image tokens in the prompt, found {end - start}; put "
+                         "exactly one image placeholder in each prompt")
+    return start, end
+
+
 def left_pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows [L_b, H] -> zero-padded on the left [B, L, H] and the attention mask [B, L] (1 = real)."""
     length = max(len(row) for row in rows)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from rclib.models.families.base import Family, VisualBatch, grid_places, image_span, left_pad
+from rclib.models.families.base import Family, VisualBatch, grid_places, left_pad, placeholder_span
 from rclib.models.vision import encode_vision
 
 
@@ -40,15 +40,6 @@ def splice_image_tokens(model, input_ids: torch.Tensor, attention_mask: torch.Te
         start, end = placeholder_span(ids, model.config.image_token_id, n_tokens)
         rows.append(torch.cat([embed(ids[:start]), image_embeds[b, :int(n_output[b])], embed(ids[end:])]))
     return left_pad(rows)
-
-
-def placeholder_span(ids: torch.Tensor, image_token_id: int, n_tokens: int) -> tuple[int, int]:
-    """The run of image placeholders in a 1-D row of token ids, checked to hold ``n_tokens`` of them."""
-    start, end = image_span(ids, image_token_id)
-    if end - start != n_tokens:
-        raise ValueError(f"expected one run of {n_tokens} image tokens in the prompt, found {end - start}; put "
-                         "exactly one image placeholder in each prompt")
-    return start, end
 
 
 class Llava(Family):
