@@ -60,6 +60,10 @@ class TrainConfig:
     shorten_min_tokens: int = 8  # smallest random budget; budgets are log-uniform in [shorten_min_tokens, P]
     merge_share: float = 0.5  # share of the shortened images whose left-out patches join random groups (means) instead of
     # being dropped
+    weighted_share: float = 0.5  # share of the merged images whose tokens are weighted sums of their groups (random
+    # Dirichlet weights, total mass log-uniform in merge_mass) instead of means: the field's merges emit both (an
+    # attention-weighted sum of the left-out tokens weighs ~0.01-0.6 of a patch, a centre plus its neighbours up to ~2)
+    merge_mass: tuple[float, float] = (0.01, 2.0)  # range of a weighted-sum token's total weight
     llava_from: str | None = None  # a saved LLaVA folder (a run's shapes-llava or checkpoints/llava-best): stage 3b
     # continues from it (stage 3a skipped); needs clip_from, the CLIP its vision tower was tied to
     clip_from: str | None = None  # a saved CLIPModel folder: skip stages 1-2 and start from it

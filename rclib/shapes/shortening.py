@@ -19,7 +19,10 @@ def random_shortening(batch: int, generator: torch.Generator, cfg: TrainConfig) 
     (the identity). Otherwise K_b is log-uniform in [shorten_min_tokens, P], the K_b anchors are uniformly random
     patches in raster order, and either the other patches are dropped (a random subset), or, with probability
     merge_share, each of them joins a uniformly random anchor with a probability u_b ~ U(0, 1) (else dropped) and
-    each token is the mean of its group. Nothing here reads a score, a question, an answer or any method's rule."""
+    each token is the mean of its group, or, with probability weighted_share, a weighted sum of its group: random
+    Dirichlet(1) weights times a total mass log-uniform in cfg.merge_mass (the field's merged tokens are sums as
+    well as means: an attention-weighted sum of the left-out tokens can weigh almost nothing, a centre plus its
+    neighbours nearly two). Nothing here reads a score, a question, an answer or any method's rule."""
     rows = []
     for _ in range(batch):
         if torch.rand((), generator=generator) >= cfg.shorten_share:
@@ -30,13 +33,20 @@ def random_shortening(batch: int, generator: torch.Generator, cfg: TrainConfig) 
         anchors = torch.randperm(NUM_PATCHES, generator=generator)[:k].sort().values
         group = torch.full((NUM_PATCHES,), -1)
         group[anchors] = torch.arange(k)
-        if torch.rand((), generator=generator) < cfg.merge_share:
+        merged = bool(torch.rand((), generator=generator) < cfg.merge_share)
+        if merged:
             joins = (group < 0) & (torch.rand(NUM_PATCHES, generator=generator) < torch.rand((), generator=generator))
             group[joins] = torch.randint(k, (int(joins.sum()),), generator=generator)
         member = torch.nonzero(group >= 0).flatten()
         weights = torch.zeros(k, NUM_PATCHES)
         weights[group[member], member] = 1
-        rows.append(weights / weights.sum(-1, keepdim=True))
+        if merged and torch.rand((), generator=generator) < cfg.weighted_share:
+            weights = weights * -torch.rand(k, NUM_PATCHES, generator=generator).log()  # Exp(1): Dirichlet(1) mixes
+            low, high = (math.log(m) for m in cfg.merge_mass)
+            mass = (low + (high - low) * torch.rand(k, 1, generator=generator)).exp()  # [k, 1] each token's total
+        else:
+            mass = 1.0
+        rows.append(weights / weights.sum(-1, keepdim=True) * mass)
     out = torch.zeros(batch, max(len(w) for w in rows), NUM_PATCHES)
     for b, weights in enumerate(rows):
         out[b, : len(weights)] = weights

@@ -229,21 +229,33 @@ def test_shortened_conversations_point_at_the_same_words_and_tokens(setup):
     assert torch.equal(short.named[0], expected) and short.named.shape[-1] == weights.shape[1]
 
 
-def test_random_shortening_keeps_order_and_mixes_means(setup):
+def test_random_shortening_keeps_order_and_mixes_means_and_weighted_sums(setup):
     from dataclasses import replace
 
     from rclib.shapes.recipe import TrainConfig
     from rclib.shapes.shortening import random_shortening
 
-    weights = random_shortening(16, torch.Generator().manual_seed(0), replace(TrainConfig(), shorten_share=0.5))
-    full = [b for b in range(16) if weights.shape[1] == NUM_PATCHES and torch.equal(weights[b], torch.eye(NUM_PATCHES))]
-    assert 0 < len(full) < 16, "a share of the rows keeps every patch, the rest are shortened"
-    for b in range(16):
+    cfg = replace(TrainConfig(), shorten_share=0.5)
+    weights = random_shortening(64, torch.Generator().manual_seed(0), cfg)
+    full = [b for b in range(64) if weights.shape[1] == NUM_PATCHES and torch.equal(weights[b], torch.eye(NUM_PATCHES))]
+    assert 0 < len(full) < 64, "a share of the rows keeps every patch, the rest are shortened"
+    kinds = set()
+    for b in range(64):
         rows = weights[b][weights[b].sum(-1) > 0]
-        torch.testing.assert_close(rows.sum(-1), torch.ones(len(rows)))  # each token a mean of its group
-        if ((rows > 0).sum(-1) == 1).all():  # a subset: its patches in raster order
+        members = rows > 0
+        mass = rows.sum(-1)
+        if torch.allclose(mass, torch.ones(len(rows))):
+            equal = torch.where(members, rows, rows.max(-1, keepdim=True).values)
+            torch.testing.assert_close(equal, rows.max(-1, keepdim=True).values.expand_as(rows))  # means
+            kinds.add("subset" if (members.sum(-1) == 1).all() else "means")
+        else:  # weighted sums: any total weight in merge_mass, unequal weights within a group
+            low, high = cfg.merge_mass
+            assert ((mass >= low * 0.999) & (mass <= high * 1.001)).all()
+            kinds.add("sums")
+        if (members.sum(-1) == 1).all():  # a subset: its patches in raster order
             assert (rows.argmax(-1).diff() > 0).all(), "tokens keep the patches' raster order"
         assert ((weights[b] > 0).sum(0) <= 1).all(), "a patch belongs to one token at most"
+    assert kinds == {"subset", "means", "sums"}, kinds
 
 
 def test_questions_whose_evidence_the_shortened_image_lost_get_no_target(setup):
