@@ -335,10 +335,10 @@ def preflight(args) -> None:
 
     check_numbers(args)
     check_method_choice(args)
-    if hasattr(args, "prompt_format"):  # the commands that load a model: answer, demo, bench
-        check_model_files(args.model, args.text_encoder)
     if getattr(args, "question", None) is not None:
         check_question_text(args.question)
+    if hasattr(args, "prompt_format"):  # the commands that load a model: answer, demo, bench
+        check_model_files(args.model, args.text_encoder, getattr(args, "question", None), args.prompt_format)
     if getattr(args, "image", None) is not None:
         args.image_read = open_image(args.image)  # read once: a pipe cannot be read again
     for folder in getattr(args, "folders", None) or ():
@@ -354,17 +354,24 @@ def preflight(args) -> None:
             check_output_folder(Path(args.out) / name, "demo")
 
 
-def check_model_files(model: str, text_encoder: str | None) -> None:
+def check_model_files(model: str, text_encoder: str | None, question: str | None = None,
+                      prompt_format: str | None = None) -> None:
     """A local model folder (given, or a registry name's) is of a family rclib runs, with readable safetensors headers
-    and the tokenizer and image processor files it needs; a local transformers text tower folder has its tokenizer
-    files. Hub ids are checked when loading."""
-    from rclib.models.loading import check_llava_folder, check_processor_files
-    from rclib.models.registry import MODELS, TEXT_TOWERS, resolve
+    and the tokenizer and image processor files it needs, and the question passes what its files alone can check
+    (``check_question_files``); a local transformers text tower folder has its tokenizer files. Hub ids are checked
+    when loading."""
+    from rclib.models.loading import check_llava_folder, check_processor_files, read_json
+    from rclib.models.registry import MODELS, TEXT_TOWERS, recognised_input, resolve
+    from rclib.questions import check_question_files
 
     folder = Path(resolve(MODELS[model].llava)) if model in MODELS else Path(model).expanduser()
     if folder.is_dir() and (folder / "config.json").is_file():
         check_llava_folder(folder)
         check_processor_files(folder)
+        if question is not None:
+            prompt_format = prompt_format or (MODELS[model].prompt_format if model in MODELS else
+                                              recognised_input(read_json(folder / "config.json")).get("prompt_format"))
+            check_question_files(folder, question, prompt_format)
     text_encoder = text_encoder or (MODELS[model].text_tower if model in MODELS else None)
     tower = TEXT_TOWERS.get(text_encoder)
     folder = Path(resolve(tower.source)) if tower else Path(text_encoder).expanduser() if text_encoder else None

@@ -2,6 +2,9 @@
 
 - :func:`check_question_text` needs no model (the CLI runs it before loading one): a question must be
   text, valid UTF-8, without control characters, and not empty or only whitespace and invisible characters.
+- :func:`check_question_files` needs only a local checkpoint's files (the CLI runs it before loading): the special
+  tokens its tokenizer files list, the role words of LLaVA-1.5's prompt, and a question longer than the LLM's
+  whole context, refused in a second instead of after the model loads.
 - :func:`check_questions` needs the loaded model: every question of a batch (``CompressedModel.encode``'s) through
   :func:`check_question_text` and the chat-marker check below, the error naming ``questions[i]``.
 - :func:`check_question` needs the loaded model: the prompt (with the N image tokens and room for the
@@ -16,11 +19,13 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 SLOT = "RCLIBQUESTIONSLOT"  # stands in for the question when the prompt template is rendered
 ROLE_MARKER = re.compile(r"\b([A-Za-z][A-Za-z_]*)\s*:")  # "USER:", "ASSISTANT:", "### Human:" in a template
 ALLOWED_CONTROL = "\n\t\r"
 INVISIBLE_CATEGORIES = {"Cc", "Cf", "Zs", "Zl", "Zp", "Mn", "Me"}  # controls, zero-width / format, spaces, lone marks
+ANSWER_TOKENS = 32  # tokens kept for the answer when a question's length is checked (rclib answer's default)
 FILLERS = set("\u115f\u1160\u3164\uffa0\u2800\u17b4\u17b5")  # blank letters: Hangul fillers, braille blank, Khmer
 
 
@@ -91,10 +96,16 @@ def chat_markers(tokenizer, template: str) -> tuple[list[str], list[str]]:
     words followed by a colon in ``template`` (the prompt rendered with SLOT as the question)."""
     specials = sorted({*tokenizer.all_special_tokens, *(t.content for t in tokenizer.added_tokens_decoder.values())},
                       key=len, reverse=True)
+    return specials, role_words(template, specials)
+
+
+def role_words(template: str, specials: list[str]) -> list[str]:
+    """The words followed by a colon in a prompt ``template`` rendered with SLOT as the question, special tokens
+    left out: the turn markers a question must not hold."""
     frame = template.replace(SLOT, " ")
     for token in specials:
         frame = frame.replace(token, " ")
-    return specials, sorted(set(ROLE_MARKER.findall(frame)))
+    return sorted(set(ROLE_MARKER.findall(frame)))
 
 
 def check_markers(question: str, specials: list[str], roles: list[str]) -> None:
@@ -108,6 +119,58 @@ def check_markers(question: str, specials: list[str], roles: list[str]) -> None:
         if found:
             raise ValueError(f"the question contains {found.group()!r}, the marker of a turn in the model's chat "
                              "format; it would start a new turn and steer the answer: rephrase without it")
+
+
+def check_question_files(folder: Path, question: str, prompt_format: str, max_new_tokens: int = ANSWER_TOKENS) -> None:
+    """Before any model loads: raise the ValueError :func:`check_question` would, where a local checkpoint folder's
+    files alone show the fault: a token its tokenizer files add (``<image>``, ``</s>``), a role word of its prompt
+    (vicuna_v1, or the chat template the folder holds), or a question that alone fills the LLM's context. The
+    loaded model checks the rest (the whole prompt with the image's tokens)."""
+    from rclib.models.loading import read_json, read_json_if_any
+    from rclib.models.prompts import vicuna_v1_prompt
+
+    added = []
+    for name, key in (("tokenizer.json", "added_tokens"), ("tokenizer_config.json", "added_tokens_decoder")):
+        entries = read_json_if_any(folder / name).get(key) or []
+        if entries:
+            added += [entry["content"] for entry in (entries.values() if isinstance(entries, dict) else entries)]
+    specials = sorted(set(added), key=len, reverse=True)
+    template = vicuna_v1_prompt("", SLOT) if prompt_format == "vicuna_v1" else rendered_chat_template(folder)
+    check_markers(question, specials, role_words(template, specials) if template else [])
+    if not (folder / "tokenizer.json").is_file() or not (folder / "config.json").is_file():
+        return
+    from tokenizers import Tokenizer  # the Rust tokenizer alone: no torch, no transformers
+
+    config = read_json(folder / "config.json")
+    context = (config.get("text_config") or {}).get("max_position_embeddings") or config.get("max_position_embeddings")
+    tokens = len(Tokenizer.from_file(str(folder / "tokenizer.json")).encode(question, add_special_tokens=False).ids)
+    if context and tokens > context - max_new_tokens:
+        raise ValueError(f"the question is too long: it alone takes {tokens} tokens but the LLM reads {context}, "
+                         f"{max_new_tokens} of them kept for the answer, and the image's tokens besides: shorten "
+                         f"the question by {tokens - context + max_new_tokens} tokens or more")
+
+
+def rendered_chat_template(folder: Path) -> str | None:
+    """The chat template of a checkpoint folder rendered for one user turn (an image, then SLOT) and the reply's
+    start, as transformers renders it (a sandboxed Jinja environment); None without a template or if it does not
+    render outside transformers (the loaded model's check then finds its role words)."""
+    from jinja2 import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from rclib.models.loading import read_json_if_any
+
+    path = folder / "chat_template.jinja"
+    source = path.read_text(encoding="utf-8") if path.is_file() else (
+        read_json_if_any(folder / "chat_template.json").get("chat_template")
+        or read_json_if_any(folder / "tokenizer_config.json").get("chat_template"))
+    if not isinstance(source, str):
+        return None
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": SLOT}]}]
+    try:
+        template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(source)
+        return template.render(messages=messages, add_generation_prompt=True)
+    except (TemplateError, TypeError, ValueError):
+        return None
 
 
 def text_token_count(tower, text: str) -> int:

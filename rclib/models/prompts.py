@@ -23,11 +23,16 @@ def build_prompt(processor, question: str, prompt_format: str = "chat_template")
     processor without one gets LLaVA-1.5's plain "USER: <image>\n{question} ASSISTANT:".
     """
     if prompt_format == "vicuna_v1":
-        return f"{SYSTEM_PROMPT} USER: {processor.image_token}\n{question} ASSISTANT:"
+        return vicuna_v1_prompt(processor.image_token, question)
     if processor.chat_template:
         conversation = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         return processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
     return f"USER: {processor.image_token}\n{question} ASSISTANT:"
+
+
+def vicuna_v1_prompt(image_token: str, question: str) -> str:
+    """LLaVA-1.5's evaluation prompt: its system prompt, then " USER: <image>\n{question} ASSISTANT:"."""
+    return f"{SYSTEM_PROMPT} USER: {image_token}\n{question} ASSISTANT:"
 
 
 def check_input_format(image_preprocess: str | None, prompt_format: str | None) -> None:
