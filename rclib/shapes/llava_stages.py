@@ -128,7 +128,8 @@ def train_llava(llava, layout: PromptLayout, bank: SceneBank, features: torch.Te
             shortened = first_token_accuracy(llava, layout, eval_bank, eval_features, keep=SELECTION_TOKENS)
             accuracy["selection"] = round((accuracy["mean"] + shortened["mean"]) / 2, 3)
             log(f"llava step {stage.step}: answer loss {answer_loss.item():.3f} total {loss.item():.3f}, held-out "
-                f"first-token accuracy {accuracy}, with {SELECTION_TOKENS} random patches {shortened}")
+                f"first-token accuracy {accuracy}, with {SELECTION_TOKENS} random patches {shortened}"
+                + (f"; {stage.skipped} steps skipped (loss or gradient not finite)" if stage.skipped else ""))
             if accuracy["selection"] > best.get("selection", -1.0):
                 best, best_state = accuracy, copy.deepcopy(llava.state_dict())
                 llava.save_pretrained(checkpoint_dir / "llava-best")

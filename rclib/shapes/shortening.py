@@ -41,7 +41,8 @@ def random_shortening(batch: int, generator: torch.Generator, cfg: TrainConfig) 
         weights = torch.zeros(k, NUM_PATCHES)
         weights[group[member], member] = 1
         if merged and torch.rand((), generator=generator) < cfg.weighted_share:
-            weights = weights * -torch.rand(k, NUM_PATCHES, generator=generator).log()  # Exp(1): Dirichlet(1) mixes
+            uniform = torch.rand(k, NUM_PATCHES, generator=generator).clamp(min=1e-12)  # rand can return 0: no inf
+            weights = weights * -uniform.log()  # Exp(1) draws: Dirichlet(1) mixes within each group
             low, high = (math.log(m) for m in cfg.merge_mass)
             mass = (low + (high - low) * torch.rand(k, 1, generator=generator)).exp()  # [k, 1] each token's total
         else:

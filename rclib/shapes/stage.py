@@ -34,6 +34,7 @@ class Stage:
         self.optimizer, self.seconds, self.steps, self.warmup = optimizer, 60 * minutes, steps, warmup_share
         self.base = [group["lr"] for group in optimizer.param_groups]
         self.start, self.step = time.time(), 0
+        self.skipped = 0  # steps whose loss or gradient was not finite: no update
 
     @property
     def progress(self) -> float:
@@ -44,13 +45,19 @@ class Stage:
         return self.progress >= 1
 
     def update(self, loss: torch.Tensor, params) -> None:
-        """One step on `loss`: gradients clipped to norm 1, learning rate set from the progress."""
+        """One step on `loss`: gradients clipped to norm 1, learning rate set from the progress. A loss or gradient
+        that is not finite updates nothing (counted in `skipped`): one bad batch never poisons the weights."""
         p = self.progress
         factor = (p + 1e-3) / self.warmup if p < self.warmup else 0.5 * (1 + math.cos(math.pi * (p - self.warmup) / (1 - self.warmup)))
         for group, base in zip(self.optimizer.param_groups, self.base):
             group["lr"] = base * min(1.0, factor)
         self.optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        self.optimizer.step()
         self.step += 1
+        if not torch.isfinite(loss):
+            self.skipped += 1
+            return
+        loss.backward()
+        if not torch.isfinite(torch.nn.utils.clip_grad_norm_(params, 1.0)):
+            self.skipped += 1
+            return
+        self.optimizer.step()

@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-scenes", type=int, default=None, help="precomputed training scenes")
     parser.add_argument("--llava-from", default=None, help="a saved LLaVA folder (e.g. a run's checkpoints/llava-best): "
                         "continue stage 3b from it; needs --clip-from")
+    parser.add_argument("--llava-lr", type=float, default=None, help="peak learning rate of stage 3b (default "
+                        f"{TrainConfig.llava_lr}; lower to fine-tune a saved LLaVA gently)")
     parser.add_argument("--seed", type=int, default=None, help="world stream of the training scenes and torch seed "
                         "(default 0)")
     args = parser.parse_args(argv)
@@ -179,6 +181,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = replace(cfg, llava_from=args.llava_from)
     if args.seed is not None:
         cfg = replace(cfg, seed=args.seed)
+    if args.llava_lr is not None:
+        cfg = replace(cfg, llava_lr=args.llava_lr)
     out = args.out or (Path(tempfile.mkdtemp(prefix="shapes-quick-")) if args.quick else RUN_OUT)
     train(out, quick=args.quick, config=cfg)
     print(f"saved to {out}")
