@@ -72,3 +72,15 @@ def test_processor_matches_training_normalisation(quick_run):
     expected = pixel_values(torch.from_numpy(image)[None])
     actual = processor.image_processor(images=[Image.fromarray(image)], return_tensors="pt")["pixel_values"]
     assert torch.allclose(actual, expected, atol=1e-5)
+
+
+def test_a_step_with_a_loss_or_gradient_that_is_not_finite_updates_nothing():
+    from rclib.shapes.stage import Stage
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    stage = Stage(torch.optim.AdamW([weight], lr=0.1), minutes=10, steps=100, warmup_share=0.0)
+    stage.update((weight * float("nan")).sum(), [weight])  # loss NaN
+    stage.update((weight - 1).abs().sqrt().sum(), [weight])  # loss 0, gradient NaN
+    assert torch.equal(weight.detach(), torch.ones(3)) and stage.skipped == 2 and stage.step == 2
+    stage.update(weight.sum(), [weight])
+    assert (weight.detach() < 1).all() and stage.skipped == 2
