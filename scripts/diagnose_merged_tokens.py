@@ -4,7 +4,7 @@ over), as they are and with that one slot removed, at each budget, beside the to
 merged tokens. A patch has mass 1, a mean of patches too; the extra token's mass is the attention the left-over
 tokens hold, which shrinks towards 0 as the budget grows: an input unlike any patch or mean of patches.
 
-    python scripts/diagnose_merged_tokens.py [--model shapes] [--family attribute] [--n 200] [--seed 1234]
+    python scripts/diagnose_merged_tokens.py [--model shapes] [--text-encoder DIR] [--family attribute] [--n 200]
 """
 import argparse
 import dataclasses
@@ -41,12 +41,13 @@ def slot_mass(model, samples: list, method: str, budget: int) -> dict[str, float
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="shapes")
+    parser.add_argument("--model", default="shapes", help="registry name or a shapes-llava folder")
+    parser.add_argument("--text-encoder", default=None, help="a folder's shapes-clip (default: the registry's)")
     parser.add_argument("--family", default="attribute")
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args()
-    model = rclib.load(args.model)
+    model = rclib.load(args.model, args.text_encoder)
     samples = sample_vqa(args.seed, args.n, families=(args.family,))
     cells = [cell for method in METHODS for budget in BUDGETS
              for cell in (Cell(f"{method} {budget}", method, budget),
