@@ -39,11 +39,11 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                kept_by="visual", controls=RC_CONTROLS, featured=True, style=PlotStyle("#e03131", "o", "-", width=2.0)),
     MethodSpec("prumerge", prumerge, "IQR outliers of [CLS] attention as centres, each merging its 32 nearest "
                "tokens by key, + 1 extra", "Shang et al., LLaVA-PruMerge, 2024 (arXiv 2403.15388)",
-               needs=("cls_attn", "keys"), adaptive=True, controls=PRUMERGE_CONTROLS, featured=True,
-               style=PlotStyle("#1971c2", "s", "-")),
+               needs=("cls_attn", "keys"), adaptive=True, scores="shared",  # its release reads RC's: the last layer
+               controls=PRUMERGE_CONTROLS, featured=True, style=PlotStyle("#1971c2", "s", "-")),
     MethodSpec("prumerge+", prumerge_plus, "PruMerge with spatially uniform extra centres",
                "Shang et al., LLaVA-PruMerge, 2024 (arXiv 2403.15388)", needs=("cls_attn", "keys"), adaptive=True,
-               controls=PRUMERGE_CONTROLS, style=PlotStyle("#4dabf7", "D", "--")),
+               scores="shared", controls=PRUMERGE_CONTROLS, style=PlotStyle("#4dabf7", "D", "--")),
     MethodSpec("fastervlm", fastervlm, "top-K tokens by [CLS] attention, original order, nothing merged",
                "Zhang et al., FasterVLM, 2024 (arXiv 2412.01818)", needs=("cls_attn",), scores="feature_layer",
                kept_by="visual", featured=True, style=PlotStyle("#2f9e44", "^", "-")),
@@ -67,6 +67,7 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                kept_by="DPP", style=PlotStyle("#d6336c", ">", "--")),
     MethodSpec("tome", tome, "rounds of bipartite soft matching by key cosine until K tokens, each the mean of "
                "its sources", "Bolya et al., Token Merging, ICLR 2023 (arXiv 2210.09461)", needs=("keys",),
+               scores="feature_layer",  # the keys of the layer whose output it merges, mean over heads
                kept_by="unmerged", style=PlotStyle("#5c940d", "X", "-.")),
     MethodSpec("oracle", oracle, "the asked-about objects' patches first, then top [CLS] attention: no K-token "
                "selection keeps more of the evidence (needs the ground-truth mask)", "", needs=("cls_attn", "target"),

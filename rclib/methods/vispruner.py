@@ -16,32 +16,67 @@ the mean over heads), which :meth:`rclib.models.CompressedModel.compress` passes
 towers all have one.
 
 Where rclib departs: ties in the sorts go to the lower index first (torch's unstable argsort in the release);
-the cosine similarities of the remaining tokens are computed once, not in every round (the same numbers).
+the cosines are float32 whatever the tokens' dtype, computed once for all rounds instead of in every round (the
+same numbers); with no diverse token to choose (``important_share=1``) none is chosen (the release stops on an
+empty max).
+
+Cost. The rounds need every candidate's cosine to every other (each round pairs a different half against the
+other), so the candidates' Gram matrix is the floor: R^2 C / 2 multiply-adds for R = N - K/2 candidates, about
+four times the K N C of applying any K-token selection. The rounds then read it without reordering it: a B
+token's row holds its cosine to every A token, so one max over the B rows scores all of A.
 """
 from __future__ import annotations
 
 import torch
 
-from rclib.methods.common import budget_tensor, cosine_matrix, default_budget, keep_and_drop
+from rclib.methods.common import budget_int, keep_and_drop
 from rclib.result import CompressionResult
 
 IMPORTANT_SHARE = 0.5  # released: int(T * 0.5) important tokens, the rest diverse
 STEP = 8  # released: near-duplicates dropped per round
+GRAM_LEAF = 256  # rows up to which cosine_gram multiplies a block whole
+
+
+def cosine_gram(unit: torch.Tensor, leaf: int = GRAM_LEAF) -> torch.Tensor:
+    """[B, R, R] the dot products of the rows of ``unit`` [B, R, C] with one another. The block above the
+    diagonal is multiplied once and mirrored below it, recursively down to ``leaf`` rows: about 60% of a full
+    product's multiply-adds, with the same numbers on the CPU."""
+    R = unit.shape[1]
+    if R <= leaf:
+        return unit @ unit.transpose(1, 2)
+    top, bottom = unit[:, :R // 2], unit[:, R // 2:]  # [B, h, C], [B, R - h, C]
+    cross = top @ bottom.transpose(1, 2)  # [B, h, R - h]
+    return torch.cat([torch.cat([cosine_gram(top, leaf), cross], 2),
+                      torch.cat([cross.transpose(1, 2), cosine_gram(bottom, leaf)], 2)], 1)
 
 
 def diverse_tokens(similarity: torch.Tensor, count: int, step: int) -> torch.Tensor:
-    """Near-duplicate removal over R candidates: similarity [B, R, R] (cosine, in the candidates' order) ->
-    [B, count] long, the positions (among the R) of the ``count`` left, in their final order."""
+    """Near-duplicate removal over R candidates: similarity [B, R, R] (cosine, symmetric, in the candidates'
+    order) -> [B, count] long, the positions (among the R) of the ``count`` >= 1 left, in their final order.
+
+    A round's score of an A token is the largest entry of its column among the B tokens' rows: the B rows are
+    gathered (contiguous copies) and reduced at once, for every A token of the round.
+    """
     B, R, _ = similarity.shape
-    flat = similarity.reshape(B, R * R)
-    left = torch.arange(R, device=similarity.device).expand(B, R)  # [B, R'] positions still in
+    rows = similarity.reshape(B * R, R)  # row b * R + i: candidate i of sample b
+    left = torch.arange(B * R, device=similarity.device).view(B, R)  # [B, R'] rows still in, in round order
     while (r := min(step, left.shape[1] - count)) > 0:
         a, b = left[:, ::2], left[:, 1::2]  # [B, ceil(R'/2)], [B, floor(R'/2)]
-        pairs = (a[:, :, None] * R + b[:, None, :]).flatten(1)  # [B, |A| |B|] the A x B block of the matrix
-        score = flat.gather(1, pairs).view(B, a.shape[1], b.shape[1]).max(2).values  # [B, |A|]
-        distinct = score.argsort(dim=1, descending=True, stable=True)[:, r:]  # the A tokens that stay
+        nearest_b = rows.index_select(0, b.flatten()).view(B, b.shape[1], R).amax(1)  # [B, R]
+        score = nearest_b.take(a)  # [B, |A|] each A token's largest cosine to a B token (row b * R + i: [b, i])
+        distinct = score.sort(dim=1, descending=True, stable=True).indices[:, r:]  # the A tokens that stay
         left = torch.cat([a.gather(1, distinct), b], dim=1)
-    return left
+    return left % R
+
+
+def most_diverse(tokens: torch.Tensor, candidates: torch.Tensor, count: int, step: int) -> torch.Tensor:
+    """[B, count] long: the ``count`` of the candidates [B, R] (token indices) the rounds leave, by the cosines of
+    their tokens [B, N, C]; all of them when count >= R."""
+    if count == 0 or count >= candidates.shape[1]:
+        return candidates[:, :count]
+    picked = tokens.gather(1, candidates[:, :, None].expand(-1, -1, tokens.shape[2]))  # [B, R, C]
+    unit = torch.nn.functional.normalize(picked.float(), dim=-1)  # as released: normalised, then multiplied
+    return candidates.gather(1, diverse_tokens(cosine_gram(unit), count, step))
 
 
 def vispruner(tokens: torch.Tensor, cls_attn: torch.Tensor, text_sim=None, keys=None, budget=None, *,
@@ -52,12 +87,10 @@ def vispruner(tokens: torch.Tensor, cls_attn: torch.Tensor, text_sim=None, keys=
         raise ValueError(f"vispruner needs important_share in [0, 1] and a whole step >= 1; got {important_share} "
                          f"and {step}")
     B, N, _ = tokens.shape
-    k = min(int(budget_tensor(budget or default_budget(N), 1, tokens.device)[0]), N)
+    k = min(budget_int(budget, N), N)
     n_important = int(k * important_share)
     order = cls_attn.argsort(dim=1, descending=True, stable=True)  # [B, N]
-    rest = order[:, n_important:]  # [B, R] candidates for diversity, most attended first
-    similarity = cosine_matrix(tokens.gather(1, rest[:, :, None].expand(-1, -1, tokens.shape[2])))  # [B, R, R]
-    diverse = rest.gather(1, diverse_tokens(similarity, k - n_important, int(step)))
+    diverse = most_diverse(tokens, order[:, n_important:], k - n_important, int(step))  # [B, k - n_important]
     keep = torch.zeros(B, N, dtype=torch.bool, device=tokens.device)
     keep.scatter_(1, torch.cat([order[:, :n_important], diverse], dim=1), True)
-    return keep_and_drop(tokens, keep, "vispruner", {"visual": cls_attn})
+    return keep_and_drop(tokens, keep, "vispruner", {"visual": cls_attn}, K=k)

@@ -4,6 +4,7 @@ import torch
 
 import rclib
 from rclib import Fate
+from rclib.speed import llava_like_inputs
 
 
 def reference_vispruner(features, attention, budget, share=0.5, step=8):
@@ -29,6 +30,22 @@ def test_vispruner_equals_the_released_selection(n, budget, share):
     assert r.n_output.tolist() == [budget, budget]
     for b in range(2):
         assert r.kept_indices[b].tolist() == reference_vispruner(tokens[b], attention[b], budget, share)
+
+
+def test_vispruner_follows_the_release_at_llava_width():
+    """The release normalises the tokens, then takes dot products; dividing the dot products by the norms
+    instead rounds differently (up to ~5e-7 at C = 1024), enough to reorder near-equal scores in later rounds."""
+    tokens, attention = llava_like_inputs(1, 576, 1024)[:2]
+    r = rclib.compress(tokens, attention, method="vispruner", budget=16)
+    assert r.kept_indices[0].tolist() == reference_vispruner(tokens[0], attention[0], 16)
+
+
+def test_vispruner_with_every_token_important_keeps_the_top_k():
+    g = torch.Generator().manual_seed(4)
+    tokens, attention = torch.randn(2, 60, 8, generator=g), torch.rand(2, 60, generator=g)
+    r = rclib.compress(tokens, attention, method="vispruner", budget=10, important_share=1.0)
+    for b in range(2):
+        assert r.kept_indices[b].tolist() == sorted(attention[b].topk(10).indices.tolist())
 
 
 def test_vispruner_diverse_half_spreads_over_distinct_tokens():
