@@ -154,7 +154,8 @@ def run_cells(model, samples: list, cells: list[Cell], batch_size: int = 32, max
     """One row per cell on ``samples`` (ShapesWorld VQASample items); ``model`` is a loaded CompressedModel.
 
     Every cell compresses and generates from the same encoder outputs (cells with ``encode_options`` from the
-    batch encoded once with them); seconds count compress + generate.
+    batch encoded once with them), without the NaN / inf scan (``check_values=False``: the model's own encoder made
+    them); seconds count compress + generate.
     """
     tallies = [Tally() for _ in cells]
     n_tokens = None
@@ -169,8 +170,8 @@ def run_cells(model, samples: list, cells: list[Cell], batch_size: int = 32, max
                                               **cell.encode_options)
             budget = parse_budget(cell.budget, n_tokens) if METHODS[cell.method].takes_budget else None
             truth = {"target": targets} if "target" in METHODS[cell.method].needs else {}
-            run = model.run(encodings[key], cell.method, budget, max_new_tokens, cell.transform, **cell.options,
-                            **truth)
+            run = model.run(encodings[key], cell.method, budget, max_new_tokens, cell.transform, check_values=False,
+                            **cell.options, **truth)
             tally.add(run.texts, run.result, targets, sum(run.seconds.values()), run.equivalent_tokens)
             bar.update()
     bar.close()

@@ -95,16 +95,14 @@ def filter_decision(scores: torch.Tensor, rule: str = "lof", n_neighbors: int = 
     n_neighbors = int(n_neighbors)
     if check:
         check_scores(scores, valid)
-    if valid is None:
-        valid = torch.ones_like(scores, dtype=torch.bool)
-    B = scores.shape[0]
     if rule == "lof":
         statistic = lof_values(scores, n_neighbors, valid)
-        threshold = torch.full((B,), LOF_THRESHOLD, dtype=torch.float64, device=scores.device)
+        threshold = torch.full((scores.shape[0],), LOF_THRESHOLD, dtype=torch.float64, device=scores.device)
+        outliers = statistic > LOF_THRESHOLD  # NaN compares False: tokens not taking part are never outliers
     else:
-        statistic = scores.double().masked_fill(~valid, float("nan"))
+        statistic = scores.double() if valid is None else scores.double().masked_fill(~valid, float("nan"))
         threshold = iqr_fence(statistic, iqr_factor)
-    outliers = statistic > threshold[:, None]  # NaN compares False: tokens not taking part are never outliers
+        outliers = statistic > threshold[:, None]
     return FilterDecision(rule, statistic, threshold, outliers, outliers.sum(1))
 
 
@@ -129,46 +127,52 @@ def neighbour_windows(values: torch.Tensor, k: int, fill: float) -> torch.Tensor
     return torch.nn.functional.pad(values, (k, k), value=fill).unfold(1, 2 * k + 1, 1)
 
 
-def lof_values(scores: torch.Tensor, n_neighbors: int, valid: torch.Tensor) -> torch.Tensor:
-    """[B, n] float64: the Local Outlier Factor of each valid token, as sklearn computes it; NaN elsewhere.
+def lof_values(scores: torch.Tensor, n_neighbors: int, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, n] float64: the Local Outlier Factor of each valid token (default all), as sklearn computes it; NaN
+    elsewhere.
 
     In 1-D the k nearest neighbours of a point are the j nearest below it and the k - j nearest above
     it in sorted order, for some j. So every quantity is read from a window of the K sorted neighbours
-    on either side (memory and time O(B n K), no sort of candidates): the k-distance is the narrowest
-    window that covers k of them, the neighbours are those strictly inside it plus, at equal distance,
-    the lower ones first. Rows with fewer than 2 valid tokens are NaN.
+    on either side (memory and time O(B n K), no sort of candidates): the k-distance is the k-th smallest
+    distance in the window, the neighbours are those strictly inside it plus, at equal distance, the lower
+    ones first: a run of k + 1 window places, the point's own left out. Rows with fewer than 2 valid tokens
+    are NaN. Without a valid mask, k is one host int for every row.
     """
-    B, n = scores.shape
+    n = scores.shape[1]
     inf = float("inf")
-    x = scores.double().masked_fill(~valid, inf)  # invalid tokens sort to the end
+    invalid = None if valid is None else ~valid
+    x = scores.double() if valid is None else scores.double().masked_fill(invalid, inf)  # invalid tokens sort last
     xs, order = x.sort(dim=1, stable=True)  # [B, n]
-    m = valid.sum(1)  # [B] valid tokens per row
-    k = (m - 1).clamp(min=1, max=n_neighbors)[:, None]  # [B, 1] sklearn: max(1, min(k, n_samples - 1))
+    m = n if valid is None else valid.sum(1, keepdim=True)  # valid tokens per row: a host int, or [B, 1]
+    k = (m - 1).clamp(min=1, max=n_neighbors) if valid is not None else max(1, min(n_neighbors, n - 1))
     K = max(1, min(n_neighbors, n - 1))  # window half-width
-    t = torch.arange(2 * K + 1, device=xs.device)  # window index; t = K is the point itself
+    k3 = k if valid is None else k[:, :, None]  # [B, 1, 1] to compare with a window
     # dist[b, p, t]: distance to the point t - K places away in sorted order (inf past the ends)
     dist = (neighbour_windows(xs, K, inf) - xs[..., None]).abs()  # [B, n, 2K + 1]
+    k_distance = neighbour_distance(dist, k3)  # [B, n, 1]
 
-    # k-distance: the narrowest window of k neighbours, from index s to s + k for s = K - k .. K
-    start = t[:K + 1]
-    far_end = dist.gather(2, (start + k).clamp(max=2 * K)[:, None, :].expand(B, n, K + 1))
-    radius = torch.maximum(dist[..., :K + 1], far_end).masked_fill((start < K - k)[:, None, :], inf)
-    k_distance = radius.min(2).values[..., None]  # [B, n, 1]
-
-    # the neighbours: all strictly inside the k-distance, then ties at it, lower side first
-    inside = dist < k_distance
-    inside_below, inside_above = inside[..., :K].sum(2), inside[..., K + 1:].sum(2)
-    tied_below = (dist[..., :K] == k_distance).sum(2)
-    lowest = K - inside_below - torch.minimum(tied_below, k - inside_below - inside_above)  # [B, n] first index taken
-    skip = (t < lowest[..., None]) | (t > (lowest + k)[..., None]) | (t == K)  # [B, n, 2K + 1] not a neighbour
+    # the neighbours: all strictly inside the k-distance, then ties at it, lower side first: the run of
+    # window places t - K = -below .. k - below, the point's own (t = K) left out
+    below = torch.minimum((dist[..., :K] <= k_distance).sum(2), k - (dist[..., K + 1:] < k_distance).sum(2))
+    offset = torch.arange(-K, K + 1, device=xs.device)  # t - K
+    run = offset + below[..., None]  # [B, n, 2K + 1] 0 .. k inside the run
+    skip = (run < 0) | (run > k3) | (offset == 0)  # not a neighbour
 
     reach = torch.maximum(neighbour_windows(k_distance[..., 0], K, 0.0), dist).masked_fill(skip, 0.0).sum(2)
-    lrd = 1.0 / (reach / k + 1e-10)  # [B, n] local reachability density
+    lrd = (reach / k + 1e-10).reciprocal()  # [B, n] local reachability density
     lof = neighbour_windows(lrd, K, 0.0).masked_fill(skip, 0.0).sum(2) / k / lrd  # [B, n] sorted order
+    lof = torch.empty_like(lof).scatter_(1, order, lof)  # back to token order
+    if valid is None:
+        return lof if n >= 2 else torch.full_like(lof, float("nan"))
+    return lof.masked_fill(invalid | (m < 2), float("nan"))
 
-    taking_part = (torch.arange(n, device=xs.device) < m[:, None]) & (m[:, None] >= 2)  # valid tokens sit first
-    lof = torch.where(taking_part, lof, float("nan"))
-    return torch.empty_like(lof).scatter_(1, order, lof)  # back to token order
+
+def neighbour_distance(dist: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
+    """[B, n, 1]: the distance of each point to its k-th nearest other point, from its window of distances ``dist``
+    [B, n, w] (its own 0 among them: the (k + 1)-th smallest); k a host int, or [B, 1, 1] long (one per row)."""
+    if isinstance(k, int):
+        return dist.kthvalue(k + 1, dim=2, keepdim=True).values
+    return dist.sort(dim=2).values.gather(2, k.expand(-1, dist.shape[1], 1))
 
 
 def iqr_fence(statistic: torch.Tensor, factor: float = IQR_FACTOR) -> torch.Tensor:
@@ -187,14 +191,14 @@ def topk_mask(scores: torch.Tensor, counts: torch.Tensor | int, valid: torch.Ten
     scores [B, n]; counts LongTensor [B], or one int for every row (a few launches fewer: the first
     ``counts`` of the sorted order are marked directly); clamped to the number of valid tokens; valid [B, n] bool.
     """
+    ranked = scores if valid is None else scores.masked_fill(~valid, float("-inf"))
+    order = ranked.argsort(dim=1, descending=True, stable=True)  # [B, n] the tokens, best first
+    mask = torch.zeros_like(scores, dtype=torch.bool)
     if isinstance(counts, int):
-        ranked = scores if valid is None else scores.masked_fill(~valid, float("-inf"))
-        top = ranked.argsort(dim=1, descending=True, stable=True)[:, :max(counts, 0)]  # [B, counts]
-        mask = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, top, True)
-        return mask if valid is None else mask & valid
-    if valid is None:
-        valid = torch.ones_like(scores, dtype=torch.bool)
-    return (descending_rank(scores, valid) < counts[:, None]) & valid
+        mask = mask.scatter_(1, order[:, :max(counts, 0)], True)
+    else:  # the first counts[b] places of the order
+        mask = mask.scatter_(1, order, torch.arange(scores.shape[1], device=scores.device) < counts[:, None])
+    return mask if valid is None else mask & valid
 
 
 def descending_rank(scores: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

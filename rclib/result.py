@@ -24,7 +24,8 @@ class Fate(IntEnum):
 
 
 class Slot(IntEnum):
-    """What an output slot holds."""
+    """What an output slot holds. KEPT, RECOVERED and CENTRE carry their Fate's numbers: a token that fills a slot of
+    its own gives it the kind its fate says (the merging methods scatter the fates as the slot kinds)."""
 
     KEPT = 0  # an input token kept unchanged (by RC's visual filter, by another method's own selection)
     RECOVERED = 1  # an input token recovered by the text stage, unchanged

@@ -169,7 +169,7 @@ class RclibModel(lmms):
         encoded = self.model.encode([self.visual(r) for r in requests], [r.args[0] for r in requests],
                                     **self.text_options)
         run = self.model.run(encoded, self.method, self.budget_for(encoded.n_tokens), max_new_tokens,
-                             **self.method_options)
+                             check_values=False, **self.method_options)  # the model's own encoder outputs
         texts = [cut_at_stop(text, gen_kwargs.get("until")) for text in run.texts]
         tokenizer = self.model.processor.tokenizer
         self.generated_tokens += sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)

@@ -7,7 +7,6 @@ valid (the result is empty); N = 0 tokens or C = 0 channels is not.
 """
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 
@@ -53,8 +52,7 @@ def check_finite(tensors: dict[str, torch.Tensor]) -> None:
     """
     if not tensors:
         return
-    total = functools.reduce(torch.add, (value.sum(dtype=torch.float32) for value in tensors.values()))
-    if total.sub(total).item() == 0:  # x - x is 0 for a finite x, NaN for NaN and inf
+    if math.isfinite(torch.stack([value.sum(dtype=torch.float32) for value in tensors.values()]).sum().item()):
         return
     for name, value in tensors.items():
         check_scores(value.flatten(1), name=name)  # NaN or inf anywhere, with the rows

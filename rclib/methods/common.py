@@ -7,6 +7,8 @@ built once, the same way, for all of them.
 """
 from __future__ import annotations
 
+import functools
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -38,40 +40,42 @@ def slot_positions(groups: list[torch.Tensor], orders: list[torch.Tensor | None]
 
     groups: list of [B, N] bool masks, in output order (disjoint). orders: per group, None for the
     original (raster) order within the group, or [B, N] scores for descending score order (ties: lower
-    index first); default all None. Returns, per group, [B, N] long positions (-1 where not selected),
-    and [B] the total number of slots used.
+    index first); default all None. Returns, per group, [B, N] long: the slots of its tokens and of the
+    later groups' tokens, -1 for the others (so the first group's places every selected token, the last
+    group's only its own); and [B, 1] the number of slots the groups use.
     """
     orders = orders or [None] * len(groups)
-    offset = torch.zeros(groups[0].shape[0], dtype=torch.long, device=groups[0].device)
-    positions = []
-    for g, order in zip(groups, orders, strict=True):
-        rank = g.long().cumsum(1) - 1 if order is None else descending_rank(order, g)  # [B, N] within the group
-        positions.append(torch.where(g, offset[:, None] + rank, -1))
-        offset = offset + g.sum(1)
-    return positions, offset
+    ranks = [g.cumsum(1) if order is None else descending_rank(order, g) + 1  # [B, N] 1-based within the group
+             for g, order in zip(groups, orders, strict=True)]
+    # [B, 1] the slots of the groups before each (a host 0 for the first), and of all of them
+    starts = [0, *itertools.accumulate(g.sum(1, keepdim=True) for g in groups)]
+    positions, later = [], -1  # later: the slots of the later groups' tokens
+    for g, rank, start in reversed(list(zip(groups, ranks, starts))):
+        later = torch.where(g, rank + (start - 1), later)
+        positions.append(later)
+    return positions[::-1], starts[-1]
 
 
-def identity_entries(position: torch.Tensor) -> Entries:
-    """Token n goes unchanged (weight 1) to slot ``position[b, n]`` (-1: nowhere)."""
-    col = torch.arange(position.shape[1], device=position.device).expand_as(position)
-    return Entries(position, col, torch.ones_like(position, dtype=torch.float32))
+def token_columns(like: torch.Tensor) -> torch.Tensor:
+    """[B, N] long: n at [b, n], for ``like`` [B, N] (an expanded view of one arange)."""
+    return torch.arange(like.shape[1], device=like.device).expand_as(like)
 
 
 def assemble(inputs: torch.Tensor, entries: Entries, slot_rows: torch.Tensor, slot_kinds: torch.Tensor,
-             n_slots: torch.Tensor, fate: torch.Tensor, method: str,
+             n_slots: torch.Tensor | None, fate: torch.Tensor, method: str,
              scores: dict[str, torch.Tensor], K: int | None = None) -> CompressionResult:
     """Scatter weight entries into a [B, K, N] matrix and apply it to ``inputs`` [B, N, C].
 
     slot_rows / slot_kinds [B, S]: the Slot kind of output row ``slot_rows[b, s]`` (-1: ignore).
-    n_slots [B]: slots used per sample. K: their maximum when the caller knows it on the host (a fixed
-    budget); None reads it from n_slots (the one host sync, for the output shape).
+    n_slots [B]: slots used per sample (None when K is given). K: their maximum when the caller knows it on
+    the host (a fixed budget); None reads it from n_slots (the one host sync, for the output shape).
     """
     B, N, _ = inputs.shape
     if K is None or not B:  # an empty batch has no slots
         K = int(n_slots.max()) if B else 0
     # rows of -1 wrap around to row K, an extra row cut off below
     weights = torch.zeros(B, (K + 1) * N, dtype=torch.float32, device=inputs.device)
-    weights.scatter_add_(1, entries.row.remainder(K + 1) * N + entries.col, entries.value.float())
+    weights.scatter_add_(1, torch.add(entries.col, entries.row.remainder(K + 1), alpha=N), entries.value.float())
     weights = weights.view(B, K + 1, N)[:, :K]  # [B, K, N]
 
     slot = torch.full((B, K + 1), int(Slot.PAD), dtype=torch.long, device=inputs.device)
@@ -82,9 +86,21 @@ def assemble(inputs: torch.Tensor, entries: Entries, slot_rows: torch.Tensor, sl
 def most_true(mask: torch.Tensor, known: int | None = None) -> int:
     """The most True values in a row of ``mask`` [B, N]: ``known`` when the caller has it on the host, else
     counted on the device and read (a host sync); 0 for an empty batch."""
-    if not mask.shape[0]:
-        return 0
-    return known if known is not None else int(mask.sum(1).max())
+    return known if known is not None else batch_maxima([mask.sum(1)], mask.shape[1] + 1)[0]
+
+
+def batch_maxima(counts: list[torch.Tensor], bound: int) -> list[int]:
+    """The largest value of each of ``counts`` ([B] or [B, 1] long, each value in 0 .. bound - 1) as host ints, read
+    with one host sync: the maxima are packed on the device into one number, its digits in base ``bound``; zeros
+    for an empty batch."""
+    if not counts[0].shape[0]:
+        return [0] * len(counts)
+    number = int(functools.reduce(lambda packed, high: packed * bound + high, [count.max() for count in counts]))
+    maxima = []
+    for _ in counts:
+        number, last = divmod(number, bound)
+        maxima.append(last)
+    return maxima[::-1]
 
 
 def keep_and_drop(inputs: torch.Tensor, keep: torch.Tensor, method: str,
@@ -105,9 +121,14 @@ def keep_and_drop(inputs: torch.Tensor, keep: torch.Tensor, method: str,
 
 def true_first(mask: torch.Tensor, M: int) -> tuple[torch.Tensor, torch.Tensor]:
     """index [B, M] long: the True positions of each row of ``mask`` [B, N] in original order, then (padding)
-    False ones; valid [B, M] bool: which are True."""
-    index = mask.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :M]
+    False ones (:func:`true_index`); valid [B, M] bool: which are True."""
+    index = true_index(mask, M)
     return index, mask.gather(1, index)
+
+
+def true_index(mask: torch.Tensor, M: int) -> torch.Tensor:
+    """[B, M] long: the True positions of each row of ``mask`` [B, N] in original order, then (padding) False ones."""
+    return mask.to(torch.uint8).argsort(dim=1, descending=True, stable=True)[:, :M]
 
 
 def centre_rows(centres: torch.Tensor, M: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,33 +140,18 @@ def centre_rows(centres: torch.Tensor, M: int | None = None) -> tuple[torch.Tens
     return true_first(centres, most_true(centres, M))
 
 
-def knn_merge_entries(centre_index: torch.Tensor, centre_valid: torch.Tensor, pool: torch.Tensor,
-                      similarity: torch.Tensor, centre_position: torch.Tensor, weight: torch.Tensor,
-                      k: int) -> Entries:
-    """Each centre absorbs its ``k`` most similar other tokens of ``pool``, weighted by ``weight``.
+def knn_merge_entries(score: torch.Tensor, centre_slot: torch.Tensor, weight: torch.Tensor, k: int) -> Entries:
+    """Each centre absorbs its ``k`` best-scoring candidates j, weighted by ``weight`` [B, N] (CLS attention,
+    not normalised): merged = x_i + sum_j w_j x_j (the centre's own weight 1 is not an entry here).
 
-    centre_index, centre_valid [B, M]: the centres (see :func:`centre_rows`); pool [B, N] bool (centres
-    within it); similarity [B, M, N] (row: centre, column: candidate); centre_position [B, N] each
-    token's output slot; weight [B, N] (CLS attention, not normalised). The centre itself enters with
-    weight 1: merged = x_i + sum_j w_j x_j.
+    score [B, M, N]: row: centre, column: candidate, -inf where not a candidate (the centre itself, tokens outside
+    the pool); centre_slot [B, M]: each centre's output slot, -1 for a padding row. A centre with fewer than k
+    candidates skips its -inf picks.
     """
-    B, M = centre_index.shape
-    N = pool.shape[1]
-    allowed = pool[:, None, :].expand(B, M, N).clone()  # [B, M, N] candidates: the pool's tokens ...
-    allowed.scatter_(2, centre_index[:, :, None], False)  # ... but the centre itself
-    k = min(k, N - 1)
-    best, nbr = similarity.masked_fill(~allowed, float("-inf")).topk(k, dim=2)  # [B, M, k]
-    is_nbr = torch.isfinite(best) & centre_valid[:, :, None]  # fewer than k candidates: -inf slots skipped
-    slot = centre_position.gather(1, centre_index)[:, :, None].expand(B, M, k)
-    row = torch.where(is_nbr, slot, torch.full_like(nbr, -1))
-    return Entries(row.flatten(1), nbr.flatten(1), weight.gather(1, nbr.flatten(1)))
-
-
-def extra_entries(sources: torch.Tensor, position: torch.Tensor, weight: torch.Tensor) -> Entries:
-    """One extra token: sum over ``sources`` [B, N] of weight_j x_j, placed at ``position`` [B]."""
-    col = torch.arange(sources.shape[1], device=sources.device).expand_as(sources)
-    row = torch.where(sources, position[:, None].expand_as(sources), torch.full_like(col, -1))
-    return Entries(row, col, weight)
+    best, nbr = score.topk(min(k, score.shape[2] - 1), dim=2)  # [B, M, k]
+    row = torch.where(best > float("-inf"), centre_slot[:, :, None], -1).flatten(1)  # [B, M k]
+    nbr = nbr.flatten(1)
+    return Entries(row, nbr, weight.gather(1, nbr))
 
 
 def cosine_matrix(keys: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -155,12 +161,13 @@ def cosine_matrix(keys: torch.Tensor, rows: torch.Tensor | None = None) -> torch
     The dot products are divided by the norms afterwards: no normalised copy of the keys is made.
     """
     keys = keys.float()
-    norms = keys.norm(dim=-1).clamp(min=1e-12)  # [B, N], clamped as torch.nn.functional.normalize does
+    norms = keys.norm(dim=-1, keepdim=True).clamp(min=1e-12)  # [B, N, 1], clamped as torch.nn.functional.normalize does
     if rows is None:
         picked, picked_norms = keys, norms
     else:
-        picked, picked_norms = keys.gather(1, rows[:, :, None].expand(-1, -1, keys.shape[-1])), norms.gather(1, rows)
-    return torch.bmm(picked, keys.transpose(1, 2)) / picked_norms[:, :, None] / norms[:, None, :]
+        rows = rows[:, :, None]  # [B, R, 1]
+        picked, picked_norms = keys.gather(1, rows.expand(-1, -1, keys.shape[-1])), norms.gather(1, rows)
+    return torch.bmm(picked, keys.transpose(1, 2)) / picked_norms / norms.transpose(1, 2)
 
 
 ADAPTIVE = "adaptive"  # the budget word for "the method chooses K" (budget=None)
@@ -230,7 +237,7 @@ def merge_into_centres(tokens: torch.Tensor, weight: torch.Tensor, kept: torch.T
                        extra_token: str = "if_absorbed", sizes: tuple[int, int] | None = None) -> CompressionResult:
     """The token merger of RC and PruMerge: [kept and recovered, original order] + [centres] + [extra].
 
-    kept, recovered, centres, pool: [B, N] bool (centres within pool, pool disjoint from kept and
+    kept, recovered, centres, pool: [B, N] bool (centres within pool, pool the tokens neither kept nor
     recovered). Each centre absorbs the ``k`` other tokens j of the pool with the highest
     cos(key_i, key_j) + text_bias_j (keys [B, N, Ck]; text_bias [B, N] or None); the pool's non-centre
     tokens also form one extra token. ``weight`` [B, N] is the CLS attention.
@@ -239,34 +246,30 @@ def merge_into_centres(tokens: torch.Tensor, weight: torch.Tensor, kept: torch.T
     is not a centre; "if_centres" when some centre was chosen (then it is a zero token if every pool
     token is a centre, and without centres the pool's tokens are dropped). sizes: (M, K), the most centres
     and output slots of a row, when the caller knows them on the host (:func:`merge_sizes`); None reads them
-    from the device (two host syncs).
+    from the device (one host sync).
     """
     assert extra_token in EXTRA_TOKEN_RULES, f"extra_token must be one of {EXTRA_TOKEN_RULES}, got {extra_token!r}"
-    absorbed = pool & ~centres
-    centre_index, centre_valid = centre_rows(centres, None if sizes is None else sizes[0])
-    similarity = cosine_matrix(keys, centre_index)  # [B, M, N]: the centres' rows only
-    if text_bias is not None:
-        similarity = similarity + text_bias[:, None, :]
-    (selected_pos, centre_pos), n_slots = slot_positions([kept | recovered, centres], [None, centre_order])
-    has_extra = (absorbed if extra_token == "if_absorbed" else centres).any(1)  # [B]
-    extra_pos = torch.where(has_extra, n_slots, -1)
-    n_slots = n_slots + has_extra.long()
-    entries = Entries.cat([
-        identity_entries(torch.where(centres, centre_pos, selected_pos)),
-        knn_merge_entries(centre_index, centre_valid, pool, similarity, centre_pos, weight, k),
-        extra_entries(absorbed, extra_pos, weight),
-    ])
-    kind = torch.where(recovered, int(Slot.RECOVERED), int(Slot.KEPT))
-    kind = torch.where(centres, int(Slot.CENTRE), kind)
-    slot_rows = torch.cat([torch.where(centres, centre_pos, selected_pos), extra_pos[:, None]], 1)
-    slot_kinds = torch.cat([kind, torch.full_like(extra_pos[:, None], int(Slot.EXTRA))], 1)
-
-    merged = absorbed & has_extra[:, None]  # without an extra token (and so without centres) the pool is dropped
-    fate = torch.full_like(kind, int(Fate.DROPPED))
+    absorbed = pool ^ centres  # [B, N] the pool's other tokens (the centres lie within it)
+    selected = ~pool  # [B, N] kept or recovered
+    (own, centre_pos), n_slots = slot_positions([selected, centres], [None, centre_order])  # [B, N] each token's slot
+    has_extra = (absorbed if extra_token == "if_absorbed" else centres).any(1, keepdim=True)  # [B, 1]
+    extra_pos = torch.where(has_extra, n_slots, -1)  # [B, 1]
+    M, K = sizes or batch_maxima([centres.sum(1), n_slots + has_extra], tokens.shape[1] + 2)
+    centre_index = true_index(centres, M)  # [B, M] the centres in original order (padding: other tokens)
+    # [B, M, N] a centre's score of each candidate: cos(key_i, key_j) + text_bias_j, -inf outside the pool and itself
+    bias = (torch.zeros_like(weight) if text_bias is None else text_bias).masked_fill(selected, float("-inf"))
+    score = (cosine_matrix(keys, centre_index) + bias[:, None, :]).scatter_(2, centre_index[:, :, None], float("-inf"))
+    fate = torch.full_like(own, int(Fate.DROPPED))
+    merged = absorbed & has_extra  # without an extra token (and so without centres) the pool is dropped
     for mask, f in ((merged, Fate.MERGED), (kept, Fate.KEPT), (recovered, Fate.RECOVERED), (centres, Fate.CENTRE)):
-        fate = torch.where(mask, int(f), fate)
-    return assemble(tokens, entries, slot_rows, slot_kinds, n_slots, fate, method, scores,
-                    K=None if sizes is None else sizes[1])
+        fate = fate.masked_fill_(mask, int(f))
+    entries = Entries.cat([  # each token in its own slot (weight 1) or in the extra one (its weight), then the KNN
+        Entries(torch.where(absorbed, extra_pos, own), token_columns(own), torch.where(absorbed, weight, 1.0)),
+        knn_merge_entries(score, centre_pos.gather(1, centre_index), weight, k),
+    ])
+    slot_rows = torch.cat([own, extra_pos], 1)
+    slot_kinds = torch.cat([fate, torch.full_like(extra_pos, int(Slot.EXTRA))], 1)  # a token's fate: its slot's kind
+    return assemble(tokens, entries, slot_rows, slot_kinds, None, fate, method, scores, K=K)
 
 
 def merge_sizes(n_selected: int, n_pool: int, n_centres: int, extra_token: str) -> tuple[int, int]:
@@ -280,11 +283,9 @@ def merge_sizes(n_selected: int, n_pool: int, n_centres: int, extra_token: str) 
 def uniform_mask(available: torch.Tensor, count: torch.Tensor | int) -> torch.Tensor:
     """[B, N] bool: ``count[b]`` (or ``count``, one int for all rows) tokens at an even stride through the
     available tokens of row b."""
-    m = available.sum(1)  # [B]
-    rank = available.long().cumsum(1) - 1  # [B, N] rank among the available tokens
-    count = m.clamp(max=count) if isinstance(count, int) else torch.minimum(count, m)
-    # step index floor(rank * count / m) runs 0 .. count-1; take the first token of each step
-    m = m.clamp(min=1)[:, None]
-    step = (rank * count[:, None]) // m
-    previous_step = ((rank - 1) * count[:, None]) // m
-    return available & (step > previous_step)
+    m = available.sum(1, keepdim=True)  # [B, 1]
+    rank = available.cumsum(1) - 1  # [B, N] rank among the available tokens
+    count = m.clamp(max=count) if isinstance(count, int) else torch.minimum(count[:, None], m)  # [B, 1]
+    # step index floor(rank * count / m) runs 0 .. count-1; take the first token of each step: the step index
+    # rises at rank r exactly when (r * count) mod m < count (count <= m)
+    return available & ((rank * count).remainder(m.clamp(min=1)) < count)

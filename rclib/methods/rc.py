@@ -131,10 +131,10 @@ def scaled_count(scale: int | torch.Tensor, count: torch.Tensor, total: int | to
     "exact": integer arithmetic. "float": the released code's int(scale * (count / total)) in float64,
     one lower for some pairs (554 * (7 / 554) = 6.999...).
     """
-    total = torch.as_tensor(total, device=count.device).clamp(min=1)
+    total = max(total, 1) if isinstance(total, int) else total.clamp(min=1)
     if rounding == "exact":
         return scale * count // total
-    return (torch.as_tensor(scale, device=count.device).double() * (count.double() / total.double())).floor().long()
+    return (scale * (count.double() / (total if isinstance(total, int) else total.double()))).floor().long()
 
 
 def stage_counts(budget: torch.Tensor | int, split: tuple[float, float, float], use_text: bool) -> tuple:
@@ -181,32 +181,40 @@ def recoverable_compression(tokens: torch.Tensor, cls_attn: torch.Tensor, text_s
     outliers = partial(outlier_count, rule=cfg.rule, iqr_factor=cfg.iqr_factor, check=False)
     s = text_sim.float() if use_text else torch.zeros_like(a)
 
+    # each stage's count is at most the tokens the stages before left (what topk_mask's valid mask would clamp):
+    # a stage picks the top of its scores with the tokens taken set to -inf
     sizes = None  # (centres, output slots) of every row, known on the host for a fixed int budget
     if isinstance(budget, int):
         n_v, n_t, n_c = stage_counts(budget, cfg.budget_split, use_text)
-        v = min(n_v, N)
-        t = min(n_t, N - v)
-        sizes = merge_sizes(v + t, N - v - t, n_c, cfg.extra_token)
+        n_v = min(n_v, N)
+        n_t = min(n_t, N - n_v)
+        n_c = min(n_c, N - n_v - n_t)
+        sizes = merge_sizes(n_v + n_t, N - n_v - n_t, n_c, cfg.extra_token)
     elif budget is not None:
         n_v, n_t, n_c = stage_counts(budget_tensor(budget, B, tokens.device), cfg.budget_split, use_text)
+        n_v = n_v.clamp(max=N)
+        n_t = torch.minimum(n_t, N - n_v)
+        n_c = torch.minimum(n_c, N - n_v - n_t)
     # 1. visual filter
     if budget is None:
         n_v = scaled_count(N, outliers(a, n_neighbors=cfg.n_neighbors), N, cfg.count_rounding)
     visual = topk_mask(a, n_v)
-    # 2. text information recovery, among the tokens the visual filter left
+    # 2. text information recovery, among the tokens the visual filter left ((N - n_v) * ratio of them at most)
     if budget is None and use_text:
         s_pushed = torch.where(visual, s.min(1, keepdim=True).values, s)
         n_t = scaled_count(N - n_v, outliers(s_pushed, n_neighbors=cfg.n_neighbors), N, cfg.count_rounding)
     elif budget is None:
         n_t = torch.zeros_like(n_v)
-    text = topk_mask(s, n_t, valid=~visual)
+    text = topk_mask(s.masked_fill(visual, float("-inf")), n_t)
     # 3. secondary recovery: centres among the rest, each merging its nearest neighbours
-    rest = ~(visual | text)
+    taken = visual | text
+    rest = ~taken
     if budget is None:
         n_rest = rest.sum(1)
         outliers = outliers(a, n_neighbors=cfg.centre_neighbors, valid=rest)
         n_c = scaled_count(C if cfg.centre_count == "released" else n_rest, outliers, n_rest, cfg.count_rounding)
-    centres = topk_mask(a, n_c, valid=rest)  # more than the rest (released int(C * ratio)): all of the rest
+        n_c = torch.minimum(n_c, n_rest)  # released int(C * ratio) can ask more than the rest: all of the rest
+    centres = topk_mask(a.masked_fill(taken, float("-inf")), n_c)
     rc_keys = released_key_order(keys, rest) if cfg.key_indexing == "released" else keys
     # 4. token merger: kept and recovered in original order, then the centres (each with its neighbours by
     #    cos(key_i, key_j) + w * s_j), then the extra token

@@ -15,11 +15,11 @@ from rclib.methods.common import (
     assemble,
     budget_int,
     cosine_matrix,
-    identity_entries,
     slot_positions,
+    token_columns,
     uniform_mask,
 )
-from rclib.result import CompressionResult, Fate, Slot
+from rclib.result import CompressionResult, Fate
 
 DOMINANT_SHARE = 54 / 64  # VisionZip's 64-token setting: 54 dominant + 10 contextual
 
@@ -33,22 +33,20 @@ def visionzip(tokens: torch.Tensor, cls_attn: torch.Tensor, text_sim, keys: torc
     dominant = topk_mask(cls_attn, k - n_contextual)
     rest = ~dominant
     targets = uniform_mask(rest, n_contextual)
-    (dominant_pos, target_pos), n_slots = slot_positions([dominant, targets])
+    (own, _), _ = slot_positions([dominant, targets])  # [B, N] the slot of each dominant and target token
     n_dominant = min(k - n_contextual, N)
 
     similarity = cosine_matrix(keys).masked_fill(~targets[:, None, :], float("-inf"))  # [B, N, N(target)]
     joins = similarity.argmax(2)  # [B, N] the most similar target of each token
-    joins = torch.where(targets, torch.arange(N, device=tokens.device), joins)  # a target joins itself
+    columns = token_columns(joins)  # [B, N] n at [b, n]
+    joins = torch.where(targets, columns, joins)  # a target joins itself
     members = rest & targets.any(1, keepdim=True)  # [B, N] tokens in some contextual group
     group_size = torch.zeros(B, N, device=tokens.device).scatter_add_(1, joins, members.float())
-    row = torch.where(members, target_pos.gather(1, joins), -1)
-    merged = Entries(row, torch.arange(N, device=tokens.device).expand(B, N),
-                     1.0 / group_size.gather(1, joins).clamp(min=1))
-    entries = Entries.cat([identity_entries(dominant_pos), merged])
-    slot_rows = torch.cat([dominant_pos, target_pos], 1)
-    slot_kinds = torch.cat([torch.full_like(dominant_pos, int(Slot.KEPT)),
-                            torch.full_like(target_pos, int(Slot.CENTRE))], 1)
-    fate = torch.where(dominant, int(Fate.KEPT), torch.where(members, int(Fate.MERGED), int(Fate.DROPPED)))
-    fate = torch.where(targets, int(Fate.CENTRE), fate)
-    return assemble(tokens, entries, slot_rows, slot_kinds, n_slots, fate, "visionzip", {"visual": cls_attn},
+    # a dominant token goes to its own slot unchanged, a member (a target too) to its target's, averaged
+    entries = Entries(torch.where(members, own.gather(1, joins), own), columns,
+                      torch.where(members, group_size.gather(1, joins).clamp(min=1).reciprocal(), 1.0))
+    fate = torch.full_like(own, int(Fate.DROPPED))
+    for mask, f in ((members, Fate.MERGED), (dominant, Fate.KEPT), (targets, Fate.CENTRE)):
+        fate = fate.masked_fill_(mask, int(f))
+    return assemble(tokens, entries, own, fate, None, fate, "visionzip", {"visual": cls_attn},  # fate: slot kind
                     K=n_dominant + min(n_contextual, N - n_dominant))

@@ -45,16 +45,22 @@ def scored(encoded: Encoded, method: str, scores: str) -> Encoded:
     return encoded.with_feature_layer_scores() if scores == "own" and own else encoded
 
 
+def other_layouts(encoded: Encoded) -> list[str]:
+    """The images of ``encoded`` that are not one square patch grid (tiles, a rectangle), each as its grids' shapes
+    ("8 x 8 + 16 x 16"): what a method of ``MethodSpec.layout == "grid"`` cannot read."""
+    return [" + ".join(f"{h} x {w}" for h, w in views) for views in encoded.views or [[encoded.grid]] * len(encoded)
+            if len(views) != 1 or views[0][0] != views[0][1]]
+
+
 def check_layout(method: str, encoded: Encoded, family) -> None:
     """Raise a ValueError naming the family when ``method`` reads one square patch grid per image
     (``MethodSpec.layout == "grid"``) and an image of ``encoded`` is tiles or a rectangle."""
     if method not in METHODS or METHODS[method].layout != "grid":
         return
-    for views in encoded.views or [[encoded.grid]] * len(encoded):
-        if len(views) != 1 or views[0][0] != views[0][1]:
-            shape = " + ".join(f"{h} x {w}" for h, w in views)
-            raise ValueError(f"method {method!r} reads each image as one square patch grid, but a {family.title} image "
-                             f"here is {shape} tokens: choose a method that reads any set of tokens")
+    other = other_layouts(encoded)
+    if other:
+        raise ValueError(f"method {method!r} reads each image as one square patch grid, but a {family.title} image "
+                         f"here is {other[0]} tokens: choose a method that reads any set of tokens")
 
 
 def compress_images(encoded: Encoded, budget: int | None, method: str, scores: str, **options) -> CompressionResult:
@@ -209,19 +215,21 @@ class CompressedModel:
         return self.model.get_input_embeddings().embedding_dim
 
     def compress(self, encoded: Encoded, method: str = "rc", budget: int | None = None, scores: str = "own",
-                 **options) -> CompressionResult:
+                 check_values: bool = True, **options) -> CompressionResult:
         """Compress the encoded batch with any rclib method (see ``rclib.compress``).
 
         scores: "own" gives a method the [CLS] scores its authors read (``MethodSpec.scores``: FasterVLM, VisionZip
         and VisPruner the feature layer's, per head), "shared" gives every method RC's (for the ablation that
         isolates the selection rule). rc's text weight reads this model's CLIP joint width (``text_dim``) unless given.
-        Images with different token counts are compressed group by group (:meth:`Encoded.groups`); with
-        ``budget_scope="crop"`` each crop of an image on its own (:mod:`rclib.models.crops`).
+        check_values: False skips ``rclib.compress``'s scan for NaN / inf (its one host sync), for callers that pass
+        this model's own encoder outputs. Images with different token counts are compressed group by group
+        (:meth:`Encoded.groups`); with ``budget_scope="crop"`` each crop of an image on its own
+        (:mod:`rclib.models.crops`).
         """
         if method == "rc":
             options.setdefault("text_dim", self.text_dim)
         check_layout(method, encoded, self.family)
-        images = partial(compress_images, method=method, scores=scores, **options)
+        images = partial(compress_images, method=method, scores=scores, check_values=check_values, **options)
         return compress_by_crop(encoded, budget, images) if self.budget_scope == "crop" else images(encoded, budget)
 
     def row_ends(self, encoded: Encoded, result: CompressionResult) -> list[torch.Tensor]:
@@ -343,11 +351,12 @@ class CompressedModel:
         result = keep_and_drop(encoded.features, generation.seen[:, -1], method, generation.scores)
         return replace(result, tokens_per_layer=generation.visual_tokens), generation.ids, generation.seen
     def run(self, encoded: Encoded, method: str = "rc", budget: int | None = None, max_new_tokens: int = 32,
-            transform=None, **options) -> Run:
+            transform=None, check_values: bool = True, **options) -> Run:
         """Compress an encoded batch and generate from it, timing both (``seconds`` has no vision entry).
 
         transform: an optional change to the result before the LLM reads it (a teaching experiment, such
-        as shuffling the kept tokens); the Run holds the result the LLM read. Inside-LLM methods
+        as shuffling the kept tokens); the Run holds the result the LLM read. check_values: as in :meth:`compress`
+        (False for a hot path on this model's own encoder outputs: the bench, the lmms-eval model). Inside-LLM methods
         (``METHODS[method].placement == "inside_llm"``) prune while generating: one ``generate`` entry, and
         ``layer_seen`` says which image tokens each decoder layer saw. A method that keeps every token (``full``)
         ignores a budget, and the Run records None: what ran.
@@ -361,7 +370,8 @@ class CompressedModel:
             row_end_tokens = self.row_ends(encoded, compress_tokens(encoded.features, method="full"))
             return Run(encoded, result, self.decode(ids), {"generate": t_generate}, method, budget, options, seen,
                        self.n_llm_layers, torch.stack([ends.sum().cpu() for ends in row_end_tokens]))
-        result, t_compress = timed(self.device, self.compress, encoded, method, budget, **options)
+        result, t_compress = timed(self.device, self.compress, encoded, method, budget, check_values=check_values,
+                                   **options)
         result = transform(result) if transform else result
         texts, t_generate = timed(self.device, self.generate, encoded, result, max_new_tokens)
         return Run(encoded, result, texts, {"compress": t_compress, "generate": t_generate}, method, budget, options,

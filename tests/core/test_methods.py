@@ -166,6 +166,11 @@ def test_oracle_keeps_the_target_first_then_the_top_attention():
         rclib.compress(tokens, attn, method="oracle", budget=6)
 
 
+def test_a_token_with_a_slot_of_its_own_gives_it_the_kind_of_its_fate():
+    assert [int(Slot[f.name]) for f in (Fate.KEPT, Fate.RECOVERED, Fate.CENTRE)] == [0, 1, 2] == [
+        int(Fate.KEPT), int(Fate.RECOVERED), int(Fate.CENTRE)]
+
+
 def test_merge_reads_only_the_centres_rows_of_the_similarity():
     from rclib.methods.common import centre_rows, cosine_matrix
 
