@@ -47,23 +47,13 @@ lab: $(STAMP) ## open jupyter lab on notebooks/ (saving keeps outputs out of the
 	env -u MPLBACKEND JUPYTER_CONFIG_PATH=$(CURDIR)/notebooks/.jupyter $(VENV)/bin/jupyter lab notebooks/
 
 PORT   ?= 8866# make present's port on localhost
-REPORT := $(OUT)/report
-REPORTED := 02_reproduce_paper 03_how_it_works 04_compare_methods# the notebooks with results (01 is the explorer: make present)
 
 present: $(STAMP) ## the explorer (notebook 01) as a web app without code, for a class: Voila on http://localhost:$(PORT)
 	env -u MPLBACKEND $(VENV)/bin/voila notebooks/01_explore_one_image.ipynb --port=$(PORT) --no-browser \
 		--Voila.ip=127.0.0.1 --strip_sources=True --theme=light
 
 report: $(STAMP) ## run notebooks 02-04 and write them, without code, as one static HTML site: $(OUT)/report/index.html
-	@mkdir -p $(REPORT)
-	env -u MPLBACKEND $(VENV)/bin/jupyter nbconvert --to html --execute --no-input --output-dir $(REPORT) \
-		--ExecutePreprocessor.timeout=3600 $(REPORTED:%=notebooks/%.ipynb)
-	@{ echo '<!DOCTYPE html><html><head><meta charset="utf-8"><title>rclib report</title></head><body>'; \
-	  echo '<h1>rclib: Recoverable Compression, measured</h1><p>Notebooks run on $(shell date -u +%F) with the'; \
-	  echo 'embedded ShapesWorld model; code hidden. The explorer runs live with <code>make present</code>.</p><ul>'; \
-	  for name in $(REPORTED); do echo "<li><a href=\"$$name.html\">$$name</a></li>"; done; \
-	  echo '</ul></body></html>'; } > $(REPORT)/index.html
-	@echo "wrote $(REPORT)/index.html"
+	$(PY) -m rclib report --out $(OUT)/report
 
 figures: $(STAMP) ## render the notebooks' figures to figures/ from scripts
 	$(PY) -m rclib figures --out figures

@@ -46,11 +46,12 @@ examples = examples_for_model(MODEL, N_SCENES)
 #   **LOF neighbours**: how local the outlier test is. **text stage**: RC with or without text
 #   recovery. **KNN k**: how many tokens each merge centre absorbs.
 #
-# Right of the controls: the answers with all tokens and compressed, each with the visual tokens it read,
-# the counts, and any warning, in a box of fixed height (it scrolls; the figure below never moves). Below,
-# from the left: the image itself, the visual score (kept tokens outlined in blue), the text score
-# (recovered tokens outlined in orange), and the fate of every patch. `make present` serves this
-# explorer alone, as a web app without code, for a class.
+# Right of the controls (above them in a narrow window): the answers with all tokens and compressed, each
+# with the visual tokens it read, the counts, and any warning, in a box of fixed height (it scrolls; the
+# figure below never moves). Below, from the left: the image itself, the visual score (kept tokens outlined
+# in blue), the text score (recovered tokens outlined in orange), and the fate of every patch; a model with
+# tiles (LLaVA-NeXT) gets a row per view, its base view above its tiles' picture. `make present` serves
+# this explorer alone, as a web app without code, for a class.
 #
 # *If you see "Error displaying widget: model not found", the notebook was reopened without the
 # kernel that made the explorer: run it again (Run › Run All Cells).*

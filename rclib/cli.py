@@ -4,6 +4,7 @@
     rclib demo [--out out]            every bundled sample and a few ShapesWorld scenes, RC vs all tokens
     rclib bench [--methods ...] [--budgets ...] [--n N] [--seed S] [--out DIR]
     rclib figures [--out figures]     the notebooks' figures as PNG files
+    rclib report [NOTEBOOK ...] [--out out/report]   notebooks run and written without code as a static site
     rclib train-shapes [--out out/shapes-models] [--quick]
     rclib speed [--quick] [--device cuda --dtype fp16]   the speed benchmark -> benchmarks/results/
 """
@@ -20,6 +21,7 @@ from rclib.bench import BenchConfig
 from rclib.eval.commands import add_commands
 from rclib.methods import METHODS, method_table
 from rclib.models.prompts import IMAGE_PREPROCESS, PROMPT_FORMATS
+from rclib.report import INDEX, NOTEBOOKS, REPORTED, build_report
 from rclib.speed import add_command as add_speed_command
 
 
@@ -234,6 +236,13 @@ def cmd_figures(args) -> None:
         print(Path(args.out) / path.name)
 
 
+def cmd_report(args) -> None:
+    out = build_report(args.notebooks, args.out)
+    for path in args.notebooks:
+        print(out / f"{Path(path).stem}.html")
+    print(out / INDEX)
+
+
 def cmd_train_shapes(args) -> None:
     from rclib.shapes.train import train
 
@@ -297,6 +306,12 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", default="figures")
     sp.set_defaults(run=cmd_figures)
 
+    sp = sub.add_parser("report", help="run notebooks and write them without their code as one static HTML site")
+    sp.add_argument("notebooks", nargs="*", default=[str(NOTEBOOKS / f"{name}.ipynb") for name in REPORTED],
+                    metavar="NOTEBOOK", help="the .ipynb files, in the index's order (default notebooks 02-04)")
+    sp.add_argument("--out", default="out/report", help="the site's folder, replaced as a whole")
+    sp.set_defaults(run=cmd_report)
+
     sp = sub.add_parser("train-shapes", help="train the embedded ShapesWorld models from scratch")
     sp.add_argument("--out", default="out/shapes-models", help="a new or empty folder (never the shipped "
                     "data/models: copy a finished run's shapes-clip/ and shapes-llava/ into data/models)")
@@ -316,7 +331,7 @@ LIMITS = {  # numeric options (one number or a list) -> (least, most); the most 
     "budget": (1, MAX_TOKENS), "n": (1, 20_000), "shapes_n": (1, 20_000),  # a held-out question takes ~40 kB
     "processes": (1, 1024), "batch_size": (1, 4096), "limit": (1, 10**9), "threads": (1, os.cpu_count() or 1),
     "repeats": (1, 10_000), "batches": (1, 4096), "new_tokens": (1, 4096), "seed": (0, 2**32 - 1)}
-WHOLE_FOLDER_OUTPUTS = ("answer", "bench", "table", "figures")  # --out replaced as a whole (rclib.outputs)
+WHOLE_FOLDER_OUTPUTS = ("answer", "bench", "table", "figures", "report")  # --out replaced as a whole (rclib.outputs)
 RESERVED_MODEL_ARGS = {"pretrained": "--model", "method": "--methods", "budget": "--budgets"}  # rclib eval sets them
 HINTS = {  # error types that do not say what to do, and what to do
     "MemoryError": "out of memory: free memory, or use a smaller image, model or --n",

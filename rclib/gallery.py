@@ -17,6 +17,7 @@ from rclib.bench import BenchConfig, run_bench
 from rclib.examples import EXAMPLE_METHODS, Example, examples_for_model, learned_families
 from rclib.filters import RULES, filter_decision
 from rclib.methods import METHODS
+from rclib.models.compressed import other_layouts
 from rclib.views import image_views
 
 # The columns of the token-map grid: every method that compresses an example before the LLM.
@@ -42,13 +43,17 @@ def threshold_figure(model, example: Example, n_neighbors: int = 20):
     return viz.filter_thresholds(scores[0], decisions, xlabel="visual score ([CLS] attention)")
 
 
-def method_grid_figure(model, examples: list[Example], methods=GRID_METHODS):
+def method_grid_figure(model, examples: list[Example], methods=None):
     """Token-fate maps of each method (at its default budget) on the same examples, an example's question above
-    its row."""
+    its row; an image of a tiled family is drawn as its views (the base view, the tiles' picture), a line each.
+    methods: default :data:`GRID_METHODS`, less those that read one square patch grid where an image is not one."""
     encoded = model.encode([e.image for e in examples], [e.question for e in examples])
+    if methods is None:
+        methods = [m for m in GRID_METHODS if METHODS[m].layout != "grid" or not other_layouts(encoded)]
     results = {m: model.compress(encoded, m) for m in methods}
     titles = [e.name if e.question in e.name else f"{e.name}: {e.question}" for e in examples]  # photos name theirs
-    return viz.method_grid(list(model.display_images(encoded)), results, encoded.grid, titles)
+    views = [image_views(model, encoded, b) for b in range(len(examples))]
+    return viz.method_grid(views, results, None, titles)
 
 
 def answer_figures(model, run, b: int = 0) -> dict:

@@ -92,13 +92,22 @@ def view_size(shape: tuple[int, int]) -> tuple[float, float]:
     return (PANEL * aspect, PANEL) if aspect <= WIDEST else (PANEL * WIDEST, PANEL * WIDEST / aspect)
 
 
-def panel_table(kinds: tuple[str, ...], views: list[View] | None = None) -> tuple[list[list[tuple]], list[str]]:
-    """A figure's panels row by row, each (kind, (width, height) in inches), and the titles above its columns: for
-    one view (None: one patch grid) a row of ``kinds``, PANEL squares, no titles; for several, a row per kind and a
-    column per view (:func:`view_size`), titled by the views. Either way the axes go kind by kind, then view."""
+def panel_table(kinds: tuple[str, ...], views: list[View] | None = None, by_view: bool = False
+                ) -> tuple[list[list[tuple]], list[str]]:
+    """A figure's panels row by row, each (kind, (width, height) in inches), and the views' titles: for one view
+    (None: one patch grid) a row of ``kinds``, PANEL squares, no titles; for several, a row per kind and a column per
+    view (:func:`view_size`), titled above, or with ``by_view`` a row per view and a column per kind, titled beside
+    (a figure as wide as the page and low enough for a slide: its panels shrink to fit :data:`MAX_WIDTH`). Either way
+    the axes go kind by kind, then view (:func:`panel_axes`)."""
     if views is None or len(views) == 1:
         return [[(kind, (PANEL, PANEL)) for kind in kinds]], []
-    return [[(kind, view_size(view.cells.shape)) for view in views] for kind in kinds], [v.title for v in views]
+    titles = [view.title for view in views]
+    if not by_view:
+        return [[(kind, view_size(view.cells.shape)) for view in views] for kind in kinds], titles
+    sizes = [view_size(view.cells.shape) for view in views]
+    room = MAX_WIDTH - HEADER - sum(SLOT_WIDTHS[kind] - PANEL for kind in kinds)  # for the panels themselves
+    scale = min(1.0, room / (len(kinds) * max(width for width, _ in sizes)))
+    return [[(kind, (width * scale, height * scale)) for kind in kinds] for width, height in sizes], titles
 
 
 def table_extent(table: list[list[tuple]]) -> tuple[list[float], list[float]]:
@@ -108,21 +117,31 @@ def table_extent(table: list[list[tuple]]) -> tuple[list[float], list[float]]:
     return widths, [max(height for _, (_, height) in row) + TITLE for row in table]
 
 
-def table_size(table: list[list[tuple]], headers: list[str]) -> tuple[float, float]:
-    """(width, height) in inches of a :func:`panel_table` with its column titles (if any)."""
+def table_size(table: list[list[tuple]], headers: list[str], beside: bool = False) -> tuple[float, float]:
+    """(width, height) in inches of a :func:`panel_table` with its views' titles (if any) above its columns, or
+    ``beside`` its rows."""
     widths, heights = table_extent(table)
-    return sum(widths), sum(heights) + HEADER * bool(headers)
+    return sum(widths) + HEADER * (bool(headers) and beside), sum(heights) + HEADER * (bool(headers) and not beside)
 
 
-def place_panels(figure, table: list[list[tuple]], left: float, bottom: float, headers: list[str] = ()) -> list:
-    """The axes of a :func:`panel_table` on a figure without a layout engine, its lower left corner at (left,
-    bottom) in inches, a panel centred below its title; headers: a bold title above each column, if any."""
+def place_panels(figure, table: list[list[tuple]], left: float, bottom: float, headers: list[str] = (),
+                 beside: bool = False) -> list:
+    """The axes of a :func:`panel_table` on a figure without a layout engine, row by row, its lower left corner at
+    (left, bottom) in inches, a panel centred below its title; headers: a bold title above each column, or
+    ``beside`` each row (turned upright, left of it), if any."""
     width, height = figure.get_size_inches()
     widths, heights = table_extent(table)
     top = bottom + sum(heights)
-    for x, (_, (panel, _)), header in zip(np.cumsum([left, *widths]), table[0], headers):
-        figure.text((x + panel / 2) / width, (top + HEADER / 2) / height, header, ha="center", va="center",
-                    fontsize=10, fontweight="bold")
+    if beside and headers:
+        left += HEADER
+        middles = top - np.cumsum(heights) + np.array(heights) / 2  # of each row, its panels' titles included
+        for y, header in zip(middles, headers):  # a size smaller than above: the lowest rows hold its length
+            figure.text((left - HEADER / 2) / width, y / height, header, ha="center", va="center", rotation=90,
+                        fontsize=9, fontweight="bold")
+    else:
+        for x, (_, (panel, _)), header in zip(np.cumsum([left, *widths]), table[0], headers):
+            figure.text((x + panel / 2) / width, (top + HEADER / 2) / height, header, ha="center", va="center",
+                        fontsize=10, fontweight="bold")
     axes = []
     for row, row_height in zip(table, heights):
         top -= row_height
@@ -132,10 +151,16 @@ def place_panels(figure, table: list[list[tuple]], left: float, bottom: float, h
     return axes
 
 
-def panel_axes(kinds: tuple[str, ...], views: list[View] | None = None, legend: bool = False) -> list:
+def panel_axes(kinds: tuple[str, ...], views: list[View] | None = None, legend: bool = False,
+               by_view: bool = False) -> list:
     """The image panels of the given kinds in a new figure (:func:`panel_table`: a row of PANEL squares for one
-    view, a column per view for several), titles above; legend: room below for the fate legend."""
+    view, a column per view for several, ``by_view`` a row per view), the panels' titles above, the views' above
+    their columns (``by_view``: beside their rows); legend: room below for the fate legend. The axes go kind by
+    kind, then view."""
     bottom = LEGEND if legend else 0.1
-    table, headers = panel_table(kinds, views)
-    width, height = table_size(table, headers)
-    return place_panels(new_figure((width, height + bottom), layout=None), table, 0.1, bottom, headers)
+    table, headers = panel_table(kinds, views, by_view)
+    width, height = table_size(table, headers, by_view)
+    axes = place_panels(new_figure((width, height + bottom), layout=None), table, 0.1, bottom, headers, by_view)
+    if not (by_view and headers):
+        return axes
+    return [axes[v * len(kinds) + k] for k in range(len(kinds)) for v in range(len(headers))]  # rows were views

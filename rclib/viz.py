@@ -439,33 +439,41 @@ def overview(image, result: CompressionResult, grid, question: str = "", answer:
 
 
 @style()
-def method_grid(images: list, results: dict[str, CompressionResult], grid: tuple[int, int],
+def method_grid(images: list, results: dict[str, CompressionResult], grid,
                 row_titles: list[str] | None = None) -> Figure:
-    """Token-fate maps of several methods on the same images: per image its row title (the question) above, the
-    plain image, then a map per method, :data:`GRID_COLUMNS` panels to a line; the fate legend below all.
+    """Token-fate maps of several methods on the same images: per image its row title (the question) above, then per
+    view of it the plain view and a map per method, :data:`GRID_COLUMNS` panels to a line; the fate legend below all.
 
+    images, grid: the images and their patch grid (h, w), or each image's views (:func:`rclib.views.image_views`: a
+    tiled image's base view and tiles' picture, each a line of its own) and None.
     results: method -> a result batched over ``images`` (sample b belongs to images[b]).
     """
     methods = list(results)
+    views = [as_views(image, grid) for image in images]
     slot = (MAX_WIDTH - 0.2) / GRID_COLUMNS  # inches per panel and its gap
     side = slot - 0.15  # a panel's side
-    lines = -(-(len(methods) + 1) // GRID_COLUMNS)  # lines per image
-    block = TITLE / 2 + lines * (side + TITLE / 2)  # inches per image: its title, then each line's titles and panels
-    height = len(images) * block + LEGEND
+    line = side + TITLE / 2  # inches per line of panels: its titles, then the panels
+    lines = -(-(len(methods) + 1) // GRID_COLUMNS)  # lines per view
+    blocks = [TITLE / 2 + len(shown) * lines * line for shown in views]  # inches per image: its title, its lines
+    height = sum(blocks) + LEGEND
     figure = new_figure((MAX_WIDTH, height), layout=None)
-    for b, image in enumerate(images):
-        top = height - b * block
+    top = height
+    for b, shown in enumerate(views):
         if row_titles:
             figure.text(0.1 / MAX_WIDTH, (top - 0.2) / height, textwrap.shorten(row_titles[b], 140), fontsize=10,
                         fontweight="bold", va="center")
-        for i, method in enumerate([None, *methods]):
-            line, column = divmod(i, GRID_COLUMNS)
-            bottom = top - TITLE / 2 - line * (side + TITLE / 2) - TITLE / 2 - side
-            ax = figure.add_axes(((0.1 + column * slot) / MAX_WIDTH, bottom / height, side / MAX_WIDTH, side / height))
-            if method is None:
-                show_image(ax, image, grid, IMAGE_TITLE)
-            else:
-                one = results[method][b]
-                fate_map(image, one, grid, f"{method}: K = {int(one.n_output[0])}", ax=ax, legend=False)
+        for v, view in enumerate(shown):
+            for i, method in enumerate([None, *methods]):
+                row, column = divmod(v * lines * GRID_COLUMNS + i, GRID_COLUMNS)
+                bottom = top - TITLE / 2 - row * line - line
+                ax = figure.add_axes(((0.1 + column * slot) / MAX_WIDTH, bottom / height, side / MAX_WIDTH,
+                                      side / height))
+                if method is None:
+                    show_image(ax, view.image, view.cells, view.title.split("\n")[0] or IMAGE_TITLE)
+                else:
+                    one = results[method][b]
+                    fate_map(view.image, one, view.cells, f"{method}: K = {int(one.n_output[0])}", ax=ax, legend=False)
+                draw_tile_lines(ax, view)
+        top -= blocks[b]
     fate_legend(figure)
     return figure

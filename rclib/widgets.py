@@ -7,19 +7,21 @@ control redraws only what the result changes. The option controls are the ones t
 declare (``MethodSpec.controls`` in :data:`rclib.methods.METHODS`: label, widget kind, range, step), one
 per option name; those the selected method does not read are greyed out. Next to the question: the words
 the model reads (a closed-vocabulary model such as the embedded one) and, in a warning box, why its output
-is not an answer when it is not
-(:func:`rclib.examples.caveats`, and an empty question), with notes on what the model does not see of the
-input (:func:`input_notes`: a centre-cropped image, a question past the text tower's context). A callback that
-raises shows its traceback in the explorer's error area instead of vanishing (ipywidgets swallows such errors).
+is not an answer when it is not (:func:`rclib.examples.caveats`, and a question without a word), with notes on
+what the model does not see of the input (:func:`input_notes`: a centre-cropped image, a question past the text
+tower's context), or that the question is empty (then nothing runs). A callback that raises shows its traceback in
+the explorer's error area instead of vanishing (ipywidgets swallows such errors).
 
 Layout: the controls on the left, the answers, counts and warnings in a box of fixed height on the right (it
-scrolls when they are long), the figure below both at its own size in CSS pixels (drawn at twice that in
-device pixels): what a control changes never moves the figure. At 1,280 x 720 the controls and the figure
-fit one screen (``make present`` serves the explorer alone).
+scrolls when they are long; on a page too narrow for both, above the controls), the figure below both at its own
+size in CSS pixels (drawn at twice that in device pixels): what a control changes never moves the figure, and the
+budget slider is just above it. At 1,280 x 720 the controls and the figure fit one screen (``make present`` serves
+the explorer alone); a tiled model's figure, a row per view, fits one screen by itself. The budget slider's range
+is the shown image's tokens (a tiled model's vary with the image's tile layout).
 
 Tests drive it without a browser: set ``explorer.controls[name].value`` and read ``explorer.state``,
 ``explorer.result``, ``explorer.answers``, ``explorer.answers_table.value`` (HTML), ``explorer.warnings``,
-``explorer.figure.value`` (PNG bytes) and ``explorer.error``.
+``explorer.figure.value`` (JPEG bytes, :meth:`rclib.live.LiveFigure.jpeg`) and ``explorer.error``.
 """
 from __future__ import annotations
 
@@ -44,10 +46,11 @@ from rclib.views import image_views
 FIRST_METHOD = "rc"  # the method selected when the explorer opens
 LABEL_WIDTH = 150  # px of a control's description
 READOUT_WIDTH = 110  # px of a slider's value and the margins around its track
-MIN_TRACK = 300  # px of a slider's track at least; the budget's is one px per token or more
+MIN_TRACK = 300  # px of a slider's track at least; the budget's is one px per token or more up to MAX_TRACK
+MAX_TRACK = 600  # px of a slider's track at most: the controls and the answers box share a 1,280 px slide's row
 EXAMPLE_WIDTH = "470px"  # the image list
 TEXT_WIDTH = "660px"  # the question box, beside the image list: long photo questions stay readable
-STATUS_WIDTH = 320  # px of the answers box at least (it shares the controls' row, or wraps below them)
+STATUS_WIDTH = 320  # px of the answers box at least (it shares the controls' row, or wraps above them)
 STATUS_HEIGHT = "276px"  # the answers box's fixed height, about the controls' column: it scrolls, nothing moves
 NOTE_HEIGHT = "4em"  # the method's note, two lines: a longer one scrolls
 SWITCH_WIDTH = 220  # px of a checkbox's box and label, beside the description column
@@ -68,8 +71,9 @@ OPTION_CONTROLS = option_controls(METHODS[name] for name in (FIRST_METHOD, *EXAM
 
 
 def slider_layout(steps: int) -> widgets.Layout:
-    """A slider as wide as its steps in pixels (one token per pixel for the budget), at least MIN_TRACK."""
-    return widgets.Layout(width=f"{LABEL_WIDTH + max(MIN_TRACK, steps) + READOUT_WIDTH}px")
+    """A slider as wide as its steps in pixels (one token per pixel for the budget), from MIN_TRACK to MAX_TRACK (a
+    tiled model's thousands of tokens share it; an arrow key still moves one step)."""
+    return widgets.Layout(width=f"{LABEL_WIDTH + min(max(MIN_TRACK, steps), MAX_TRACK) + READOUT_WIDTH}px")
 
 
 def option_widget(control: Control, value, style: dict) -> widgets.Widget:
@@ -98,7 +102,7 @@ def option_read(spec: MethodSpec, name: str, control: Control, values: dict) -> 
 
 def make_controls(examples: list, n_tokens: int) -> dict[str, widgets.Widget]:
     """The explorer's controls, the options' defaults (:data:`OPTION_CONTROLS`) preselected; budget 0 lets
-    the method choose (adaptive methods) or take its default budget; n_tokens: the model's visual tokens."""
+    the method choose (adaptive methods) or take its default budget; n_tokens: the first image's visual tokens."""
     style = {"description_width": f"{LABEL_WIDTH}px"}
     return {
         "example": widgets.Dropdown(options=[e.name for e in examples], description="image", style=style,
@@ -144,13 +148,18 @@ def vocabulary_note(words: list[str] | None, learned: tuple[str, ...] = FAMILIES
             f"<code>{listed}</code>.{families}</small>")
 
 
+EMPTY_QUESTION = ("The question is empty, and a model reads no empty question: type a question and press Enter. "
+                  "The figure still shows the last question asked.")
+
+
 def question_caveats(question: str) -> list[str]:
-    """Why an output to ``question`` answers nothing whatever the model: a question without a word."""
-    if re.search(r"\w", question):
+    """Why an output to ``question`` answers nothing whatever the model: a question without a word (an empty one is
+    not asked at all: :data:`EMPTY_QUESTION`)."""
+    if re.search(r"\w", question) or not question.strip():
         return []
-    return [f"The question {'is empty' if not question.strip() else f'“{question.strip()}” has no word'}: the "
-            "text score has nothing to point at (the text stage still recovers the patches its filter picks, by the "
-            "prompt's own tokens) and the output answers no question. Type a question and press Enter."]
+    return [f"The question “{question.strip()}” has no word: the text score has nothing to point at (the text stage "
+            "still recovers the patches its filter picks, by the prompt's own tokens) and the output answers no "
+            "question. Type a question and press Enter."]
 
 
 def input_notes(model, question: str, image, tiled: bool = False) -> list[str]:
@@ -225,7 +234,7 @@ def answers_html(question: str, answers: dict[str, tuple[str, int]], n_tokens: i
 
 def fate_legend_html(tiled: bool = False) -> str:
     """The fate colours of every figure, once, as a line of swatches, after what the panels show; tiled: the figure
-    has a row per panel and a column per view (the base view, the tiles' picture)."""
+    has a row per view (the base view, the tiles' picture)."""
     def swatch(colour: str, label: str) -> str:
         return (f"<span style='display: inline-block; width: 12px; height: 12px; background: {colour}; "
                 f"margin: 0 4px 0 12px; vertical-align: middle'></span>{html.escape(label)}")
@@ -234,9 +243,8 @@ def fate_legend_html(tiled: bool = False) -> str:
     items.append(swatch(to_hex(viz.CLUSTER_PALETTE[0]), "merged into a cluster (a colour each; a star marks "
                                                              "its centre)"))
     captions = "; ".join(panel.caption for panel in viz.PANELS.values())
-    where = ("From the top, the base view on the left and the tiles' picture on the right (dashed: the tiles' "
-             "borders)" if tiled else "From the left")
-    return f"<small>{where}: {html.escape(captions)}.<br>{''.join(items)}</small>"
+    views = " The base view above, the tiles' picture below (dashed: the tiles' borders)." if tiled else ""
+    return f"<small>From the left: {html.escape(captions)}.{views}<br>{''.join(items)}</small>"
 
 
 class Explorer:
@@ -256,8 +264,7 @@ class Explorer:
         self.encoded = {}  # (example name, question) -> Encoded, the encoders' output
         self.full_answers = {}  # (example name, question) -> answer with all tokens
         first = self.encode(examples[0].name, examples[0].question)
-        self.n_tokens = first.n_tokens  # the model's visual tokens (all views' of a tiled family)
-        self.controls = make_controls(examples, self.n_tokens)
+        self.controls = make_controls(examples, first.n_tokens)
         for name, control in self.controls.items():
             control.add_class(f"rclib-{name}")  # what the browser tests (tests/browser) find them by
         self.vocabulary = widgets.HTML(vocabulary_note(known_words(model), learned_families(model)))
@@ -266,7 +273,7 @@ class Explorer:
         self.summary = widgets.HTML()
         self.answers_table = widgets.HTML()
         self.legend = widgets.HTML(fate_legend_html(tiled=len(first.views[0]) > 1))
-        self.figure = widgets.Image(format="png", layout=widgets.Layout(max_width="100%", height="auto"))
+        self.figure = widgets.Image(format="jpeg", layout=widgets.Layout(max_width="100%", height="auto"))
         self.errors = widgets.Output()
         for name in ("vocabulary", "warning", "method_note", "summary", "answers_table", "figure", "errors"):
             getattr(self, name).add_class(f"rclib-{name.replace('_', '-')}")
@@ -275,9 +282,9 @@ class Explorer:
         self.result = None  # the last CompressionResult
         self.answers: dict[str, str] = {}  # "all tokens" / method -> answer
         self.warnings: list[str] = []  # why the current output is not an answer (caveats, question_caveats)
-        self.notes: list[str] = []  # what the model does not see of the input (input_notes)
+        self.notes: list[str] = []  # what the model does not see of the input (input_notes), or EMPTY_QUESTION
         self.error: BaseException | None = None  # the last exception a callback raised, else None
-        self.holding = False  # True while several controls change at once: one refresh afterwards
+        self.holding = False  # True while controls change without a refresh each (quiet, hold)
         self.controls["example"].observe(self.on_example, names="value")
         self.controls["method"].observe(self.on_method, names="value")
         for name, control in self.controls.items():
@@ -289,6 +296,11 @@ class Explorer:
     def state(self) -> dict:
         """The controls' current values."""
         return {name: control.value for name, control in self.controls.items()}
+
+    @property
+    def n_tokens(self) -> int:
+        """The shown image's visual tokens (all its views' for a tiled family): the budget slider's range."""
+        return self.controls["budget"].max
 
     @property
     def spec(self):
@@ -305,7 +317,8 @@ class Explorer:
                               layout=widgets.Layout(flex=f"1 1 {STATUS_WIDTH}px", min_width=f"{STATUS_WIDTH}px",
                                                     height=STATUS_HEIGHT, overflow="auto"))
         status.add_class("rclib-status")
-        row = widgets.HBox([controls, status], layout=widgets.Layout(flex_flow="row wrap"))
+        # A narrow page wraps the answers box above the controls: the budget slider stays just above the figure.
+        row = widgets.HBox([controls, status], layout=widgets.Layout(flex_flow="row wrap-reverse"))
         return widgets.VBox([inputs, self.vocabulary, row, self.legend, self.figure, self.errors]
                             ).add_class("rclib-explorer")
 
@@ -328,13 +341,19 @@ class Explorer:
         return {name: self.controls[name].value for name in OPTION_CONTROLS if name in self.spec.options}
 
     @contextmanager
-    def hold(self):
-        """Change several controls, then refresh once."""
+    def quiet(self):
+        """Change controls without a refresh for each."""
         self.holding = True
         try:
             yield
         finally:
             self.holding = False
+
+    @contextmanager
+    def hold(self):
+        """Change several controls, then refresh once."""
+        with self.quiet():
+            yield
         self.refresh()
 
     def on_example(self, change) -> None:
@@ -372,12 +391,21 @@ class Explorer:
         self.method_note.value = method_note(spec, self.n_tokens)
 
     def update(self) -> None:
-        """Enable the controls the method reads, compress, answer, and redraw counts, answers and figures."""
+        """Fit the budget's range to the image, enable the controls the method reads, compress, answer, and redraw
+        counts, answers and figures."""
+        example = self.examples[self.controls["example"].value]
+        key = (example.name, self.controls["question"].value)
+        if not key[1].strip():  # nothing to ask: say so, show no answer, keep the figure
+            self.enable_controls()
+            self.warnings, self.notes = [], [EMPTY_QUESTION]
+            self.warning.value = warnings_box(self.warnings, self.notes)
+            self.answers_table.value = self.summary.value = ""
+            return
+        encoded = self.encode(*key)
+        with self.quiet():  # a budget over the image's tokens becomes all of them
+            self.controls["budget"].max = encoded.n_tokens
         self.enable_controls()
         state = self.state
-        example = self.examples[state["example"]]
-        key = (example.name, state["question"])
-        encoded = self.encode(*key)
         budget = (state["budget"] or None) if self.spec.takes_budget else None  # 0: the method's choice
         run = self.model.run(encoded, state["method"], budget, self.max_new_tokens, **self.method_options())
         self.result = run.result
@@ -408,4 +436,4 @@ class Explorer:
                 self.maps = LiveFigure(views, None, scores, self.result, counts=counts)
                 self.figure.layout.width = f"{self.maps.css_size[0]}px"  # its own size: never stretched
             self.maps_key = key
-        self.figure.value = self.maps.png()
+        self.figure.value = self.maps.jpeg()

@@ -217,8 +217,8 @@ def test_dodge():
 def test_live_score_maps_redraw_only_the_result(known_result):
     visual, text = known_result.scores["visual"][0], known_result.scores["text"][0]
     live = LiveFigure(IMAGE, GRID, {"visual": visual, "text": text}, known_result)
-    first = live.png()
-    assert first[:4] == b"\x89PNG"
+    first = live.jpeg()
+    assert first[:3] == b"\xff\xd8\xff", "a JPEG"
     assert outlined(live.axes[1]) == [(0, 0)] and outlined(live.axes[2]) == [(1, 0)]
     weights = torch.zeros(1, 1, 6)
     weights[0, 0, 4] = 1.0
@@ -228,9 +228,9 @@ def test_live_score_maps_redraw_only_the_result(known_result):
     assert outlined(live.axes[1]) == [(1, 1)] and outlined(live.axes[2]) == [], "patch 4 kept, nothing recovered"
     assert live.axes[3].get_title() == "fastervlm: 6 -> 1 tokens"
     assert len([i for i in live.axes[3].get_images() if i.get_gid() == "fates"]) == 1, "the old layer is gone"
-    assert live.png() != first
+    assert live.jpeg() != first
     live.show(known_result)
-    assert live.png() == first, "the same result draws the same pixels"
+    assert live.jpeg() == first, "the same result draws the same pixels"
 
 
 def test_method_grid_has_a_map_per_image_and_method(known_result):
@@ -247,7 +247,7 @@ def test_method_grid_has_a_map_per_image_and_method(known_result):
 def test_live_score_maps_take_new_scores_in_place(known_result):
     visual, text = known_result.scores["visual"][0], known_result.scores["text"][0]
     live = LiveFigure(IMAGE, GRID, {"visual": visual, "text": text}, known_result)
-    before = live.png()
+    before = live.jpeg()
     live.show_scores(255 - IMAGE, {"visual": text, "text": visual}, known_result)
     for ax, scores in zip(live.axes[1:3], (text, visual)):
         image, heat = ax.get_images()[:2]
@@ -255,7 +255,22 @@ def test_live_score_maps_take_new_scores_in_place(known_result):
         assert np.allclose(heat.get_array(), scores.numpy().reshape(GRID))
         assert heat.get_clim() == pytest.approx((float(scores.min()), float(scores.max()))), "the colour bar follows"
     assert np.array_equal(live.axes[3].get_images()[0].get_array(), 255 - IMAGE)
-    assert live.png() != before
+    assert live.jpeg() != before
+
+
+def test_a_new_question_redraws_only_the_text_score_as_a_new_figure_draws_it(known_result, monkeypatch):
+    visual, text = known_result.scores["visual"][0], known_result.scores["text"][0]
+    live = LiveFigure(IMAGE, GRID, {"visual": visual, "text": text}, known_result)
+    monkeypatch.setattr(live.figure.canvas, "draw", lambda: pytest.fail("the whole figure was drawn again"))
+    drawn = []
+    draw_artist = live.figure.draw_artist
+    monkeypatch.setattr(live.figure, "draw_artist", lambda artist: drawn.append(artist) or draw_artist(artist))
+    asked = {"visual": visual, "text": 1 - 2 * text}  # another question: another text score, the same image
+    live.show_scores(IMAGE, asked, known_result)
+    assert live.axes[2] in drawn and not {live.axes[0], live.axes[1], live.axes[3]} & set(drawn)
+    monkeypatch.undo()
+    fresh = LiveFigure(IMAGE, GRID, asked, known_result)
+    assert np.array_equal(np.asarray(live.figure.canvas.buffer_rgba()), np.asarray(fresh.figure.canvas.buffer_rgba()))
 
 
 # Colour-vision simulation (Machado, Oliveira & Fernandes 2009, severity 1), on linear RGB.

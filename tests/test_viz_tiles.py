@@ -11,7 +11,8 @@ from rclib import gallery, viz
 from rclib.cli import main
 from rclib.examples import Example
 from rclib.live import LiveFigure
-from rclib.views import image_views, view_cells, view_maps
+from rclib.methods import METHODS
+from rclib.views import View, image_views, view_cells, view_maps
 from rclib.widgets import Explorer
 
 QUESTION = "what colour is the circle ?"
@@ -119,7 +120,7 @@ def test_the_explorer_draws_each_view_and_keeps_them_live(tiled_model, tiled_ima
     examples = [Example("wide", tiled_images[0], QUESTION), Example("tall", tiled_images[1], "where is it ?")]
     explorer = Explorer(tiled_model, examples, max_new_tokens=2)
     assert explorer.error is None, explorer.errors.outputs
-    assert len(explorer.maps.axes) == len(viz.PANELS) * 2 and bytes(explorer.figure.value[:4]) == b"\x89PNG"
+    assert len(explorer.maps.axes) == len(viz.PANELS) * 2 and bytes(explorer.figure.value[:3]) == b"\xff\xd8\xff"
     counts = tiled_model.run(explorer.encoded[("wide", QUESTION)], "rc", max_new_tokens=1).counts(0)
     assert f"{counts['n_input_tokens']} tokens in" in explorer.summary.value, "counts in the model's units"
     assert "tiles' picture" in explorer.legend.value
@@ -137,14 +138,14 @@ def test_live_scores_of_a_view_change_in_place(tiled_model, tiled_images):
     views = image_views(tiled_model, encoded)
     result = tiled_model.compress(encoded, "rc")
     live = LiveFigure(views, None, {"visual": encoded.cls_attn[0], "text": encoded.text_sim[0]}, result)
-    before = live.png()
+    before = live.jpeg()
     assert live.fits(views) and not live.fits(views[:1])
     live.show_scores(views, {"visual": encoded.text_sim[0], "text": encoded.cls_attn[0]}, result)
     heat = live.axes[3].get_images()[1]
     np.testing.assert_allclose(heat.get_array(), view_maps(encoded.text_sim[0], encoded.token_places[0],
                                                            encoded.views[0])[1])
     assert heat.get_clim() == pytest.approx((float(encoded.text_sim.min()), float(encoded.text_sim.max())))
-    assert live.png() != before
+    assert live.jpeg() != before
 
 
 def test_one_grid_of_any_size_is_drawn_as_its_own_image(tiny_qwen_dir, tiled_images):
@@ -161,3 +162,65 @@ def test_one_grid_of_any_size_is_drawn_as_its_own_image(tiny_qwen_dir, tiled_ima
         assert view.cells.shape == alone.grid and view.cells.max() == int(batch.token_counts[b]) - 1
     run = model.answer(tiled_images[0], QUESTION, "fastervlm", budget=8, max_new_tokens=1)
     assert len(gallery.answer_figures(model, run)["scores"].axes) == 4, "one grid: one row of panels"
+
+
+def test_the_explorer_s_budget_follows_the_shown_image(tiled_model, tiled_images):
+    examples = [Example("wide", tiled_images[0], QUESTION), Example("tall", tiled_images[1], QUESTION)]
+    tokens = {e.name: tiled_model.encode(e.image, QUESTION).n_tokens for e in examples}
+    assert tokens["wide"] != tokens["tall"], "the two tile layouts give two token counts"
+    explorer = Explorer(tiled_model, examples, max_new_tokens=2)
+    budget = explorer.controls["budget"]
+    assert budget.max == explorer.n_tokens == tokens["wide"]
+    budget.value = tokens["wide"]
+    explorer.controls["example"].value = "tall"
+    assert explorer.error is None, explorer.errors.outputs
+    assert budget.max == tokens["tall"] and budget.value == min(tokens["wide"], tokens["tall"])
+    assert f"of the {tokens['tall']} visual tokens" in explorer.method_note.value
+    assert f"{tokens['tall']} of {tokens['tall']}" in explorer.answers_table.value
+    width, height = explorer.maps.css_size
+    assert width <= viz.MAX_WIDTH * 96 and height <= 720, "the figure fits a 1,280 x 720 slide"
+    explorer.controls["example"].value = "wide"
+    assert budget.max == tokens["wide"] and explorer.error is None
+
+
+@pytest.mark.parametrize("tiles", [(48, 48), (24, 48), (48, 24), (24, 72)])  # LLaVA-NeXT: 2 x 2, 1 x 2, 2 x 1, 1 x 3
+def test_the_explorer_s_figure_of_views_is_a_row_per_view_that_fits_a_slide(tiles):
+    views = [View(np.zeros((336, 336, 3), np.uint8), np.arange(576).reshape(24, 24), "base view"),
+             View(np.zeros((*tiles, 3), np.uint8), np.arange(tiles[0] * tiles[1]).reshape(tiles), "tiles")]
+    kinds = tuple(panel.kind for panel in viz.PANELS.values())
+    axes = viz.panel_axes(kinds, views, by_view=True)
+    width, height = axes[0].figure.get_size_inches() * 96  # CSS px at the explorer's 96 per inch
+    assert width <= viz.MAX_WIDTH * 96 and height <= 720 - 140, "a slide shows it with a line of controls above"
+    boxes = [ax.get_position() for ax in axes]  # kind by kind, then view
+    assert boxes[0].x0 == boxes[1].x0 and boxes[0].y0 > boxes[1].y0, "a kind's column: the base view above the tiles"
+    assert boxes[0].y0 == boxes[2].y0 and boxes[0].x0 < boxes[2].x0, "a view's row: its panels left to right"
+    assert [t.get_text() for t in axes[0].figure.texts] == ["base view", "tiles"], "each row titled beside it"
+
+
+def test_the_method_grid_draws_each_view_of_each_image(tiled_model, tiled_images):
+    examples = [Example("wide", tiled_images[0], QUESTION), Example("tall", tiled_images[1], QUESTION)]
+    figure = gallery.method_grid_figure(tiled_model, examples, ("rc", "fastervlm"))
+    titles = [ax.get_title().split(":")[0] for ax in figure.axes]
+    assert titles == ["base view", "rc", "fastervlm", "tiles", "rc", "fastervlm"] * 2, "per image, a line per view"
+    bordered = [i for i, ax in enumerate(figure.axes) if any(c.get_gid() == "tiles" for c in ax.collections)]
+    assert bordered == [3, 4, 5, 9, 10, 11], "the tiles' borders on every panel of the tiles' picture"
+    encoded = tiled_model.encode([e.image for e in examples], [QUESTION] * 2)
+    result = tiled_model.compress(encoded, "fastervlm")[1]
+    cells = view_cells(encoded.token_places[1], encoded.views[1])[1]
+    colours = figure.axes[-1].get_images()[1].get_array()
+    np.testing.assert_allclose(colours[cells >= 0], viz.patch_colours(result)[cells[cells >= 0]])
+    assert figure.get_figwidth() <= viz.MAX_WIDTH
+    viz.close(figure)
+    shown = {ax.get_title().split(":")[0] for ax in gallery.method_grid_figure(tiled_model, examples[:1]).axes}
+    square_only = {m for m in gallery.GRID_METHODS if METHODS[m].layout == "grid"}
+    assert square_only and shown == {"base view", "tiles", *gallery.GRID_METHODS} - square_only, \
+        "by default every method that reads tiles"
+
+
+def test_rclib_figures_draws_a_tiled_model(tiled_model, tmp_path, monkeypatch):
+    rows = [{"method": m, "budget": b, "mean_tokens": t, "accuracy": 0.5, "accuracy_small": 0.4} for m, b, t in
+            (("full", "all", 300), ("rc", "adaptive", 40), ("fastervlm", "64", 64))]
+    monkeypatch.setattr(gallery, "bench_rows", lambda model, n, families: rows)  # rclib.bench's own tests run it
+    paths = gallery.render_figures(tmp_path, tiled_model)
+    assert {p.name for p in paths} == {"overview.png", "filter_thresholds.png", "method_grid.png",
+                                       "accuracy_vs_tokens.png", "accuracy_breakdown.png"}

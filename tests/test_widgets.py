@@ -7,8 +7,9 @@ import pytest
 from rclib.examples import EXAMPLE_METHODS, Example
 from rclib.methods import METHODS
 from rclib.methods.registry import Control
-from rclib.widgets import (LABEL_WIDTH, OPTION_CONTROLS, READOUT_WIDTH, Explorer, answers_html, input_notes,
-                           option_controls, question_caveats, slider_layout, vocabulary_note)
+from rclib.widgets import (EMPTY_QUESTION, LABEL_WIDTH, MAX_TRACK, OPTION_CONTROLS, READOUT_WIDTH, Explorer,
+                           answers_html, input_notes, option_controls, question_caveats, slider_layout,
+                           vocabulary_note)
 
 N_TOKENS = 64  # the tiny model's visual tokens (tests/conftest.py)
 
@@ -24,7 +25,7 @@ def test_starts_with_rc_and_draws(explorer):
     assert explorer.error is None, explorer.errors.outputs
     assert explorer.state["method"] == "rc" and explorer.result.method == "rc"
     assert set(explorer.answers) == {"all tokens", "rc"}
-    assert bytes(explorer.figure.value[:4]) == b"\x89PNG"
+    assert explorer.figure.format == "jpeg" and bytes(explorer.figure.value[:3]) == b"\xff\xd8\xff"
     assert f"{explorer.result.counts(0)['n_output_tokens']} out" in explorer.summary.value
     table = explorer.answers_table.value
     assert table.startswith("<table") and f"{N_TOKENS} of {N_TOKENS}" in table and "true answer: red" in table
@@ -121,6 +122,8 @@ def test_no_examples_is_a_clear_error(tiny_model):
 def test_the_budget_slider_has_a_pixel_per_token(explorer):
     track = int(explorer.controls["budget"].layout.width.removesuffix("px")) - LABEL_WIDTH - READOUT_WIDTH
     assert explorer.controls["budget"].max == N_TOKENS and track >= N_TOKENS
+    assert slider_layout(576).width == f"{LABEL_WIDTH + 576 + READOUT_WIDTH}px", "LLaVA-1.5's tokens: a px each"
+    assert slider_layout(2880).width == f"{LABEL_WIDTH + MAX_TRACK + READOUT_WIDTH}px", "a tiled model's share it"
 
 
 def test_full_greys_out_the_budget_and_says_why(explorer):
@@ -164,9 +167,19 @@ def test_questions_without_words_and_cropped_images_are_flagged(explorer, tiny_m
     explorer.controls["question"].value = "?"
     assert explorer.error is None, explorer.errors.outputs
     assert any("has no word" in w for w in explorer.warnings) and "not an answer" in explorer.answers_table.value
-    assert question_caveats("") and question_caveats("  ? ") and not question_caveats("what color ?")
+    assert question_caveats("  ? ") and not question_caveats("what color ?")
     assert any("80 x 64 image is not square" in n for n in explorer.notes), "the tiny images are 80 x 64"
     assert input_notes(tiny_model, "what color ?", np.zeros((64, 64, 3), np.uint8)) == []
+
+
+def test_an_empty_question_is_not_asked_and_says_so(explorer):
+    figure = explorer.figure.value
+    explorer.controls["question"].value = "  "
+    assert explorer.error is None, "no traceback: a note says what to do"
+    assert explorer.notes == [EMPTY_QUESTION] and "type a question" in explorer.warning.value
+    assert explorer.answers_table.value == "" and explorer.figure.value == figure, "no answer, the last figure"
+    explorer.controls["question"].value = "how many shapes ?"
+    assert explorer.error is None and explorer.notes != [EMPTY_QUESTION] and "how many" in explorer.answers_table.value
 
 
 def test_the_controls_are_the_ones_the_specs_declare(explorer):

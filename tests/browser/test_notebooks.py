@@ -141,6 +141,67 @@ def timed(page, action: str, act, timings: list, selector: str = ".rclib-figure"
     timings.append({"action": action, "seconds": round(time.perf_counter() - start, 3)})
 
 
+def below(page, selector: str) -> float:
+    """How far below the explorer's top the element of ``selector`` starts, in CSS px (scrolling moves both)."""
+    return page.locator(selector).bounding_box()["y"] - page.locator(".rclib-explorer").bounding_box()["y"]
+
+
+def check_the_figure_holds_still(page, timings, where: str) -> None:
+    """The explorer's answers box fills up (a budget of 400: long counts; prumerge; a question with a word the model
+    never saw, one without a word, an empty one: warnings and notes) and the figure stays where it is. where: the
+    timings' prefix."""
+    figure = below(page, ".rclib-figure")
+    page.locator(".rclib-budget .widget-readout").click()
+    page.keyboard.press("Control+a")
+    page.keyboard.type("400")
+    timed(page, f"{where}: budget typed 400, Enter", lambda: page.keyboard.press("Enter"), timings)
+    assert below(page, ".rclib-figure") == figure, "the figure moved when the budget grew the answers"
+    timed(page, f"{where}: method prumerge", lambda: page.select_option(".rclib-method select", "prumerge"), timings)
+    assert below(page, ".rclib-figure") == figure, "the figure moved with the method"
+    question = page.locator(".rclib-question input")
+    question.fill("what zebra ?")
+    timed(page, f"{where}: a question with an unknown word (the encoders run)", lambda: question.press("Enter"),
+          timings)
+    assert "zebra" in page.locator(".rclib-warning").inner_text()
+    assert below(page, ".rclib-figure") == figure, "the figure moved when a warning appeared"
+    question.fill("?")
+    timed(page, f"{where}: a question without a word", lambda: question.press("Enter"), timings)
+    assert "has no word" in page.locator(".rclib-warning").inner_text()
+    assert below(page, ".rclib-figure") == figure, "the figure moved when a second warning replaced the first"
+    question.fill("")
+    question.press("Enter")
+    page.wait_for_function("() => /question is empty/.test(document.querySelector('.rclib-warning').innerText)")
+    assert below(page, ".rclib-figure") == figure, "the figure moved when the answers went for an empty question"
+
+
+# Where the budget slider's top and the figure's bottom are in the notebook's scrolled area, the budget scrolled to
+# its top: both on screen when the figure ends above the area's bottom; and neither cut off at the sides.
+SLIDER_AND_FIGURE = f"""() => {{
+  document.querySelector('.rclib-budget').scrollIntoView({{block: 'start'}});
+  const area = document.querySelector('{CURRENT} .jp-WindowedPanel-outer').getBoundingClientRect();
+  const slider = document.querySelector('.rclib-budget').getBoundingClientRect();
+  const figure = document.querySelector('.rclib-figure').getBoundingClientRect();
+  return {{area: [area.left, area.top, area.right, area.bottom], slider: [slider.left, slider.top, slider.right],
+           figure: [figure.left, figure.bottom, figure.right]}};
+}}"""
+NARROW = {"width": 1100, "height": 720}  # a laptop's browser window beside another
+
+
+def test_explorer_fits_a_narrow_window_and_holds_still(page, lab, screenshots, timings):
+    page.set_viewport_size(NARROW)
+    run_notebook(page, lab, "01_explore_one_image.ipynb", screenshots)
+    page.evaluate("document.querySelector('.rclib-explorer').scrollIntoView({block: 'start'})")
+    page.screenshot(path=screenshots / "01-explorer-1100px.png")
+    found = page.evaluate(SLIDER_AND_FIGURE)
+    (left, top, right, bottom), slider, figure = found["area"], found["slider"], found["figure"]
+    page.screenshot(path=screenshots / "01-explorer-1100px-slider.png")
+    assert top - 1 <= slider[1] and figure[1] <= bottom, f"at {NARROW}, slider and figure on one screen: {found}"
+    assert left <= min(slider[0], figure[0]) and max(slider[2], figure[2]) <= right, f"cut off at the side: {found}"
+    check_the_figure_holds_still(page, timings, "lab at 1,100 px")
+    page.screenshot(path=screenshots / "01-explorer-1100px-warning.png")
+    assert page.evaluate(ERRORS) == [], "an explorer callback failed"
+
+
 def test_explorer_answers_every_control(page, lab, screenshots, timings):
     name = "01_explore_one_image.ipynb"
     run_notebook(page, lab, name, screenshots)

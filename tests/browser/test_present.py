@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_notebooks import ERRORS, SLIDE, timed
+from test_notebooks import ERRORS, SLIDE, check_the_figure_holds_still
 
 from rclib.eval.grid import free_port
 
@@ -54,10 +54,6 @@ def voila(tmp_path_factory):
         process.wait(30)
 
 
-def top(page, selector: str) -> float:
-    return page.locator(selector).bounding_box()["y"]
-
-
 def test_the_explorer_is_an_app_that_fits_a_slide_and_holds_still(browser, voila, screenshots, timings):
     context = browser.new_context(viewport=SLIDE, device_scale_factor=2)
     page = context.new_page()
@@ -74,24 +70,7 @@ def test_the_explorer_is_an_app_that_fits_a_slide_and_holds_still(browser, voila
     assert natural >= 2 * shown - 2 and shown <= natural / 2 + 1, \
         f"the figure is {natural} px shown at {shown} CSS px: not drawn for a 2x screen, or stretched"
 
-    where = top(page, ".rclib-figure")
-    readout = page.locator(".rclib-budget .widget-readout")
-    readout.click()
-    page.keyboard.press("Control+a")
-    page.keyboard.type("400")
-    timed(page, "app: budget typed 400, Enter", lambda: page.keyboard.press("Enter"), timings)
-    assert top(page, ".rclib-figure") == where, "the figure moved when the budget grew the answers"
-    timed(page, "app: method prumerge", lambda: page.select_option(".rclib-method select", "prumerge"), timings)
-    assert top(page, ".rclib-figure") == where, "the figure moved with the method"
-    question = page.locator(".rclib-question input")
-    question.fill("what zebra ?")
-    timed(page, "app: a question with an unknown word (the encoders run)", lambda: question.press("Enter"), timings)
-    assert "zebra" in page.locator(".rclib-warning").inner_text()
-    assert top(page, ".rclib-figure") == where, "the figure moved when a warning appeared"
-    question.fill("?")
-    timed(page, "app: a question without a word", lambda: question.press("Enter"), timings)
-    assert "has no word" in page.locator(".rclib-warning").inner_text()
-    assert top(page, ".rclib-figure") == where
+    check_the_figure_holds_still(page, timings, "app")
     page.screenshot(path=screenshots / "present-warning.png")
     assert page.evaluate(ERRORS.replace(".jp-NotebookPanel:not(.lm-mod-hidden) ", "")) == []
     context.close()
