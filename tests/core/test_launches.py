@@ -55,7 +55,8 @@ def test_checks_off_skip_only_the_value_scan():
         compress(tokens, a[:, :10], s, keys, method="fastervlm", check_values=False)
 
 
-@pytest.mark.parametrize("method", ["fastervlm", "rc", "visionzip", "divprune", "cdpruner", "pool"])
+@pytest.mark.parametrize("method", ["fastervlm", "rc", "visionzip", "divprune", "cdpruner", "pool", "vispruner",
+                                    "prumerge", "prumerge+", "tome"])
 def test_fixed_budgets_compile_as_one_graph(method):
     """fullgraph=True fails on any graph break (a host sync, Python reading a tensor); the eager backend keeps it
     quick. What a CUDA graph or mode="reduce-overhead" captures, and the same result."""
