@@ -92,6 +92,20 @@ Markdown(note + f"With all {n_tokens} tokens the model answers {full_accuracy:.0
             "intervals, so this LLM also reads the context a selection keeps." if above else
             f"no method does better with {tight} tokens, so what separates the methods here is the evidence they keep."))
 
+# %%
+baseline = next(r for r in rows if r["method"] == "random" and r["budget"] == tight)
+below = [r for r in rows if r["budget"] == tight and r["ci"]["accuracy"][1] < baseline["ci"]["accuracy"][0]]
+level = [r["method"] for r in rows if r["budget"] == tight and r not in below and r["method"] != "random"
+         and r["ci"]["accuracy"][0] <= baseline["ci"]["accuracy"][1] and r["accuracy"] <= baseline["accuracy"]]
+Markdown(f"Random keeps {tight} patches drawn uniformly ({baseline['accuracy']:.2f}, evidence kept "
+         f"{baseline['evidence_kept']:.2f}): it keeps little of the asked-about objects but some of everything. "
+         + (f"Below it at K = {tight}, beyond the intervals: "
+            + ", ".join(f"{r['method']} ({r['accuracy']:.2f}, evidence kept {r['evidence_kept']:.2f})" for r in below)
+            + ". A method below random that keeps more of the evidence loses the context random's spread keeps; one "
+              "that keeps less loses the evidence itself: its own score ranks other tokens first." if below else
+            f"No method falls below it beyond the intervals at K = {tight}.")
+         + (f" Level with it within the intervals: {', '.join(level)}." if level else ""))
+
 # %% [markdown]
 # ## By question family
 #
