@@ -99,7 +99,8 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor | None = None, text_si
     budget: None lets adaptive methods (rc, prumerge, prumerge+) choose K per sample; the other methods
     then keep :func:`~rclib.methods.common.default_budget` of N. An int fixes K (an upper bound for rc and
     the merging peers). check_values: False skips the scan for NaN / inf, the one host sync of the checks,
-    for a trusted hot path (inputs straight from the encoders).
+    for a trusted hot path (inputs straight from the encoders). float16 tokens are also scanned on the way out
+    (a second sync): a merge sums tokens, and sums of finite float16 features near its limit (65504) overflow.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -108,7 +109,12 @@ def compress(tokens: torch.Tensor, cls_attn: torch.Tensor | None = None, text_si
         raise ValueError(f"method {method!r} prunes inside the LLM, from its attention: run it through "
                          f"CompressedModel.answer / run (method={method!r}); compress covers the methods before the LLM")
     budget = check_inputs(spec, tokens, cls_attn, text_sim, keys, budget, options, check_values)
-    return spec.fn(tokens, cls_attn, text_sim, keys, budget, **options)
+    result = spec.fn(tokens, cls_attn, text_sim, keys, budget, **options)
+    if check_values and tokens.dtype == torch.float16 and not bool(torch.isfinite(result.tokens).all()):
+        raise ValueError(f"{method}'s output tokens overflow float16 (beyond +-65504) although its inputs are finite: "
+                         "its merges sum tokens near float16's limit; compress in float32 or bfloat16 (rclib.load(..., "
+                         "dtype=torch.bfloat16) for a model)")
+    return result
 
 
 __all__ = ["METHODS", "MethodSpec", "PrunerSpec", "compress", "default_budget", "method_table", "parse_budget", "RCConfig"]
