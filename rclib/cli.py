@@ -376,7 +376,7 @@ def check_model_files(model: str, text_encoder: str | None, question: str | None
     (``check_question_files``); a local transformers text tower folder has its tokenizer files. Hub ids are checked
     when loading."""
     from rclib.models.loading import check_llava_folder, check_processor_files, read_json
-    from rclib.models.registry import MODELS, TEXT_TOWERS, recognised_input, resolve
+    from rclib.models.registry import MODELS, TEXT_TOWERS, input_defaults, resolve
     from rclib.questions import check_question_files
 
     folder = Path(resolve(MODELS[model].llava)) if model in MODELS else Path(model).expanduser()
@@ -384,8 +384,7 @@ def check_model_files(model: str, text_encoder: str | None, question: str | None
         check_llava_folder(folder)
         check_processor_files(folder)
         if question is not None:
-            prompt_format = prompt_format or (MODELS[model].prompt_format if model in MODELS else
-                                              recognised_input(read_json(folder / "config.json")).get("prompt_format"))
+            prompt_format = prompt_format or input_defaults(model, read_json(folder / "config.json")).prompt_format
             check_question_files(folder, question, prompt_format)
     text_encoder = text_encoder or (MODELS[model].text_tower if model in MODELS else None)
     tower = TEXT_TOWERS.get(text_encoder)

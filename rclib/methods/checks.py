@@ -43,6 +43,15 @@ def check_tensor(value, name: str, dims: int, device: torch.device | None) -> No
         raise ValueError(f"{name} must be {shape}, got shape {tuple(value.shape)}")
 
 
+def check_output_range(method: str, inputs: torch.Tensor, outputs: torch.Tensor) -> None:
+    """Raise a ValueError when float16 ``outputs`` of finite float16 ``inputs`` overflow (one host sync, float16
+    only): a merge sums tokens, and sums of features near float16's limit (65504) pass it."""
+    if inputs.dtype == torch.float16 and not bool(torch.isfinite(outputs).all()):
+        raise ValueError(f"{method}'s output tokens overflow float16 (beyond +-65504) although its inputs are finite: "
+                         "its merges sum tokens near float16's limit; compress in float32 or bfloat16 (rclib.load(..., "
+                         "dtype=torch.bfloat16) for a model)")
+
+
 def check_finite(tensors: dict[str, torch.Tensor]) -> None:
     """Raise a ValueError naming the first of ``tensors`` (name -> [B, ...]) holding NaN or inf, and its rows.
 

@@ -23,7 +23,7 @@ from rclib.models.families import FAMILIES, Family, family_of
 from rclib.models.compressed import CompressedModel, no_text_tower
 from rclib.models.prompts import check_input_format
 from rclib.models.manifest import check_pair
-from rclib.models.registry import MODELS, TEXT_TOWERS, ModelSpec, TextTowerSpec, recognised_input, resolve
+from rclib.models.registry import MODELS, TEXT_TOWERS, TextTowerSpec, input_defaults, resolve
 from rclib.models.text import OpenClipTextTower, SiglipTextTower, TextTower, TransformersTextTower
 
 # What is fetched from the hub: configs, tokenizer files, safetensors weights; never pickled *.bin weights.
@@ -461,8 +461,7 @@ def load(name_or_path: str | Path = "shapes", text_encoder: str | Path | None = 
     model = load_llava(llava_folder, dtype, family, device_map)
     processor = AutoProcessor.from_pretrained(llava_folder)
     complete_legacy_processor(processor, model.config)
-    defaults = registered or ModelSpec(name_or_path, text_encoder and str(text_encoder),  # crop, chat_template
-                                       **recognised_input(read_json(llava_folder / "config.json")))  # or LLaVA-1.5's
+    defaults = input_defaults(name_or_path, read_json(llava_folder / "config.json"))
     return CompressedModel(model if device_map is not None else model.to(device), processor, text_tower,
                            name=str(name_or_path),
                            text_encoder_name=str(text_encoder or ""),

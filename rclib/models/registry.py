@@ -109,3 +109,11 @@ def recognised_input(config: dict | None) -> dict:
     """LLaVA-1.5's image preprocessing and prompt for a checkpoint whose config is LLaVA-1.5's, else {}: a LLaVA-1.5
     outside the registry (a folder, a hub id) is run as the paper ran it."""
     return dict(LLAVA15_INPUT) if is_llava15(config) else {}
+
+
+def input_defaults(name_or_path: str | Path, config: dict | None) -> ModelSpec:
+    """The spec whose image_preprocess and prompt_format a model gets unless told otherwise: the registry's for a
+    registered name, LLaVA-1.5's for a LLaVA-1.5 checkpoint outside it (:func:`recognised_input`), else the
+    checkpoint's own (crop, chat_template). config: the checkpoint's config.json."""
+    registered = MODELS.get(name_or_path) if isinstance(name_or_path, str) else None
+    return registered or ModelSpec(name_or_path, None, **recognised_input(config))
