@@ -58,6 +58,10 @@ class TrainConfig:
     # method-neutral, so the LM reads any order-preserving subset or merge of the patches as LLaVA's LM reads a
     # compressed image, without favouring any method's selection
     shorten_min_tokens: int = 8  # smallest random budget; budgets are log-uniform in [shorten_min_tokens, P]
+    cluster_share: float = 0.5  # share of the shortened images whose kept patches are a few random blobs
+    # (`clustered_anchors`: the top of a smooth random field) instead of uniformly random patches: selections in the
+    # field keep whole regions, and an LM trained only on scattered patches answers "yes" to "is there a red circle?"
+    # when it sees a whole red square and a whole blue circle and little else (data/models/README.md)
     merge_share: float = 0.5  # share of the shortened images whose left-out patches join random groups (means) instead of
     # being dropped
     weighted_share: float = 0.5  # share of the merged images whose tokens are weighted sums of their groups (random

@@ -10,14 +10,15 @@ import torch
 import torch.nn.functional as F
 
 from rclib.shapes.recipe import TrainConfig
-from rclib.shapes.world import NUM_PATCHES
+from rclib.shapes.world import GRID_SIZE, NUM_PATCHES
 
 
 def random_shortening(batch: int, generator: torch.Generator, cfg: TrainConfig) -> torch.Tensor:
     """Mixing weights (B, K, P) of a method-neutral shortened image per conversation: token k of row b is
     weights[b, k] @ patches, rows of zeros past K_b. With probability 1 - shorten_share a row keeps every patch
-    (the identity). Otherwise K_b is log-uniform in [shorten_min_tokens, P], the K_b anchors are uniformly random
-    patches in raster order, and either the other patches are dropped (a random subset), or, with probability
+    (the identity). Otherwise K_b is log-uniform in [shorten_min_tokens, P], the K_b anchors (in raster order) are
+    uniformly random patches or, with probability cluster_share, a spatially clustered random set
+    (`clustered_anchors`), and either the other patches are dropped (a random subset), or, with probability
     merge_share, each of them joins a uniformly random anchor with a probability u_b ~ U(0, 1) (else dropped) and
     each token is the mean of its group, or, with probability weighted_share, a weighted sum of its group: random
     Dirichlet(1) weights times a total mass log-uniform in cfg.merge_mass (the field's merged tokens are sums as
@@ -30,7 +31,10 @@ def random_shortening(batch: int, generator: torch.Generator, cfg: TrainConfig) 
             continue
         low, high = math.log(cfg.shorten_min_tokens), math.log(NUM_PATCHES)
         k = int(math.exp(low + (high - low) * torch.rand((), generator=generator).item()))
-        anchors = torch.randperm(NUM_PATCHES, generator=generator)[:k].sort().values
+        if torch.rand((), generator=generator) < cfg.cluster_share:
+            anchors = clustered_anchors(k, generator)
+        else:
+            anchors = torch.randperm(NUM_PATCHES, generator=generator)[:k].sort().values
         group = torch.full((NUM_PATCHES,), -1)
         group[anchors] = torch.arange(k)
         merged = bool(torch.rand((), generator=generator) < cfg.merge_share)
@@ -52,6 +56,19 @@ def random_shortening(batch: int, generator: torch.Generator, cfg: TrainConfig) 
     for b, weights in enumerate(rows):
         out[b, : len(weights)] = weights
     return out
+
+
+def clustered_anchors(k: int, generator: torch.Generator) -> torch.Tensor:
+    """k patches (sorted raster indices) where a smooth random field is highest: a few random blobs of neighbouring
+    patches, as the field's selections are clustered (attention and similarity gather on objects), while uniformly
+    random patches never show the LM a few whole regions and nothing else. The field is Gaussian noise on a coarse
+    grid of 2-8 cells a side, upsampled to the patch grid, plus a little per-patch noise; it reads nothing but the
+    generator."""
+    cells = int(torch.randint(2, 9, (), generator=generator))
+    coarse = torch.randn(1, 1, cells, cells, generator=generator)
+    smooth = F.interpolate(coarse, size=(GRID_SIZE, GRID_SIZE), mode="bicubic", align_corners=False)  # [1, 1, G, G]
+    field = smooth.flatten() + 0.05 * torch.randn(NUM_PATCHES, generator=generator)  # [P]
+    return field.topk(k).indices.sort().values
 
 
 def random_subset(batch: int, k: int, generator: torch.Generator) -> torch.Tensor:

@@ -258,6 +258,26 @@ def test_random_shortening_keeps_order_and_mixes_means_and_weighted_sums(setup):
     assert kinds == {"subset", "means", "sums"}, kinds
 
 
+def test_clustered_anchors_keep_a_few_regions_of_neighbours():
+    from rclib.shapes.shortening import clustered_anchors
+    from rclib.shapes.world import GRID_SIZE
+
+    generator = torch.Generator().manual_seed(0)
+
+    def neighbour_share(anchors: torch.Tensor) -> float:  # share of kept patches with a kept 4-neighbour
+        kept = torch.zeros(NUM_PATCHES, dtype=torch.bool)
+        kept[anchors] = True
+        grid = torch.nn.functional.pad(kept.view(GRID_SIZE, GRID_SIZE).float(), (1, 1, 1, 1))
+        around = grid[:-2, 1:-1] + grid[2:, 1:-1] + grid[1:-1, :-2] + grid[1:-1, 2:]
+        return float((around.flatten()[anchors] > 0).float().mean())
+
+    for k in (8, 32, 64):  # sparse enough that scattered patches seldom touch
+        anchors = clustered_anchors(k, generator)
+        assert len(anchors) == k and (anchors.diff() > 0).all(), "k distinct patches in raster order"
+        scattered = torch.randperm(NUM_PATCHES, generator=generator)[:k]
+        assert neighbour_share(anchors) > 0.8 > neighbour_share(scattered) + 0.15, k
+
+
 def test_questions_whose_evidence_the_shortened_image_lost_get_no_target(setup):
     from rclib.shapes.data import shorten, without_lost_evidence
 
