@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from rclib.shapes.clip_stages import GRID_X, GRID_Y
 from rclib.shapes.data import (
+    LABELS,
     OBJECT_WORDS,
     PAIR_SIDES,
     PromptLayout,
@@ -112,7 +113,8 @@ def train_llava(llava, layout: PromptLayout, bank: SceneBank, features: torch.Te
             start, end = int(first_row[s]), int(first_row[s + 1])
             picked.append((start + torch.randperm(end - start, generator=generator)[: cfg.turns]).tolist())
         conv = conversation_batch(layout, bank, picked)
-        shortening = random_shortening(len(scenes), generator, cfg) if cfg.shorten_share > 0 else None
+        foreground = bank.patch_labels["shape"][scenes] < LABELS["shape"] - 1  # [B, P] patches an object covers
+        shortening = random_shortening(len(scenes), generator, cfg, foreground) if cfg.shorten_share > 0 else None
         logits, reads, read = lm_forward(llava, conv, features[scenes].float(), caught, shortening)
         conv = read if shortening is None else without_lost_evidence(conv, read)
         answer_loss = F.cross_entropy(logits.flatten(0, 1), conv.targets.flatten(), ignore_index=-100)

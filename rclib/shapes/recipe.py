@@ -58,10 +58,13 @@ class TrainConfig:
     # method-neutral, so the LM reads any order-preserving subset or merge of the patches as LLaVA's LM reads a
     # compressed image, without favouring any method's selection
     shorten_min_tokens: int = 8  # smallest random budget; budgets are log-uniform in [shorten_min_tokens, P]
-    cluster_share: float = 0.5  # share of the shortened images whose kept patches are a few random blobs
+    cluster_share: float = 0.35  # share of the shortened images whose kept patches are a few random blobs
     # (`clustered_anchors`: the top of a smooth random field) instead of uniformly random patches: selections in the
-    # field keep whole regions, and an LM trained only on scattered patches answers "yes" to "is there a red circle?"
-    # when it sees a whole red square and a whole blue circle and little else (data/models/README.md)
+    # field keep whole regions
+    foreground_share: float = 0.35  # share of the shortened images that keep the scene's object patches first
+    # (`foreground_first`, from the scene's patch labels): an LM trained only on views as full of background as the
+    # image answers "yes" to "is there a red circle?" when it sees a whole red square, a whole blue circle and little
+    # background (data/models/README.md); the rest of the shortened images keep uniformly random patches
     merge_share: float = 0.5  # share of the shortened images whose left-out patches join random groups (means) instead of
     # being dropped
     weighted_share: float = 0.5  # share of the merged images whose tokens are weighted sums of their groups (random

@@ -278,6 +278,23 @@ def test_clustered_anchors_keep_a_few_regions_of_neighbours():
         assert neighbour_share(anchors) > 0.8 > neighbour_share(scattered) + 0.15, k
 
 
+def test_foreground_first_views_hold_objects_before_background():
+    from rclib.shapes.shortening import foreground_first
+
+    generator = torch.Generator().manual_seed(0)
+    foreground = torch.zeros(NUM_PATCHES, dtype=torch.bool)
+    foreground[torch.randperm(NUM_PATCHES, generator=generator)[:90]] = True  # 90 object patches, 16%
+    shares = []
+    for k in (8, 32, 64, 300):
+        for _ in range(20):
+            anchors = foreground_first(foreground, k, generator)
+            assert len(anchors) == k and (anchors.diff() > 0).all(), "k distinct patches in raster order"
+            shares.append(float(foreground[anchors].float().mean()))
+            if k == 300:
+                assert foreground[anchors].sum() >= 60, "a large view holds most objects"
+    assert min(shares[:20]) > 0.5 and sum(s == 1.0 for s in shares[:60]) > 20, "small views: objects, little else"
+
+
 def test_questions_whose_evidence_the_shortened_image_lost_get_no_target(setup):
     from rclib.shapes.data import shorten, without_lost_evidence
 
