@@ -16,6 +16,8 @@ import rclib
 from rclib.bench import encoded_batches
 from rclib.filters import topk_mask
 from rclib.methods.common import keep_and_drop
+from rclib.methods.oracle import oracle
+from rclib.result import Fate
 from rclib.shapes.metrics import scored
 from rclib.shapes.world import sample_vqa
 
@@ -23,13 +25,18 @@ BUDGET = 64
 KINDS = ("yes", "random", "popular", "adversarial")
 
 
-def views(targets: torch.Tensor, cls_attn: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """[B, N] bool keep masks of each way of reading the image; targets [B, N] bool, cls_attn [B, N]."""
-    first = lambda rest: torch.where(targets, rest + rest.abs().amax() + 1, rest)  # noqa: E731 targets above the rest
+def views(features: torch.Tensor, targets: torch.Tensor, cls_attn: torch.Tensor,
+          generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """[B, N] bool keep masks of each way of reading the image; features [B, N, C], targets [B, N] bool, cls_attn
+    [B, N]. The oracle's rule (the asked-about patches, then the highest of a score) fills with [CLS] attention or,
+    given random scores, with random patches."""
+    def then(rest: torch.Tensor) -> torch.Tensor:  # the asked-about patches, then the highest of ``rest``
+        return oracle(features, rest, budget=BUDGET, target=targets).fate != int(Fate.DROPPED)
+
     noise = torch.rand(targets.shape, generator=generator)
     return {"all tokens": torch.ones_like(targets), "asked-about only": targets,
-            f"oracle ({BUDGET}: asked-about, then [CLS])": topk_mask(first(cls_attn), BUDGET),
-            f"asked-about, then random ({BUDGET})": topk_mask(first(noise), BUDGET),
+            f"oracle ({BUDGET}: asked-about, then [CLS])": then(cls_attn),
+            f"asked-about, then random ({BUDGET})": then(noise),
             f"[CLS] only ({BUDGET})": topk_mask(cls_attn, BUDGET)}
 
 
@@ -46,8 +53,9 @@ def main() -> None:
     answers, asked = defaultdict(list), []
     for _, encoded, targets in encoded_batches(model, samples, 32):
         asked += targets.sum(1).tolist()
-        for name, keep in views(targets, encoded.cls_attn.float(), generator).items():
-            keep = keep | ~keep.any(1, keepdim=True)  # a "yes" about nothing: no row reads an empty image
+        for name, keep in views(encoded.features, targets, encoded.cls_attn.float(), generator).items():
+            keep = keep | ~keep.any(1, keepdim=True)  # a "no" without confusable objects reads the whole image in
+            # the "asked-about only" view: the LM needs one token at least
             answers[name] += model.generate(encoded, keep_and_drop(encoded.features, keep, "view", {}), 4)
     kinds = [s.negative or "yes" for s in samples]
     negative = np.array([k != "yes" for k in kinds])

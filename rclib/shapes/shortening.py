@@ -21,8 +21,8 @@ def random_shortening(batch: int, generator: torch.Generator, cfg: TrainConfig,
     (the identity). Otherwise K_b is log-uniform in [shorten_min_tokens, P], the K_b anchors (in raster order) are
     uniformly random patches or, with probability cluster_share, a spatially clustered random set
     (`clustered_anchors`) or, with probability foreground_share, random patches with the scene's object patches
-    first (`foreground_first`; foreground [B, P] bool, the patches any object covers, from the scene's own labels),
-    and either the other patches are dropped (a random subset), or, with probability
+    first (`foreground_first`; foreground [B, P] bool, the patches any object covers, from the scene's own labels;
+    None: those views keep scattered patches too), and either the other patches are dropped (a random subset), or, with probability
     merge_share, each of them joins a uniformly random anchor with a probability u_b ~ U(0, 1) (else dropped) and
     each token is the mean of its group, or, with probability weighted_share, a weighted sum of its group: random
     Dirichlet(1) weights times a total mass log-uniform in cfg.merge_mass (the field's merged tokens are sums as
@@ -41,7 +41,7 @@ def random_shortening(batch: int, generator: torch.Generator, cfg: TrainConfig,
         elif view < cfg.cluster_share + cfg.foreground_share and foreground is not None:
             anchors = foreground_first(foreground[b], k, generator)
         else:
-            anchors = torch.randperm(NUM_PATCHES, generator=generator)[:k].sort().values
+            anchors = scattered_anchors(k, generator)
         group = torch.full((NUM_PATCHES,), -1)
         group[anchors] = torch.arange(k)
         merged = bool(torch.rand((), generator=generator) < cfg.merge_share)
@@ -63,6 +63,11 @@ def random_shortening(batch: int, generator: torch.Generator, cfg: TrainConfig,
     for b, weights in enumerate(rows):
         out[b, : len(weights)] = weights
     return out
+
+
+def scattered_anchors(k: int, generator: torch.Generator) -> torch.Tensor:
+    """k uniformly random patches (sorted raster indices)."""
+    return torch.randperm(NUM_PATCHES, generator=generator)[:k].sort().values
 
 
 def clustered_anchors(k: int, generator: torch.Generator) -> torch.Tensor:
@@ -90,6 +95,6 @@ def foreground_first(foreground: torch.Tensor, k: int, generator: torch.Generato
 
 def random_subset(batch: int, k: int, generator: torch.Generator) -> torch.Tensor:
     """Weights (B, k, P) keeping k uniformly random patches per row, in raster order."""
-    anchors = torch.stack([torch.randperm(NUM_PATCHES, generator=generator)[:k].sort().values for _ in range(batch)])
+    anchors = torch.stack([scattered_anchors(k, generator) for _ in range(batch)])
     return F.one_hot(anchors, NUM_PATCHES).float()
 
