@@ -6,7 +6,8 @@ token's relevance to the question's CLIP text embedding, min-max normalised per 
 favours subsets that are relevant (large r) and diverse (small cosine); the greedy MAP adds, K times, the
 token with the largest gain in log det L_S, tracked with incremental Cholesky rows (Chen, Zhang and Zhou,
 NeurIPS 2018): d_j^2 is token j's remaining gain, each pick i adds the row e = (L_i - c_i . C) / d_i and
-every d_j^2 drops by e_j^2. Nothing is merged; kept tokens stay in original order.
+every d_j^2 drops by e_j^2. rclib keeps L - C^T C whole instead (one rank-1 product a pick, a fixed
+handful of kernels a step on a GPU). Nothing is merged; kept tokens stay in original order.
 
 Where rclib departs from the released code:
 - relevance is rclib's ``text_sim``, the cosine between the question embedding and each patch of the
@@ -51,29 +52,34 @@ def greedy_dpp(kernel: torch.Tensor, count: torch.Tensor, fallback: torch.Tensor
 
     Each row stops after its own count; once a row's best gain is (numerically) zero, its remaining picks
     follow ``fallback`` [B, N] (highest first) instead. steps: the largest count when the caller knows it on
-    the host (no host sync). A step is a dozen kernels: the best gain (-inf once picked), the pick's kernel row
-    and its entries of the Cholesky rows so far, one matrix product. A row's gains never rise again once
-    exhausted, so where the DPP ran dry its picks are set aside after the loop and the fallback fills them.
+    the host (no host sync).
+
+    The loop keeps the kernel conditioned on the picks so far, L - C^T C (C: the incremental Cholesky rows of
+    Chen et al.), whose diagonal is every token's gain d_j^2. A pick i with gain d_i^2 adds the row
+    e = (its row of L - C^T C) / d_i, and one rank-1 product, row^T row / d_i^2, conditions the kernel on it,
+    diagonal included. The same quantities as the released code's loop, summed in another order; a step is
+    seven aten ops whatever N and B (the best gain, the pick's row, its division, the rank-1 product, the
+    pick's row set to -inf), at N^2 instead of t N multiply-adds. A row's gains never rise once exhausted, so
+    where the DPP ran dry its picks are set aside after the loop and the fallback fills them.
     """
     B, N, _ = kernel.shape
     if steps is None:
         steps = int(count.max()) if B else 0
-    gain = torch.diagonal(kernel, dim1=1, dim2=2)[:, None, :].clone()  # [B, 1, N] d_j^2, -inf once picked
+    conditioned = kernel.clone()  # [B, N, N] L - C^T C; a picked token's row is -inf
+    gain = conditioned.diagonal(dim1=1, dim2=2)[:, None, :]  # [B, 1, N] view: d_j^2, -inf once picked
     floor = gain.amax(2, keepdim=True) * EXHAUSTED  # [B, 1, 1]
     bests, picks = [], []
-    done = kernel.new_zeros(B, 0, N)  # [B, t, N] the incremental Cholesky rows c_0 .. c_t-1
     for t in range(steps):
         best, pick = gain.max(2, keepdim=True)  # [B, 1, 1]
         bests.append(best)
         picks.append(pick)
         if t + 1 == steps:
             break
-        c_i = done.gather(2, pick.expand(B, t, 1)).transpose(1, 2)  # [B, 1, t] the pick's entries of rows so far
-        row = kernel.gather(1, pick.expand(B, 1, N)) - torch.bmm(c_i, done)  # [B, 1, N] L_i - c_i . C
-        row = row / best.clamp(min=1e-30).sqrt()  # e = (L_i - c_i . C) / d_i
-        done = torch.cat([done, row], 1)
-        gain = gain.sub_(row.square()).scatter_(2, pick, float("-inf"))  # (fused forms round differently)
-    exhausted = (torch.cat(bests, 1)[..., 0] <= floor[..., 0]).cummax(1).values  # [B, T] from the first dry step on
+        pick_row = pick.expand(B, 1, N)
+        row = conditioned.gather(1, pick_row)  # [B, 1, N] d_i e: the pick's Cholesky row times d_i
+        conditioned.baddbmm_(row.transpose(1, 2), row / best, alpha=-1).scatter_(1, pick_row, float("-inf"))
+    # from the first dry step on (a NaN gain only follows one: a division by a gain <= 0)
+    exhausted = ~(torch.cat(bests, 1)[..., 0] > floor[..., 0]).cummin(1).values  # [B, T]
     taken = ~exhausted & (torch.arange(steps, device=kernel.device) < count[:, None])  # [B, T] DPP picks that count
     picked = torch.zeros(B, N, device=kernel.device).scatter_add_(1, torch.cat(picks, 1)[..., 0], taken.float()) > 0
     return picked | topk_mask(fallback, count.clamp(max=N) - taken.sum(1), valid=~picked)

@@ -27,6 +27,31 @@ def test_greedy_dpp_equals_brute_force(seed):
         assert set(torch.nonzero(picked[b]).flatten().tolist()) == brute_force_greedy(kernel[b], k)
 
 
+def cholesky_greedy(kernel: torch.Tensor, k: int) -> list[int]:
+    """Chen et al.'s fast greedy MAP as the released code writes it (incremental Cholesky rows), float64."""
+    kernel = kernel.double()
+    rows, gains, chosen = torch.zeros(k, len(kernel), dtype=torch.float64), kernel.diagonal().clone(), []
+    for t in range(k):
+        pick = int(gains.argmax())
+        chosen.append(pick)
+        rows[t] = (kernel[pick] - rows[:t, pick] @ rows[:t]) / gains[pick].sqrt()
+        gains -= rows[t] ** 2
+        gains[pick] = float("-inf")
+    return chosen
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_greedy_dpp_picks_what_the_cholesky_loop_picks(seed):
+    """At a grid's size the conditioned-kernel loop (float32) picks the released loop's tokens (float64)."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randn(2, 144, 32, generator=g)
+    r = relevance(torch.randn(2, 144, generator=g))
+    kernel = conditional_kernel(tokens, r)
+    picked = greedy_dpp(kernel, torch.tensor([24, 24]), r)
+    for b in range(2):
+        assert torch.nonzero(picked[b]).flatten().tolist() == sorted(cholesky_greedy(kernel[b], 24))
+
+
 def test_relevance_normalisation_and_sign():
     s = torch.tensor([[0.1, 0.3, 0.2], [2.0, 2.0, 1.0]])
     torch.testing.assert_close(relevance(s), torch.tensor([[1e-6 / 0.2, 1.0 + 1e-6 / 0.2, 0.5 + 1e-6 / 0.2],
