@@ -4,6 +4,7 @@ import torch
 
 import rclib
 from rclib import Fate
+from rclib.methods.vispruner import cosine_gram
 from rclib.speed import llava_like_inputs
 
 
@@ -38,6 +39,14 @@ def test_vispruner_follows_the_release_at_llava_width():
     tokens, attention = llava_like_inputs(1, 576, 1024)[:2]
     r = rclib.compress(tokens, attention, method="vispruner", budget=16)
     assert r.kept_indices[0].tolist() == reference_vispruner(tokens[0], attention[0], 16)
+
+
+@pytest.mark.parametrize("width", [32, 256])
+def test_cosine_gram_equals_the_whole_product(width):
+    """Narrow rows take one product, wide ones the mirrored blocks (R = 544 > GRAM_LEAF): the same matrix."""
+    rows = torch.randn(2, 544, width, generator=torch.Generator().manual_seed(width))
+    unit = torch.nn.functional.normalize(rows, dim=-1)
+    torch.testing.assert_close(cosine_gram(unit), unit @ unit.transpose(1, 2), rtol=1e-6, atol=1e-6)
 
 
 def test_vispruner_with_every_token_important_keeps_the_top_k():
