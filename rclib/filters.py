@@ -12,7 +12,10 @@ many of the highest-scoring tokens. Rules:
 
 :func:`filter_decision` returns all of it (a :class:`FilterDecision`, for figures); :func:`outlier_count`
 only the count. Both work on a batch ``[B, n]`` with an optional ``valid`` mask, so a row can filter a
-subset of its tokens (the remaining tokens of a stage) without leaving the device or looping in Python.
+subset of its tokens (the remaining tokens of a stage) without looping in Python. The IQR rule runs on the
+scores' device; the LOF runs on the host in numpy, as the released code runs scikit-learn's there: its few
+dozen small array operations would each be a kernel launch on a GPU, and RC reads its scores to the host once
+for all three of its filters (:mod:`rclib.methods.rc`).
 
 Ties (LOF only). In 1-D the k nearest neighbours of a point are ambiguous only when two candidates lie
 at exactly the same distance (``x - d`` and ``x + d``); duplicates of one value are interchangeable.
@@ -26,6 +29,7 @@ import math
 import numbers
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 LOF_THRESHOLD = 1.5  # sklearn's contamination="auto": outlier when LOF > 1.5
@@ -119,60 +123,83 @@ def outlier_count(scores: torch.Tensor, rule: str = "lof", n_neighbors: int = 20
     return filter_decision(scores, rule, n_neighbors, valid, iqr_factor, check).count
 
 
-def neighbour_windows(values: torch.Tensor, k: int, fill: float) -> torch.Tensor:
+def on_host(values: torch.Tensor, dtype=None) -> np.ndarray:
+    """``values`` as a numpy array (in numpy ``dtype``): free for a CPU tensor, one copy to the host (a host sync on a
+    GPU) otherwise."""
+    if values.device.type != "cpu":
+        values = values.to("cpu")
+    if values.dtype == torch.bfloat16:  # numpy has none
+        values = values.float()
+    array = (values.detach() if values.requires_grad else values).numpy()
+    return array if dtype is None else array.astype(dtype)
+
+
+def neighbour_windows(values: np.ndarray, k: int, fill: float) -> np.ndarray:
     """[B, n, 2k + 1]: each position with its k neighbours on either side, ``fill`` past the ends.
 
     window[b, p, k + o] = values[b, p + o] (a view of one padded copy of ``values`` [B, n]).
     """
-    return torch.nn.functional.pad(values, (k, k), value=fill).unfold(1, 2 * k + 1, 1)
+    padded = np.pad(values, ((0, 0), (k, k)), constant_values=fill)
+    return np.lib.stride_tricks.sliding_window_view(padded, 2 * k + 1, axis=1)
 
 
 def lof_values(scores: torch.Tensor, n_neighbors: int, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """[B, n] float64: the Local Outlier Factor of each valid token (default all), as sklearn computes it; NaN
-    elsewhere.
+    """[B, n] float64 on the scores' device: the Local Outlier Factor of each valid token (default all), as sklearn
+    computes it; NaN elsewhere.
+
+    It runs on the host in numpy, as the released code runs sklearn's LOF on the CPU: a few dozen small array
+    operations that would each be a kernel launch on a GPU. A score row on a GPU is read once (a host sync).
 
     In 1-D the k nearest neighbours of a point are the j nearest below it and the k - j nearest above
     it in sorted order, for some j. So every quantity is read from a window of the K sorted neighbours
     on either side (memory and time O(B n K), no sort of candidates): the k-distance is the k-th smallest
     distance in the window, the neighbours are those strictly inside it plus, at equal distance, the lower
     ones first: a run of k + 1 window places, the point's own left out. Rows with fewer than 2 valid tokens
-    are NaN. Without a valid mask, k is one host int for every row.
+    are NaN. Without a valid mask, k is one int for every row.
     """
-    n = scores.shape[1]
-    inf = float("inf")
-    invalid = None if valid is None else ~valid
-    x = scores.double() if valid is None else scores.double().masked_fill(invalid, inf)  # invalid tokens sort last
-    xs, order = x.sort(dim=1, stable=True)  # [B, n]
-    m = n if valid is None else valid.sum(1, keepdim=True)  # valid tokens per row: a host int, or [B, 1]
-    k = (m - 1).clamp(min=1, max=n_neighbors) if valid is not None else max(1, min(n_neighbors, n - 1))
+    B, n = scores.shape
+    x = on_host(scores, np.float64)
+    ok = None if valid is None else on_host(valid)
+    if n == 0:
+        return torch.from_numpy(x.copy()).to(scores.device)
+    with np.errstate(invalid="ignore", divide="ignore"):  # invalid tokens: inf - inf, masked at the end
+        lof = lof_on_host(x, n_neighbors, ok)
+    return torch.from_numpy(lof).to(scores.device)
+
+
+def lof_on_host(x: np.ndarray, n_neighbors: int, valid: np.ndarray | None) -> np.ndarray:
+    """:func:`lof_values` on a float64 array x [B, n >= 1] with an optional bool mask ``valid`` [B, n]."""
+    n = x.shape[1]
+    if valid is not None:
+        x = np.where(valid, x, np.inf)  # invalid tokens sort last
+    order = np.argsort(x, axis=1, kind="stable")  # [B, n]
+    xs = np.take_along_axis(x, order, 1)
+    m = n if valid is None else valid.sum(1, keepdims=True)  # valid tokens per row: an int, or [B, 1]
+    k = max(1, min(n_neighbors, n - 1)) if valid is None else np.clip(m - 1, 1, n_neighbors)
     K = max(1, min(n_neighbors, n - 1))  # window half-width
     k3 = k if valid is None else k[:, :, None]  # [B, 1, 1] to compare with a window
     # dist[b, p, t]: distance to the point t - K places away in sorted order (inf past the ends)
-    dist = (neighbour_windows(xs, K, inf) - xs[..., None]).abs()  # [B, n, 2K + 1]
-    k_distance = neighbour_distance(dist, k3)  # [B, n, 1]
+    dist = np.abs(neighbour_windows(xs, K, np.inf) - xs[..., None])  # [B, n, 2K + 1]
+    if valid is None:  # the (k + 1)-th smallest, the point's own 0 among them: [B, n, 1]
+        k_distance = np.partition(dist, k, axis=2)[..., k:k + 1]
+    else:
+        k_distance = np.take_along_axis(np.sort(dist, axis=2), np.broadcast_to(k3, (*dist.shape[:2], 1)), 2)
 
     # the neighbours: all strictly inside the k-distance, then ties at it, lower side first: the run of
     # window places t - K = -below .. k - below, the point's own (t = K) left out
-    below = torch.minimum((dist[..., :K] <= k_distance).sum(2), k - (dist[..., K + 1:] < k_distance).sum(2))
-    offset = torch.arange(-K, K + 1, device=xs.device)  # t - K
+    below = np.minimum((dist[..., :K] <= k_distance).sum(2), k - (dist[..., K + 1:] < k_distance).sum(2))
+    offset = np.arange(-K, K + 1)  # t - K
     run = offset + below[..., None]  # [B, n, 2K + 1] 0 .. k inside the run
     skip = (run < 0) | (run > k3) | (offset == 0)  # not a neighbour
 
-    reach = torch.maximum(neighbour_windows(k_distance[..., 0], K, 0.0), dist).masked_fill(skip, 0.0).sum(2)
-    lrd = (reach / k + 1e-10).reciprocal()  # [B, n] local reachability density
-    lof = neighbour_windows(lrd, K, 0.0).masked_fill(skip, 0.0).sum(2) / k / lrd  # [B, n] sorted order
-    lof = torch.empty_like(lof).scatter_(1, order, lof)  # back to token order
+    reach = np.where(skip, 0.0, np.maximum(neighbour_windows(k_distance[..., 0], K, 0.0), dist)).sum(2)
+    lrd = 1.0 / (reach / k + 1e-10)  # [B, n] local reachability density
+    lof = np.where(skip, 0.0, neighbour_windows(lrd, K, 0.0)).sum(2) / k / lrd  # [B, n] sorted order
+    in_order = np.empty_like(lof)
+    np.put_along_axis(in_order, order, lof, 1)  # back to token order
     if valid is None:
-        return lof if n >= 2 else torch.full_like(lof, float("nan"))
-    return lof.masked_fill(invalid | (m < 2), float("nan"))
-
-
-def neighbour_distance(dist: torch.Tensor, k: int | torch.Tensor) -> torch.Tensor:
-    """[B, n, 1]: the distance of each point to its k-th nearest other point, from its window of distances ``dist``
-    [B, n, w] (its own 0 among them: the (k + 1)-th smallest); k a host int, or [B, 1, 1] long (one per row)."""
-    if isinstance(k, int):
-        return dist.kthvalue(k + 1, dim=2, keepdim=True).values
-    return dist.sort(dim=2).values.gather(2, k.expand(-1, dist.shape[1], 1))
+        return in_order if n >= 2 else np.full_like(in_order, np.nan)
+    return np.where(~valid | (m < 2), np.nan, in_order)
 
 
 def iqr_fence(statistic: torch.Tensor, factor: float = IQR_FACTOR) -> torch.Tensor:

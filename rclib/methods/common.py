@@ -11,6 +11,7 @@ import functools
 import itertools
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from rclib.filters import descending_rank
@@ -272,12 +273,16 @@ def merge_into_centres(tokens: torch.Tensor, weight: torch.Tensor, kept: torch.T
     return assemble(tokens, entries, slot_rows, slot_kinds, None, fate, method, scores, K=K)
 
 
-def merge_sizes(n_selected: int, n_pool: int, n_centres: int, extra_token: str) -> tuple[int, int]:
-    """(M, K) of :func:`merge_into_centres` when every row keeps ``n_selected`` tokens and picks ``n_centres``
-    centres (at most the pool) among ``n_pool``: the centres, and the output slots with the extra token."""
-    centres = min(n_centres, n_pool)
+def merge_sizes(n_selected, n_pool, n_centres, extra_token: str) -> tuple[int, int]:
+    """(M, K) of :func:`merge_into_centres` when a row keeps ``n_selected`` tokens and picks ``n_centres`` centres
+    (at most the pool) among ``n_pool``: the most centres, and the most output slots with the extra token. Host
+    ints (every row alike), or numpy arrays of one count per row."""
+    centres = np.minimum(n_centres, n_pool) if isinstance(n_centres, np.ndarray) else min(n_centres, n_pool)
     extra = n_pool > centres if extra_token == "if_absorbed" else centres > 0
-    return centres, n_selected + centres + int(extra)
+    slots = n_selected + centres + extra
+    if isinstance(slots, np.ndarray):  # one count per row: the largest (none in an empty batch)
+        return (int(centres.max()), int(slots.max())) if slots.size else (0, 0)
+    return centres, int(slots)
 
 
 def uniform_mask(available: torch.Tensor, count: torch.Tensor | int) -> torch.Tensor:

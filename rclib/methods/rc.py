@@ -162,6 +162,41 @@ def released_key_order(keys: torch.Tensor, remaining: torch.Tensor) -> torch.Ten
     return torch.where(remaining[:, :, None], wrong, keys)
 
 
+def stage_masks(a: torch.Tensor, s: torch.Tensor, counts: tuple | None, cfg: RCConfig, use_text: bool,
+                n_channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(visual, text, centres) [B, N] bool: RC's three selections from [CLS] attention a and text scores s [B, N].
+
+    counts: (n_v, n_t, n_c) of a fixed budget (ints, or [B] tensors), or None: each stage's count from the dynamic
+    scale filter (n_channels: the feature width, for the released centre count).
+    """
+    N = a.shape[1]
+    # the dynamic scale filter, without its NaN / inf check (a host sync): compress checked the inputs
+    outliers = partial(outlier_count, rule=cfg.rule, iqr_factor=cfg.iqr_factor, check=False)
+    n_v, n_t, n_c = counts or (None, None, None)
+    # 1. visual filter
+    if counts is None:
+        n_v = scaled_count(N, outliers(a, n_neighbors=cfg.n_neighbors), N, cfg.count_rounding)
+    visual = topk_mask(a, n_v)
+    # 2. text information recovery, among the tokens the visual filter left ((N - n_v) * ratio of them at most)
+    if counts is None and use_text:
+        s_pushed = torch.where(visual, s.min(1, keepdim=True).values, s)
+        n_t = scaled_count(N - n_v, outliers(s_pushed, n_neighbors=cfg.n_neighbors), N, cfg.count_rounding)
+    elif counts is None:
+        n_t = torch.zeros_like(n_v)
+    text = topk_mask(s.masked_fill(visual, float("-inf")), n_t)
+    # 3. secondary recovery: centres among the rest, each merging its nearest neighbours
+    taken = visual | text
+    if counts is None:
+        rest = ~taken
+        n_rest = rest.sum(1)
+        centre_outliers = outliers(a, n_neighbors=cfg.centre_neighbors, valid=rest)
+        n_c = scaled_count(n_channels if cfg.centre_count == "released" else n_rest, centre_outliers, n_rest,
+                           cfg.count_rounding)
+        n_c = torch.minimum(n_c, n_rest)  # released int(C * ratio) can ask more than the rest: all of the rest
+    centres = topk_mask(a.masked_fill(taken, float("-inf")), n_c)
+    return visual, text, centres
+
+
 def recoverable_compression(tokens: torch.Tensor, cls_attn: torch.Tensor, text_sim: torch.Tensor | None,
                             keys: torch.Tensor | None, budget=None, preset: str | None = None,
                             **options) -> CompressionResult:
@@ -177,44 +212,34 @@ def recoverable_compression(tokens: torch.Tensor, cls_attn: torch.Tensor, text_s
         raise ValueError("rc needs text_sim [B, N] for its text stage; or pass text_stage=False")
     B, N, C = tokens.shape
     a = cls_attn.float()
-    # the dynamic scale filter, without its NaN / inf check (a host sync): compress checked the inputs
-    outliers = partial(outlier_count, rule=cfg.rule, iqr_factor=cfg.iqr_factor, check=False)
     s = text_sim.float() if use_text else torch.zeros_like(a)
 
     # each stage's count is at most the tokens the stages before left (what topk_mask's valid mask would clamp):
     # a stage picks the top of its scores with the tokens taken set to -inf
-    sizes = None  # (centres, output slots) of every row, known on the host for a fixed int budget
-    if isinstance(budget, int):
-        n_v, n_t, n_c = stage_counts(budget, cfg.budget_split, use_text)
-        n_v = min(n_v, N)
-        n_t = min(n_t, N - n_v)
-        n_c = min(n_c, N - n_v - n_t)
-        sizes = merge_sizes(n_v + n_t, N - n_v - n_t, n_c, cfg.extra_token)
-    elif budget is not None:
-        n_v, n_t, n_c = stage_counts(budget_tensor(budget, B, tokens.device), cfg.budget_split, use_text)
-        n_v = n_v.clamp(max=N)
-        n_t = torch.minimum(n_t, N - n_v)
-        n_c = torch.minimum(n_c, N - n_v - n_t)
-    # 1. visual filter
     if budget is None:
-        n_v = scaled_count(N, outliers(a, n_neighbors=cfg.n_neighbors), N, cfg.count_rounding)
-    visual = topk_mask(a, n_v)
-    # 2. text information recovery, among the tokens the visual filter left ((N - n_v) * ratio of them at most)
-    if budget is None and use_text:
-        s_pushed = torch.where(visual, s.min(1, keepdim=True).values, s)
-        n_t = scaled_count(N - n_v, outliers(s_pushed, n_neighbors=cfg.n_neighbors), N, cfg.count_rounding)
-    elif budget is None:
-        n_t = torch.zeros_like(n_v)
-    text = topk_mask(s.masked_fill(visual, float("-inf")), n_t)
-    # 3. secondary recovery: centres among the rest, each merging its nearest neighbours
-    taken = visual | text
-    rest = ~taken
-    if budget is None:
-        n_rest = rest.sum(1)
-        outliers = outliers(a, n_neighbors=cfg.centre_neighbors, valid=rest)
-        n_c = scaled_count(C if cfg.centre_count == "released" else n_rest, outliers, n_rest, cfg.count_rounding)
-        n_c = torch.minimum(n_c, n_rest)  # released int(C * ratio) can ask more than the rest: all of the rest
-    centres = topk_mask(a.masked_fill(taken, float("-inf")), n_c)
+        # the dynamic scale filter's counts are chosen on the host, as the released code runs sklearn's LOF on the
+        # CPU: one read of both score rows (a host sync on a GPU), the stages picked there, their masks sent back
+        host = torch.stack([a, s]).to("cpu", copy=True)  # [2, B, N]
+        picked = torch.stack(stage_masks(host[0], host[1], None, cfg, use_text, C))  # [3, B, N] visual, text, centres
+        chosen = picked.numpy()
+        n_selected = (chosen[0] | chosen[1]).sum(1)  # [B]: the sizes, known without another read
+        sizes = merge_sizes(n_selected, N - n_selected, chosen[2].sum(1), cfg.extra_token)
+        visual, text, centres = picked.to(tokens.device).unbind(0)
+    else:
+        if isinstance(budget, int):  # host ints: the sizes are known
+            n_v, n_t, n_c = stage_counts(budget, cfg.budget_split, use_text)
+            n_v = min(n_v, N)
+            n_t = min(n_t, N - n_v)
+            n_c = min(n_c, N - n_v - n_t)
+            sizes = merge_sizes(n_v + n_t, N - n_v - n_t, n_c, cfg.extra_token)
+        else:
+            n_v, n_t, n_c = stage_counts(budget_tensor(budget, B, tokens.device), cfg.budget_split, use_text)
+            n_v = n_v.clamp(max=N)
+            n_t = torch.minimum(n_t, N - n_v)
+            n_c = torch.minimum(n_c, N - n_v - n_t)
+            sizes = None  # (centres, output slots) read from the device
+        visual, text, centres = stage_masks(a, s, (n_v, n_t, n_c), cfg, use_text, C)
+    rest = ~(visual | text)
     rc_keys = released_key_order(keys, rest) if cfg.key_indexing == "released" else keys
     # 4. token merger: kept and recovered in original order, then the centres (each with its neighbours by
     #    cos(key_i, key_j) + w * s_j), then the extra token
