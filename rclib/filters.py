@@ -139,7 +139,9 @@ def neighbour_windows(values: np.ndarray, k: int, fill: float) -> np.ndarray:
 
     window[b, p, k + o] = values[b, p + o] (a view of one padded copy of ``values`` [B, n]).
     """
-    padded = np.pad(values, ((0, 0), (k, k)), constant_values=fill)
+    B, n = values.shape
+    padded = np.full((B, n + 2 * k), fill, dtype=values.dtype)
+    padded[:, k:k + n] = values
     return np.lib.stride_tricks.sliding_window_view(padded, 2 * k + 1, axis=1)
 
 
@@ -179,22 +181,23 @@ def lof_on_host(x: np.ndarray, n_neighbors: int, valid: np.ndarray | None) -> np
     K = max(1, min(n_neighbors, n - 1))  # window half-width
     k3 = k if valid is None else k[:, :, None]  # [B, 1, 1] to compare with a window
     # dist[b, p, t]: distance to the point t - K places away in sorted order (inf past the ends)
-    dist = np.abs(neighbour_windows(xs, K, np.inf) - xs[..., None])  # [B, n, 2K + 1]
-    if valid is None:  # the (k + 1)-th smallest, the point's own 0 among them: [B, n, 1]
-        k_distance = np.partition(dist, k, axis=2)[..., k:k + 1]
-    else:
+    dist = neighbour_windows(xs, K, np.inf) - xs[..., None]  # [B, n, 2K + 1]
+    np.abs(dist, out=dist)
+    if valid is None:  # the k-th nearest other point: the j nearest below and the k - j above, for the best j
+        below_j = dist[..., K - k:K + 1]  # [B, n, k + 1] the (k - i)-th point below, i = 0 .. k
+        k_distance = np.maximum(below_j, dist[..., K:K + k + 1]).min(2, keepdims=True)  # with the i-th above
+    else:  # the (k + 1)-th smallest, the point's own 0 among them: [B, n, 1]
         k_distance = np.take_along_axis(np.sort(dist, axis=2), np.broadcast_to(k3, (*dist.shape[:2], 1)), 2)
 
     # the neighbours: all strictly inside the k-distance, then ties at it, lower side first: the run of
-    # window places t - K = -below .. k - below, the point's own (t = K) left out
+    # window places t - K = -below .. k - below (the point's own, t = K, taken out of the sums after)
     below = np.minimum((dist[..., :K] <= k_distance).sum(2), k - (dist[..., K + 1:] < k_distance).sum(2))
-    offset = np.arange(-K, K + 1)  # t - K
-    run = offset + below[..., None]  # [B, n, 2K + 1] 0 .. k inside the run
-    skip = (run < 0) | (run > k3) | (offset == 0)  # not a neighbour
-
-    reach = np.where(skip, 0.0, np.maximum(neighbour_windows(k_distance[..., 0], K, 0.0), dist)).sum(2)
+    place = np.arange(2 * K + 1) - (K - below)[..., None]  # [B, n, 2K + 1] 0 .. k inside the run
+    in_run = (place >= 0) & (place <= k3)
+    k_distance = k_distance[..., 0]
+    reach = np.where(in_run, np.maximum(neighbour_windows(k_distance, K, 0.0), dist), 0.0).sum(2) - k_distance
     lrd = 1.0 / (reach / k + 1e-10)  # [B, n] local reachability density
-    lof = np.where(skip, 0.0, neighbour_windows(lrd, K, 0.0)).sum(2) / k / lrd  # [B, n] sorted order
+    lof = (np.where(in_run, neighbour_windows(lrd, K, 0.0), 0.0).sum(2) - lrd) / k / lrd  # [B, n] sorted order
     in_order = np.empty_like(lof)
     np.put_along_axis(in_order, order, lof, 1)  # back to token order
     if valid is None:
