@@ -159,7 +159,7 @@ def lof_values(scores: torch.Tensor, n_neighbors: int, valid: torch.Tensor | Non
     ones first: a run of k + 1 window places, the point's own left out. Rows with fewer than 2 valid tokens
     are NaN. Without a valid mask, k is one int for every row.
     """
-    B, n = scores.shape
+    n = scores.shape[1]
     x = on_host(scores, np.float64)
     ok = None if valid is None else on_host(valid)
     if n == 0:

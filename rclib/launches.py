@@ -3,8 +3,9 @@
 At LLaVA's sizes a GPU pays per kernel launch (5-10 us each) and per host sync (the queue drains), not per
 FLOP, and the CPU clock hides both. :func:`count_ops` runs a call under a ``TorchDispatchMode`` that tallies
 every aten op and every op that makes the host wait for the device's values (``item()``, ``bool()`` and
-``int()`` of a tensor, data-dependent shapes such as ``nonzero``, a copy to the CPU). The counts do not depend on the values'
-precision, the channel width or the device, so they are a test, not a benchmark (tests/core/test_launches.py).
+``int()`` of a tensor, data-dependent shapes such as ``nonzero``, a copy to the CPU). The counts do not depend on
+the values' precision, the channel width or the device, so they are a test, not a benchmark
+(tests/core/test_launches.py). Work a method does in numpy on the host launches nothing and is not counted.
 """
 from __future__ import annotations
 

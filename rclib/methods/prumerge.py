@@ -52,7 +52,7 @@ def prumerge(tokens: torch.Tensor, cls_attn: torch.Tensor, text_sim, keys: torch
     N = tokens.shape[1]
     a = cls_attn.float()
     if budget is None:  # the scores decide the count: read on the host for the output size
-        n_iqr = outlier_count(a, "iqr", iqr_factor=iqr_factor)  # [B]
+        n_iqr = outlier_count(a, "iqr", iqr_factor=iqr_factor, check=False)  # [B] (compress checked the scores)
         centres = topk_mask(a, n_iqr)
         if uniform_per_centre:
             centres = centres | uniform_samples(n_iqr, N, uniform_per_centre)

@@ -16,18 +16,7 @@ def brute_force_greedy(kernel: torch.Tensor, k: int) -> set[int]:
     return set(chosen)
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_greedy_dpp_equals_brute_force(seed):
-    g = torch.Generator().manual_seed(seed)
-    tokens = torch.randn(2, 12, 8, generator=g)
-    r = relevance(torch.randn(2, 12, generator=g))
-    kernel = conditional_kernel(tokens, r)
-    picked = greedy_dpp(kernel, torch.tensor([5, 3]), r)
-    for b, k in enumerate((5, 3)):
-        assert set(torch.nonzero(picked[b]).flatten().tolist()) == brute_force_greedy(kernel[b], k)
-
-
-def cholesky_greedy(kernel: torch.Tensor, k: int) -> list[int]:
+def cholesky_greedy(kernel: torch.Tensor, k: int) -> set[int]:
     """Chen et al.'s fast greedy MAP as the released code writes it (incremental Cholesky rows), float64."""
     kernel = kernel.double()
     rows, gains, chosen = torch.zeros(k, len(kernel), dtype=torch.float64), kernel.diagonal().clone(), []
@@ -37,19 +26,22 @@ def cholesky_greedy(kernel: torch.Tensor, k: int) -> list[int]:
         rows[t] = (kernel[pick] - rows[:t, pick] @ rows[:t]) / gains[pick].sqrt()
         gains -= rows[t] ** 2
         gains[pick] = float("-inf")
-    return chosen
+    return set(chosen)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_greedy_dpp_picks_what_the_cholesky_loop_picks(seed):
-    """At a grid's size the conditioned-kernel loop (float32) picks the released loop's tokens (float64)."""
+@pytest.mark.parametrize("seed, n, width, counts, reference",
+                         [(seed, 12, 8, (5, 3), brute_force_greedy) for seed in range(5)]
+                         + [(seed, 144, 32, (24, 24), cholesky_greedy) for seed in range(3)])
+def test_greedy_dpp_picks_what_the_reference_picks(seed, n, width, counts, reference):
+    """The conditioned-kernel loop (float32) picks what the log-det greedy picks by brute force, and at a grid's
+    size what the released Cholesky loop picks (both float64)."""
     g = torch.Generator().manual_seed(seed)
-    tokens = torch.randn(2, 144, 32, generator=g)
-    r = relevance(torch.randn(2, 144, generator=g))
+    tokens = torch.randn(2, n, width, generator=g)
+    r = relevance(torch.randn(2, n, generator=g))
     kernel = conditional_kernel(tokens, r)
-    picked = greedy_dpp(kernel, torch.tensor([24, 24]), r)
-    for b in range(2):
-        assert torch.nonzero(picked[b]).flatten().tolist() == sorted(cholesky_greedy(kernel[b], 24))
+    picked = greedy_dpp(kernel, torch.tensor(counts), r)
+    for b, k in enumerate(counts):
+        assert set(torch.nonzero(picked[b]).flatten().tolist()) == reference(kernel[b], k)
 
 
 def test_relevance_normalisation_and_sign():

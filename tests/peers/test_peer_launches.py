@@ -17,5 +17,6 @@ def test_fixed_budgets_do_not_sync(B, N):
         result, counted = count_ops(compress, tokens, a, s, keys, method=method, budget=64, check_values=False)
         assert counted.syncs == 0 and result.n_output.tolist() == [64] * B, (method, dict(counted.ops))
     for method in ("prumerge", "prumerge+"):
-        _, counted = count_ops(compress, tokens, a, s, keys, method=method, check_values=False)
-        assert 1 <= counted.syncs <= 2, (method, dict(counted.ops))  # the centres and the slots, read apart or together
+        for checks in (False, True):  # the most centres and output slots, read together; the value check's scan
+            _, counted = count_ops(compress, tokens, a, s, keys, method=method, check_values=checks)
+            assert counted.syncs == 1 + checks, (method, checks, dict(counted.ops))
