@@ -30,7 +30,6 @@ from rclib.methods.common import (
     EXTRA_TOKEN_RULES,
     IQR_FACTOR_CONTROL,
     KNN_K_CONTROL,
-    budget_tensor,
     merge_into_centres,
     merge_sizes,
 )
@@ -137,17 +136,13 @@ def scaled_count(scale: int | torch.Tensor, count: torch.Tensor, total: int | to
     return (scale * (count.double() / (total if isinstance(total, int) else total.double()))).floor().long()
 
 
-def stage_counts(budget: torch.Tensor | int, split: tuple[float, float, float], use_text: bool) -> tuple:
-    """Fixed budget K ([B] tensor, or an int: host ints) -> (n_v, n_t, n_c): K - 1 slots shared in ``split``
-    proportions, extra token last; the shares are float32 products rounded half to even on either path."""
+def stage_counts(budget: int, split: tuple[float, float, float], use_text: bool) -> tuple[int, int, int]:
+    """Fixed budget K -> (n_v, n_t, n_c): K - 1 slots shared in ``split`` proportions, extra token last; the shares
+    are float32 products rounded half to even (as torch would round them)."""
     slots = budget - 1
     _, frac_t, frac_c = split if use_text else (split[0] + split[1], 0.0, split[2])  # visual takes the rest
-    if isinstance(slots, int):
-        n_t, n_c = round(float32(float32(slots) * float32(frac_t))), round(float32(float32(slots) * float32(frac_c)))
-        return max(slots - n_t - n_c, 0), n_t, n_c
-    n_t = (slots * frac_t).round().long()
-    n_c = (slots * frac_c).round().long()
-    return (slots - n_t - n_c).clamp(min=0), n_t, n_c
+    n_t, n_c = round(float32(float32(slots) * float32(frac_t))), round(float32(float32(slots) * float32(frac_c)))
+    return max(slots - n_t - n_c, 0), n_t, n_c
 
 
 def float32(x: float) -> float:
@@ -166,8 +161,8 @@ def stage_masks(a: torch.Tensor, s: torch.Tensor, counts: tuple | None, cfg: RCC
                 n_channels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(visual, text, centres) [B, N] bool: RC's three selections from [CLS] attention a and text scores s [B, N].
 
-    counts: (n_v, n_t, n_c) of a fixed budget (ints, or [B] tensors), or None: each stage's count from the dynamic
-    scale filter (n_channels: the feature width, for the released centre count).
+    counts: (n_v, n_t, n_c) of a fixed budget (ints), or None: each stage's count from the dynamic scale filter
+    (n_channels: the feature width, for the released centre count).
     """
     N = a.shape[1]
     # the dynamic scale filter, without its NaN / inf check (a host sync): compress checked the inputs
@@ -210,7 +205,7 @@ def recoverable_compression(tokens: torch.Tensor, cls_attn: torch.Tensor, text_s
     use_text = cfg.text_stage
     if text_sim is None and use_text:
         raise ValueError("rc needs text_sim [B, N] for its text stage; or pass text_stage=False")
-    B, N, C = tokens.shape
+    _, N, C = tokens.shape
     a = cls_attn.float()
     s = text_sim.float() if use_text else torch.zeros_like(a)
 
@@ -225,19 +220,12 @@ def recoverable_compression(tokens: torch.Tensor, cls_attn: torch.Tensor, text_s
         n_selected = (chosen[0] | chosen[1]).sum(1)  # [B]: the sizes, known without another read
         sizes = merge_sizes(n_selected, N - n_selected, chosen[2].sum(1), cfg.extra_token)
         visual, text, centres = picked.to(tokens.device).unbind(0)
-    else:
-        if isinstance(budget, int):  # host ints: the sizes are known
-            n_v, n_t, n_c = stage_counts(budget, cfg.budget_split, use_text)
-            n_v = min(n_v, N)
-            n_t = min(n_t, N - n_v)
-            n_c = min(n_c, N - n_v - n_t)
-            sizes = merge_sizes(n_v + n_t, N - n_v - n_t, n_c, cfg.extra_token)
-        else:
-            n_v, n_t, n_c = stage_counts(budget_tensor(budget, B, tokens.device), cfg.budget_split, use_text)
-            n_v = n_v.clamp(max=N)
-            n_t = torch.minimum(n_t, N - n_v)
-            n_c = torch.minimum(n_c, N - n_v - n_t)
-            sizes = None  # (centres, output slots) read from the device
+    else:  # a fixed budget (an int): the counts and sizes are known on the host
+        n_v, n_t, n_c = stage_counts(budget, cfg.budget_split, use_text)
+        n_v = min(n_v, N)
+        n_t = min(n_t, N - n_v)
+        n_c = min(n_c, N - n_v - n_t)
+        sizes = merge_sizes(n_v + n_t, N - n_v - n_t, n_c, cfg.extra_token)
         visual, text, centres = stage_masks(a, s, (n_v, n_t, n_c), cfg, use_text, C)
     rest = ~(visual | text)
     rc_keys = released_key_order(keys, rest) if cfg.key_indexing == "released" else keys
