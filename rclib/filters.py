@@ -163,7 +163,7 @@ def lof_values(scores: torch.Tensor, n_neighbors: int, valid: torch.Tensor | Non
     x = on_host(scores, np.float64)
     ok = None if valid is None else on_host(valid)
     if n == 0:
-        return torch.from_numpy(x.copy()).to(scores.device)
+        return torch.from_numpy(x).to(scores.device)  # no token: an empty [B, 0]
     with np.errstate(invalid="ignore", divide="ignore"):  # invalid tokens: inf - inf, masked at the end
         lof = lof_on_host(x, n_neighbors, ok)
     return torch.from_numpy(lof).to(scores.device)
